@@ -1,0 +1,1 @@
+"""The `metaaug` command line (installed as metaaugment.cli)."""

@@ -1,0 +1,228 @@
+"""`metaaug`: the command-line interface, a thin layer over the metaaugment library."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any, List, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+from typing_extensions import Annotated
+
+from metaaugment.errors import UserError
+
+app = typer.Typer(
+    name="metaaug",
+    help="Learned data augmentation: run one policy on a benchmark, or compare several.",
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+out_console = Console()
+err_console = Console(stderr=True)
+
+# Options shared by `run` and `compare`.
+LearnerOpt = Annotated[Optional[str], typer.Option(help="Learner name (default: the benchmark's); see `metaaug list`.")]
+ModelOpt = Annotated[Optional[str], typer.Option(help="Model name (default: the benchmark's); see `metaaug list`.")]
+EpochsOpt = Annotated[Optional[int], typer.Option(help="Training epochs (default: the benchmark's).")]
+BatchOpt = Annotated[Optional[int], typer.Option("--batch-size", help="Mini-batch size (default: the benchmark's).")]
+LrOpt = Annotated[Optional[float], typer.Option("--lr", help="Learning rate (default: the benchmark's).")]
+DeviceOpt = Annotated[str, typer.Option(help="auto (CUDA when present, else CPU), cpu, cuda or cuda:N.")]
+DataRootOpt = Annotated[Path, typer.Option("--data-root", envvar="METAAUG_DATA_ROOT",
+                                           help="Folder holding on-disk datasets (CIFAR, ...).")]
+EvalEveryOpt = Annotated[int, typer.Option("--eval-every", help="Validate every N epochs.")]
+CheckpointOpt = Annotated[int, typer.Option("--checkpoint-every", help="Checkpoint every N steps (and every epoch end).")]
+LearnerSetOpt = Annotated[Optional[List[str]], typer.Option("--learner-set", help="Learner option key=value (repeatable).")]
+ModelSetOpt = Annotated[Optional[List[str]], typer.Option("--model-set", help="Model option key=value (repeatable).")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")]
+
+
+def _base_config(benchmark: str, learner: Optional[str], model: Optional[str], epochs: Optional[int],
+                 batch_size: Optional[int], lr: Optional[float], device: str, data_root: Path,
+                 eval_every: int, checkpoint_every: int, learner_set: Optional[List[str]],
+                 model_set: Optional[List[str]]) -> Any:
+    from metaaugment.learners import LEARNERS
+    from metaaugment.models import MODELS
+    from metaaugment.registry import parse_options
+    from metaaugment.trainer import RunConfig
+
+    config = RunConfig(benchmark=benchmark, learner=learner, model=model, epochs=epochs,
+                       batch_size=batch_size, device=device, data_root=str(data_root),
+                       eval_every=eval_every, checkpoint_every=checkpoint_every)
+    config.validate()
+    config = config.resolve()  # checks the benchmark name and fills defaults
+    config.learner_options.update(parse_options(LEARNERS.get(config.learner).factory, learner_set or []))
+    if lr is not None:
+        config.learner_options["lr"] = lr
+    config.model_options.update(parse_options(MODELS.get(config.model).factory, model_set or []))
+    return config
+
+
+def _results_table(title: str, rows: list[tuple[str, str]]) -> Table:
+    table = Table(title=title, show_header=False)
+    table.add_column(style="bold")
+    table.add_column()
+    for key, value in rows:
+        table.add_row(key, value)
+    return table
+
+
+@app.command("list")
+def list_command() -> None:
+    """List benchmarks, policies, learners and models with one line each."""
+    from metaaugment.learners import list_learners
+    from metaaugment.models import list_models
+    from metaaugment.policies import list_policies
+    from metaaugment.tasks import list_benchmarks
+
+    for title, entries in (("benchmarks", list_benchmarks()), ("policies", list_policies()),
+                           ("learners", list_learners()), ("models", list_models())):
+        table = Table(title=title, title_justify="left", show_header=False, box=None, padding=(0, 2))
+        table.add_column(style="bold cyan", no_wrap=True)
+        table.add_column()
+        for entry in entries:
+            table.add_row(entry.name, entry.summary)
+        out_console.print(table)
+        out_console.print()
+
+
+@app.command()
+def run(
+    benchmark: Annotated[str, typer.Argument(help="Benchmark name; see `metaaug list`.")],
+    policy: Annotated[str, typer.Option("--policy", "-p", help="Augmentation policy; see `metaaug list`.")] = "none",
+    policy_set: Annotated[Optional[List[str]], typer.Option("--set", "-s", help="Policy option key=value (repeatable).")] = None,
+    learner: LearnerOpt = None,
+    model: ModelOpt = None,
+    epochs: EpochsOpt = None,
+    batch_size: BatchOpt = None,
+    lr: LrOpt = None,
+    seed: Annotated[int, typer.Option(help="Random seed; the same seed gives the same results.")] = 0,
+    device: DeviceOpt = "auto",
+    data_root: DataRootOpt = Path("data"),
+    out: Annotated[Optional[Path], typer.Option(help="Run folder (default: runs/BENCHMARK/POLICY/seedSEED).")] = None,
+    resume: Annotated[bool, typer.Option(help="Continue an interrupted run in --out, or reuse a finished one.")] = False,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing run folder in --out.")] = False,
+    eval_every: EvalEveryOpt = 1,
+    checkpoint_every: CheckpointOpt = 100,
+    learner_set: LearnerSetOpt = None,
+    model_set: ModelSetOpt = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Train with one policy on a benchmark; writes config.json, metrics.jsonl, results.json."""
+    import dataclasses
+
+    from metaaugment.policies import POLICIES
+    from metaaugment.registry import parse_options
+    from metaaugment.trainer import train
+
+    if resume and overwrite:
+        raise UserError("--resume and --overwrite exclude each other")
+    config = _base_config(benchmark, learner, model, epochs, batch_size, lr, device, data_root,
+                          eval_every, checkpoint_every, learner_set, model_set)
+    options = parse_options(POLICIES.get(policy).factory, policy_set or [])
+    config = dataclasses.replace(config, policy=policy, policy_options=options, seed=seed)
+    if seed < 0:
+        raise UserError(f"--seed must be a non-negative integer (got {seed})")
+    out = out or Path("runs") / benchmark / policy / f"seed{seed}"
+    results = train(config, out, resume=resume, overwrite=overwrite, console=err_console, show_progress=not quiet)
+    m = results["metrics"]
+    out_console.print(_results_table(f"{benchmark} · {policy} · seed {seed}", [
+        ("test accuracy", f"{100 * m['test_accuracy']:.2f}%"),
+        ("best val accuracy", f"{100 * m['best_val_accuracy']:.2f}%"),
+        ("test loss", f"{m['test_loss']:.4f}"),
+        ("epochs / steps", f"{m['epochs']} / {m['steps']}"),
+        ("wall time", f"{results['wall_time_s']:.1f} s"),
+        ("run folder", str(out)),
+    ]))
+
+
+def _parse_seeds(text: str) -> list[int]:
+    try:
+        seeds = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise UserError(f"--seeds must be comma-separated non-negative integers (got {text!r})") from None
+    if not seeds or any(s < 0 for s in seeds) or len(set(seeds)) != len(seeds):
+        raise UserError(f"--seeds must be distinct non-negative integers, e.g. 0,1,2 (got {text!r})")
+    return seeds
+
+
+def _parse_policy_sets(policies: list[str], assignments: list[str]) -> dict[str, dict[str, Any]]:
+    from metaaugment.policies import POLICIES
+    from metaaugment.registry import parse_options
+
+    grouped: dict[str, list[str]] = {p: [] for p in policies}
+    for item in assignments:
+        name, dot, rest = item.partition(".")
+        if not dot or name not in grouped:
+            raise UserError(f"--set {item!r} must look like POLICY.key=value with POLICY one of {', '.join(policies)}")
+        grouped[name].append(rest)
+    return {p: parse_options(POLICIES.get(p).factory, items) for p, items in grouped.items()}
+
+
+@app.command()
+def compare(
+    benchmark: Annotated[str, typer.Argument(help="Benchmark name; see `metaaug list`.")],
+    policies: Annotated[str, typer.Option("--policies", help="Comma-separated policy names, e.g. none,randaugment,mixup.")],
+    seeds: Annotated[str, typer.Option(help="Comma-separated seeds.")] = "0,1,2",
+    policy_set: Annotated[Optional[List[str]], typer.Option("--set", "-s", help="POLICY.key=value (repeatable).")] = None,
+    learner: LearnerOpt = None,
+    model: ModelOpt = None,
+    epochs: EpochsOpt = None,
+    batch_size: BatchOpt = None,
+    lr: LrOpt = None,
+    device: DeviceOpt = "auto",
+    data_root: DataRootOpt = Path("data"),
+    out: Annotated[Optional[Path], typer.Option(help="Comparison folder (default: runs/compare/BENCHMARK).")] = None,
+    eval_every: EvalEveryOpt = 1,
+    checkpoint_every: CheckpointOpt = 100,
+    learner_set: LearnerSetOpt = None,
+    model_set: ModelSetOpt = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Run (or reuse finished) runs of several policies over seeds; print and save a table and plot."""
+    from metaaugment.compare import SUMMARY_METRICS, format_stat, run_comparison, summarize, write_comparison
+    from metaaugment.policies import POLICIES
+
+    names = [p.strip() for p in policies.split(",") if p.strip()]
+    if not names or len(set(names)) != len(names):
+        raise UserError(f"--policies must be distinct comma-separated names (got {policies!r})")
+    for name in names:
+        POLICIES.get(name)  # fail before any training on a misspelt name
+    seed_list = _parse_seeds(seeds)
+    options = _parse_policy_sets(names, policy_set or [])
+    config = _base_config(benchmark, learner, model, epochs, batch_size, lr, device, data_root,
+                          eval_every, checkpoint_every, learner_set, model_set)
+    out = out or Path("runs") / "compare" / benchmark
+    records = run_comparison(config, names, seed_list, out, options, console=err_console, show_progress=not quiet)
+    paths = write_comparison(out, benchmark, records)
+    table = Table(title=f"{benchmark}: mean ± std over seeds {', '.join(map(str, seed_list))}")
+    table.add_column("policy", style="bold")
+    for _, title, percent in SUMMARY_METRICS:
+        table.add_column(title + (" (%)" if percent else ""), justify="right")
+    for summary in summarize(records):
+        table.add_row(summary.policy, *(format_stat(*summary.stat(m), p) for m, _, p in SUMMARY_METRICS))
+    out_console.print(table)
+    out_console.print("wrote " + ", ".join(str(p) for p in paths.values()))
+
+
+def main(argv: Optional[List[str]] = None) -> None:
+    """Console-script entry point: one line and exit code 2 for any user error."""
+    from typer.exceptions import TyperException
+
+    try:
+        code = app(args=argv, prog_name="metaaug", standalone_mode=False)
+    except UserError as error:
+        err_console.print(f"[red]error:[/red] {error}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except TyperException as error:  # click usage errors: unknown option, missing argument...
+        err_console.print(f"[red]error:[/red] {error.format_message()} (see metaaug --help)", highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except (KeyboardInterrupt, typer.Abort):
+        err_console.print("interrupted; continue with the same command plus --resume")
+        sys.exit(130)
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,45 @@
+"""Atomic file writes: a reader (or a crash) never sees a half-written file."""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Callable, IO
+
+import torch
+
+
+def _write_atomically(path: Path, write: Callable[[IO[bytes]], None]) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            write(handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)  # atomic on POSIX and Windows
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_json(path: Path, data: Any) -> None:
+    """Write `data` as indented JSON, atomically."""
+    _write_atomically(path, lambda h: h.write((json.dumps(data, indent=2, sort_keys=True) + "\n").encode()))
+
+
+def write_text(path: Path, text: str) -> None:
+    """Write a text file atomically."""
+    write_bytes(path, text.encode())
+
+
+def write_bytes(path: Path, data: bytes) -> None:
+    """Write a binary file atomically."""
+    _write_atomically(path, lambda h: h.write(data))
+
+
+def save_torch(path: Path, obj: Any) -> None:
+    """torch.save `obj` atomically."""
+    _write_atomically(path, lambda h: torch.save(obj, h))

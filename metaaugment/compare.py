@@ -1,0 +1,175 @@
+"""Run several policies over several seeds on one benchmark and summarize them side by side."""
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+from rich.console import Console
+
+from .atomic import write_bytes, write_text
+from .rundir import RunDirectory
+from .trainer import RunConfig, train
+
+# (results.json key, column title, shown as a percentage)
+SUMMARY_METRICS = (
+    ("test_accuracy", "test acc", True),
+    ("best_val_accuracy", "best val acc", True),
+    ("test_loss", "test loss", False),
+)
+
+
+def mean_std(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (ddof=1; 0 for a single value)."""
+    n = len(values)
+    mean = sum(values) / n
+    if n < 2:
+        return mean, 0.0
+    return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
+
+
+@dataclass
+class RunRecord:
+    """One finished run of a comparison: its policy, seed, folder and results.json."""
+
+    policy: str
+    seed: int
+    path: Path
+    results: dict[str, Any]
+
+
+@dataclass
+class PolicySummary:
+    """Per-policy aggregate over seeds: metric -> list of per-seed values."""
+
+    policy: str
+    seeds: list[int]
+    values: dict[str, list[float]]
+    wall_times: list[float]
+
+    def stat(self, metric: str) -> tuple[float, float]:
+        """(mean, std) of `metric` over seeds."""
+        return mean_std(self.values[metric])
+
+
+def run_comparison(base: RunConfig, policies: Sequence[str], seeds: Sequence[int], out: Path,
+                   policy_options: dict[str, dict[str, Any]] | None = None,
+                   console: Console | None = None, show_progress: bool = True) -> list[RunRecord]:
+    """Train every (policy, seed) into out/<policy>/seed<k>, reusing finished runs and
+    resuming unfinished ones; a folder holding a different configuration is an error."""
+    console = console or Console(stderr=True)
+    records = []
+    total = len(policies) * len(seeds)
+    for index, (policy, seed) in enumerate(((p, s) for p in policies for s in seeds), start=1):
+        config = dataclasses.replace(base, policy=policy, seed=seed,
+                                     policy_options=(policy_options or {}).get(policy, {}))
+        path = Path(out) / policy / f"seed{seed}"
+        state = "reusing" if RunDirectory(path).finished else "running"
+        console.print(f"[{index}/{total}] {state} {policy} seed {seed} -> {path}")
+        results = train(config, path, resume=True, console=console, show_progress=show_progress)
+        records.append(RunRecord(policy, seed, path, results))
+    return records
+
+
+def summarize(records: Sequence[RunRecord]) -> list[PolicySummary]:
+    """Group run records by policy, in first-seen order."""
+    summaries: dict[str, PolicySummary] = {}
+    for r in records:
+        s = summaries.setdefault(r.policy, PolicySummary(r.policy, [], {m: [] for m, _, _ in SUMMARY_METRICS}, []))
+        s.seeds.append(r.seed)
+        for metric, _, _ in SUMMARY_METRICS:
+            s.values[metric].append(float(r.results["metrics"][metric]))
+        s.wall_times.append(float(r.results.get("wall_time_s", float("nan"))))
+    return list(summaries.values())
+
+
+def format_stat(mean: float, std: float, percent: bool) -> str:
+    """'97.50 ± 0.31' (percent) or '0.1234 ± 0.0040'."""
+    return f"{100 * mean:.2f} ± {100 * std:.2f}" if percent else f"{mean:.4f} ± {std:.4f}"
+
+
+def comparison_csv(summaries: Sequence[PolicySummary]) -> str:
+    """One row per policy: seeds, then mean and std of each summary metric, then time."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    header = ["policy", "n_seeds", "seeds"]
+    for metric, _, _ in SUMMARY_METRICS:
+        header += [f"{metric}_mean", f"{metric}_std"]
+    writer.writerow(header + ["wall_time_s_mean"])
+    for s in summaries:
+        row: list[Any] = [s.policy, len(s.seeds), " ".join(map(str, s.seeds))]
+        for metric, _, _ in SUMMARY_METRICS:
+            row += [f"{v:.6f}" for v in s.stat(metric)]
+        writer.writerow(row + [f"{mean_std(s.wall_times)[0]:.2f}"])
+    return buffer.getvalue()
+
+
+def comparison_markdown(benchmark: str, summaries: Sequence[PolicySummary], records: Sequence[RunRecord]) -> str:
+    """A summary table (mean ± std over seeds) and a per-run table."""
+    lines = [f"# {benchmark}: policy comparison", "",
+             "Mean ± sample standard deviation over seeds; accuracies in %.", "",
+             "| policy | seeds | " + " | ".join(t for _, t, _ in SUMMARY_METRICS) + " | time / run (s) |",
+             "|---|---|" + "---|" * len(SUMMARY_METRICS) + "---|"]
+    for s in summaries:
+        cells = [format_stat(*s.stat(m), p) for m, _, p in SUMMARY_METRICS]
+        lines.append(f"| {s.policy} | {len(s.seeds)} | " + " | ".join(cells) + f" | {mean_std(s.wall_times)[0]:.1f} |")
+    lines += ["", "## Runs", "", "| policy | seed | test acc | best val acc | folder |", "|---|---|---|---|---|"]
+    for r in records:
+        m = r.results["metrics"]
+        lines.append(f"| {r.policy} | {r.seed} | {100 * m['test_accuracy']:.2f} | "
+                     f"{100 * m['best_val_accuracy']:.2f} | {r.path} |")
+    return "\n".join(lines) + "\n"
+
+
+def plot_comparison(path: Path, benchmark: str, summaries: Sequence[PolicySummary],
+                    records: Sequence[RunRecord]) -> None:
+    """PNG: test accuracy per policy (mean ± std, seeds as dots) and mean validation curves."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
+    for i, s in enumerate(summaries):
+        mean, std = s.stat("test_accuracy")
+        left.bar(i, 100 * mean, yerr=100 * std, capsize=4, color=f"C{i}", alpha=0.75)
+        left.scatter([i] * len(s.seeds), [100 * v for v in s.values["test_accuracy"]], color="black", s=12, zorder=3)
+    left.set_xticks(range(len(summaries)), [s.policy for s in summaries], rotation=20)
+    left.set_ylabel("test accuracy (%)")
+    left.set_title(f"{benchmark}: test accuracy (mean ± std over seeds)")
+    all_values = [100 * v for s in summaries for v in s.values["test_accuracy"]]
+    low, high = min(all_values), max(all_values)
+    left.set_ylim(max(0.0, low - max(2.0, (high - low))), min(100.0, high + max(1.0, 0.5 * (high - low))))
+    for i, s in enumerate(summaries):
+        curves = []
+        for r in records:
+            if r.policy == s.policy:
+                epochs = [x for x in RunDirectory(r.path).read_metrics() if x.get("kind") == "epoch" and "val_accuracy" in x]
+                curves.append({x["epoch"]: 100 * x["val_accuracy"] for x in epochs})
+        common = sorted(set.intersection(*(set(c) for c in curves))) if curves else []
+        if common:
+            right.plot(common, [sum(c[e] for c in curves) / len(curves) for e in common], label=s.policy, color=f"C{i}")
+    right.set_xlabel("epoch")
+    right.set_ylabel("validation accuracy (%)")
+    right.set_title("validation accuracy (mean over seeds)")
+    right.legend()
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=120)
+    plt.close(fig)
+    write_bytes(Path(path), buffer.getvalue())
+
+
+def write_comparison(out: Path, benchmark: str, records: Sequence[RunRecord]) -> dict[str, Path]:
+    """Write comparison.csv, comparison.md and comparison.png into `out`; returns their paths."""
+    summaries = summarize(records)
+    out = Path(out)
+    paths = {"csv": out / "comparison.csv", "md": out / "comparison.md", "png": out / "comparison.png"}
+    write_text(paths["csv"], comparison_csv(summaries))
+    write_text(paths["md"], comparison_markdown(benchmark, summaries, records))
+    plot_comparison(paths["png"], benchmark, summaries, records)
+    return paths

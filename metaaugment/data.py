@@ -1,0 +1,108 @@
+"""In-memory image splits and deterministic, resumable mini-batch ordering."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterator
+
+import torch
+from torch import Tensor
+
+from .batch import Batch
+from .spec import TaskSpec
+
+
+@dataclass
+class ImageSplit:
+    """One split held as uint8 images (N, C, H, W) and int64 labels (N,).
+
+    uint8 keeps a split at a quarter of its float32 size; batches are converted to float
+    [0, 1] on the target device only when drawn.
+    """
+
+    images: Tensor
+    labels: Tensor
+
+    def __post_init__(self) -> None:
+        if self.images.dtype != torch.uint8 or self.images.dim() != 4:
+            raise ValueError(f"images must be uint8 (N, C, H, W), got {self.images.dtype} {tuple(self.images.shape)}")
+        if self.labels.shape != (self.images.shape[0],):
+            raise ValueError("labels must be (N,) and match the number of images")
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+    def batch(self, indices: Tensor, device: torch.device | str = "cpu") -> Batch:
+        """The samples at `indices` as a float Batch on `device`."""
+        images = self.images[indices].to(device, non_blocking=True)
+        return Batch(images.float().div_(255.0), self.labels[indices].to(device, non_blocking=True))
+
+
+@dataclass
+class ClassificationData:
+    """Train / validation / test splits of a classification benchmark and their TaskSpec."""
+
+    train: ImageSplit
+    val: ImageSplit
+    test: ImageSplit
+    spec: TaskSpec
+
+
+def _generator(seed: int, stream: int) -> torch.Generator:
+    # Distinct, reproducible streams per (seed, epoch) without touching the global RNG.
+    return torch.Generator().manual_seed(seed * 1_000_003 + stream)
+
+
+def epoch_order(num_samples: int, seed: int, epoch: int) -> Tensor:
+    """(num_samples,) permutation used in `epoch`; a pure function of (seed, epoch)."""
+    return torch.randperm(num_samples, generator=_generator(seed, epoch))
+
+
+def steps_per_epoch(num_samples: int, batch_size: int) -> int:
+    """Full batches per epoch (the last partial batch is dropped, as BatchNorm prefers)."""
+    return max(1, num_samples // batch_size)
+
+
+def training_batches(split: ImageSplit, batch_size: int, seed: int, epoch: int,
+                     start: int = 0, device: torch.device | str = "cpu") -> Iterator[Batch]:
+    """The shuffled batches of one epoch, starting at batch index `start` (for resuming)."""
+    order = epoch_order(len(split), seed, epoch)
+    for index in range(start, steps_per_epoch(len(split), batch_size)):
+        yield split.batch(order[index * batch_size:(index + 1) * batch_size], device)
+
+
+def evaluation_batches(split: ImageSplit, batch_size: int, device: torch.device | str = "cpu",
+                       indices: Tensor | None = None) -> Iterator[Batch]:
+    """Every sample (or those at `indices`) once, in order, including the last partial batch."""
+    indices = torch.arange(len(split)) if indices is None else indices
+    for begin in range(0, len(indices), batch_size):
+        yield split.batch(indices[begin:begin + batch_size], device)
+
+
+class BatchStream:
+    """An endless stream of shuffled mini-batches whose position is checkpointable.
+
+    Used for the held-out batches lookahead policies ask for (`StepContext.validation_batch`);
+    its state is two integers, so a resumed run draws exactly the batches it would have drawn.
+    """
+
+    def __init__(self, split: ImageSplit, batch_size: int, seed: int, device: torch.device | str = "cpu"):
+        self.split, self.seed, self.device = split, seed, device
+        self.batch_size = min(batch_size, len(split))
+        self.epoch, self.position = 0, 0
+
+    def next(self) -> Batch:
+        """The next mini-batch, reshuffling after each pass over the split."""
+        if self.position >= steps_per_epoch(len(self.split), self.batch_size):
+            self.epoch, self.position = self.epoch + 1, 0
+        order = epoch_order(len(self.split), self.seed + 7919, self.epoch)
+        start = self.position * self.batch_size
+        self.position += 1
+        return self.split.batch(order[start:start + self.batch_size], self.device)
+
+    def state_dict(self) -> dict[str, int]:
+        """Position in the stream."""
+        return {"epoch": self.epoch, "position": self.position}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        """Restore a position saved by `state_dict`."""
+        self.epoch, self.position = state["epoch"], state["position"]

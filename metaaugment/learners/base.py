@@ -1,0 +1,53 @@
+"""The Learner interface: how a model is trained on a batch (or adapted on a task)."""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any, ClassVar, Iterable
+
+import torch
+from torch import nn
+
+from ..batch import Batch
+from ..policy import AugmentationPolicy, StepContext
+from ..spec import TaskSpec
+
+
+class Learner(ABC):
+    """Owns the optimization of a task network; the trainer knows nothing else about it.
+
+    level: "batch" learners consume `Batch` mini-batches and call the policy's batch hooks;
+    "task" learners (MAML, ProtoNets) consume few-shot `Episode`s and call its task hooks.
+    State (optimizer, schedule) is saved with `state_dict` and restored after `setup`.
+    """
+
+    name: ClassVar[str] = "learner"
+    level: ClassVar[str] = "batch"
+
+    @abstractmethod
+    def setup(self, model: nn.Module, spec: TaskSpec, total_steps: int) -> None:
+        """Build optimizer and schedule for `model` and a run of `total_steps` steps."""
+
+    @abstractmethod
+    def train_step(self, model: nn.Module, batch: Batch, policy: AugmentationPolicy,
+                   ctx: StepContext) -> dict[str, float]:
+        """One optimization step on `batch` through `policy`; returns metrics to log."""
+
+    @abstractmethod
+    def evaluate(self, model: nn.Module, batches: Iterable[Batch]) -> dict[str, float]:
+        """Sample-weighted mean loss and accuracy over un-augmented batches."""
+
+    @property
+    def optimizer(self) -> torch.optim.Optimizer | None:
+        """The task network's optimizer, exposed to lookahead policies through the context."""
+        return None
+
+    def state_dict(self) -> dict[str, Any]:
+        """Checkpointable state."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore state saved by `state_dict` (after `setup`)."""
+
+    def describe(self) -> dict[str, Any]:
+        """Hyperparameters recorded in config.json."""
+        return {"name": self.name}

@@ -1,0 +1,117 @@
+"""Plain supervised learning: SGD on (optionally weighted) per-sample losses."""
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, Iterable
+
+import torch
+from torch import Tensor, nn
+
+from ..batch import Batch
+from ..errors import UserError
+from ..losses import accuracy, per_sample_cross_entropy, weighted_mean
+from ..policy import AugmentationPolicy, ForwardOutput, StepContext, StepResult
+from ..spec import TaskSpec
+from .base import Learner
+from .registry import LEARNERS
+
+
+def forward_pass(model: nn.Module, batch: Batch,
+                 loss_fn: Callable[[Tensor, Tensor], Tensor] = per_sample_cross_entropy) -> ForwardOutput:
+    """Run `model` on batch.inputs; returns logits (B, C), per-sample losses (B,) with their
+    graph, and (B, D) features when the model has forward_features / forward_head."""
+    if hasattr(model, "forward_features") and hasattr(model, "forward_head"):
+        features = model.forward_features(batch.inputs)
+        logits = model.forward_head(features)
+    else:
+        features, logits = None, model(batch.inputs)
+    return ForwardOutput(logits=logits, losses=loss_fn(logits, batch.targets), features=features)
+
+
+def supervised_step(model: nn.Module, optimizer: torch.optim.Optimizer, batch: Batch,
+                    policy: AugmentationPolicy, ctx: StepContext) -> tuple[StepResult, dict[str, float]]:
+    """One policy-aware SGD step: augment, forward, weigh, backward, update, feed back.
+
+    This is the whole batch-level policy contract in one function; a user's own training
+    loop can call it, or copy its five lines to interleave its own logic.
+    """
+    batch = policy.augment(batch, ctx)
+    output = forward_pass(model, batch, ctx.loss_fn)
+    weights = policy.loss_weights(batch, output, ctx)
+    loss = weighted_mean(output.losses, weights)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    detached = ForwardOutput(output.logits.detach(), output.losses.detach(),
+                             None if output.features is None else output.features.detach())
+    result = StepResult(batch, detached, None if weights is None else weights.detach(), loss.item())
+    metrics = {"loss": result.loss, "accuracy": accuracy(detached.logits, batch.targets)}
+    metrics.update(policy.after_step(result, ctx))
+    return result, metrics
+
+
+@LEARNERS.register("supervised")
+class SupervisedLearner(Learner):
+    """Mini-batch SGD with Nesterov momentum, weight decay and a cosine learning-rate schedule."""
+
+    name = "supervised"
+    level = "batch"
+
+    def __init__(self, *, lr: float = 0.05, momentum: float = 0.9, weight_decay: float = 5e-4,
+                 nesterov: bool = True, schedule: str = "cosine"):
+        if lr <= 0:
+            raise UserError(f"learning rate must be positive (got {lr})")
+        if schedule not in ("cosine", "constant"):
+            raise UserError(f"schedule must be 'cosine' or 'constant' (got {schedule!r})")
+        self.hyper = dict(lr=lr, momentum=momentum, weight_decay=weight_decay, nesterov=nesterov, schedule=schedule)
+        self._optimizer: torch.optim.Optimizer | None = None
+        self._scheduler: torch.optim.lr_scheduler.LRScheduler | None = None
+
+    def setup(self, model: nn.Module, spec: TaskSpec, total_steps: int) -> None:
+        h = self.hyper
+        self._optimizer = torch.optim.SGD(model.parameters(), lr=h["lr"], momentum=h["momentum"],
+                                          weight_decay=h["weight_decay"],
+                                          nesterov=h["nesterov"] and h["momentum"] > 0)
+        total = max(1, total_steps)
+        factor = (lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total) / total))) \
+            if h["schedule"] == "cosine" else (lambda s: 1.0)
+        self._scheduler = torch.optim.lr_scheduler.LambdaLR(self._optimizer, factor)
+
+    @property
+    def optimizer(self) -> torch.optim.Optimizer | None:
+        return self._optimizer
+
+    def train_step(self, model: nn.Module, batch: Batch, policy: AugmentationPolicy,
+                   ctx: StepContext) -> dict[str, float]:
+        if self._optimizer is None or self._scheduler is None:
+            raise RuntimeError("call setup() before train_step()")
+        model.train()
+        _, metrics = supervised_step(model, self._optimizer, batch, policy, ctx)
+        metrics["lr"] = self._optimizer.param_groups[0]["lr"]
+        self._scheduler.step()
+        return metrics
+
+    @torch.no_grad()
+    def evaluate(self, model: nn.Module, batches: Iterable[Batch]) -> dict[str, float]:
+        model.eval()
+        total_loss, correct, count = 0.0, 0, 0
+        for batch in batches:
+            logits = model(batch.inputs)
+            total_loss += per_sample_cross_entropy(logits, batch.targets).sum().item()
+            correct += int((logits.argmax(dim=1) == batch.hard_targets()).sum().item())
+            count += len(batch)
+        return {"loss": total_loss / max(count, 1), "accuracy": correct / max(count, 1)}
+
+    def state_dict(self) -> dict[str, Any]:
+        if self._optimizer is None or self._scheduler is None:
+            return {}
+        return {"optimizer": self._optimizer.state_dict(), "scheduler": self._scheduler.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if self._optimizer is None or self._scheduler is None:
+            raise RuntimeError("call setup() before load_state_dict()")
+        self._optimizer.load_state_dict(state["optimizer"])
+        self._scheduler.load_state_dict(state["scheduler"])
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name, **self.hyper}

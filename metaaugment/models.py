@@ -1,0 +1,96 @@
+"""Task networks for the benchmarks, registered by name.
+
+Every model takes [0, 1] images, standardizes them with the benchmark's mean and std, and
+exposes `forward_features(x) -> (B, D)` and `forward_head(features) -> (B, num_classes)`
+(the timm convention), which feature-based policies such as MetaAugment use. A user's own
+model needs only `forward`; policies that need features then use their own extractor.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from .errors import UserError
+from .registry import Entry, Registry
+from .spec import TaskSpec
+
+MODELS: Registry[nn.Module] = Registry("model")
+
+
+class Standardize(nn.Module):
+    """(x - mean) / std per channel, with the statistics as buffers so they follow .to()."""
+
+    def __init__(self, mean: tuple[float, ...], std: tuple[float, ...]):
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1))
+        self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return (x - self.mean) / self.std
+
+
+class FeatureClassifier(nn.Module):
+    """standardize -> feature extractor -> linear head, with the two halves callable apart."""
+
+    def __init__(self, spec: TaskSpec, extractor: nn.Module, feature_dim: int):
+        super().__init__()
+        if spec.num_classes is None:
+            raise UserError("this model is a classifier and needs a benchmark with classes")
+        self.standardize = Standardize(spec.mean, spec.std)
+        self.extractor = extractor
+        self.head = nn.Linear(feature_dim, spec.num_classes)
+        self.feature_dim = feature_dim
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        """(B, C, H, W) images in [0, 1] -> (B, feature_dim) features."""
+        return self.extractor(self.standardize(x))
+
+    def forward_head(self, features: Tensor) -> Tensor:
+        """(B, feature_dim) -> (B, num_classes) logits."""
+        return self.head(features)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.forward_head(self.forward_features(x))
+
+
+def _conv_block(cin: int, cout: int) -> list[nn.Module]:
+    return [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
+
+
+@MODELS.register("small-cnn")
+def small_cnn(spec: TaskSpec, *, width: int = 32) -> FeatureClassifier:
+    """Three conv-BN-ReLU stages with pooling and global average pooling; fast on CPU."""
+    extractor = nn.Sequential(
+        *_conv_block(spec.channels, width),
+        *_conv_block(width, 2 * width),
+        nn.MaxPool2d(2),
+        *_conv_block(2 * width, 4 * width),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+    )
+    return FeatureClassifier(spec, extractor, 4 * width)
+
+
+@MODELS.register("resnet18")
+def resnet18(spec: TaskSpec) -> FeatureClassifier:
+    """torchvision's ResNet-18 with the usual small-image stem (3x3 conv, no max-pool)."""
+    from torchvision.models import resnet18 as tv_resnet18
+
+    net = tv_resnet18(num_classes=1)
+    net.conv1 = nn.Conv2d(spec.channels, 64, 3, stride=1, padding=1, bias=False)
+    net.maxpool = nn.Identity()
+    feature_dim = net.fc.in_features
+    net.fc = nn.Identity()
+    return FeatureClassifier(spec, net, feature_dim)
+
+
+def create_model(name: str, spec: TaskSpec, **options: Any) -> nn.Module:
+    """A new task network by registry name, sized for `spec`."""
+    return MODELS.create(name, spec, **options)
+
+
+def list_models() -> list[Entry[nn.Module]]:
+    """Every registered model with its one-line summary."""
+    return list(MODELS)

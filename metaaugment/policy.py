@@ -1,0 +1,192 @@
+"""The one augmentation-policy interface, and the context objects it receives.
+
+A training step of a batch-level learner calls the hooks in this order::
+
+    policy.setup(spec)                         # once, before training (and before a resume)
+    for each step:
+        batch  = policy.augment(batch, ctx)    # x -> x', y -> y' (soft), may set batch.weights
+        output = forward(model, batch)         # logits, per-sample losses (with graph), features
+        w      = policy.loss_weights(batch, output, ctx)   # (B,) or None
+        loss   = sum(w * output.losses) / sum(w); backward; optimizer step
+        policy.after_step(StepResult(...), ctx)  # feedback: rewards, sampler statistics
+    policy.on_epoch_end(ctx)                   # e.g. the end of an RL episode
+
+Episodic (few-shot) learners use the task-level hooks instead::
+
+    transforms = policy.task_transforms(dataset, ways, shots)   # how tasks are built
+    episode    = policy.augment_task(episode, generator)        # one random key per task
+
+The three families of the papers map onto these hooks:
+
+- MetaAugment: `augment` applies sampled op pairs; `loss_weights` runs the one-step lookahead
+  on `ctx.model` against `ctx.validation_batch()` (using the forward pass's per-sample losses
+  and features), updates its policy network, and returns the new weights (Eq. 4 order);
+  `after_step` refreshes the transformation sampler.
+- RL-Mixup: `augment` computes saliency with `ctx.model` and mixes patches; `after_step`
+  gives the PPO agent its reward from `ctx.evaluate(0.1)` every t_reward steps;
+  `on_epoch_end` closes the episode.
+- CE-increasing meta-augmentation: `task_transforms` builds tasks (nme, intrashuffle,
+  intershuffle) and `augment_task` adds target noise shared by support and query.
+
+State: a policy is an `nn.Module`, so its networks move with `.to(device)` and are saved with
+`state_dict()`. Non-tensor state (sampler statistics, an optimizer's state, counters) goes
+through `get_extra_state` / `set_extra_state`, which `state_dict` includes; the trainer saves
+the policy's state_dict in every checkpoint and restores it on resume after `setup`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, ClassVar, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from .batch import Batch, Episode
+from .errors import UserError
+from .losses import per_sample_cross_entropy
+from .spec import TaskSpec
+
+
+@dataclass
+class ForwardOutput:
+    """The training forward pass as a policy sees it in `loss_weights`.
+
+    logits:   (B, num_classes) model outputs.
+    losses:   (B,) per-sample losses, still attached to the graph of the model's parameters,
+              so a lookahead policy can differentiate them without a second forward pass.
+    features: (B, D) penultimate features when the model exposes `forward_features` and
+              `forward_head`; None otherwise.
+    """
+
+    logits: Tensor
+    losses: Tensor
+    features: Tensor | None = None
+
+
+@dataclass
+class StepResult:
+    """What happened in one training step, handed to `after_step` (all tensors detached).
+
+    batch: the augmented batch trained on; output: its forward pass; weights: (B,) weights
+    used, or None; loss: the scalar training loss.
+    """
+
+    batch: Batch
+    output: ForwardOutput
+    weights: Tensor | None
+    loss: float
+
+
+@dataclass
+class StepContext:
+    """What the trainer tells a policy about the current step.
+
+    Only `model` and `spec` are required, so a user's own training loop can build one in a
+    line; the optional services are filled in by the trainer and asked for with `require`.
+
+    model: the task network (in train mode during training).
+    spec: the benchmark's TaskSpec.
+    step / epoch / step_in_epoch / steps_per_epoch: position in training (0-based).
+    optimizer: the task network's optimizer (lookahead policies read its learning rate).
+    loss_fn: per-sample loss, (logits, targets) -> (B,).
+    validation_batch: () -> Batch, a fresh held-out mini-batch on the model's device.
+    evaluate: (fraction) -> {"accuracy", "loss"} on a random fraction of the validation split.
+    """
+
+    model: nn.Module
+    spec: TaskSpec
+    step: int = 0
+    epoch: int = 0
+    step_in_epoch: int = 0
+    steps_per_epoch: int | None = None
+    optimizer: torch.optim.Optimizer | None = None
+    loss_fn: Callable[[Tensor, Tensor], Tensor] = per_sample_cross_entropy
+    validation_batch: Callable[[], Batch] | None = None
+    evaluate: Callable[[float], dict[str, float]] | None = None
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def device(self) -> torch.device:
+        """Device of the model's parameters (CPU for a parameterless model)."""
+        first = next(self.model.parameters(), None)
+        return first.device if first is not None else torch.device("cpu")
+
+    def require(self, name: str, policy: str = "this policy") -> Any:
+        """The service `name`, or a UserError saying the training loop does not provide it."""
+        value = getattr(self, name)
+        if value is None:
+            raise UserError(f"{policy} needs StepContext.{name}, which this training loop does not provide")
+        return value
+
+
+class AugmentationPolicy(nn.Module):
+    """Base class of every augmentation policy, learned or fixed.
+
+    Subclasses override only the hooks they need; every default leaves the data unchanged.
+    Class attributes tell learners and the CLI what a policy needs:
+
+    level: "batch" (uses augment / loss_weights on mini-batches), "task" (uses
+           task_transforms / augment_task on few-shot episodes) or "any".
+    needs_model: augment or loss_weights read `ctx.model` (saliency, features, lookahead).
+    needs_validation: the policy calls `ctx.validation_batch` or `ctx.evaluate`.
+    soft_labels: augment may return (B, C) soft targets.
+
+    Contract (checked for every registered policy by tests/test_policy_contract.py):
+    augment returns a new Batch of the same size with inputs of the same shape, dtype and
+    range [0, 1], and targets either (B,) int64 or (B, C) rows summing to 1; it never
+    modifies the caller's tensors in place. loss_weights returns None or (B,) non-negative
+    weights. State survives `state_dict` -> `load_state_dict` into a fresh instance.
+    """
+
+    name: ClassVar[str] = "policy"
+    level: ClassVar[str] = "batch"
+    needs_model: ClassVar[bool] = False
+    needs_validation: ClassVar[bool] = False
+    soft_labels: ClassVar[bool] = False
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.spec: TaskSpec | None = None
+
+    # -- lifecycle -----------------------------------------------------------------------
+    def setup(self, spec: TaskSpec) -> None:
+        """Prepare for a benchmark (build networks sized by `spec`); called once before training."""
+        self.spec = spec
+
+    def require_spec(self) -> TaskSpec:
+        """The spec given to `setup`, or a clear error if setup was not called."""
+        if self.spec is None:
+            raise RuntimeError(f"call {type(self).__name__}.setup(spec) before using the policy")
+        return self.spec
+
+    # -- batch-level hooks -----------------------------------------------------------------
+    def augment(self, batch: Batch, ctx: StepContext) -> Batch:
+        """Transform a training mini-batch: inputs, targets (possibly soft) and weights."""
+        return batch
+
+    def loss_weights(self, batch: Batch, output: ForwardOutput, ctx: StepContext) -> Tensor | None:
+        """(B,) per-sample loss weights after the forward pass; defaults to batch.weights."""
+        return batch.weights
+
+    def after_step(self, result: StepResult, ctx: StepContext) -> dict[str, float]:
+        """Learn from the finished step (rewards, statistics); returns metrics to log."""
+        return {}
+
+    def on_epoch_end(self, ctx: StepContext) -> dict[str, float]:
+        """Called after the last step of each epoch; returns metrics to log."""
+        return {}
+
+    # -- task-level hooks ------------------------------------------------------------------
+    def task_transforms(self, dataset: Any, ways: int, shots: int) -> Sequence[Any] | None:
+        """learn2learn task transforms defining how tasks are built; None = the learner's default."""
+        return None
+
+    def augment_task(self, episode: Episode, generator: torch.Generator) -> Episode:
+        """Transform one episode; draw its randomness once from `generator` so that support
+        and query share the same key (e.g. one noise epsilon per task)."""
+        return episode
+
+    # -- reporting -------------------------------------------------------------------------
+    def describe(self) -> dict[str, Any]:
+        """Hyperparameters worth recording in config.json (override to add more)."""
+        return {"name": self.name}

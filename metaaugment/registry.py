@@ -1,0 +1,130 @@
+"""Name -> factory registries that map CLI names to policies, learners, models, benchmarks."""
+from __future__ import annotations
+
+import inspect
+import typing
+from dataclasses import dataclass
+from typing import Any, Callable, Generic, Iterator, TypeVar
+
+from .errors import UserError
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Entry(Generic[T]):
+    """One registered name: its factory and a one-line summary for `metaaug list`."""
+
+    name: str
+    factory: Callable[..., T]
+    summary: str
+
+
+def _first_doc_line(obj: Any) -> str:
+    doc = inspect.getdoc(obj) or ""
+    return doc.strip().splitlines()[0] if doc.strip() else ""
+
+
+class Registry(Generic[T]):
+    """A named collection of factories of one kind (`kind` is used in error messages)."""
+
+    def __init__(self, kind: str):
+        self.kind = kind
+        self._entries: dict[str, Entry[T]] = {}
+
+    def register(self, name: str, summary: str | None = None) -> Callable[[Callable[..., T]], Callable[..., T]]:
+        """Decorator registering a class or function under `name`."""
+
+        def decorate(factory: Callable[..., T]) -> Callable[..., T]:
+            if name in self._entries:
+                raise ValueError(f"{self.kind} '{name}' is registered twice")
+            self._entries[name] = Entry(name, factory, summary or _first_doc_line(factory))
+            return factory
+
+        return decorate
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._entries
+
+    def __iter__(self) -> Iterator[Entry[T]]:
+        return iter(sorted(self._entries.values(), key=lambda e: e.name))
+
+    def names(self) -> list[str]:
+        """Sorted registered names."""
+        return sorted(self._entries)
+
+    def get(self, name: str) -> Entry[T]:
+        """The entry for `name`, or a UserError naming the valid choices."""
+        if name not in self._entries:
+            raise UserError(f"unknown {self.kind} '{name}'; choose from: {', '.join(self.names())}")
+        return self._entries[name]
+
+    def create(self, name: str, *args: Any, **options: Any) -> T:
+        """Build `name` with keyword `options`; unknown option names give a UserError."""
+        factory = self.get(name).factory
+        accepted = option_types(factory)
+        unknown = sorted(set(options) - set(accepted))
+        if unknown and not _accepts_var_kwargs(factory):
+            valid = f"its options: {', '.join(accepted)}" if accepted else "it takes no options"
+            raise UserError(f"{self.kind} '{name}' has no option {', '.join(unknown)}; {valid}")
+        return factory(*args, **options)
+
+
+def _signature_of(factory: Callable[..., Any]) -> inspect.Signature:
+    return inspect.signature(factory.__init__ if inspect.isclass(factory) else factory)
+
+
+def _accepts_var_kwargs(factory: Callable[..., Any]) -> bool:
+    return any(p.kind is p.VAR_KEYWORD for p in _signature_of(factory).parameters.values())
+
+
+def option_types(factory: Callable[..., Any]) -> dict[str, Any]:
+    """Keyword-only options of a factory and their annotated types (what `--set` accepts)."""
+    target = factory.__init__ if inspect.isclass(factory) else factory
+    try:
+        hints = typing.get_type_hints(target)
+    except Exception:  # unresolvable forward references: fall back to strings
+        hints = {}
+    return {
+        p.name: hints.get(p.name, str)
+        for p in _signature_of(factory).parameters.values()
+        if p.kind is p.KEYWORD_ONLY
+    }
+
+
+def _coerce(text: str, kind: Any, key: str) -> Any:
+    origin = typing.get_origin(kind)
+    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+        args = [a for a in typing.get_args(kind) if a is not type(None)]
+        if text.lower() in ("none", "null"):
+            return None
+        kind = args[0] if args else str
+        origin = typing.get_origin(kind)
+    if origin in (tuple, list):
+        inner = (typing.get_args(kind) or (str,))[0]
+        return tuple(_coerce(part, inner, key) for part in text.split(",") if part)
+    try:
+        if kind is bool:
+            if text.lower() in ("1", "true", "yes", "on"):
+                return True
+            if text.lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(text)
+        if kind in (int, float):
+            return kind(text)
+    except ValueError:
+        raise UserError(f"option {key}={text!r} is not a valid {kind.__name__}") from None
+    return text
+
+
+def parse_options(factory: Callable[..., Any], assignments: list[str]) -> dict[str, Any]:
+    """Turn CLI `key=value` strings into typed keyword options for `factory`."""
+    types = option_types(factory)
+    options: dict[str, Any] = {}
+    for item in assignments:
+        key, sep, value = item.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or not key:
+            raise UserError(f"option {item!r} must look like key=value")
+        options[key] = _coerce(value.strip(), types.get(key, str), key)
+    return options

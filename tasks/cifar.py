@@ -1,0 +1,89 @@
+"""CIFAR-10 / CIFAR-100 read from the standard 'python version' pickle files on disk.
+
+We read the pickles ourselves instead of through torchvision.datasets.CIFAR10 because that
+class insists on the MD5 sums of the official files, which rejects the small fixtures the
+tests build in the same format (and any subset a user prepares).
+"""
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from metaaugment.data import ClassificationData, ImageSplit
+from metaaugment.errors import UserError
+from metaaugment.spec import TaskSpec
+
+from .base import BENCHMARKS, Benchmark, split_off
+
+VALIDATION_SIZE = 5000
+CIFAR10_FILES = ("cifar-10-batches-py", [f"data_batch_{i}" for i in range(1, 6)], ["test_batch"], b"labels")
+CIFAR100_FILES = ("cifar-100-python", ["train"], ["test"], b"fine_labels")
+ARCHIVES = {"cifar-10-batches-py": "cifar-10-python.tar.gz", "cifar-100-python": "cifar-100-python.tar.gz"}
+MEAN = (0.4914, 0.4822, 0.4465)
+STD = (0.2470, 0.2435, 0.2616)
+
+
+def read_cifar_pickle(path: Path, label_key: bytes) -> tuple[torch.Tensor, torch.Tensor]:
+    """One CIFAR pickle -> (N, 3, 32, 32) uint8 images and (N,) int64 labels.
+
+    The file holds a dict with b'data', an (N, 3072) uint8 array of rows laid out as
+    1024 red, 1024 green, 1024 blue values in row-major 32x32 order, and the labels.
+    """
+    with open(path, "rb") as handle:
+        entry = pickle.load(handle, encoding="bytes")
+    data = np.asarray(entry[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
+    labels = np.asarray(entry[label_key], dtype=np.int64)
+    return torch.from_numpy(data.copy()), torch.from_numpy(labels)
+
+
+def _require_files(root: Path, folder: str, names: list[str], benchmark: str) -> Path:
+    directory = root / folder
+    missing = [n for n in names if not (directory / n).is_file()]
+    if missing:
+        raise UserError(
+            f"{benchmark} data not found: put the '{folder}' folder (files {', '.join(names)}) in "
+            f"{root.resolve()}/ — e.g. 'tar xzf {ARCHIVES[folder]} -C {root}' with the python version from "
+            f"https://www.cs.toronto.edu/~kriz/cifar.html, or pass --data-root DIR")
+    return directory
+
+
+def load_cifar(root: Path, files: tuple, num_classes: int, benchmark: str) -> ClassificationData:
+    """Train (minus a fixed validation split of VALIDATION_SIZE images) and test splits."""
+    folder, train_names, test_names, label_key = files
+    directory = _require_files(Path(root), folder, train_names + test_names, benchmark)
+
+    def read_all(names: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        parts = [read_cifar_pickle(directory / n, label_key) for n in names]
+        return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
+
+    images, labels = read_all(train_names)
+    val_size = min(VALIDATION_SIZE, len(labels) // 10)  # proportionate on small fixtures
+    train, val = split_off(images, labels, val_size)
+    test = ImageSplit(*read_all(test_names))
+    spec = TaskSpec(num_classes=num_classes, input_shape=(3, 32, 32), mean=MEAN, std=STD)
+    return ClassificationData(train, val, test, spec)
+
+
+@BENCHMARKS.register("cifar10")
+def cifar10() -> Benchmark:
+    """CIFAR-10 from <data-root>/cifar-10-batches-py (45k train / 5k val / 10k test); ResNet-18."""
+    return Benchmark(
+        name="cifar10", summary=cifar10.__doc__.splitlines()[0],
+        load=lambda root: load_cifar(root, CIFAR10_FILES, 10, "CIFAR-10"),
+        default_model="resnet18", default_epochs=200, default_batch_size=128,
+        default_learner_options={"lr": 0.1},
+    )
+
+
+@BENCHMARKS.register("cifar100")
+def cifar100() -> Benchmark:
+    """CIFAR-100 from <data-root>/cifar-100-python (45k train / 5k val / 10k test); ResNet-18."""
+    return Benchmark(
+        name="cifar100", summary=cifar100.__doc__.splitlines()[0],
+        load=lambda root: load_cifar(root, CIFAR100_FILES, 100, "CIFAR-100"),
+        default_model="resnet18", default_epochs=200, default_batch_size=128,
+        default_learner_options={"lr": 0.1},
+    )

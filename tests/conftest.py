@@ -1,0 +1,48 @@
+"""Shared fixtures: tiny datasets in the real on-disk formats, and quick run configs."""
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from metaaugment.trainer import RunConfig
+
+
+def write_cifar_fixture(root: Path, hundred: bool = False, per_file: int = 20, seed: int = 0) -> dict:
+    """Write a small CIFAR-10 (or -100) in the official 'python version' pickle layout.
+
+    Returns the arrays written so tests can compare what the loader reads back.
+    """
+    rng = np.random.default_rng(seed)
+    folder, train_names, test_names, label_key, classes = (
+        ("cifar-100-python", ["train"], ["test"], b"fine_labels", 100) if hundred else
+        ("cifar-10-batches-py", [f"data_batch_{i}" for i in range(1, 6)], ["test_batch"], b"labels", 10))
+    directory = root / folder
+    directory.mkdir(parents=True, exist_ok=True)
+    written = {}
+    for name in train_names + test_names:
+        data = rng.integers(0, 256, size=(per_file, 3072), dtype=np.uint8)
+        labels = rng.integers(0, classes, size=per_file).tolist()
+        entry = {b"batch_label": name.encode(), b"data": data, label_key: labels,
+                 b"filenames": [f"{i}.png".encode() for i in range(per_file)]}
+        if hundred:
+            entry[b"coarse_labels"] = [label // 5 for label in labels]
+        with open(directory / name, "wb") as handle:
+            pickle.dump(entry, handle, protocol=2)
+        written[name] = (data, labels)
+    return written
+
+
+@pytest.fixture
+def cifar10_root(tmp_path: Path) -> Path:
+    write_cifar_fixture(tmp_path)
+    return tmp_path
+
+
+def quick_config(**changes) -> RunConfig:
+    """A digits run of a couple of seconds on CPU."""
+    base = dict(benchmark="digits", epochs=2, batch_size=64, device="cpu", checkpoint_every=7, log_every=5)
+    base.update(changes)
+    return RunConfig(**base)

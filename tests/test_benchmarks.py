@@ -1,0 +1,58 @@
+"""Benchmark loaders: embedded digits and CIFAR read from the official on-disk format."""
+import numpy as np
+import pytest
+import torch
+from conftest import write_cifar_fixture
+
+from metaaugment.errors import UserError
+from metaaugment.tasks import create_benchmark, list_benchmarks
+
+
+def test_digits_splits_are_disjoint_stratified_and_fixed():
+    data = create_benchmark("digits").load(None)
+    sizes = (len(data.train), len(data.val), len(data.test))
+    assert sum(sizes) == 1797 and sizes[2] == 360
+    rows = lambda s: {tuple(x.flatten().tolist()) + (int(y),) for x, y in zip(s.images, s.labels)}  # noqa: E731
+    assert not rows(data.train) & rows(data.test) and not rows(data.val) & rows(data.test)
+    counts = torch.bincount(data.test.labels, minlength=10)
+    assert counts.min() >= 35 and counts.max() <= 37  # stratified: ~36 per class
+    again = create_benchmark("digits").load(None)
+    assert torch.equal(data.test.images, again.test.images)
+    assert data.train.images.dtype == torch.uint8 and data.spec.input_shape == (1, 8, 8)
+    assert data.train.images.max() == 255  # 0..16 rescaled to the full uint8 range
+
+
+@pytest.mark.parametrize("hundred", [False, True])
+def test_cifar_loader_reads_the_official_pickle_layout(tmp_path, hundred):
+    written = write_cifar_fixture(tmp_path, hundred=hundred, per_file=20)
+    data = create_benchmark("cifar100" if hundred else "cifar10").load(tmp_path)
+    n_train = 20 if hundred else 100
+    assert len(data.train) + len(data.val) == n_train and len(data.val) == n_train // 10
+    assert data.spec.num_classes == (100 if hundred else 10) and data.spec.input_shape == (3, 32, 32)
+    # Test split in file order: row layout is 1024 R, 1024 G, 1024 B values, row-major 32x32.
+    raw, labels = written["test" if hundred else "test_batch"]
+    image = data.test.images[5]
+    assert image[0, 0, 0] == raw[5, 0] and image[1, 0, 0] == raw[5, 1024] and image[2, 31, 31] == raw[5, 3071]
+    assert image[0, 1, 0] == raw[5, 32]
+    assert data.test.labels.tolist() == labels
+    # train + val together hold exactly the training files' images
+    train_rows = {bytes(x.numpy().tobytes()) for s in (data.train, data.val) for x in s.images}
+    names = ["train"] if hundred else [f"data_batch_{i}" for i in range(1, 6)]
+    expected = {np.ascontiguousarray(r.reshape(3, 32, 32)).tobytes() for n in names for r in written[n][0]}
+    assert train_rows == expected
+
+
+def test_cifar_missing_data_names_the_folder_and_files(tmp_path):
+    with pytest.raises(UserError) as error:
+        create_benchmark("cifar10").load(tmp_path)
+    message = str(error.value)
+    assert "cifar-10-batches-py" in message and "data_batch_1" in message and str(tmp_path) in message
+    with pytest.raises(UserError, match="cifar-100-python"):
+        create_benchmark("cifar100").load(tmp_path)
+
+
+def test_every_benchmark_has_a_summary_and_sane_defaults():
+    for entry in list_benchmarks():
+        bench = entry.factory()
+        assert entry.summary and bench.name == entry.name
+        assert bench.default_epochs > 0 and bench.default_batch_size > 0

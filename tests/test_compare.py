@@ -1,0 +1,39 @@
+"""`metaaug compare`: runs or reuses runs, aggregates mean ± std, writes CSV/Markdown/PNG."""
+import csv
+import statistics
+import subprocess
+import sys
+
+import pytest
+
+from metaaugment.compare import mean_std
+from metaaugment.rundir import RunDirectory
+
+
+def test_mean_std_is_the_sample_standard_deviation():
+    values = [0.9, 0.95, 0.97]
+    assert mean_std(values) == pytest.approx((statistics.mean(values), statistics.stdev(values)), rel=1e-12)
+    assert mean_std([0.5]) == (0.5, 0.0)
+
+
+def test_compare_writes_table_csv_markdown_and_png(tmp_path):
+    out = tmp_path / "cmp"
+    command = [sys.executable, "-m", "metaaugment.cli.main", "compare", "digits", "--policies", "none,mixup",
+               "--seeds", "0,1", "--epochs", "2", "--device", "cpu", "--quiet", "--out", str(out)]
+    result = subprocess.run(command, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert "none" in result.stdout and "mixup" in result.stdout and "±" in result.stdout
+    rows = list(csv.DictReader((out / "comparison.csv").open()))
+    assert [r["policy"] for r in rows] == ["none", "mixup"] and all(r["n_seeds"] == "2" for r in rows)
+    # the CSV's statistics are those of the runs' own results.json files
+    accs = [RunDirectory(out / "none" / f"seed{s}").read_results()["metrics"]["test_accuracy"] for s in (0, 1)]
+    mean, std = mean_std(accs)
+    assert abs(float(rows[0]["test_accuracy_mean"]) - mean) < 1e-6
+    assert abs(float(rows[0]["test_accuracy_std"]) - std) < 1e-6
+    assert "| none | 2 |" in (out / "comparison.md").read_text()
+    assert (out / "comparison.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    stamp = (out / "none" / "seed0" / "results.json").stat().st_mtime_ns
+    again = subprocess.run(command, capture_output=True, text=True)
+    assert again.returncode == 0 and again.stderr.count("reusing") == 4
+    assert (out / "none" / "seed0" / "results.json").stat().st_mtime_ns == stamp
