@@ -20,6 +20,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 out_console = Console()
+INTERRUPTED = 130
 err_console = Console(stderr=True)
 
 # Options shared by `run` and `compare`.
@@ -218,9 +219,10 @@ def main(argv: Optional[List[str]] = None) -> None:
     except TyperException as error:  # click usage errors: unknown option, missing argument...
         err_console.print(f"[red]error:[/red] {error.format_message()} (see metaaug --help)", highlight=False, soft_wrap=True)
         sys.exit(2)
-    except (KeyboardInterrupt, typer.Abort):
-        err_console.print("interrupted; continue with the same command plus --resume")
-        sys.exit(130)
+    except KeyboardInterrupt:
+        code = INTERRUPTED
+    if code == INTERRUPTED:  # Typer turns Ctrl-C into a silent exit code 130
+        err_console.print("interrupted; the last checkpoint is kept: rerun the same command with --resume")
     sys.exit(code if isinstance(code, int) else 0)
 
 

@@ -5,7 +5,8 @@
 # packages we never import (gsutil, qpth/cvxpy). So: regenerate the C with Cython 3, install
 # with --no-deps, and install only what its imports need.
 set -euo pipefail
-PY=${1:-python3}
+# Absolute path of the interpreter: the build below runs from another directory.
+PY=$("${1:-python3}" -c "import sys; print(sys.executable)")
 if "$PY" -c "import learn2learn" >/dev/null 2>&1; then
     exit 0
 fi
