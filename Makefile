@@ -16,7 +16,6 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
 $(STAMP): $(BIN)/python pyproject.toml scripts/install_learn2learn.sh
-	$(BIN)/python -m pip install -q --upgrade pip setuptools wheel
 	$(BIN)/python -c "import torch, torchvision" >/dev/null 2>&1 || $(BIN)/python -m pip install -q $(TORCH_SPEC)
 	bash scripts/install_learn2learn.sh $(BIN)/python
 	$(BIN)/python -m pip install -q -e '.[dev]'

@@ -17,9 +17,8 @@ from metaaugment.devices import resolve_device
 from metaaugment.policies import POLICIES
 
 
-def seconds_per_step(policy_name: str, spec: TaskSpec, batch: Batch, device: torch.device,
-                     model_name: str, repeats: int) -> float:
-    """Median wall time of one supervised_step (augment + forward + backward + update)."""
+def make_stepper(policy_name: str, spec: TaskSpec, batch: Batch, device: torch.device, model_name: str):
+    """A closure running one supervised_step (augment + forward + backward + update)."""
     torch.manual_seed(0)
     model = create_model(model_name, spec).to(device)
     policy = create_policy(policy_name)
@@ -27,17 +26,18 @@ def seconds_per_step(policy_name: str, spec: TaskSpec, batch: Batch, device: tor
     policy.to(device)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     ctx = StepContext(model=model, spec=spec, optimizer=optimizer)
-    times = []
-    for i in range(repeats + 3):  # the first steps warm up allocators and kernels
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        supervised_step(model, optimizer, batch, policy, ctx)
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        if i >= 3:
-            times.append(time.perf_counter() - start)
-    return sorted(times)[len(times) // 2]
+    return lambda: supervised_step(model, optimizer, batch, policy, ctx)
+
+
+def timed(step, device: torch.device) -> float:
+    """Wall time of one call, synchronized on CUDA."""
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    step()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter() - start
 
 
 def main() -> None:
@@ -57,11 +57,21 @@ def main() -> None:
                   torch.randint(0, 10, (args.batch_size,), generator=g)).to(device)
     print(f"device {device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else 'CPU'}), "
           f"threads {torch.get_num_threads()}, model {args.model}, batch {args.batch_size}x{spec.input_shape}")
-    base = seconds_per_step("none", spec, batch, device, args.model, args.repeats)
+    names = POLICIES.names()
+    steppers = {name: make_stepper(name, spec, batch, device, args.model) for name in names}
+    for step in steppers.values():  # warm up allocators and kernels
+        for _ in range(3):
+            step()
+    # Round-robin: every policy is timed once per round, so slow drifts of the machine
+    # (frequency, other load) hit all policies alike instead of biasing the later ones.
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for _ in range(args.repeats):
+        for name in names:
+            times[name].append(timed(steppers[name], device))
+    median = {name: sorted(t)[len(t) // 2] for name, t in times.items()}
     print(f"{'policy':16s} {'ms/step':>9s} {'ratio to none':>14s}")
-    for name in POLICIES.names():
-        seconds = base if name == "none" else seconds_per_step(name, spec, batch, device, args.model, args.repeats)
-        print(f"{name:16s} {1e3 * seconds:9.1f} {seconds / base:14.2f}")
+    for name in names:
+        print(f"{name:16s} {1e3 * median[name]:9.1f} {median[name] / median['none']:14.2f}")
 
 
 if __name__ == "__main__":

@@ -123,8 +123,6 @@ def run(
                           eval_every, checkpoint_every, learner_set, model_set)
     options = parse_options(POLICIES.get(policy).factory, policy_set or [])
     config = dataclasses.replace(config, policy=policy, policy_options=options, seed=seed)
-    if seed < 0:
-        raise UserError(f"--seed must be a non-negative integer (got {seed})")
     out = out or Path("runs") / benchmark / policy / f"seed{seed}"
     results = train(config, out, resume=resume, overwrite=overwrite, console=err_console, show_progress=not quiet)
     m = results["metrics"]

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import inspect
+import types
 import typing
 from dataclasses import dataclass
 from typing import Any, Callable, Generic, Iterator, TypeVar
@@ -94,7 +95,7 @@ def option_types(factory: Callable[..., Any]) -> dict[str, Any]:
 
 def _coerce(text: str, kind: Any, key: str) -> Any:
     origin = typing.get_origin(kind)
-    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+    if origin in (typing.Union, types.UnionType):
         args = [a for a in typing.get_args(kind) if a is not type(None)]
         if text.lower() in ("none", "null"):
             return None

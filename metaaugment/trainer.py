@@ -83,7 +83,7 @@ class RunConfig:
 
 
 @dataclass
-class Progress:
+class TrainingState:
     """Where training is; saved in the checkpoint."""
 
     step: int = 0
@@ -124,7 +124,7 @@ class Trainer:
         self.learner.setup(self.model, spec, self.total_steps)
         self.val_stream = BatchStream(self.data.val, config.batch_size, config.seed, self.device)
         self.subset_generator = torch.Generator().manual_seed(config.seed + 104_729)
-        self.progress = Progress()
+        self.state = TrainingState()
         self.ctx = StepContext(model=self.model, spec=spec, steps_per_epoch=self.steps_per_epoch,
                                optimizer=self.learner.optimizer, validation_batch=self.val_stream.next,
                                evaluate=self.evaluate_validation_subset)
@@ -143,7 +143,7 @@ class Trainer:
     def save_checkpoint(self) -> None:
         """Atomically write everything needed to continue exactly from here."""
         save_torch(self.run_dir.checkpoint_path, {
-            "progress": dataclasses.asdict(self.progress),
+            "training": dataclasses.asdict(self.state),
             "model": self.model.state_dict(),
             "learner": self.learner.state_dict(),
             "policy": self.policy.state_dict(),
@@ -157,15 +157,18 @@ class Trainer:
         path = self.run_dir.checkpoint_path
         if not path.is_file():
             return False
-        state = torch.load(path, map_location=self.device, weights_only=False)
-        self.progress = Progress(**state["progress"])
+        # Load on the CPU: load_state_dict copies tensors onto the model's and policy's device,
+        # the optimizer casts its state to its parameters' device, and RNG states must be CPU
+        # byte tensors (CUDA generator states included).
+        state = torch.load(path, map_location="cpu", weights_only=False)
+        self.state = TrainingState(**state["training"])
         self.model.load_state_dict(state["model"])
         self.learner.load_state_dict(state["learner"])
         self.policy.load_state_dict(state["policy"])
         self.val_stream.load_state_dict(state["val_stream"])
-        self.subset_generator.set_state(state["subset_generator"].cpu())
-        restore_rng_state({k: (v.cpu() if isinstance(v, torch.Tensor) else v) for k, v in state["rng"].items()})
-        self.run_dir.truncate_metrics(self.progress.step)
+        self.subset_generator.set_state(state["subset_generator"])
+        restore_rng_state(state["rng"])
+        self.run_dir.truncate_metrics(self.state.step)
         return True
 
     # -- the loop --------------------------------------------------------------------------
@@ -173,7 +176,7 @@ class Trainer:
         self.run_dir.append_metrics(record)
 
     def _train_epoch(self, progress_bar: Any, task: Any) -> None:
-        cfg, p = self.config, self.progress
+        cfg, p = self.config, self.state
         batches = training_batches(self.data.train, cfg.batch_size, cfg.seed, p.epoch,
                                    start=p.step_in_epoch, device=self.device)
         for batch in batches:
@@ -191,7 +194,7 @@ class Trainer:
                 self.save_checkpoint()
 
     def _finish_epoch(self) -> None:
-        cfg, p = self.config, self.progress
+        cfg, p = self.config, self.state
         record: dict[str, Any] = {"kind": "epoch", "step": p.step, "epoch": p.epoch + 1}
         record.update({f"train_{k}": v / max(p.step_in_epoch, 1) for k, v in p.epoch_sums.items()})
         record.update({f"policy_{k}": v for k, v in self.policy.on_epoch_end(self.ctx).items()})
@@ -209,16 +212,16 @@ class Trainer:
         """Train to the end (continuing from a checkpoint if the folder has one) and return
         the results that are also written to results.json."""
         cfg = self.config
-        resumed_at = self.progress.step if self.load_checkpoint() else None
+        resumed_at = self.state.step if self.load_checkpoint() else None
         started = time.perf_counter()
         description = f"{cfg.benchmark} · {cfg.policy} · seed {cfg.seed}"
         with training_progress(self.console, disable=not self.show_progress) as bar:
-            task = bar.add_task(description, total=self.total_steps, completed=self.progress.step, metrics="")
-            while self.progress.epoch < cfg.epochs:
+            task = bar.add_task(description, total=self.total_steps, completed=self.state.step, metrics="")
+            while self.state.epoch < cfg.epochs:
                 self._train_epoch(bar, task)
                 self._finish_epoch()
         test = self.learner.evaluate(self.model, evaluation_batches(self.data.test, EVAL_BATCH_SIZE, self.device))
-        p = self.progress
+        p = self.state
         results = {
             "metrics": {
                 "test_accuracy": test["accuracy"],

@@ -22,7 +22,6 @@ class Benchmark:
     """
 
     name: str
-    summary: str
     load: Callable[[Path], ClassificationData]
     default_model: str
     default_epochs: int

@@ -67,23 +67,22 @@ def load_cifar(root: Path, files: tuple, num_classes: int, benchmark: str) -> Cl
     return ClassificationData(train, val, test, spec)
 
 
-@BENCHMARKS.register("cifar10")
-def cifar10() -> Benchmark:
-    """CIFAR-10 from <data-root>/cifar-10-batches-py (45k train / 5k val / 10k test); ResNet-18."""
+def _cifar_benchmark(name: str, files: tuple, num_classes: int, title: str) -> Benchmark:
     return Benchmark(
-        name="cifar10", summary=cifar10.__doc__.splitlines()[0],
-        load=lambda root: load_cifar(root, CIFAR10_FILES, 10, "CIFAR-10"),
+        name=name,
+        load=lambda root: load_cifar(root, files, num_classes, title),
         default_model="resnet18", default_epochs=200, default_batch_size=128,
         default_learner_options={"lr": 0.1},
     )
+
+
+@BENCHMARKS.register("cifar10")
+def cifar10() -> Benchmark:
+    """CIFAR-10 from <data-root>/cifar-10-batches-py (45k train / 5k val / 10k test); ResNet-18."""
+    return _cifar_benchmark("cifar10", CIFAR10_FILES, 10, "CIFAR-10")
 
 
 @BENCHMARKS.register("cifar100")
 def cifar100() -> Benchmark:
     """CIFAR-100 from <data-root>/cifar-100-python (45k train / 5k val / 10k test); ResNet-18."""
-    return Benchmark(
-        name="cifar100", summary=cifar100.__doc__.splitlines()[0],
-        load=lambda root: load_cifar(root, CIFAR100_FILES, 100, "CIFAR-100"),
-        default_model="resnet18", default_epochs=200, default_batch_size=128,
-        default_learner_options={"lr": 0.1},
-    )
+    return _cifar_benchmark("cifar100", CIFAR100_FILES, 100, "CIFAR-100")

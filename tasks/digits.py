@@ -43,7 +43,6 @@ def digits() -> Benchmark:
     """scikit-learn's 8x8 digits (1,797 images, 10 classes), embedded; small CNN; runs in a minute on CPU."""
     return Benchmark(
         name="digits",
-        summary=digits.__doc__.splitlines()[0],
         load=load_digits_splits,
         default_model="small-cnn",
         default_epochs=30,
