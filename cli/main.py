@@ -51,8 +51,7 @@ def _base_config(benchmark: str, learner: Optional[str], model: Optional[str], e
     config = RunConfig(benchmark=benchmark, learner=learner, model=model, epochs=epochs,
                        batch_size=batch_size, device=device, data_root=str(data_root),
                        eval_every=eval_every, checkpoint_every=checkpoint_every)
-    config.validate()
-    config = config.resolve()  # checks the benchmark name and fills defaults
+    config = config.resolve()  # validates values, checks the benchmark name, fills defaults
     config.learner_options.update(parse_options(LEARNERS.get(config.learner).factory, learner_set or []))
     if lr is not None:
         config.learner_options["lr"] = lr

@@ -89,12 +89,18 @@ class BatchStream:
         self.split, self.seed, self.device = split, seed, device
         self.batch_size = min(batch_size, len(split))
         self.epoch, self.position = 0, 0
+        self._order: tuple[int, Tensor] | None = None  # (epoch, permutation): drawn once per pass
+
+    def _epoch_order(self) -> Tensor:
+        if self._order is None or self._order[0] != self.epoch:
+            self._order = (self.epoch, epoch_order(len(self.split), self.seed + 7919, self.epoch))
+        return self._order[1]
 
     def next(self) -> Batch:
         """The next mini-batch, reshuffling after each pass over the split."""
         if self.position >= steps_per_epoch(len(self.split), self.batch_size):
             self.epoch, self.position = self.epoch + 1, 0
-        order = epoch_order(len(self.split), self.seed + 7919, self.epoch)
+        order = self._epoch_order()
         start = self.position * self.batch_size
         self.position += 1
         return self.split.batch(order[start:start + self.batch_size], self.device)
