@@ -27,8 +27,8 @@ err_console = Console(stderr=True)
 LearnerOpt = Annotated[Optional[str], typer.Option(help="Learner name (default: the benchmark's); see `metaaug list`.")]
 ModelOpt = Annotated[Optional[str], typer.Option(help="Model name (default: the benchmark's); see `metaaug list`.")]
 EpochsOpt = Annotated[Optional[int], typer.Option(help="Training epochs (default: the benchmark's).")]
-BatchOpt = Annotated[Optional[int], typer.Option("--batch-size", help="Mini-batch size (default: the benchmark's).")]
-LrOpt = Annotated[Optional[float], typer.Option("--lr", help="Learning rate (default: the benchmark's).")]
+BatchOpt = Annotated[Optional[int], typer.Option("--batch-size", help="Mini-batch size; tasks per meta-batch on few-shot benchmarks (default: the benchmark's).")]
+LrOpt = Annotated[Optional[float], typer.Option("--lr", help="Learning rate; the outer (meta) rate for meta-learners (default: the benchmark's).")]
 DeviceOpt = Annotated[str, typer.Option(help="auto (CUDA when present, else CPU), cpu, cuda or cuda:N.")]
 DataRootOpt = Annotated[Path, typer.Option("--data-root", envvar="METAAUG_DATA_ROOT",
                                            help="Folder holding on-disk datasets (CIFAR, ...).")]
@@ -37,12 +37,20 @@ CheckpointOpt = Annotated[int, typer.Option("--checkpoint-every", help="Checkpoi
 LearnerSetOpt = Annotated[Optional[List[str]], typer.Option("--learner-set", help="Learner option key=value (repeatable).")]
 ModelSetOpt = Annotated[Optional[List[str]], typer.Option("--model-set", help="Model option key=value (repeatable).")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")]
+# Few-shot benchmarks only (defaults: the benchmark's).
+WaysOpt = Annotated[Optional[int], typer.Option("--ways", help="Few-shot: N classes per task.")]
+ShotsOpt = Annotated[Optional[int], typer.Option("--shots", help="Few-shot: K support samples per class.")]
+QueryOpt = Annotated[Optional[int], typer.Option("--query-shots", help="Few-shot: query samples per class.")]
+StepsOpt = Annotated[Optional[int], typer.Option("--steps-per-epoch", help="Few-shot: meta-steps per epoch.")]
+ValTasksOpt = Annotated[Optional[int], typer.Option("--val-tasks", help="Few-shot: validation tasks per evaluation (100).")]
+TestTasksOpt = Annotated[Optional[int], typer.Option("--test-tasks", help="Few-shot: meta-test tasks (600).")]
+ImageSizeOpt = Annotated[Optional[int], typer.Option("--image-size", help="image-folder: resize images to this square size (84).")]
 
 
 def _base_config(benchmark: str, learner: Optional[str], model: Optional[str], epochs: Optional[int],
                  batch_size: Optional[int], lr: Optional[float], device: str, data_root: Path,
                  eval_every: int, checkpoint_every: int, learner_set: Optional[List[str]],
-                 model_set: Optional[List[str]]) -> Any:
+                 model_set: Optional[List[str]], **episodic: Optional[int]) -> Any:
     from metaaugment.learners import LEARNERS
     from metaaugment.models import MODELS
     from metaaugment.registry import parse_options
@@ -50,11 +58,12 @@ def _base_config(benchmark: str, learner: Optional[str], model: Optional[str], e
 
     config = RunConfig(benchmark=benchmark, learner=learner, model=model, epochs=epochs,
                        batch_size=batch_size, device=device, data_root=str(data_root),
-                       eval_every=eval_every, checkpoint_every=checkpoint_every)
+                       eval_every=eval_every, checkpoint_every=checkpoint_every, **episodic)
     config = config.resolve()  # validates values, checks the benchmark name, fills defaults
     config.learner_options.update(parse_options(LEARNERS.get(config.learner).factory, learner_set or []))
     if lr is not None:
-        config.learner_options["lr"] = lr
+        # the outer (meta) learning rate for meta-learners, the SGD rate otherwise
+        config.learner_options["meta_lr" if LEARNERS.get(config.learner).factory.level == "task" else "lr"] = lr
     config.model_options.update(parse_options(MODELS.get(config.model).factory, model_set or []))
     return config
 
@@ -107,6 +116,13 @@ def run(
     checkpoint_every: CheckpointOpt = 100,
     learner_set: LearnerSetOpt = None,
     model_set: ModelSetOpt = None,
+    ways: WaysOpt = None,
+    shots: ShotsOpt = None,
+    query_shots: QueryOpt = None,
+    steps_per_epoch: StepsOpt = None,
+    val_tasks: ValTasksOpt = None,
+    test_tasks: TestTasksOpt = None,
+    image_size: ImageSizeOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
     """Train with one policy on a benchmark; writes config.json, metrics.jsonl, results.json."""
@@ -119,20 +135,37 @@ def run(
     if resume and overwrite:
         raise UserError("--resume and --overwrite exclude each other")
     config = _base_config(benchmark, learner, model, epochs, batch_size, lr, device, data_root,
-                          eval_every, checkpoint_every, learner_set, model_set)
+                          eval_every, checkpoint_every, learner_set, model_set, ways=ways, shots=shots,
+                          query_shots=query_shots, steps_per_epoch=steps_per_epoch, val_tasks=val_tasks,
+                          test_tasks=test_tasks, image_size=image_size)
     options = parse_options(POLICIES.get(policy).factory, policy_set or [])
     config = dataclasses.replace(config, policy=policy, policy_options=options, seed=seed)
     out = out or Path("runs") / benchmark / policy / f"seed{seed}"
     results = train(config, out, resume=resume, overwrite=overwrite, console=err_console, show_progress=not quiet)
-    m = results["metrics"]
-    out_console.print(_results_table(f"{benchmark} · {policy} · seed {seed}", [
-        ("test accuracy", f"{100 * m['test_accuracy']:.2f}%"),
-        ("best val accuracy", f"{100 * m['best_val_accuracy']:.2f}%"),
-        ("test loss", f"{m['test_loss']:.4f}"),
-        ("epochs / steps", f"{m['epochs']} / {m['steps']}"),
-        ("wall time", f"{results['wall_time_s']:.1f} s"),
-        ("run folder", str(out)),
-    ]))
+    out_console.print(_results_table(f"{benchmark} · {policy} · seed {seed}", _result_rows(results, out)))
+
+
+def _result_rows(results: dict[str, Any], out: Path) -> list[tuple[str, str]]:
+    m, kind = results["metrics"], results.get("kind", "classification")
+    pct = lambda v: f"{100 * v:.2f}%"  # noqa: E731
+    if kind == "few-shot":
+        rows = [("meta-test accuracy", f"{pct(m['test_accuracy'])} ± {100 * m['test_accuracy_ci95']:.2f} "
+                                       f"(95% CI, {m['test_tasks']} tasks)"),
+                ("meta-test pre-update accuracy", pct(m["test_pre_accuracy"])) if "test_pre_accuracy" in m else None,
+                ("train pre / post-update accuracy", f"{pct(m['final_train_pre_accuracy'])} / {pct(m['final_train_accuracy'])}")
+                if "final_train_pre_accuracy" in m else ("train accuracy", pct(m["final_train_accuracy"])),
+                ("best val accuracy", f"{pct(m['best_val_accuracy'])} (step {m['best_step']})")]
+    elif kind == "regression":
+        rows = [("meta-test MSE", f"{m['test_mse']:.4f} ± {m['test_mse_ci95']:.4f} (95% CI, {m['test_tasks']} tasks)"),
+                ("meta-test pre-update MSE", f"{m['test_pre_mse']:.4f}"),
+                ("train pre / post-update MSE", f"{m['final_train_pre_mse']:.4f} / {m['final_train_mse']:.4f}"),
+                ("best val MSE", f"{m['best_val_mse']:.4f} (step {m['best_step']})")]
+    else:
+        rows = [("test accuracy", pct(m["test_accuracy"])), ("best val accuracy", pct(m["best_val_accuracy"])),
+                ("test loss", f"{m['test_loss']:.4f}")]
+    rows += [("epochs / steps", f"{m['epochs']} / {m['steps']}"), ("wall time", f"{results['wall_time_s']:.1f} s"),
+             ("run folder", str(out))]
+    return [row for row in rows if row is not None]
 
 
 def _parse_seeds(text: str) -> list[int]:
@@ -176,10 +209,17 @@ def compare(
     checkpoint_every: CheckpointOpt = 100,
     learner_set: LearnerSetOpt = None,
     model_set: ModelSetOpt = None,
+    ways: WaysOpt = None,
+    shots: ShotsOpt = None,
+    query_shots: QueryOpt = None,
+    steps_per_epoch: StepsOpt = None,
+    val_tasks: ValTasksOpt = None,
+    test_tasks: TestTasksOpt = None,
+    image_size: ImageSizeOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
     """Run (or reuse finished) runs of several policies over seeds; print and save a table and plot."""
-    from metaaugment.compare import SUMMARY_METRICS, format_stat, run_comparison, summarize, write_comparison
+    from metaaugment.compare import format_stat, run_comparison, summarize, write_comparison
     from metaaugment.policies import POLICIES
 
     names = [p.strip() for p in policies.split(",") if p.strip()]
@@ -190,16 +230,19 @@ def compare(
     seed_list = _parse_seeds(seeds)
     options = _parse_policy_sets(names, policy_set or [])
     config = _base_config(benchmark, learner, model, epochs, batch_size, lr, device, data_root,
-                          eval_every, checkpoint_every, learner_set, model_set)
+                          eval_every, checkpoint_every, learner_set, model_set, ways=ways, shots=shots,
+                          query_shots=query_shots, steps_per_epoch=steps_per_epoch, val_tasks=val_tasks,
+                          test_tasks=test_tasks, image_size=image_size)
     out = out or Path("runs") / "compare" / benchmark
     records = run_comparison(config, names, seed_list, out, options, console=err_console, show_progress=not quiet)
     paths = write_comparison(out, benchmark, records)
     table = Table(title=f"{benchmark}: mean ± std over seeds {', '.join(map(str, seed_list))}")
     table.add_column("policy", style="bold")
-    for _, title, percent in SUMMARY_METRICS:
+    summaries = summarize(records)
+    for _, title, percent in summaries[0].metrics:
         table.add_column(title + (" (%)" if percent else ""), justify="right")
-    for summary in summarize(records):
-        table.add_row(summary.policy, *(format_stat(*summary.stat(m), p) for m, _, p in SUMMARY_METRICS))
+    for summary in summaries:
+        table.add_row(summary.policy, *(format_stat(*summary.stat(m), p) for m, _, p in summary.metrics))
     out_console.print(table)
     out_console.print("wrote " + ", ".join(str(p) for p in paths.values()))
 

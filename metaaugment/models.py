@@ -86,6 +86,48 @@ def resnet18(spec: TaskSpec) -> FeatureClassifier:
     return FeatureClassifier(spec, net, feature_dim)
 
 
+@MODELS.register("conv4")
+def conv4(spec: TaskSpec, *, hidden_size: int = 64) -> FeatureClassifier:
+    """Few-shot 4-block conv net (learn2learn's CNN4 backbone) with an N-way linear head.
+
+    Each block is conv 3x3 - BatchNorm - ReLU - 2x2 max-pool, as in MAML and ProtoNets;
+    forward_features gives (B, hidden_size * (H // 16) * (W // 16)) features."""
+    from .l2l import learn2learn
+
+    backbone = learn2learn().vision.models.CNN4Backbone(hidden_size=hidden_size, channels=spec.channels,
+                                                        max_pool=True)
+    # four 2x2 max-pools floor each side to side // 16
+    height, width = spec.input_shape[1] // 16, spec.input_shape[2] // 16
+    if min(height, width) < 1:
+        raise UserError(f"conv4 needs images of at least 16x16 (got {spec.input_shape[1]}x{spec.input_shape[2]})")
+    feature_dim = hidden_size * height * width
+    return FeatureClassifier(spec, nn.Sequential(backbone, nn.Flatten()), feature_dim)
+
+
+class MLPRegressor(nn.Module):
+    """Fully connected ReLU network for few-shot regression: (B, D) -> (B, 1)."""
+
+    def __init__(self, input_dim: int, hidden: tuple[int, ...]):
+        super().__init__()
+        layers: list[nn.Module] = []
+        width = input_dim
+        for h in hidden:
+            layers += [nn.Linear(width, h), nn.ReLU()]
+            width = h
+        self.net = nn.Sequential(*layers, nn.Linear(width, 1))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x)
+
+
+@MODELS.register("mlp")
+def mlp(spec: TaskSpec, *, hidden: tuple[int, ...] = (40, 40)) -> MLPRegressor:
+    """MAML's sinusoid regressor: inputs -> 40 -> 40 -> 1 with ReLU (hidden sizes configurable)."""
+    if len(spec.input_shape) != 1:
+        raise UserError("mlp takes flat inputs (a regression benchmark such as sinusoid)")
+    return MLPRegressor(spec.input_shape[0], tuple(hidden))
+
+
 def create_model(name: str, spec: TaskSpec, **options: Any) -> nn.Module:
     """A new task network by registry name, sized for `spec`."""
     return MODELS.create(name, spec, **options)

@@ -130,6 +130,7 @@ class AugmentationPolicy(nn.Module):
     needs_model: augment or loss_weights read `ctx.model` (saliency, features, lookahead).
     needs_validation: the policy calls `ctx.validation_batch` or `ctx.evaluate`.
     soft_labels: augment may return (B, C) soft targets.
+    task_kinds: the benchmark kinds it applies to ("classification", "few-shot", "regression").
 
     Contract (checked for every registered policy by tests/test_policy_contract.py):
     augment returns a new Batch of the same size with inputs of the same shape, dtype and
@@ -143,6 +144,7 @@ class AugmentationPolicy(nn.Module):
     needs_model: ClassVar[bool] = False
     needs_validation: ClassVar[bool] = False
     soft_labels: ClassVar[bool] = False
+    task_kinds: ClassVar[tuple[str, ...]] = ("classification",)
 
     def __init__(self) -> None:
         super().__init__()
@@ -178,7 +180,9 @@ class AugmentationPolicy(nn.Module):
 
     # -- task-level hooks ------------------------------------------------------------------
     def task_transforms(self, dataset: Any, ways: int, shots: int) -> Sequence[Any] | None:
-        """learn2learn task transforms defining how tasks are built; None = the learner's default."""
+        """learn2learn task transforms building meta-training tasks of `ways` classes with
+        `shots` samples per class (support plus query) from the MetaDataset `dataset`;
+        None = the standard protocol (fewshot.standard_task_transforms)."""
         return None
 
     def augment_task(self, episode: Episode, generator: torch.Generator) -> Episode:

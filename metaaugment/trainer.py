@@ -31,6 +31,9 @@ from .rundir import RunDirectory
 from .seeding import capture_rng_state, restore_rng_state, seed_everything
 
 EVAL_BATCH_SIZE = 512
+DEFAULT_VAL_TASKS = 100
+DEFAULT_TEST_TASKS = 600  # the usual few-shot protocol: mean and 95% CI over 600 test tasks
+EPISODIC_FIELDS = ("ways", "shots", "query_shots", "steps_per_epoch", "val_tasks", "test_tasks")
 
 
 @dataclass
@@ -52,10 +55,20 @@ class RunConfig:
     eval_every: int = 1
     checkpoint_every: int = 100
     log_every: int = 10
+    # Episodic (few-shot) benchmarks only: N-way K-shot with Q query samples per class,
+    # meta-steps per epoch, and the number of tasks for validation and the final test.
+    ways: int | None = None
+    shots: int | None = None
+    query_shots: int | None = None
+    steps_per_epoch: int | None = None
+    val_tasks: int | None = None
+    test_tasks: int | None = None
+    image_size: int | None = None  # benchmarks that resize images (image-folder)
 
     def validate(self) -> None:
         """Raise UserError for values no run can use."""
-        for name in ("epochs", "batch_size", "eval_every", "checkpoint_every", "log_every"):
+        for name in ("epochs", "batch_size", "eval_every", "checkpoint_every", "log_every", "ways", "shots",
+                     "query_shots", "steps_per_epoch", "val_tasks", "test_tasks", "image_size"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or value < 1):
                 raise UserError(f"--{name.replace('_', '-')} must be a positive integer (got {value})")
@@ -68,13 +81,31 @@ class RunConfig:
 
         self.validate()
         bench = create_benchmark(self.benchmark)
+        episodic: dict[str, Any] = {}
+        if bench.episodic:
+            episodic = dict(ways=self.ways or bench.default_ways, shots=self.shots or bench.default_shots,
+                            query_shots=self.query_shots or bench.default_query_shots,
+                            steps_per_epoch=self.steps_per_epoch or bench.default_steps_per_epoch,
+                            val_tasks=self.val_tasks or DEFAULT_VAL_TASKS, test_tasks=self.test_tasks or DEFAULT_TEST_TASKS)
+        else:
+            given = [n for n in EPISODIC_FIELDS if getattr(self, n) is not None]
+            if given:
+                raise UserError(f"--{given[0].replace('_', '-')} applies to few-shot benchmarks; "
+                                f"'{self.benchmark}' trains on mini-batches")
+        if self.image_size is not None and not bench.accepts_image_size:
+            raise UserError(f"--image-size applies to benchmarks that resize images (image-folder), not '{self.benchmark}'")
+        same_defaults = self.learner in (None, bench.default_learner)
+        same_model = self.model in (None, bench.default_model)
         return dataclasses.replace(
             self,
             learner=self.learner or bench.default_learner,
-            learner_options={**bench.default_learner_options, **self.learner_options},
+            # a benchmark's learner defaults (e.g. MAML's inner lr) only suit its default learner
+            learner_options={**(bench.default_learner_options if same_defaults else {}), **self.learner_options},
             model=self.model or bench.default_model,
+            model_options={**(bench.default_model_options if same_model else {}), **self.model_options},
             epochs=self.epochs or bench.default_epochs,
             batch_size=self.batch_size or bench.default_batch_size,
+            **episodic,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -223,6 +254,7 @@ class Trainer:
         test = self.learner.evaluate(self.model, evaluation_batches(self.data.test, EVAL_BATCH_SIZE, self.device))
         p = self.state
         results = {
+            "kind": "classification",
             "metrics": {
                 "test_accuracy": test["accuracy"],
                 "test_loss": test["loss"],
@@ -251,11 +283,19 @@ def train(config: RunConfig, out: Path | str, *, resume: bool = False, overwrite
     A finished folder with `resume=True` returns its stored results without training; an
     unfinished one continues from its checkpoint. See RunDirectory.check for the rules.
     """
+    from metaaugment.tasks import create_benchmark
+
     config = config.resolve()
     run_dir = RunDirectory(Path(out))
     reuse = run_dir.check(config.to_dict(), resume=resume, overwrite=overwrite)
     if reuse and run_dir.finished:
         return run_dir.read_results()
-    trainer = Trainer(config, run_dir, console=console, show_progress=show_progress)  # may raise UserError
+    trainer: Any
+    if create_benchmark(config.benchmark).episodic:
+        from .episodic_trainer import EpisodicTrainer
+
+        trainer = EpisodicTrainer(config, run_dir, console=console, show_progress=show_progress)
+    else:
+        trainer = Trainer(config, run_dir, console=console, show_progress=show_progress)  # may raise UserError
     run_dir.prepare(config.to_dict(), overwrite=overwrite)
     return trainer.run()

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from metaaugment.registry import Entry
 
-from . import cifar, digits  # noqa: F401  (register the benchmarks)
+from . import cifar, digits, glyphs, image_folder, mini_imagenet, omniglot, sinusoid  # noqa: F401  (register the benchmarks)
 from .base import BENCHMARKS, Benchmark
 
 

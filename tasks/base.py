@@ -7,7 +7,7 @@ from typing import Any, Callable
 
 import torch
 
-from metaaugment.data import ClassificationData, ImageSplit
+from metaaugment.data import ImageSplit
 from metaaugment.registry import Registry
 
 BENCHMARKS: Registry["Benchmark"] = Registry("benchmark")
@@ -17,18 +17,38 @@ BENCHMARKS: Registry["Benchmark"] = Registry("benchmark")
 class Benchmark:
     """A dataset plus run defaults; `load(data_root)` returns its splits.
 
-    load: data_root -> ClassificationData; raises UserError naming the missing files.
+    kind: "classification" (mini-batches; load returns ClassificationData), "few-shot"
+          (episodes of N-way K-shot classification; load returns FewShotData) or
+          "regression" (episodes of few-shot regression; load returns RegressionTasks).
+    load: data_root -> the data; raises UserError naming the missing files.
+    default_batch_size: samples per mini-batch, or tasks per meta-batch for episodic kinds.
+    default_ways / default_shots / default_query_shots / default_steps_per_epoch: the
+          episodic defaults (N classes, K support and Q query samples per class, and the
+          meta-steps one "epoch" counts).
     needs_data: False for embedded benchmarks that ship with their dependencies.
+    accepts_image_size: load takes an `image_size` keyword (--image-size).
     """
 
     name: str
-    load: Callable[[Path], ClassificationData]
+    load: Callable[[Path], Any]
     default_model: str
     default_epochs: int
     default_batch_size: int
     default_learner: str = "supervised"
     default_learner_options: dict[str, Any] = field(default_factory=dict)
+    default_model_options: dict[str, Any] = field(default_factory=dict)
     needs_data: bool = True
+    accepts_image_size: bool = False
+    kind: str = "classification"
+    default_ways: int | None = None
+    default_shots: int | None = None
+    default_query_shots: int | None = None
+    default_steps_per_epoch: int | None = None
+
+    @property
+    def episodic(self) -> bool:
+        """True for few-shot benchmarks trained on tasks rather than mini-batches."""
+        return self.kind in ("few-shot", "regression")
 
 
 def split_off(images: torch.Tensor, labels: torch.Tensor, count: int, seed: int = 0) -> tuple[ImageSplit, ImageSplit]:

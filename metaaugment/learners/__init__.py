@@ -4,8 +4,9 @@ from __future__ import annotations
 from typing import Any
 
 from ..registry import Entry
-from . import supervised  # noqa: F401  (registers the learner)
+from . import episodic, supervised  # noqa: F401  (register the learners)
 from .base import Learner
+from .episodic import EpisodicLearner, MAMLLearner, MetaSGDLearner, ProtoNetLearner
 from .registry import LEARNERS
 from .supervised import SupervisedLearner, forward_pass, supervised_step
 
@@ -20,5 +21,5 @@ def list_learners() -> list[Entry[Learner]]:
     return list(LEARNERS)
 
 
-__all__ = ["LEARNERS", "Learner", "SupervisedLearner", "create_learner", "forward_pass",
+__all__ = ["EpisodicLearner", "LEARNERS", "Learner", "MAMLLearner", "MetaSGDLearner", "ProtoNetLearner", "SupervisedLearner", "create_learner", "forward_pass",
            "list_learners", "supervised_step"]

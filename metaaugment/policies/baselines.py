@@ -15,9 +15,11 @@ from .registry import POLICIES
 
 @POLICIES.register("none")
 class NoAugmentation(AugmentationPolicy):
-    """No augmentation: the batch is trained on as it is."""
+    """No augmentation: batches as they are; few-shot tasks built by the standard protocol."""
 
     name = "none"
+    level = "any"
+    task_kinds = ("classification", "few-shot", "regression")
 
 
 class _PerSampleTorchvision(AugmentationPolicy):

@@ -1,0 +1,236 @@
+"""Few-shot meta-learners on episodes: MAML and Meta-SGD (learn2learn) and Prototypical Networks.
+
+Every learner scores a task the same way: adapt on the support set, then measure loss and
+accuracy (or MSE for regression) on the query set. Gradient-based learners also report the
+*pre-update* query score, before any adaptation: Figure 4 of Rajendran et al. (2020) tells
+memorization overfitting (high pre-update train accuracy: the model ignores the support
+set) from learner overfitting by exactly these two curves on meta-train and meta-val tasks.
+"""
+from __future__ import annotations
+
+from abc import abstractmethod
+from typing import Any, Callable, Iterable, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..batch import Episode
+from ..errors import UserError
+from ..l2l import learn2learn
+from ..policy import AugmentationPolicy, StepContext
+from ..spec import TaskSpec
+from ..stats import mean_and_ci95
+from .base import Learner
+from .registry import LEARNERS
+
+
+def task_loss(spec: TaskSpec) -> Callable[[Tensor, Tensor], Tensor]:
+    """Mean loss of a task's predictions: cross-entropy for classification, MSE for regression.
+    outputs (M, N) logits or (M, 1) predictions; targets (M,) labels or (M, 1) values."""
+    return F.mse_loss if spec.kind == "regression" else F.cross_entropy
+
+
+def metric_name(spec: TaskSpec) -> str:
+    """'mse' for regression benchmarks, 'accuracy' otherwise."""
+    return "mse" if spec.kind == "regression" else "accuracy"
+
+
+def task_metric(spec: TaskSpec, outputs: Tensor, targets: Tensor) -> float:
+    """Accuracy (classification) or MSE (regression) of one task's query predictions."""
+    if spec.kind == "regression":
+        return float(F.mse_loss(outputs, targets))
+    return float((outputs.argmax(dim=1) == targets).float().mean())
+
+
+class EpisodicLearner(Learner):
+    """Base of the meta-learners: an outer Adam optimizer over meta-batches of episodes.
+
+    Subclasses implement `score_task`. `train_step` averages the post-update query loss
+    over the meta-batch (backpropagating task by task, so memory holds one task's graph).
+    """
+
+    level = "task"
+    supports_regression = True
+
+    def __init__(self, *, meta_lr: float = 1e-3):
+        if meta_lr <= 0:
+            raise UserError(f"meta_lr must be positive (got {meta_lr})")
+        self.meta_lr = meta_lr
+        self.spec: TaskSpec | None = None
+        self._optimizer: torch.optim.Optimizer | None = None
+
+    # -- setup and state ------------------------------------------------------------------
+    def setup(self, model: nn.Module, spec: TaskSpec, total_steps: int) -> None:
+        if spec.kind == "regression" and not self.supports_regression:
+            raise UserError(f"learner '{self.name}' classifies; use maml or metasgd for regression benchmarks")
+        self.spec = spec
+        self.loss_fn = task_loss(spec)
+        self.wrap(model)
+        self._optimizer = torch.optim.Adam(self.meta_parameters(model), lr=self.meta_lr)
+
+    def wrap(self, model: nn.Module) -> None:
+        """Build whatever wraps the model (learn2learn's MAML / MetaSGD); default none."""
+
+    def meta_parameters(self, model: nn.Module) -> Iterable[nn.Parameter]:
+        """Parameters the outer loop optimizes."""
+        return model.parameters()
+
+    @property
+    def optimizer(self) -> torch.optim.Optimizer | None:
+        return self._optimizer
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"optimizer": self._optimizer.state_dict() if self._optimizer else None}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if self._optimizer is not None and state.get("optimizer") is not None:
+            self._optimizer.load_state_dict(state["optimizer"])
+
+    # -- scoring --------------------------------------------------------------------------
+    @abstractmethod
+    def score_task(self, model: nn.Module, episode: Episode, training: bool) -> tuple[Tensor, dict[str, float]]:
+        """Adapt to the support set and score the query set. Returns the post-update query
+        loss (attached to the meta-parameters' graph when `training`) and metrics: loss,
+        accuracy or mse, and pre_loss / pre_accuracy (pre_mse) when the learner has a
+        pre-update prediction."""
+
+    def train_step(self, model: nn.Module, batch: Sequence[Episode], policy: AugmentationPolicy,
+                   ctx: StepContext) -> dict[str, float]:
+        """One outer update on a meta-batch of (already augmented) episodes; mean metrics."""
+        assert self._optimizer is not None, "call setup first"
+        model.train()
+        self._optimizer.zero_grad(set_to_none=True)
+        totals: dict[str, float] = {}
+        for episode in batch:
+            loss, metrics = self.score_task(model, episode, training=True)
+            (loss / len(batch)).backward()
+            for key, value in metrics.items():
+                totals[key] = totals.get(key, 0.0) + value
+        self._optimizer.step()
+        return {key: value / len(batch) for key, value in totals.items()}
+
+    def evaluate(self, model: nn.Module, batches: Iterable[Episode]) -> dict[str, Any]:
+        """Scores on un-augmented episodes: mean of each metric, the 95% confidence interval
+        of the main one (`accuracy_ci95` or `mse_ci95`) and the number of tasks."""
+        per_task: dict[str, list[float]] = {}
+        for episode in batches:
+            _, metrics = self.score_task(model, episode, training=False)
+            for key, value in metrics.items():
+                per_task.setdefault(key, []).append(value)
+        assert self.spec is not None
+        main = metric_name(self.spec)
+        result: dict[str, Any] = {key: sum(v) / len(v) for key, v in per_task.items()}
+        result[f"{main}_ci95"] = mean_and_ci95(per_task[main])[1]
+        result["tasks"] = len(per_task[main])
+        return result
+
+    def _scores(self, prefix: str, outputs: Tensor, targets: Tensor, loss: Tensor) -> dict[str, float]:
+        assert self.spec is not None
+        if self.spec.kind == "regression":  # the loss is the MSE: report it once
+            return {f"{prefix}mse": float(loss)}
+        return {f"{prefix}loss": float(loss), f"{prefix}accuracy": task_metric(self.spec, outputs, targets)}
+
+
+class _GradientMetaLearner(EpisodicLearner):
+    """MAML-style learners: clone the wrapped model, take inner gradient steps on the
+    support set, score the query set (learn2learn's `clone` / `adapt`)."""
+
+    def __init__(self, *, inner_lr: float = 0.4, inner_steps: int = 1, eval_inner_steps: int | None = None,
+                 first_order: bool = False, meta_lr: float = 1e-3):
+        super().__init__(meta_lr=meta_lr)
+        if inner_lr <= 0 or inner_steps < 1 or (eval_inner_steps is not None and eval_inner_steps < 1):
+            raise UserError("inner_lr must be positive and inner_steps / eval_inner_steps at least 1")
+        self.inner_lr, self.inner_steps, self.first_order = inner_lr, inner_steps, first_order
+        self.eval_inner_steps = eval_inner_steps or inner_steps
+        self.wrapper: nn.Module | None = None
+
+    def meta_parameters(self, model: nn.Module) -> Iterable[nn.Parameter]:
+        assert self.wrapper is not None
+        return self.wrapper.parameters()
+
+    def state_dict(self) -> dict[str, Any]:
+        assert self.wrapper is not None
+        return {**super().state_dict(), "wrapper": self.wrapper.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        assert self.wrapper is not None
+        self.wrapper.load_state_dict(state["wrapper"])
+        super().load_state_dict(state)
+
+    def score_task(self, model: nn.Module, episode: Episode, training: bool) -> tuple[Tensor, dict[str, float]]:
+        assert self.wrapper is not None
+        learner = self.wrapper.clone()
+        with torch.no_grad():
+            pre_out = learner(episode.query_inputs)
+            metrics = self._scores("pre_", pre_out, episode.query_targets, self.loss_fn(pre_out, episode.query_targets))
+        steps = self.inner_steps if training else self.eval_inner_steps
+        # Evaluation needs gradients for adaptation but never a second-order graph.
+        first_order = self.first_order or not training
+        for _ in range(steps):
+            learner.adapt(self.loss_fn(learner(episode.support_inputs), episode.support_targets),
+                          first_order=first_order)
+        out = learner(episode.query_inputs)
+        loss = self.loss_fn(out, episode.query_targets)
+        metrics.update(self._scores("", out.detach(), episode.query_targets, loss.detach()))
+        return loss, metrics
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name, "inner_lr": self.inner_lr, "inner_steps": self.inner_steps,
+                "eval_inner_steps": self.eval_inner_steps, "first_order": self.first_order, "meta_lr": self.meta_lr}
+
+
+@LEARNERS.register("maml")
+class MAMLLearner(_GradientMetaLearner):
+    """MAML (Finn et al. 2017) through learn2learn.algorithms.MAML; first_order=true for FOMAML."""
+
+    name = "maml"
+
+    def wrap(self, model: nn.Module) -> None:
+        self.wrapper = learn2learn().algorithms.MAML(model, lr=self.inner_lr, first_order=self.first_order)
+
+
+@LEARNERS.register("metasgd")
+class MetaSGDLearner(_GradientMetaLearner):
+    """Meta-SGD (Li et al. 2017) through learn2learn.algorithms.MetaSGD: per-parameter inner rates, learned."""
+
+    name = "metasgd"
+
+    def wrap(self, model: nn.Module) -> None:
+        self.wrapper = learn2learn().algorithms.MetaSGD(model, lr=self.inner_lr, first_order=self.first_order)
+
+
+def embed(model: nn.Module, inputs: Tensor) -> Tensor:
+    """(M, ...) -> (M, D) embeddings: the model's `forward_features` when it has one."""
+    features = getattr(model, "forward_features", None)
+    out = features(inputs) if callable(features) else model(inputs)
+    return out.flatten(1)
+
+
+def prototype_logits(support: Tensor, support_labels: Tensor, query: Tensor, ways: int) -> Tensor:
+    """Prototypical-network logits: minus the squared Euclidean distance from each query
+    embedding (Q, D) to each class mean of the support embeddings (S, D) -> (Q, ways)."""
+    prototypes = torch.zeros(ways, support.shape[1], dtype=support.dtype, device=support.device)
+    prototypes.index_add_(0, support_labels, support)
+    counts = torch.bincount(support_labels, minlength=ways).clamp_min(1).to(support.dtype)
+    prototypes = prototypes / counts.unsqueeze(1)
+    return -torch.cdist(query, prototypes).pow(2)
+
+
+@LEARNERS.register("protonet")
+class ProtoNetLearner(EpisodicLearner):
+    """Prototypical Networks (Snell et al. 2017): classify queries by the nearest support class mean."""
+
+    name = "protonet"
+    supports_regression = False
+
+    def score_task(self, model: nn.Module, episode: Episode, training: bool) -> tuple[Tensor, dict[str, float]]:
+        ways = int(episode.support_targets.max()) + 1
+        with torch.set_grad_enabled(training):
+            logits = prototype_logits(embed(model, episode.support_inputs), episode.support_targets,
+                                      embed(model, episode.query_inputs), ways)
+            loss = self.loss_fn(logits, episode.query_targets)
+        return loss, self._scores("", logits.detach(), episode.query_targets, loss.detach())
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name, "meta_lr": self.meta_lr}

@@ -1,0 +1,23 @@
+"""Summary statistics over seeds and over tasks."""
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+
+def mean_std(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (ddof=1; 0 for a single value)."""
+    n = len(values)
+    mean = sum(values) / n
+    if n < 2:
+        return mean, 0.0
+    return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
+
+
+def mean_and_ci95(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and the half-width of its normal 95% confidence interval, 1.96 * std / sqrt(n)
+    (the few-shot convention over test tasks; nan for a single value)."""
+    mean, std = mean_std(values)
+    if len(values) < 2:
+        return mean, float("nan")
+    return mean, 1.96 * std / math.sqrt(len(values))

@@ -1,0 +1,50 @@
+"""Reading folders of image files into uint8 tensors (shared by the few-shot loaders)."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+
+from metaaugment.errors import UserError
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+
+
+def image_paths(folder: Path) -> list[Path]:
+    """Image files directly in `folder`, sorted by name."""
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def read_image(path: Path, size: int, mode: str, invert: bool = False) -> np.ndarray:
+    """One image file resized to size x size (Lanczos) -> (C, size, size) uint8, C = 1 for
+    mode 'L', 3 for 'RGB'. `invert` turns dark ink on white paper into white ink on black."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            image = image.convert(mode).resize((size, size), Image.LANCZOS)
+            array = np.asarray(image, dtype=np.uint8)
+    except (UnidentifiedImageError, OSError) as error:
+        raise UserError(f"cannot read image {path}: {error}") from None
+    if invert:
+        array = 255 - array
+    return array[None] if array.ndim == 2 else array.transpose(2, 0, 1)
+
+
+def read_class_folders(folders: Sequence[Path], size: int, mode: str, invert: bool = False,
+                       progress: Callable[[int], None] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every image of each class folder -> (N, C, size, size) uint8 and (N,) labels, where
+    label i is folders[i]. `progress(n)` is called with the number of images read so far."""
+    images: list[np.ndarray] = []
+    labels: list[int] = []
+    for label, folder in enumerate(folders):
+        for path in image_paths(folder):
+            images.append(read_image(path, size, mode, invert))
+            labels.append(label)
+            if progress is not None:
+                progress(len(images))
+    if not images:
+        raise UserError(f"no images found under {', '.join(str(f) for f in folders[:3])} ...")
+    return torch.from_numpy(np.stack(images)), torch.tensor(labels, dtype=torch.int64)

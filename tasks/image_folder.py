@@ -1,0 +1,100 @@
+"""The user's own few-shot dataset: one folder of images per class, in three split folders.
+
+Expected under --data-root:
+
+    train/<class>/<image files>    meta-training classes
+    val/<class>/<image files>      meta-validation classes (model selection)
+    test/<class>/<image files>     meta-test classes
+
+Images of any size and format PIL reads (PNG, JPEG, ...) are resized to --image-size
+(default 84) square; the split is colour (RGB) unless every sampled image is grayscale.
+Reading is cached (keyed by the folder, its file list and the size), so later runs start fast.
+"""
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import torch
+from rich.console import Console
+from rich.progress import Progress
+
+from metaaugment.atomic import save_torch
+from metaaugment.errors import UserError
+from metaaugment.fewshot import FewShotData, FewShotSplit
+from metaaugment.spec import TaskSpec
+
+from .base import BENCHMARKS, Benchmark
+from .glyphs import cache_folder
+from .image_files import image_paths, read_class_folders
+
+SPLITS = ("train", "val", "test")
+DEFAULT_IMAGE_SIZE = 84
+
+
+def class_folders(root: Path) -> dict[str, list[Path]]:
+    """split -> its class folders (sorted); UserError naming what is missing."""
+    root = Path(root)
+    missing = [s for s in SPLITS if not (root / s).is_dir()]
+    if missing:
+        raise UserError(f"image-folder data not found: {root.resolve()} must hold train/, val/ and test/, each with "
+                        f"one sub-folder of images per class (missing {', '.join(s + '/' for s in missing)}); "
+                        f"pass --data-root DIR")
+    found = {s: sorted(c for c in (root / s).iterdir() if c.is_dir()) for s in SPLITS}
+    for split, folders in found.items():
+        if len(folders) < 2:
+            raise UserError(f"{root / split} needs at least 2 class sub-folders of images (found {len(folders)})")
+        empty = [f.name for f in folders if not image_paths(f)]
+        if empty:
+            raise UserError(f"class folder(s) without images in {root / split}: {', '.join(empty[:5])}")
+    return found
+
+
+def _colour_mode(folders: list[Path]) -> str:
+    from PIL import Image
+
+    for folder in folders[:20]:
+        with Image.open(image_paths(folder)[0]) as image:
+            if image.mode not in ("L", "LA", "1", "I", "I;16"):
+                return "RGB"
+    return "L"
+
+
+def load_image_folder(root: Path, image_size: int = DEFAULT_IMAGE_SIZE) -> FewShotData:
+    """Read (or load from the cache) the three splits as uint8 images of image_size^2."""
+    folders = class_folders(root)
+    mode = _colour_mode(folders["train"])
+    listing = "|".join(f"{p}:{p.stat().st_mtime_ns}" for s in SPLITS for f in folders[s] for p in image_paths(f))
+    key = hashlib.sha256(f"{Path(root).resolve()}|{image_size}|{mode}|{listing}".encode()).hexdigest()[:16]
+    cache = cache_folder() / f"image-folder-{key}.pt"
+    if cache.is_file():
+        arrays = torch.load(cache, weights_only=False)
+    else:
+        total = sum(len(image_paths(f)) for s in SPLITS for f in folders[s])
+        arrays = {}
+        with Progress(console=Console(stderr=True), transient=True) as progress:
+            task = progress.add_task(f"reading {total} images from {root}", total=total)
+            done = 0
+            for split in SPLITS:
+                arrays[split] = read_class_folders(folders[split], image_size, mode,
+                                                   progress=lambda n, base=done: progress.update(task, completed=base + n))
+                done += len(arrays[split][1])
+        save_torch(cache, arrays)
+    splits = {s: FewShotSplit(*arrays[s], class_names=[f.name for f in folders[s]]) for s in SPLITS}
+    train = splits["train"].images.float() / 255
+    channels = train.shape[1]
+    mean = tuple(train.mean(dim=(0, 2, 3)).tolist())
+    std = tuple(train.std(dim=(0, 2, 3)).clamp_min(1e-3).tolist())
+    spec = TaskSpec(num_classes=None, input_shape=(channels, image_size, image_size), mean=mean, std=std, kind="few-shot")
+    return FewShotData(splits["train"], splits["val"], splits["test"], spec)
+
+
+@BENCHMARKS.register("image-folder")
+def image_folder() -> Benchmark:
+    """Your own few-shot data: <data-root>/{train,val,test}/<class>/<images>, resized to --image-size; MAML."""
+    return Benchmark(name="image-folder", load=load_image_folder, kind="few-shot", default_model="conv4",
+                     default_model_options={"hidden_size": 32},
+                     default_epochs=20, default_batch_size=4, default_learner="maml",
+                     default_learner_options={"inner_lr": 0.01, "inner_steps": 5, "eval_inner_steps": 10},
+                     default_ways=5, default_shots=1, default_query_shots=15, default_steps_per_epoch=500,
+                     accepts_image_size=True)

@@ -1,0 +1,76 @@
+"""mini-ImageNet (Vinyals et al. 2016; Ravi & Larochelle splits) from learn2learn's pickle cache.
+
+Expected under --data-root, as learn2learn.vision.datasets.MiniImagenet stores them:
+
+    mini-imagenet-cache-train.pkl       64 classes
+    mini-imagenet-cache-validation.pkl  16 classes
+    mini-imagenet-cache-test.pkl        20 classes
+
+each a pickled dict {"image_data": uint8 array (N, 84, 84, 3), "class_dict": {class name:
+[indices into image_data]}}. We read them ourselves because learn2learn's class converts a
+whole split to float32 (4x the memory, 3.3 GB for the train split); we keep uint8.
+"""
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from metaaugment.errors import UserError
+from metaaugment.fewshot import FewShotData, FewShotSplit
+from metaaugment.spec import TaskSpec
+
+from .base import BENCHMARKS, Benchmark
+
+SPLIT_FILES = {"train": "mini-imagenet-cache-train.pkl", "val": "mini-imagenet-cache-validation.pkl",
+               "test": "mini-imagenet-cache-test.pkl"}
+MEAN = (0.4707, 0.4495, 0.4026)
+STD = (0.2843, 0.2752, 0.2903)
+
+
+def read_cache(path: Path) -> FewShotSplit:
+    """One learn2learn mini-ImageNet pickle -> FewShotSplit of (N, 3, 84, 84) uint8 images."""
+    try:
+        with open(path, "rb") as handle:
+            entry = pickle.load(handle)
+        data = np.asarray(entry["image_data"])
+        class_dict = entry["class_dict"]
+    except (pickle.UnpicklingError, EOFError, KeyError, TypeError) as error:
+        raise UserError(f"{path} is not a mini-ImageNet cache pickle (dict with 'image_data' and "
+                        f"'class_dict'): {error}") from None
+    if data.dtype != np.uint8 or data.ndim != 4 or data.shape[3] != 3:
+        raise UserError(f"{path}: image_data must be uint8 (N, H, W, 3), got {data.dtype} {data.shape}")
+    labels = np.full(len(data), -1, dtype=np.int64)
+    names = sorted(class_dict)
+    for label, name in enumerate(names):
+        labels[np.asarray(class_dict[name], dtype=np.int64)] = label
+    keep = labels >= 0
+    images = torch.from_numpy(np.ascontiguousarray(data[keep].transpose(0, 3, 1, 2)))
+    return FewShotSplit(images, torch.from_numpy(labels[keep]), names)
+
+
+def load_mini_imagenet(root: Path) -> FewShotData:
+    """The three splits (64 / 16 / 20 classes of 600 images), uint8 in memory."""
+    root = Path(root)
+    missing = [f for f in SPLIT_FILES.values() if not (root / f).is_file()]
+    if missing:
+        raise UserError(
+            f"mini-imagenet data not found: put {', '.join(SPLIT_FILES.values())} in {root.resolve()}/ "
+            f"(missing {', '.join(missing)}; learn2learn's MiniImagenet(root, download=True) fetches them; each is "
+            f"a pickled dict with 'image_data' uint8 (N, 84, 84, 3) and 'class_dict' name -> indices), or pass --data-root DIR")
+    train, val, test = (read_cache(root / SPLIT_FILES[s]) for s in ("train", "val", "test"))
+    size = train.images.shape[-1]
+    spec = TaskSpec(num_classes=None, input_shape=(3, size, size), mean=MEAN, std=STD, kind="few-shot")
+    return FewShotData(train, val, test, spec)
+
+
+@BENCHMARKS.register("mini-imagenet")
+def mini_imagenet() -> Benchmark:
+    """mini-ImageNet few-shot (64/16/20 classes, 84x84) from learn2learn's pickles in <data-root>; MAML."""
+    return Benchmark(name="mini-imagenet", load=load_mini_imagenet, kind="few-shot", default_model="conv4",
+                     default_model_options={"hidden_size": 32},
+                     default_epochs=60, default_batch_size=4, default_learner="maml",
+                     default_learner_options={"inner_lr": 0.01, "inner_steps": 5, "eval_inner_steps": 10},
+                     default_ways=5, default_shots=1, default_query_shots=15, default_steps_per_epoch=1000)

@@ -1,0 +1,94 @@
+"""Omniglot (Lake et al. 2015) for few-shot classification, from torchvision's folder format.
+
+Expected under --data-root (what torchvision.datasets.Omniglot downloads and unpacks):
+
+    omniglot-py/images_background/<Alphabet>/<character>/<drawing>.png   (964 characters)
+    omniglot-py/images_evaluation/<Alphabet>/<character>/<drawing>.png   (659 characters)
+
+All 1,623 characters are pooled and split by a fixed shuffle into 1,200 meta-train, 100
+meta-val and 323 meta-test classes (Rajendran et al. 2020, Appendix E; the MAML protocol).
+Drawings are resized to 28x28 and inverted (white ink on black). Reading 32k PNGs takes a
+while, so the result is cached in the cache folder, keyed by the data folder's location.
+"""
+from __future__ import annotations
+
+import hashlib
+import random
+from pathlib import Path
+
+import torch
+from rich.console import Console
+from rich.progress import Progress
+
+from metaaugment.atomic import save_torch
+from metaaugment.errors import UserError
+from metaaugment.fewshot import FewShotData, FewShotSplit
+from metaaugment.spec import TaskSpec
+
+from .base import BENCHMARKS, Benchmark
+from .glyphs import cache_folder
+from .image_files import read_class_folders
+
+FOLDER = "omniglot-py"
+BACKGROUND, EVALUATION = "images_background", "images_evaluation"
+IMAGE_SIZE = 28
+SPLIT_SIZES = (1200, 100)  # train, val; the rest (323 of 1,623) is test
+SPLIT_SEED = 1
+
+
+def character_folders(root: Path) -> list[Path]:
+    """Every character folder of both Omniglot sets, sorted; UserError when missing."""
+    base = Path(root) / FOLDER
+    missing = [s for s in (BACKGROUND, EVALUATION) if not (base / s).is_dir()]
+    if missing:
+        raise UserError(
+            f"omniglot data not found: expected {base.resolve()}/{{{BACKGROUND},{EVALUATION}}}/<Alphabet>/<character>/*.png "
+            f"(missing {', '.join(missing)}); unpack images_background.zip and images_evaluation.zip from "
+            f"https://github.com/brendenlake/omniglot into {base}, or pass --data-root DIR")
+    folders = sorted(c for s in (BACKGROUND, EVALUATION) for a in (base / s).iterdir() if a.is_dir()
+                     for c in a.iterdir() if c.is_dir())
+    if not folders:
+        raise UserError(f"omniglot data under {base} holds no <Alphabet>/<character>/ folders")
+    return folders
+
+
+def split_classes(count: int, sizes: tuple[int, int] = SPLIT_SIZES, seed: int = SPLIT_SEED) -> tuple[list[int], list[int], list[int]]:
+    """A fixed shuffle of class indices cut into train / val / test; the proportions of
+    `sizes` out of 1,623 are kept when there are fewer classes (fixtures, subsets)."""
+    order = list(range(count))
+    random.Random(seed).shuffle(order)
+    total = 1623
+    n_train = sizes[0] if count >= total else max(1, round(count * sizes[0] / total))
+    n_val = sizes[1] if count >= total else max(1, round(count * sizes[1] / total))
+    return order[:n_train], order[n_train:n_train + n_val], order[n_train + n_val:]
+
+
+def load_omniglot(root: Path) -> FewShotData:
+    """Omniglot as 1,200 / 100 / 323 disjoint classes of 20 uint8 1x28x28 drawings."""
+    folders = character_folders(root)
+    key = hashlib.sha256(f"{Path(root).resolve()}|{len(folders)}".encode()).hexdigest()[:12]
+    cache = cache_folder() / f"omniglot-{IMAGE_SIZE}px-{key}.pt"
+    if cache.is_file():
+        images, labels = torch.load(cache, weights_only=False)
+    else:
+        with Progress(console=Console(stderr=True), transient=True) as progress:
+            task = progress.add_task(f"reading Omniglot ({len(folders)} characters, cached afterwards)", total=len(folders) * 20)
+            images, labels = read_class_folders(folders, IMAGE_SIZE, "L", invert=True,
+                                                progress=lambda n: progress.update(task, completed=n))
+        save_torch(cache, (images, labels))
+    names = [f"{f.parent.name}/{f.name}" for f in folders]
+    train, val, test = (FewShotSplit(images[torch.isin(labels, torch.tensor(c))], labels[torch.isin(labels, torch.tensor(c))], names)
+                        for c in split_classes(len(folders)))
+    mean = float(train.images.float().mean() / 255)
+    std = float(train.images.float().std() / 255)
+    spec = TaskSpec(num_classes=None, input_shape=(1, IMAGE_SIZE, IMAGE_SIZE), mean=(mean,), std=(std,), kind="few-shot")
+    return FewShotData(train, val, test, spec)
+
+
+@BENCHMARKS.register("omniglot")
+def omniglot() -> Benchmark:
+    """Omniglot few-shot (1,200/100/323 characters, 28x28) from <data-root>/omniglot-py; MAML."""
+    return Benchmark(name="omniglot", load=load_omniglot, kind="few-shot", default_model="conv4",
+                     default_epochs=60, default_batch_size=32, default_learner="maml",
+                     default_learner_options={"inner_lr": 0.4, "inner_steps": 1, "eval_inner_steps": 3},
+                     default_ways=5, default_shots=1, default_query_shots=15, default_steps_per_epoch=1000)
