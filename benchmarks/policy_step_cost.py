@@ -25,7 +25,8 @@ def make_stepper(policy_name: str, spec: TaskSpec, batch: Batch, device: torch.d
     policy.setup(spec)
     policy.to(device)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-    ctx = StepContext(model=model, spec=spec, optimizer=optimizer)
+    # policies that learn from validation data (MetaAugment) get the training batch as a stand-in
+    ctx = StepContext(model=model, spec=spec, optimizer=optimizer, validation_batch=lambda: batch)
     return lambda: supervised_step(model, optimizer, batch, policy, ctx)
 
 
@@ -57,7 +58,7 @@ def main() -> None:
                   torch.randint(0, 10, (args.batch_size,), generator=g)).to(device)
     print(f"device {device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else 'CPU'}), "
           f"threads {torch.get_num_threads()}, model {args.model}, batch {args.batch_size}x{spec.input_shape}")
-    names = POLICIES.names()
+    names = [n for n in POLICIES.names() if "classification" in POLICIES.get(n).factory.task_kinds]
     steppers = {name: make_stepper(name, spec, batch, device, args.model) for name in names}
     for step in steppers.values():  # warm up allocators and kernels
         for _ in range(3):

@@ -123,13 +123,15 @@ def run(
     val_tasks: ValTasksOpt = None,
     test_tasks: TestTasksOpt = None,
     image_size: ImageSizeOpt = None,
+    policy_from: Annotated[Optional[Path], typer.Option("--policy-from", help="metaaugment: reuse the policy network, "
+                           "sampler and task network of this finished run (frozen) to train a new network.")] = None,
     quiet: QuietOpt = False,
 ) -> None:
     """Train with one policy on a benchmark; writes config.json, metrics.jsonl, results.json."""
     import dataclasses
 
     from metaaugment.policies import POLICIES
-    from metaaugment.registry import parse_options
+    from metaaugment.registry import option_types, parse_options
     from metaaugment.trainer import train
 
     if resume and overwrite:
@@ -139,6 +141,10 @@ def run(
                           query_shots=query_shots, steps_per_epoch=steps_per_epoch, val_tasks=val_tasks,
                           test_tasks=test_tasks, image_size=image_size)
     options = parse_options(POLICIES.get(policy).factory, policy_set or [])
+    if policy_from is not None:
+        if "transfer_from" not in option_types(POLICIES.get(policy).factory):
+            raise UserError(f"--policy-from applies to policies that can be transferred (metaaugment), not '{policy}'")
+        options["transfer_from"] = str(policy_from)
     config = dataclasses.replace(config, policy=policy, policy_options=options, seed=seed)
     out = out or Path("runs") / benchmark / policy / f"seed{seed}"
     results = train(config, out, resume=resume, overwrite=overwrite, console=err_console, show_progress=not quiet)

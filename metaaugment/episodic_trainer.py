@@ -224,6 +224,7 @@ class EpisodicTrainer:
         results = {"kind": self.kind, "metrics": self._result_metrics(test), "wall_time_s": time.perf_counter() - started,
                    "resumed_at_step": resumed_at, "config": cfg.to_dict(), "policy": self.policy.describe(),
                    "learner": self.learner.describe(), "environment": describe_environment(self.device)}
+        results["artifacts"] = [p.name for p in self.policy.write_artifacts(self.run_dir.path)]
         self.save_checkpoint()
         self.run_dir.write_results(results)
         return results

@@ -86,6 +86,54 @@ def resnet18(spec: TaskSpec) -> FeatureClassifier:
     return FeatureClassifier(spec, net, feature_dim)
 
 
+class WideBasicBlock(nn.Module):
+    """Pre-activation wide residual block (BN-ReLU-conv3x3 twice, dropout between)."""
+
+    def __init__(self, cin: int, cout: int, stride: int, dropout: float):
+        super().__init__()
+        self.bn1, self.conv1 = nn.BatchNorm2d(cin), nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn2, self.conv2 = nn.BatchNorm2d(cout), nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        self.shortcut = None if stride == 1 and cin == cout else nn.Conv2d(cin, cout, 1, stride, bias=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = torch.relu(self.bn1(x))
+        shortcut = x if self.shortcut is None else self.shortcut(out)
+        out = self.conv1(out)
+        out = self.conv2(self.dropout(torch.relu(self.bn2(out))))
+        return out + shortcut
+
+
+def wide_resnet_extractor(channels: int, depth: int, widen: int, dropout: float = 0.0) -> tuple[nn.Module, int]:
+    """WRN-depth-widen (Zagoruyko & Komodakis 2016) up to global pooling; returns (module, width)."""
+    if (depth - 4) % 6:
+        raise UserError(f"wide-resnet depth must be 6n + 4 (got {depth})")
+    n = (depth - 4) // 6
+    widths = [16, 16 * widen, 32 * widen, 64 * widen]
+    layers: list[nn.Module] = [nn.Conv2d(channels, widths[0], 3, 1, 1, bias=False)]
+    cin = widths[0]
+    for stage, (cout, stride) in enumerate(zip(widths[1:], (1, 2, 2))):
+        for i in range(n):
+            layers.append(WideBasicBlock(cin, cout, stride if i == 0 else 1, dropout))
+            cin = cout
+    layers += [nn.BatchNorm2d(cin), nn.ReLU(inplace=True), nn.AdaptiveAvgPool2d(1), nn.Flatten()]
+    return nn.Sequential(*layers), cin
+
+
+@MODELS.register("wrn-28-10")
+def wrn_28_10(spec: TaskSpec, *, dropout: float = 0.0) -> FeatureClassifier:
+    """Wide ResNet 28-10 (36.5M parameters; the paper's CIFAR model, GPU-scale)."""
+    extractor, width = wide_resnet_extractor(spec.channels, 28, 10, dropout)
+    return FeatureClassifier(spec, extractor, width)
+
+
+@MODELS.register("wrn-40-2")
+def wrn_40_2(spec: TaskSpec, *, dropout: float = 0.0) -> FeatureClassifier:
+    """Wide ResNet 40-2 (2.2M parameters; the paper's smaller CIFAR model)."""
+    extractor, width = wide_resnet_extractor(spec.channels, 40, 2, dropout)
+    return FeatureClassifier(spec, extractor, width)
+
+
 @MODELS.register("conv4")
 def conv4(spec: TaskSpec, *, hidden_size: int = 64) -> FeatureClassifier:
     """Few-shot 4-block conv net (learn2learn's CNN4 backbone) with an N-way linear head.

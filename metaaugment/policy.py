@@ -36,6 +36,7 @@ the policy's state_dict in every checkpoint and restores it on resume after `set
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable, ClassVar, Sequence
 
 import torch
@@ -191,6 +192,11 @@ class AugmentationPolicy(nn.Module):
         return episode
 
     # -- reporting -------------------------------------------------------------------------
+    def write_artifacts(self, folder: Path) -> list[Path]:
+        """Write figures of what the policy learned into the run folder at the end of a run
+        (e.g. MetaAugment's sampler heatmap); returns the paths written."""
+        return []
+
     def describe(self) -> dict[str, Any]:
         """Hyperparameters worth recording in config.json (override to add more)."""
         return {"name": self.name}

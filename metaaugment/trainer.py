@@ -271,6 +271,7 @@ class Trainer:
             "learner": self.learner.describe(),
             "environment": describe_environment(self.device),
         }
+        results["artifacts"] = [p.name for p in self.policy.write_artifacts(self.run_dir.path)]
         self.save_checkpoint()
         self.run_dir.write_results(results)
         return results

@@ -21,6 +21,7 @@ from rich.console import Console
 from rich.progress import Progress
 
 from metaaugment.atomic import save_torch
+from metaaugment.data import ClassificationData, ImageSplit
 from metaaugment.errors import UserError
 from metaaugment.fewshot import FewShotData, FewShotSplit
 from metaaugment.spec import TaskSpec
@@ -63,8 +64,9 @@ def split_classes(count: int, sizes: tuple[int, int] = SPLIT_SIZES, seed: int = 
     return order[:n_train], order[n_train:n_train + n_val], order[n_train + n_val:]
 
 
-def load_omniglot(root: Path) -> FewShotData:
-    """Omniglot as 1,200 / 100 / 323 disjoint classes of 20 uint8 1x28x28 drawings."""
+def read_omniglot(root: Path) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+    """Every drawing as uint8 (N, 1, 28, 28), its character label (N,), and the character
+    names; drawings of a character in file-name order. Cached after the first read."""
     folders = character_folders(root)
     key = hashlib.sha256(f"{Path(root).resolve()}|{len(folders)}".encode()).hexdigest()[:12]
     cache = cache_folder() / f"omniglot-{IMAGE_SIZE}px-{key}.pt"
@@ -76,13 +78,37 @@ def load_omniglot(root: Path) -> FewShotData:
             images, labels = read_class_folders(folders, IMAGE_SIZE, "L", invert=True,
                                                 progress=lambda n: progress.update(task, completed=n))
         save_torch(cache, (images, labels))
-    names = [f"{f.parent.name}/{f.name}" for f in folders]
+    return images, labels, [f"{f.parent.name}/{f.name}" for f in folders]
+
+
+def _spec(images: torch.Tensor, num_classes: int | None, kind: str) -> TaskSpec:
+    mean = float(images.float().mean() / 255)
+    std = float(images.float().std() / 255)
+    return TaskSpec(num_classes=num_classes, input_shape=(1, IMAGE_SIZE, IMAGE_SIZE), mean=(mean,), std=(std,), kind=kind)
+
+
+def load_omniglot(root: Path) -> FewShotData:
+    """Omniglot as 1,200 / 100 / 323 disjoint classes of 20 uint8 1x28x28 drawings."""
+    images, labels, names = read_omniglot(root)
     train, val, test = (FewShotSplit(images[torch.isin(labels, torch.tensor(c))], labels[torch.isin(labels, torch.tensor(c))], names)
-                        for c in split_classes(len(folders)))
-    mean = float(train.images.float().mean() / 255)
-    std = float(train.images.float().std() / 255)
-    spec = TaskSpec(num_classes=None, input_shape=(1, IMAGE_SIZE, IMAGE_SIZE), mean=(mean,), std=(std,), kind="few-shot")
-    return FewShotData(train, val, test, spec)
+                        for c in split_classes(len(names)))
+    return FewShotData(train, val, test, _spec(train.images, None, "few-shot"))
+
+
+def load_omniglot_classification(root: Path) -> ClassificationData:
+    """Omniglot as 1,623-way classification (MetaAugment's protocol): of each character's
+    20 drawings (file-name order), the first 15 train, the next 2 validate, the last 3 test."""
+    images, labels, names = read_omniglot(root)
+    rank = torch.zeros_like(labels)
+    for label in labels.unique():
+        members = (labels == label).nonzero().flatten()
+        rank[members] = torch.arange(len(members))
+    per_class = torch.bincount(labels)
+    if int(per_class.min()) < 20:
+        raise UserError(f"omniglot-classification needs 20 drawings per character; one has {int(per_class.min())}")
+    parts = [rank < 15, (rank >= 15) & (rank < 17), rank >= 17]
+    train, val, test = (ImageSplit(images[m], labels[m]) for m in parts)
+    return ClassificationData(train, val, test, _spec(train.images, len(names), "classification"))
 
 
 @BENCHMARKS.register("omniglot")
@@ -92,3 +118,10 @@ def omniglot() -> Benchmark:
                      default_epochs=60, default_batch_size=32, default_learner="maml",
                      default_learner_options={"inner_lr": 0.4, "inner_steps": 1, "eval_inner_steps": 3},
                      default_ways=5, default_shots=1, default_query_shots=15, default_steps_per_epoch=1000)
+
+
+@BENCHMARKS.register("omniglot-classification")
+def omniglot_classification() -> Benchmark:
+    """Omniglot as 1,623-way classification, 15/2/3 drawings per character (MetaAugment's setting); small CNN."""
+    return Benchmark(name="omniglot-classification", load=load_omniglot_classification, default_model="small-cnn",
+                     default_epochs=100, default_batch_size=128, default_learner_options={"lr": 0.05})

@@ -179,3 +179,11 @@ def test_cli_runs_a_few_shot_classification_benchmark_end_to_end(tmp_path, capsy
     assert results["kind"] == "few-shot" and m["test_tasks"] == 7 and 0 <= m["test_accuracy"] <= 1
     assert ("final_train_pre_accuracy" in m) == (learner == "maml")  # ProtoNets has no pre-update prediction
     assert "meta-test accuracy" in capsys.readouterr().out
+
+
+def test_omniglot_classification_splits_each_character_15_2_3(tmp_path):
+    write_omniglot_fixture(tmp_path)
+    data = create_benchmark("omniglot-classification").load(tmp_path)
+    assert data.spec.num_classes == 40
+    for split, count in ((data.train, 15), (data.val, 2), (data.test, 3)):
+        assert torch.bincount(split.labels).tolist() == [count] * 40

@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch import nn
 
-from metaaugment import Batch, StepContext, TaskSpec, create_policy
+from metaaugment import Batch, StepContext, TaskSpec, create_model, create_policy
 from metaaugment.learners import forward_pass
 from metaaugment.policies import POLICIES
 
@@ -18,8 +18,11 @@ def make_batch(size: int = 8) -> Batch:
 
 
 def make_context() -> StepContext:
-    model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 16 * 16, 5))
-    return StepContext(model=model, spec=SPEC)
+    """A context with every service a policy may declare it needs (model with features,
+    optimizer, validation batches)."""
+    model = create_model("small-cnn", SPEC, width=4)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    return StepContext(model=model, spec=SPEC, optimizer=optimizer, validation_batch=lambda: make_batch(6))
 
 
 @pytest.mark.parametrize("name", POLICIES.names())
@@ -52,10 +55,24 @@ def test_loss_weights_contract(name):
     assert weights is None or (weights.shape == (len(batch),) and (weights >= 0).all())
 
 
+def same(a, b) -> bool:
+    """Deep equality of state values (tensors, dicts such as an optimizer's state, lists)."""
+    if isinstance(a, torch.Tensor):
+        return isinstance(b, torch.Tensor) and torch.equal(a, b)
+    if isinstance(a, dict):
+        return isinstance(b, dict) and a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)):
+        return isinstance(b, (list, tuple)) and len(a) == len(b) and all(same(x, y) for x, y in zip(a, b))
+    return a == b
+
+
 @pytest.mark.parametrize("name", POLICIES.names())
 def test_state_survives_a_checkpoint_round_trip(name):
     policy = create_policy(name)
     policy.setup(SPEC)
+    ctx = make_context()  # one step first, so that learned state (lazily sized networks) exists
+    batch = policy.augment(make_batch(), ctx)
+    policy.loss_weights(batch, forward_pass(ctx.model, batch), ctx)
     buffer = io.BytesIO()
     torch.save(policy.state_dict(), buffer)
     buffer.seek(0)
@@ -64,7 +81,7 @@ def test_state_survives_a_checkpoint_round_trip(name):
     fresh.load_state_dict(torch.load(buffer, weights_only=False))
     for (k1, v1), (k2, v2) in zip(policy.state_dict().items(), fresh.state_dict().items()):
         assert k1 == k2
-        assert torch.equal(v1, v2) if isinstance(v1, torch.Tensor) else v1 == v2
+        assert same(v1, v2), k1
 
 
 @pytest.mark.parametrize("name", POLICIES.names())

@@ -1,0 +1,174 @@
+"""The K = 14 image operations of MetaAugment, batched with a different op and magnitude per sample.
+
+torchvision applies one op with one magnitude to a whole batch; AutoAugment-style policies
+then loop image by image. Here every sample of a batch gets its own op and magnitude in one
+call: samples are grouped by op and each group is transformed with per-sample parameters
+through torchvision's own kernels (the affine grid sampler, `_blend`-style colour mixing,
+autocontrast / equalize / posterize on the group), so each sample equals torchvision's
+single-image result for the same op and magnitude (tests/test_image_ops.py checks this).
+
+Magnitudes m lie in [0, 10] and map to the AutoAugment / RandAugment ranges (the maxima of
+torchvision's RandAugment): Rotate 30 degrees, ShearX/Y 0.3, TranslateX/Y 150/331 of the
+image side, Color/Contrast/Brightness/Sharpness 1 +- 0.9, Posterize 8 -> 4 bits, Solarize
+threshold 1 -> 0. Signed ops take a per-sample sign (+1 / -1) as RandAugment does.
+Images are float (B, C, H, W) in [0, 1].
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+from torchvision.transforms.v2 import functional as TF
+from torchvision.transforms.v2.functional._geometry import _apply_grid_transform, _get_inverse_affine_matrix
+
+OPS = ("AutoContrast", "Equalize", "Rotate", "Posterize", "Solarize", "Color", "Contrast", "Brightness",
+       "Sharpness", "ShearX", "ShearY", "TranslateX", "TranslateY", "Identity")
+NUM_OPS = len(OPS)
+# Ops outside the paper's pool, for experiments: Rotate180 destroys labels such as 6 vs 9.
+EXTRA_OPS = ("Rotate180",)
+ALL_OPS = OPS + EXTRA_OPS
+MAGNITUDE_FREE = frozenset({"AutoContrast", "Equalize", "Identity", "Rotate180"})
+SIGNED = frozenset({"Rotate", "Color", "Contrast", "Brightness", "Sharpness", "ShearX", "ShearY",
+                    "TranslateX", "TranslateY"})
+MAX_MAGNITUDE = 10.0
+_MAX = {"Rotate": 30.0, "ShearX": 0.3, "ShearY": 0.3, "TranslateX": 150.0 / 331.0, "TranslateY": 150.0 / 331.0,
+        "Color": 0.9, "Contrast": 0.9, "Brightness": 0.9, "Sharpness": 0.9}
+
+
+def op_index(name: str) -> int:
+    """Position of an op name in OPS (0-based)."""
+    return OPS.index(name)
+
+
+def op_parameter(name: str, magnitude: float, sign: float, size: tuple[int, int]) -> float:
+    """The torchvision argument of op `name` at magnitude m in [0, 10]: degrees for Rotate,
+    shear factor, translation in whole pixels (size = (H, W)), colour factor 1 + s * 0.9 m / 10,
+    posterize bits, solarize threshold; 0 for magnitude-free ops."""
+    fraction = float(magnitude) / MAX_MAGNITUDE
+    if name in ("TranslateX", "TranslateY"):
+        side = size[1] if name == "TranslateX" else size[0]
+        return float(int(sign * _MAX[name] * side * fraction))
+    if name in ("Color", "Contrast", "Brightness", "Sharpness"):
+        return 1.0 + sign * _MAX[name] * fraction
+    if name in _MAX:
+        return sign * _MAX[name] * fraction
+    if name == "Posterize":
+        return float(int(round(8 - 4 * fraction)))
+    if name == "Solarize":
+        return 1.0 - fraction
+    return 0.0
+
+
+def _blend(image: Tensor, other: Tensor, ratio: Tensor) -> Tensor:
+    # torchvision's _blend with a per-sample ratio (B, 1, 1, 1)
+    return (ratio * image + (1.0 - ratio) * other).clamp_(0.0, 1.0)
+
+
+GEOMETRIC = ("Rotate", "ShearX", "ShearY", "TranslateX", "TranslateY")
+
+
+def _inverse_affine_matrix(name: str, value: float, size: tuple[int, int]) -> list[float]:
+    """The inverse affine matrix (6 numbers) torchvision's F.rotate / F.affine build for the
+    AutoAugment call of op `name` (shears about the top-left corner, rotations and
+    translations about the center)."""
+    height, width = size
+    if name == "Rotate":  # F.rotate negates the angle for the affine matrix
+        return _get_inverse_affine_matrix([0.0, 0.0], -value, [0.0, 0.0], 1.0, [0.0, 0.0])
+    if name in ("ShearX", "ShearY"):
+        corner = [-width * 0.5, -height * 0.5]  # F.affine(center=[0, 0]) in center-relative coordinates
+        degrees = math.degrees(math.atan(value))
+        shear = [degrees, 0.0] if name == "ShearX" else [0.0, degrees]
+        return _get_inverse_affine_matrix(corner, 0.0, [0.0, 0.0], 1.0, shear)
+    translate = [value, 0.0] if name == "TranslateX" else [0.0, value]
+    return _get_inverse_affine_matrix([0.0, 0.0], 0.0, translate, 1.0, [0.0, 0.0])
+
+
+def _affine_grid_batched(theta: Tensor, height: int, width: int) -> Tensor:
+    """torchvision's _affine_grid for a batch of matrices theta (G, 2, 3) -> (G, H, W, 2)."""
+    dtype, device = theta.dtype, theta.device
+    base = torch.empty(1, height, width, 3, dtype=dtype, device=device)
+    base[..., 0].copy_(torch.linspace((1.0 - width) * 0.5, (width - 1.0) * 0.5, steps=width, device=device))
+    base[..., 1].copy_(torch.linspace((1.0 - height) * 0.5, (height - 1.0) * 0.5, steps=height, device=device).unsqueeze_(-1))
+    base[..., 2].fill_(1)
+    rescaled = theta.transpose(1, 2) / torch.tensor([0.5 * width, 0.5 * height], dtype=dtype, device=device)
+    grid = base.view(1, height * width, 3).expand(theta.shape[0], -1, -1).bmm(rescaled)
+    return grid.view(theta.shape[0], height, width, 2)
+
+
+def _geometric(names: list[str], images: Tensor, values: list[float]) -> Tensor:
+    """All affine ops of a batch in one grid-sample call: names[i] with argument values[i]."""
+    height, width = images.shape[-2:]
+    rows = [_inverse_affine_matrix(n, v, (height, width)) for n, v in zip(names, values)]
+    theta = torch.tensor(rows, dtype=images.dtype, device=images.device).view(-1, 2, 3)
+    return _apply_grid_transform(images, _affine_grid_batched(theta, height, width), "nearest", fill=None)
+
+
+def _grayscale(images: Tensor) -> Tensor:
+    return TF.rgb_to_grayscale(images) if images.shape[1] == 3 else images
+
+
+def apply_op(name: str, images: Tensor, values: Tensor) -> Tensor:
+    """Op `name` on a group of images (G, C, H, W) in [0, 1] with per-sample torchvision
+    arguments `values` (G,) from `op_parameter`; returns a new tensor."""
+    if name == "Identity":
+        return images.clone()
+    if name == "Rotate180":  # what F.rotate(image, 180) returns
+        return torch.rot90(images, k=2, dims=(-2, -1))
+    if name == "AutoContrast":
+        return TF.autocontrast(images)
+    if name == "Equalize":
+        return TF.equalize(images)
+    if name in GEOMETRIC:
+        return _geometric([name] * len(values), images, values.tolist())
+    ratio = values.to(images.dtype).to(images.device).view(-1, 1, 1, 1)
+    if name == "Brightness":
+        return _blend(images, torch.zeros_like(images), ratio)
+    if name == "Color":
+        if images.shape[1] == 1:  # saturation of a grayscale image is the image itself
+            return images.clone()
+        return _blend(images, _grayscale(images).expand_as(images), ratio)
+    if name == "Contrast":
+        mean = _grayscale(images).mean(dim=(-3, -2, -1), keepdim=True)
+        return _blend(images, mean, ratio)
+    if name == "Sharpness":
+        degenerate = TF.adjust_sharpness(images, 0.0)  # the blurred image with its border kept
+        return _blend(images, degenerate, ratio)
+    if name == "Solarize":
+        return torch.where(images >= ratio, 1.0 - images, images)
+    if name == "Posterize":
+        out = torch.empty_like(images)
+        for bits in values.unique().tolist():
+            members = (values == bits).nonzero().flatten()
+            out[members] = TF.posterize(images[members], int(bits))
+        return out
+    raise ValueError(f"unknown op {name!r}; choose from {', '.join(ALL_OPS)}")
+
+
+def apply_ops(images: Tensor, ops: Tensor, magnitudes: Tensor, signs: Tensor,
+              pool: tuple[str, ...] = OPS) -> Tensor:
+    """Per-sample ops: images (B, C, H, W) in [0, 1], ops (B,) indices into `pool` (the
+    paper's 14 OPS by default), magnitudes (B,) in [0, 10], signs (B,) of +1 / -1
+    -> (B, C, H, W). The input is not modified."""
+    out = images.clone()
+    size = tuple(images.shape[-2:])
+    names = [pool[i] for i in ops.tolist()]
+    values = [op_parameter(n, m, s, size) for n, m, s in zip(names, magnitudes.tolist(), signs.tolist())]
+    # the affine ops share one grid-sample call; the others go op by op
+    geometric = [i for i, n in enumerate(names) if n in GEOMETRIC]
+    if geometric:
+        index = torch.tensor(geometric, device=images.device)
+        out[index] = _geometric([names[i] for i in geometric], images[index], [values[i] for i in geometric])
+    for name in sorted(set(names) - set(GEOMETRIC) - {"Identity"}):
+        members = [i for i, n in enumerate(names) if n == name]
+        index = torch.tensor(members, device=images.device)
+        out[index] = apply_op(name, images[index], torch.tensor([values[i] for i in members], dtype=torch.float64))
+    return out
+
+
+def apply_transformations(images: Tensor, pairs: Tensor, magnitudes: Tensor, signs: Tensor,
+                          pool: tuple[str, ...] = OPS) -> Tensor:
+    """MetaAugment's transformation T_{j,k}^{m1,m2}: op j at m1, then op k at m2, per sample.
+    pairs (B, 2) op indices into `pool`, magnitudes (B, 2) in [0, 10], signs (B, 2) -> (B, C, H, W)."""
+    first = apply_ops(images, pairs[:, 0], magnitudes[:, 0], signs[:, 0], pool)
+    return apply_ops(first, pairs[:, 1], magnitudes[:, 1], signs[:, 1], pool)

@@ -1,0 +1,131 @@
+"""MetaAugment's bilevel gradients: both engines against central finite differences and each other."""
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from metaaugment.bilevel import fast_lookahead, higher_lookahead, last_layer_lookahead
+from metaaugment.policy_network import PolicyNetwork, normalize_weights
+from metaaugment.transformations import embed_transformations
+
+
+def per_sample(out, y):
+    return F.cross_entropy(out, y, reduction="none")
+
+
+def tiny_problem(dtype=torch.float64, seed=0):
+    torch.manual_seed(seed)
+    model = nn.Sequential(nn.Linear(5, 6), nn.Tanh(), nn.Linear(6, 3)).to(dtype)
+    policy = PolicyNetwork(feature_dim=5, hidden=7).to(dtype)
+    x, y = torch.randn(8, 5, dtype=dtype), torch.randint(0, 3, (8,))
+    vx, vy = torch.randn(6, 5, dtype=dtype), torch.randint(0, 3, (6,))
+    pairs = torch.randint(0, 14, (8, 2))
+    emb = embed_transformations(pairs, torch.rand(8, 2, dtype=dtype) * 10)
+    alpha = torch.tensor(0.3, dtype=dtype, requires_grad=True)
+    return model, policy, x, y, vx, vy, emb, alpha
+
+
+def validation_loss_after_lookahead(model, policy, x, y, vx, vy, emb, alpha):
+    """L_val(w - alpha sum_i w_i grad L_i(w)) evaluated directly (the function being differentiated)."""
+    weights = normalize_weights(policy(x, emb)).detach()
+    params = list(model.parameters())
+    grads = torch.autograd.grad((weights * per_sample(model(x), y)).sum(), params)
+    new = [p.detach() - alpha.detach() * g for p, g in zip(params, grads)]
+    out = torch.func.functional_call(model, {n: v for (n, _), v in zip(model.named_parameters(), new)}, (vx,))
+    return per_sample(out, vy).mean().item()
+
+
+def engine_gradients(engine, model, policy, x, y, vx, vy, emb, alpha):
+    policy.zero_grad()
+    weights = normalize_weights(policy(x, emb))
+    if engine == "higher":
+        g = higher_lookahead(model, weights, alpha, x, y, vx, vy, per_sample)
+    else:
+        g = fast_lookahead(model, per_sample(model(x), y), weights, alpha, x, y, vx, vy, per_sample, mode=engine)
+    weights.backward(g.weights)
+    return [p.grad.clone() for p in policy.parameters()], g.alpha
+
+
+@pytest.mark.parametrize("engine", ["higher", "jvp"])
+def test_theta_and_alpha_gradients_match_central_finite_differences(engine):
+    model, policy, x, y, vx, vy, emb, alpha = tiny_problem()
+    theta_grads, alpha_grad = engine_gradients(engine, model, policy, x, y, vx, vy, emb, alpha)
+    h = 1e-6
+    numeric, analytic = [], []
+    for p, g in zip(policy.parameters(), theta_grads):
+        flat = p.data.view(-1)
+        for index in range(0, flat.numel(), max(1, flat.numel() // 6)):  # a spread of coordinates
+            old = flat[index].item()
+            flat[index] = old + h
+            plus = validation_loss_after_lookahead(model, policy, x, y, vx, vy, emb, alpha)
+            flat[index] = old - h
+            minus = validation_loss_after_lookahead(model, policy, x, y, vx, vy, emb, alpha)
+            flat[index] = old
+            numeric.append((plus - minus) / (2 * h))
+            analytic.append(g.view(-1)[index].item())
+    numeric, analytic = torch.tensor(numeric), torch.tensor(analytic)
+    assert (numeric - analytic).norm() / numeric.norm() < 1e-3
+    a_plus = validation_loss_after_lookahead(model, policy, x, y, vx, vy, emb, alpha.detach() + h)
+    a_minus = validation_loss_after_lookahead(model, policy, x, y, vx, vy, emb, alpha.detach() - h)
+    numeric_alpha = (a_plus - a_minus) / (2 * h)
+    assert abs(alpha_grad.item() - numeric_alpha) / abs(numeric_alpha) < 1e-3
+
+
+def small_cnn_problem(seed=0):
+    torch.manual_seed(seed)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.AdaptiveAvgPool2d(2),
+                          nn.Flatten(), nn.Linear(32, 4))
+    policy = PolicyNetwork(feature_dim=3 * 8 * 8)
+    x, y = torch.rand(16, 3, 8, 8), torch.randint(0, 4, (16,))
+    vx, vy = torch.rand(10, 3, 8, 8), torch.randint(0, 4, (10,))
+    emb = embed_transformations(torch.randint(0, 14, (16, 2)), torch.rand(16, 2) * 10)
+    return model, policy, x.flatten(1), x, y, vx, vy, emb
+
+
+@pytest.mark.parametrize("engine", ["jvp", "fd"])
+def test_fast_engine_agrees_with_higher_on_a_cnn_with_batch_norm(engine):
+    model, policy, features, x, y, vx, vy, emb = small_cnn_problem()
+    alpha = torch.tensor(0.1, requires_grad=True)
+
+    def grads(name):
+        policy.zero_grad()
+        weights = normalize_weights(policy(features, emb))
+        if name == "higher":
+            g = higher_lookahead(model, weights, alpha, x, y, vx, vy, per_sample)
+        else:
+            g = fast_lookahead(model, per_sample(model(x), y), weights, alpha, x, y, vx, vy, per_sample, mode=name)
+        weights.backward(g.weights)
+        return torch.cat([p.grad.flatten() for p in policy.parameters()]), g.alpha
+
+    with torch.no_grad():
+        model(x)  # the training forward's one update of the running statistics, for comparability
+    reference_theta, reference_alpha = grads("higher")
+    theta, alpha_grad = grads(engine)
+    cosine = F.cosine_similarity(theta, reference_theta, dim=0).item()
+    assert cosine >= 0.999, cosine
+    assert alpha_grad.item() == pytest.approx(reference_alpha.item(), rel=1e-2 if engine == "fd" else 1e-4)
+
+
+def test_engines_leave_the_model_and_its_running_statistics_untouched():
+    model, policy, features, x, y, vx, vy, emb = small_cnn_problem()
+    losses = per_sample(model(x), y)
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    weights = normalize_weights(policy(features, emb))
+    fast_lookahead(model, losses, weights, torch.tensor(0.1), x, y, vx, vy, per_sample)
+    fast_lookahead(model, losses, weights, torch.tensor(0.1), x, y, vx, vy, per_sample, mode="jvp")
+    higher_lookahead(model, weights, torch.tensor(0.1), x, y, vx, vy, per_sample)
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, state[key]), key
+
+
+def test_last_layer_mode_equals_the_fast_engine_on_a_linear_head():
+    torch.manual_seed(0)
+    head = nn.Linear(6, 3).double()
+    feats, y = torch.randn(8, 6, dtype=torch.float64), torch.randint(0, 3, (8,))
+    vfeats, vy = torch.randn(5, 6, dtype=torch.float64), torch.randint(0, 3, (5,))
+    weights = torch.softmax(torch.randn(8, dtype=torch.float64), 0)
+    alpha = torch.tensor(0.2, dtype=torch.float64)
+    a = last_layer_lookahead(head, feats, weights, alpha, y, vfeats, vy, per_sample, mode="jvp")
+    b = higher_lookahead(head, weights, alpha, feats, y, vfeats, vy, per_sample)
+    torch.testing.assert_close(a.weights, b.weights)
+    torch.testing.assert_close(a.alpha, b.alpha)
