@@ -45,6 +45,7 @@ StepsOpt = Annotated[Optional[int], typer.Option("--steps-per-epoch", help="Few-
 ValTasksOpt = Annotated[Optional[int], typer.Option("--val-tasks", help="Few-shot: validation tasks per evaluation (100).")]
 TestTasksOpt = Annotated[Optional[int], typer.Option("--test-tasks", help="Few-shot: meta-test tasks (600).")]
 ImageSizeOpt = Annotated[Optional[int], typer.Option("--image-size", help="image-folder: resize images to this square size (84).")]
+ValSizeOpt = Annotated[Optional[int], typer.Option("--val-size", help="CIFAR: images held out of train for validation (5000; MetaAugment's paper: 1000).")]
 
 
 def _base_config(benchmark: str, learner: Optional[str], model: Optional[str], epochs: Optional[int],
@@ -123,6 +124,7 @@ def run(
     val_tasks: ValTasksOpt = None,
     test_tasks: TestTasksOpt = None,
     image_size: ImageSizeOpt = None,
+    val_size: ValSizeOpt = None,
     policy_from: Annotated[Optional[Path], typer.Option("--policy-from", help="metaaugment: reuse the policy network, "
                            "sampler and task network of this finished run (frozen) to train a new network.")] = None,
     quiet: QuietOpt = False,
@@ -139,7 +141,7 @@ def run(
     config = _base_config(benchmark, learner, model, epochs, batch_size, lr, device, data_root,
                           eval_every, checkpoint_every, learner_set, model_set, ways=ways, shots=shots,
                           query_shots=query_shots, steps_per_epoch=steps_per_epoch, val_tasks=val_tasks,
-                          test_tasks=test_tasks, image_size=image_size)
+                          test_tasks=test_tasks, image_size=image_size, val_size=val_size)
     options = parse_options(POLICIES.get(policy).factory, policy_set or [])
     if policy_from is not None:
         if "transfer_from" not in option_types(POLICIES.get(policy).factory):
@@ -222,6 +224,7 @@ def compare(
     val_tasks: ValTasksOpt = None,
     test_tasks: TestTasksOpt = None,
     image_size: ImageSizeOpt = None,
+    val_size: ValSizeOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
     """Run (or reuse finished) runs of several policies over seeds; print and save a table and plot."""
@@ -238,7 +241,7 @@ def compare(
     config = _base_config(benchmark, learner, model, epochs, batch_size, lr, device, data_root,
                           eval_every, checkpoint_every, learner_set, model_set, ways=ways, shots=shots,
                           query_shots=query_shots, steps_per_epoch=steps_per_epoch, val_tasks=val_tasks,
-                          test_tasks=test_tasks, image_size=image_size)
+                          test_tasks=test_tasks, image_size=image_size, val_size=val_size)
     out = out or Path("runs") / "compare" / benchmark
     records = run_comparison(config, names, seed_list, out, options, console=err_console, show_progress=not quiet)
     paths = write_comparison(out, benchmark, records)

@@ -64,11 +64,12 @@ class RunConfig:
     val_tasks: int | None = None
     test_tasks: int | None = None
     image_size: int | None = None  # benchmarks that resize images (image-folder)
+    val_size: int | None = None  # benchmarks that hold validation images out of train (CIFAR)
 
     def validate(self) -> None:
         """Raise UserError for values no run can use."""
         for name in ("epochs", "batch_size", "eval_every", "checkpoint_every", "log_every", "ways", "shots",
-                     "query_shots", "steps_per_epoch", "val_tasks", "test_tasks", "image_size"):
+                     "query_shots", "steps_per_epoch", "val_tasks", "test_tasks", "image_size", "val_size"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or value < 1):
                 raise UserError(f"--{name.replace('_', '-')} must be a positive integer (got {value})")
@@ -94,6 +95,9 @@ class RunConfig:
                                 f"'{self.benchmark}' trains on mini-batches")
         if self.image_size is not None and not bench.accepts_image_size:
             raise UserError(f"--image-size applies to benchmarks that resize images (image-folder), not '{self.benchmark}'")
+        if self.val_size is not None and not bench.accepts_val_size:
+            raise UserError(f"--val-size applies to benchmarks that split validation off train (cifar10, cifar100), "
+                            f"not '{self.benchmark}'")
         same_defaults = self.learner in (None, bench.default_learner)
         same_model = self.model in (None, bench.default_model)
         return dataclasses.replace(
@@ -137,7 +141,8 @@ class Trainer:
         self.show_progress = show_progress
         self.device = resolve_device(config.device)
         seed_everything(config.seed)
-        self.data: ClassificationData = create_benchmark(config.benchmark).load(Path(config.data_root))
+        load_options = {"val_size": config.val_size} if config.val_size else {}
+        self.data: ClassificationData = create_benchmark(config.benchmark).load(Path(config.data_root), **load_options)
         spec = self.data.spec
         self.model = create_model(config.model, spec, **config.model_options).to(self.device)
         self.policy = create_policy(config.policy, **config.policy_options)

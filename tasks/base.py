@@ -27,6 +27,7 @@ class Benchmark:
           meta-steps one "epoch" counts).
     needs_data: False for embedded benchmarks that ship with their dependencies.
     accepts_image_size: load takes an `image_size` keyword (--image-size).
+    accepts_val_size: load takes a `val_size` keyword, the images held out of train (--val-size).
     """
 
     name: str
@@ -39,6 +40,7 @@ class Benchmark:
     default_model_options: dict[str, Any] = field(default_factory=dict)
     needs_data: bool = True
     accepts_image_size: bool = False
+    accepts_val_size: bool = False
     kind: str = "classification"
     default_ways: int | None = None
     default_shots: int | None = None

@@ -50,8 +50,10 @@ def _require_files(root: Path, folder: str, names: list[str], benchmark: str) ->
     return directory
 
 
-def load_cifar(root: Path, files: tuple, num_classes: int, benchmark: str) -> ClassificationData:
-    """Train (minus a fixed validation split of VALIDATION_SIZE images) and test splits."""
+def load_cifar(root: Path, files: tuple, num_classes: int, benchmark: str,
+               val_size: int | None = None) -> ClassificationData:
+    """Train (minus a fixed validation split of `val_size` images, default VALIDATION_SIZE;
+    MetaAugment's paper holds out 1,000) and test splits."""
     folder, train_names, test_names, label_key = files
     directory = _require_files(Path(root), folder, train_names + test_names, benchmark)
 
@@ -60,7 +62,10 @@ def load_cifar(root: Path, files: tuple, num_classes: int, benchmark: str) -> Cl
         return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
 
     images, labels = read_all(train_names)
-    val_size = min(VALIDATION_SIZE, len(labels) // 10)  # proportionate on small fixtures
+    if val_size is None:
+        val_size = min(VALIDATION_SIZE, len(labels) // 10)  # proportionate on small fixtures
+    elif not 0 < val_size < len(labels):
+        raise UserError(f"--val-size must be between 1 and {len(labels) - 1} for {benchmark} (got {val_size})")
     train, val = split_off(images, labels, val_size)
     test = ImageSplit(*read_all(test_names))
     spec = TaskSpec(num_classes=num_classes, input_shape=(3, 32, 32), mean=MEAN, std=STD)
@@ -70,9 +75,9 @@ def load_cifar(root: Path, files: tuple, num_classes: int, benchmark: str) -> Cl
 def _cifar_benchmark(name: str, files: tuple, num_classes: int, title: str) -> Benchmark:
     return Benchmark(
         name=name,
-        load=lambda root: load_cifar(root, files, num_classes, title),
+        load=lambda root, val_size=None: load_cifar(root, files, num_classes, title, val_size),
         default_model="resnet18", default_epochs=200, default_batch_size=128,
-        default_learner_options={"lr": 0.1},
+        default_learner_options={"lr": 0.1}, accepts_val_size=True,
     )
 
 

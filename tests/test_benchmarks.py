@@ -56,3 +56,18 @@ def test_every_benchmark_has_a_summary_and_sane_defaults():
         bench = entry.factory()
         assert entry.summary and bench.name == entry.name
         assert bench.default_epochs > 0 and bench.default_batch_size > 0
+
+
+def test_cifar_validation_size_is_configurable(tmp_path):
+    """MetaAugment's paper holds out 1,000 CIFAR training images; --val-size sets it."""
+    from conftest import write_cifar_fixture
+
+    from metaaugment.errors import UserError
+    from metaaugment.tasks import create_benchmark
+
+    write_cifar_fixture(tmp_path, per_file=40)  # 200 training images
+    data = create_benchmark("cifar10").load(tmp_path, val_size=30)
+    assert len(data.val) == 30 and len(data.train) == 170
+    assert len(create_benchmark("cifar10").load(tmp_path).val) == 20  # default: 10% on small sets
+    with pytest.raises(UserError, match="--val-size"):
+        create_benchmark("cifar10").load(tmp_path, val_size=500)
