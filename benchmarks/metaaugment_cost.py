@@ -13,7 +13,6 @@ Run by hand (not part of the test suite):
 from __future__ import annotations
 
 import argparse
-import time
 from typing import Callable
 
 import torch
@@ -23,29 +22,7 @@ from metaaugment import Batch, StepContext, TaskSpec, create_model, create_polic
 from metaaugment.devices import resolve_device
 from metaaugment.image_ops import NUM_OPS, apply_transformations
 from metaaugment.per_sample import apply_per_sample
-
-
-def timed(step: Callable[[], object], device: torch.device) -> float:
-    """Wall time of one call, synchronized on CUDA."""
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    start = time.perf_counter()
-    step()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    return time.perf_counter() - start
-
-
-def round_robin(steps: dict[str, Callable[[], object]], device: torch.device, repeats: int) -> dict[str, float]:
-    """Median seconds per call of each step, timed in turn so drifts hit all alike."""
-    for step in steps.values():
-        for _ in range(3):
-            step()
-    times: dict[str, list[float]] = {name: [] for name in steps}
-    for _ in range(repeats):
-        for name, step in steps.items():
-            times[name].append(timed(step, device))
-    return {name: sorted(t)[len(t) // 2] for name, t in times.items()}
+from timing import round_robin
 
 
 def training_steppers(spec: TaskSpec, batch: Batch, val: Batch, device: torch.device, model_name: str) -> dict:

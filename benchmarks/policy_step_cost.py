@@ -8,13 +8,13 @@ machines even where absolute times do not. Run by hand (not part of the test sui
 from __future__ import annotations
 
 import argparse
-import time
 
 import torch
 
 from metaaugment import Batch, StepContext, TaskSpec, create_model, create_policy, supervised_step
 from metaaugment.devices import resolve_device
 from metaaugment.policies import POLICIES
+from timing import round_robin
 
 
 def make_stepper(policy_name: str, spec: TaskSpec, batch: Batch, device: torch.device, model_name: str):
@@ -28,17 +28,6 @@ def make_stepper(policy_name: str, spec: TaskSpec, batch: Batch, device: torch.d
     # policies that learn from validation data (MetaAugment) get the training batch as a stand-in
     ctx = StepContext(model=model, spec=spec, optimizer=optimizer, validation_batch=lambda: batch)
     return lambda: supervised_step(model, optimizer, batch, policy, ctx)
-
-
-def timed(step, device: torch.device) -> float:
-    """Wall time of one call, synchronized on CUDA."""
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    start = time.perf_counter()
-    step()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    return time.perf_counter() - start
 
 
 def main() -> None:
@@ -60,16 +49,7 @@ def main() -> None:
           f"threads {torch.get_num_threads()}, model {args.model}, batch {args.batch_size}x{spec.input_shape}")
     names = [n for n in POLICIES.names() if "classification" in POLICIES.get(n).factory.task_kinds]
     steppers = {name: make_stepper(name, spec, batch, device, args.model) for name in names}
-    for step in steppers.values():  # warm up allocators and kernels
-        for _ in range(3):
-            step()
-    # Round-robin: every policy is timed once per round, so slow drifts of the machine
-    # (frequency, other load) hit all policies alike instead of biasing the later ones.
-    times: dict[str, list[float]] = {name: [] for name in names}
-    for _ in range(args.repeats):
-        for name in names:
-            times[name].append(timed(steppers[name], device))
-    median = {name: sorted(t)[len(t) // 2] for name, t in times.items()}
+    median = round_robin(steppers, device, args.repeats)
     print(f"{'policy':16s} {'ms/step':>9s} {'ratio to none':>14s}")
     for name in names:
         print(f"{name:16s} {1e3 * median[name]:9.1f} {median[name] / median['none']:14.2f}")
