@@ -71,7 +71,7 @@ def main() -> None:
     signs = torch.where(torch.rand(args.batch_size, 2, generator=g) < 0.5, -1.0, 1.0)
     randaugment = v2.RandAugment(num_ops=2, magnitude=9)
     ops = round_robin({
-        "batched per-sample op pairs": lambda: apply_transformations(batch.inputs, pairs.to(device), magnitudes, signs),
+        "batched per-sample op pairs": lambda: apply_transformations(batch.inputs, pairs, magnitudes, signs),
         "torchvision RandAugment, image by image": lambda: apply_per_sample(randaugment, batch.inputs),
     }, device, args.repeats)
     reference = ops["torchvision RandAugment, image by image"]

@@ -132,7 +132,8 @@ class MetaAugment(AugmentationPolicy):
         if self.flip:
             inputs = random_flip(inputs)
         pairs, magnitudes, signs = self.sampler.sample(inputs.shape[0])
-        inputs = apply_transformations(inputs, pairs.to(inputs.device), magnitudes, signs, self.pool)
+        # pairs stay on the CPU: ops are grouped on the host, images indexed on their device
+        inputs = apply_transformations(inputs, pairs, magnitudes, signs, self.pool)
         if self.cutout:
             inputs = random_cutout(inputs, self.cutout)
         info = {**batch.info, "pairs": pairs, "magnitudes": magnitudes}
