@@ -29,16 +29,9 @@ NUM_OPS = len(OPS)
 EXTRA_OPS = ("Rotate180",)
 ALL_OPS = OPS + EXTRA_OPS
 MAGNITUDE_FREE = frozenset({"AutoContrast", "Equalize", "Identity", "Rotate180"})
-SIGNED = frozenset({"Rotate", "Color", "Contrast", "Brightness", "Sharpness", "ShearX", "ShearY",
-                    "TranslateX", "TranslateY"})
 MAX_MAGNITUDE = 10.0
 _MAX = {"Rotate": 30.0, "ShearX": 0.3, "ShearY": 0.3, "TranslateX": 150.0 / 331.0, "TranslateY": 150.0 / 331.0,
         "Color": 0.9, "Contrast": 0.9, "Brightness": 0.9, "Sharpness": 0.9}
-
-
-def op_index(name: str) -> int:
-    """Position of an op name in OPS (0-based)."""
-    return OPS.index(name)
 
 
 def op_parameter(name: str, magnitude: float, sign: float, size: tuple[int, int]) -> float:
