@@ -53,9 +53,8 @@ def _base_config(benchmark: str, learner: Optional[str], model: Optional[str], e
                  eval_every: int, checkpoint_every: int, learner_set: Optional[List[str]],
                  model_set: Optional[List[str]], **episodic: Optional[int]) -> Any:
     from metaaugment.learners import LEARNERS
-    from metaaugment.models import MODELS
-    from metaaugment.registry import parse_options
-    from metaaugment.trainer import RunConfig
+    from metaaugment.registry import MODELS, parse_options
+    from metaaugment.run.trainer import RunConfig
 
     config = RunConfig(benchmark=benchmark, learner=learner, model=model, epochs=epochs,
                        batch_size=batch_size, device=device, data_root=str(data_root),
@@ -82,8 +81,7 @@ def _results_table(title: str, rows: list[tuple[str, str]]) -> Table:
 def list_command() -> None:
     """List benchmarks, policies, learners and models with one line each."""
     from metaaugment.learners import list_learners
-    from metaaugment.models import list_models
-    from metaaugment.policies import list_policies
+    from metaaugment.registry import list_models, list_policies
     from metaaugment.tasks import list_benchmarks
 
     for title, entries in (("benchmarks", list_benchmarks()), ("policies", list_policies()),
@@ -132,9 +130,8 @@ def run(
     """Train with one policy on a benchmark; writes config.json, metrics.jsonl, results.json."""
     import dataclasses
 
-    from metaaugment.policies import POLICIES
-    from metaaugment.registry import option_types, parse_options
-    from metaaugment.trainer import train
+    from metaaugment.registry import POLICIES, option_types, parse_options
+    from metaaugment.run.trainer import train
 
     if resume and overwrite:
         raise UserError("--resume and --overwrite exclude each other")
@@ -187,8 +184,7 @@ def _parse_seeds(text: str) -> list[int]:
 
 
 def _parse_policy_sets(policies: list[str], assignments: list[str]) -> dict[str, dict[str, Any]]:
-    from metaaugment.policies import POLICIES
-    from metaaugment.registry import parse_options
+    from metaaugment.registry import POLICIES, parse_options
 
     grouped: dict[str, list[str]] = {p: [] for p in policies}
     for item in assignments:
@@ -228,8 +224,8 @@ def compare(
     quiet: QuietOpt = False,
 ) -> None:
     """Run (or reuse finished) runs of several policies over seeds; print and save a table and plot."""
-    from metaaugment.compare import format_stat, run_comparison, summarize, write_comparison
-    from metaaugment.policies import POLICIES
+    from metaaugment.registry import POLICIES
+    from metaaugment.run.compare import format_stat, run_comparison, summarize, write_comparison
 
     names = [p.strip() for p in policies.split(",") if p.strip()]
     if not names or len(set(names)) != len(names):
@@ -260,7 +256,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     """Console-script entry point: one line and exit code 2 for any user error."""
     from typer.exceptions import TyperException
 
-    from metaaugment.host_memory import keep_freed_host_memory
+    from metaaugment.run.host_memory import keep_freed_host_memory
 
     keep_freed_host_memory()  # training processes reuse freed host memory (no page fault per step)
     try:

@@ -4,16 +4,22 @@ Compose any policy with your own model and loop::
 
     from metaaugment import Batch, StepContext, TaskSpec, create_policy, supervised_step
 """
-from .batch import Batch, Episode
-from .errors import UserError
-from .host_memory import keep_freed_host_memory
-from .learners import Learner, SupervisedLearner, create_learner, forward_pass, list_learners, supervised_step
-from .losses import accuracy, per_sample_cross_entropy, weighted_mean
-from .models import create_model, list_models
-from .policies import create_policy, list_policies
-from .policy import AugmentationPolicy, ForwardOutput, StepContext, StepResult
-from .spec import TaskSpec
-from .trainer import RunConfig, Trainer, train
+from metaaugment.batch import Batch, Episode
+from metaaugment.errors import UserError
+from metaaugment.learners import (
+    Learner,
+    SupervisedLearner,
+    create_learner,
+    forward_pass,
+    list_learners,
+    supervised_step,
+)
+from metaaugment.losses import accuracy, per_sample_cross_entropy, weighted_mean
+from metaaugment.policy import AugmentationPolicy, ForwardOutput, StepContext, StepResult
+from metaaugment.registry import create_model, create_policy, list_models, list_policies
+from metaaugment.run.host_memory import keep_freed_host_memory
+from metaaugment.run.trainer import RunConfig, Trainer, train
+from metaaugment.spec import TaskSpec
 
 __version__ = "0.1.0"
 

@@ -1,4 +1,4 @@
-"""Task networks for the benchmarks, registered by name.
+"""Task networks for the benchmarks, registered by name (`create_model`), and model utilities.
 
 Every model takes [0, 1] images, standardizes them with the benchmark's mean and std, and
 exposes `forward_features(x) -> (B, D)` and `forward_head(features) -> (B, num_classes)`
@@ -7,16 +7,15 @@ model needs only `forward`; policies that need features then use their own extra
 """
 from __future__ import annotations
 
-from typing import Any
+import contextlib
+from typing import Iterator
 
 import torch
 from torch import Tensor, nn
 
-from .errors import UserError
-from .registry import Entry, Registry
-from .spec import TaskSpec
-
-MODELS: Registry[nn.Module] = Registry("model")
+from metaaugment.errors import UserError
+from metaaugment.registry import MODELS
+from metaaugment.spec import TaskSpec
 
 
 class Standardize(nn.Module):
@@ -155,7 +154,7 @@ def conv4(spec: TaskSpec, *, hidden_size: int = 64) -> FeatureClassifier:
 
     Each block is conv 3x3 - BatchNorm - ReLU - 2x2 max-pool, as in MAML and ProtoNets;
     forward_features gives (B, hidden_size * (H // 16) * (W // 16)) features."""
-    from .l2l import learn2learn
+    from metaaugment.dependencies import learn2learn
 
     backbone = learn2learn().vision.models.CNN4Backbone(hidden_size=hidden_size, channels=spec.channels,
                                                         max_pool=True)
@@ -191,11 +190,20 @@ def mlp(spec: TaskSpec, *, hidden: tuple[int, ...] = (40, 40)) -> MLPRegressor:
     return MLPRegressor(spec.input_shape[0], tuple(hidden))
 
 
-def create_model(name: str, spec: TaskSpec, **options: Any) -> nn.Module:
-    """A new task network by registry name, sized for `spec`."""
-    return MODELS.create(name, spec, **options)
-
-
-def list_models() -> list[Entry[nn.Module]]:
-    """Every registered model with its one-line summary."""
-    return list(MODELS)
+@contextlib.contextmanager
+def scratch_buffers(model: nn.Module) -> Iterator[None]:
+    """Give every module scratch copies of its buffers for the block, then put the original
+    tensors back. The lookahead passes then update no running statistics, and the originals
+    are never written in place: the training forward's graph has saved them, and an in-place
+    write would invalidate its backward."""
+    originals = []
+    for module in model.modules():
+        for name, buffer in list(module._buffers.items()):
+            if buffer is not None:
+                originals.append((module, name, buffer))
+                module._buffers[name] = buffer.detach().clone()
+    try:
+        yield
+    finally:
+        for module, name, buffer in originals:
+            module._buffers[name] = buffer

@@ -42,10 +42,10 @@ from typing import Any, Callable, ClassVar, Sequence
 import torch
 from torch import Tensor, nn
 
-from .batch import Batch, Episode
-from .errors import UserError
-from .losses import per_sample_cross_entropy
-from .spec import TaskSpec
+from metaaugment.batch import Batch, Episode
+from metaaugment.errors import UserError
+from metaaugment.losses import per_sample_cross_entropy
+from metaaugment.spec import TaskSpec
 
 
 @dataclass

@@ -1,13 +1,19 @@
-"""Name -> factory registries that map CLI names to policies, learners, models, benchmarks."""
+"""Name -> factory registries that map CLI names to policies, learners, models and benchmarks.
+
+The four registries live here; the modules that define the built-in entries register them
+when imported, and a registry imports its built-in modules the first time it is asked for a
+name, so `create_policy("mixup")` works without importing anything else first.
+"""
 from __future__ import annotations
 
+import importlib
 import inspect
 import types
 import typing
 from dataclasses import dataclass
 from typing import Any, Callable, Generic, Iterator, TypeVar
 
-from .errors import UserError
+from metaaugment.errors import UserError
 
 T = TypeVar("T")
 
@@ -29,9 +35,17 @@ def _first_doc_line(obj: Any) -> str:
 class Registry(Generic[T]):
     """A named collection of factories of one kind (`kind` is used in error messages)."""
 
-    def __init__(self, kind: str):
+    def __init__(self, kind: str, builtins: tuple[str, ...] = ()):
         self.kind = kind
         self._entries: dict[str, Entry[T]] = {}
+        self._builtins = builtins  # modules registering the built-in entries, imported on first use
+        self._loaded = not builtins
+
+    def _load_builtins(self) -> None:
+        if not self._loaded:
+            self._loaded = True  # first: the modules register into this registry while importing
+            for module in self._builtins:
+                importlib.import_module(module)
 
     def register(self, name: str, summary: str | None = None) -> Callable[[Callable[..., T]], Callable[..., T]]:
         """Decorator registering a class or function under `name`."""
@@ -45,17 +59,21 @@ class Registry(Generic[T]):
         return decorate
 
     def __contains__(self, name: str) -> bool:
+        self._load_builtins()
         return name in self._entries
 
     def __iter__(self) -> Iterator[Entry[T]]:
+        self._load_builtins()
         return iter(sorted(self._entries.values(), key=lambda e: e.name))
 
     def names(self) -> list[str]:
         """Sorted registered names."""
+        self._load_builtins()
         return sorted(self._entries)
 
     def get(self, name: str) -> Entry[T]:
         """The entry for `name`, or a UserError naming the valid choices."""
+        self._load_builtins()
         if name not in self._entries:
             raise UserError(f"unknown {self.kind} '{name}'; choose from: {', '.join(self.names())}")
         return self._entries[name]
@@ -129,3 +147,50 @@ def parse_options(factory: Callable[..., Any], assignments: list[str]) -> dict[s
             raise UserError(f"option {item!r} must look like key=value")
         options[key] = _coerce(value.strip(), types.get(key, str), key)
     return options
+
+
+POLICIES: Registry[Any] = Registry("policy", builtins=(
+    "metaaugment.baselines", "metaaugment.sample_aware", "metaaugment.rl_mixup", "metaaugment.task_augmentation"))
+LEARNERS: Registry[Any] = Registry("learner", builtins=("metaaugment.learners",))
+MODELS: Registry[Any] = Registry("model", builtins=("metaaugment.models",))
+BENCHMARKS: Registry[Any] = Registry("benchmark", builtins=("metaaugment.tasks",))
+
+
+def create_policy(name: str, **options: Any) -> Any:
+    """A new augmentation policy by registry name; unknown names or options raise UserError."""
+    return POLICIES.create(name, **options)
+
+
+def list_policies() -> list[Entry[Any]]:
+    """Every registered policy with its one-line summary, sorted by name."""
+    return list(POLICIES)
+
+
+def create_learner(name: str, **options: Any) -> Any:
+    """A new learner by registry name; unknown names or options raise UserError."""
+    return LEARNERS.create(name, **options)
+
+
+def list_learners() -> list[Entry[Any]]:
+    """Every registered learner with its one-line summary."""
+    return list(LEARNERS)
+
+
+def create_model(name: str, spec: Any, **options: Any) -> Any:
+    """A new task network (nn.Module) by registry name, sized for the TaskSpec `spec`."""
+    return MODELS.create(name, spec, **options)
+
+
+def list_models() -> list[Entry[Any]]:
+    """Every registered model with its one-line summary."""
+    return list(MODELS)
+
+
+def create_benchmark(name: str) -> Any:
+    """The benchmark registered as `name`; unknown names raise UserError with the choices."""
+    return BENCHMARKS.create(name)
+
+
+def list_benchmarks() -> list[Entry[Any]]:
+    """Every registered benchmark with its one-line summary."""
+    return list(BENCHMARKS)

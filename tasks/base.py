@@ -5,13 +5,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-import torch
-
-from metaaugment.data import ImageSplit
-from metaaugment.registry import Registry
-
-BENCHMARKS: Registry["Benchmark"] = Registry("benchmark")
-
 
 @dataclass(frozen=True)
 class Benchmark:
@@ -51,14 +44,3 @@ class Benchmark:
     def episodic(self) -> bool:
         """True for few-shot benchmarks trained on tasks rather than mini-batches."""
         return self.kind in ("few-shot", "regression")
-
-
-def split_off(images: torch.Tensor, labels: torch.Tensor, count: int, seed: int = 0) -> tuple[ImageSplit, ImageSplit]:
-    """Split (N, C, H, W) uint8 images into (N - count, count) parts by a fixed permutation.
-
-    The seed is fixed per benchmark, not per run, so every run and every policy sees the same
-    validation split.
-    """
-    order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed))
-    keep, held = order[count:], order[:count]
-    return ImageSplit(images[keep], labels[keep]), ImageSplit(images[held], labels[held])

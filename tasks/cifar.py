@@ -12,11 +12,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from metaaugment.data import ClassificationData, ImageSplit
+from metaaugment.data.splits import ClassificationData, ImageSplit, split_off
 from metaaugment.errors import UserError
+from metaaugment.registry import BENCHMARKS
 from metaaugment.spec import TaskSpec
-
-from .base import BENCHMARKS, Benchmark, split_off
+from metaaugment.tasks.base import Benchmark
 
 VALIDATION_SIZE = 5000
 CIFAR10_FILES = ("cifar-10-batches-py", [f"data_batch_{i}" for i in range(1, 6)], ["test_batch"], b"labels")

@@ -6,10 +6,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from metaaugment.data import ClassificationData, ImageSplit
+from metaaugment.data.splits import ClassificationData, ImageSplit
+from metaaugment.registry import BENCHMARKS
 from metaaugment.spec import TaskSpec
-
-from .base import BENCHMARKS, Benchmark
+from metaaugment.tasks.base import Benchmark
 
 TEST_FRACTION = 0.2
 VAL_FRACTION = 0.1

@@ -22,11 +22,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from metaaugment.atomic import save_torch
-from metaaugment.fewshot import FewShotData, FewShotSplit
+from metaaugment.data.episodes import FewShotData, FewShotSplit
+from metaaugment.files import save_torch
+from metaaugment.registry import BENCHMARKS
 from metaaugment.spec import TaskSpec
-
-from .base import BENCHMARKS, Benchmark
+from metaaugment.tasks.base import Benchmark
 
 CACHE_VERSION = 1
 IMAGE_SIZE = 28

@@ -19,14 +19,14 @@ import torch
 from rich.console import Console
 from rich.progress import Progress
 
-from metaaugment.atomic import save_torch
+from metaaugment.data.episodes import FewShotData, FewShotSplit
 from metaaugment.errors import UserError
-from metaaugment.fewshot import FewShotData, FewShotSplit
+from metaaugment.files import save_torch
+from metaaugment.registry import BENCHMARKS
 from metaaugment.spec import TaskSpec
-
-from .base import BENCHMARKS, Benchmark
-from .glyphs import cache_folder
-from .image_files import image_paths, read_class_folders
+from metaaugment.tasks.base import Benchmark
+from metaaugment.tasks.glyphs import cache_folder
+from metaaugment.tasks.image_files import image_paths, read_class_folders
 
 SPLITS = ("train", "val", "test")
 DEFAULT_IMAGE_SIZE = 84

@@ -18,11 +18,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from metaaugment.data.episodes import FewShotData, FewShotSplit
 from metaaugment.errors import UserError
-from metaaugment.fewshot import FewShotData, FewShotSplit
+from metaaugment.registry import BENCHMARKS
 from metaaugment.spec import TaskSpec
-
-from .base import BENCHMARKS, Benchmark
+from metaaugment.tasks.base import Benchmark
 
 SPLIT_FILES = {"train": "mini-imagenet-cache-train.pkl", "val": "mini-imagenet-cache-validation.pkl",
                "test": "mini-imagenet-cache-test.pkl"}

@@ -20,15 +20,15 @@ import torch
 from rich.console import Console
 from rich.progress import Progress
 
-from metaaugment.atomic import save_torch
-from metaaugment.data import ClassificationData, ImageSplit
+from metaaugment.data.episodes import FewShotData, FewShotSplit
+from metaaugment.data.splits import ClassificationData, ImageSplit
 from metaaugment.errors import UserError
-from metaaugment.fewshot import FewShotData, FewShotSplit
+from metaaugment.files import save_torch
+from metaaugment.registry import BENCHMARKS
 from metaaugment.spec import TaskSpec
-
-from .base import BENCHMARKS, Benchmark
-from .glyphs import cache_folder
-from .image_files import read_class_folders
+from metaaugment.tasks.base import Benchmark
+from metaaugment.tasks.glyphs import cache_folder
+from metaaugment.tasks.image_files import read_class_folders
 
 FOLDER = "omniglot-py"
 BACKGROUND, EVALUATION = "images_background", "images_evaluation"

@@ -15,14 +15,15 @@ from __future__ import annotations
 
 import math
 import random
+
 import numpy as np
 import torch
 
 from metaaugment.batch import Episode
-from metaaugment.regression import RegressionTasks
+from metaaugment.data.regression import RegressionTasks
+from metaaugment.registry import BENCHMARKS
 from metaaugment.spec import TaskSpec
-
-from .base import BENCHMARKS, Benchmark
+from metaaugment.tasks.base import Benchmark
 
 AMPLITUDE = (0.1, 5.0)
 PHASE = (0.0, math.pi)

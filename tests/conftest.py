@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from metaaugment.trainer import RunConfig
+from metaaugment.run.trainer import RunConfig
 
 
 def write_cifar_fixture(root: Path, hundred: bool = False, per_file: int = 20, seed: int = 0) -> dict:

@@ -4,9 +4,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from metaaugment.bilevel import fast_lookahead, higher_lookahead, last_layer_lookahead
-from metaaugment.policy_network import PolicyNetwork, normalize_weights
-from metaaugment.transformations import embed_transformations
+from metaaugment.sample_aware.lookahead import fast_lookahead, higher_lookahead, last_layer_lookahead
+from metaaugment.sample_aware.policy_network import PolicyNetwork, normalize_weights
+from metaaugment.sample_aware.transformations import embed_transformations
 
 
 def per_sample(out, y):

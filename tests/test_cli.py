@@ -55,8 +55,7 @@ def test_cifar_fixture_runs_through_the_cli(tmp_path):
 
 def test_list_names_every_registered_component():
     from metaaugment.learners import LEARNERS
-    from metaaugment.models import MODELS
-    from metaaugment.policies import POLICIES
+    from metaaugment.registry import MODELS, POLICIES
     from metaaugment.tasks import BENCHMARKS
 
     result = metaaug("list")

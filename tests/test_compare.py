@@ -6,8 +6,8 @@ import sys
 
 import pytest
 
-from metaaugment.compare import mean_std
-from metaaugment.rundir import RunDirectory
+from metaaugment.run.folder import RunDirectory
+from metaaugment.run.stats import mean_std
 
 
 def test_mean_std_is_the_sample_standard_deviation():

@@ -2,8 +2,8 @@
 import pytest
 import torch
 
-from metaaugment.devices import resolve_device
 from metaaugment.errors import UserError
+from metaaugment.run.devices import resolve_device
 
 
 def test_auto_picks_cuda_when_available(monkeypatch):

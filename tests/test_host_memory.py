@@ -4,7 +4,7 @@ import resource
 import pytest
 import torch
 
-from metaaugment.host_memory import keep_freed_host_memory
+from metaaugment.run.host_memory import keep_freed_host_memory
 
 FAULTS_PER_CYCLE = 8 * 16 * 1024 * 1024 // 4096  # 8 blocks of 16 MiB in 4 KiB pages
 

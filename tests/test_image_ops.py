@@ -5,7 +5,7 @@ import pytest
 import torch
 from torchvision.transforms.v2 import functional as TF
 
-from metaaugment.image_ops import MAGNITUDE_FREE, OPS, apply_ops, apply_transformations, op_parameter
+from metaaugment.sample_aware.ops import MAGNITUDE_FREE, OPS, apply_ops, apply_transformations, op_parameter
 
 
 def torchvision_single(name, image, value):

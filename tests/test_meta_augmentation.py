@@ -6,8 +6,10 @@ import pytest
 import torch
 
 from metaaugment import Episode, create_policy
-from metaaugment.fewshot import EpisodeSampler, FewShotSplit, isolated_random, split_support_query
-from metaaugment.label_augmentation import conditional_entropy_bits, partition_classes, shift_targets, wrap_into
+from metaaugment.data.episodes import EpisodeSampler, FewShotSplit, isolated_random, split_support_query
+from metaaugment.task_augmentation.entropy import conditional_entropy_bits
+from metaaugment.task_augmentation.label_noise import shift_targets, wrap_into
+from metaaugment.task_augmentation.transforms import partition_classes
 
 WAYS, SHOTS, QUERY = 3, 2, 3
 CLASSES, PER_CLASS = 12, 6
@@ -159,7 +161,7 @@ def test_split_support_query_takes_the_first_shots_of_each_label():
 
 def test_policies_reject_the_wrong_kind_of_benchmark(tmp_path):
     from metaaugment.errors import UserError
-    from metaaugment.trainer import RunConfig, train
+    from metaaugment.run.trainer import RunConfig, train
 
     with pytest.raises(UserError, match="does not apply"):
         train(RunConfig(benchmark="sinusoid", policy="intershuffle", device="cpu"), tmp_path / "a")

@@ -9,8 +9,8 @@ from torch import nn
 
 from metaaugment import Episode, StepContext, TaskSpec, create_learner, create_policy
 from metaaugment.learners.episodic import prototype_logits
-from metaaugment.stats import mean_and_ci95
-from metaaugment.trainer import RunConfig, train
+from metaaugment.run.stats import mean_and_ci95
+from metaaugment.run.trainer import RunConfig, train
 
 SPEC = TaskSpec(num_classes=3, input_shape=(4,), kind="few-shot")
 
@@ -95,7 +95,7 @@ def test_episodic_run_writes_meta_test_score_with_ci_and_pre_update_curves(tmp_p
 
 def test_episodic_resume_after_a_crash_is_exact(tmp_path, monkeypatch):
     reference = train(sinusoid_config(), tmp_path / "ref", show_progress=False)
-    from metaaugment import episodic_trainer
+    from metaaugment.run import episodic_trainer
 
     original = episodic_trainer.EpisodicTrainer._meta_batch
     calls = {"n": 0}

@@ -4,10 +4,10 @@ import torch
 from conftest import quick_config
 
 from metaaugment import Batch, StepContext, TaskSpec, create_model, create_policy
-from metaaugment.image_ops import OPS
 from metaaugment.learners import forward_pass, supervised_step
-from metaaugment.trainer import train
-from metaaugment.transformations import TransformationSampler, embed_transformations, sampler_distribution
+from metaaugment.run.trainer import train
+from metaaugment.sample_aware.ops import OPS
+from metaaugment.sample_aware.transformations import TransformationSampler, embed_transformations, sampler_distribution
 
 SPEC = TaskSpec(num_classes=4, input_shape=(3, 12, 12), mean=(0.5,) * 3, std=(0.25,) * 3)
 
@@ -93,7 +93,7 @@ def test_metaaugment_run_writes_figures_and_resumes_exactly(tmp_path, monkeypatc
     assert (tmp_path / "ref" / "sampler_heatmap.png").is_file() and (tmp_path / "ref" / "weighted_samples.png").is_file()
     assert set(reference["artifacts"]) == {"sampler_heatmap.png", "weighted_samples.png"}
 
-    from metaaugment.policies.metaaugment import MetaAugment
+    from metaaugment.sample_aware.policy import MetaAugment
 
     original = MetaAugment.after_step
 

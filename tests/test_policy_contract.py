@@ -4,11 +4,10 @@ import io
 import numpy as np
 import pytest
 import torch
-from torch import nn
 
 from metaaugment import Batch, StepContext, TaskSpec, create_model, create_policy
 from metaaugment.learners import forward_pass
-from metaaugment.policies import POLICIES
+from metaaugment.registry import POLICIES
 
 SPEC = TaskSpec(num_classes=5, input_shape=(3, 16, 16), mean=(0.5,) * 3, std=(0.25,) * 3)
 

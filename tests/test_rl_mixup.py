@@ -6,8 +6,8 @@ from conftest import quick_config
 
 from metaaugment import Batch, StepContext, TaskSpec, create_model, create_policy, train
 from metaaugment.policy import StepResult
-from metaaugment.rl_agent import PercentileAgent, reward_steps, scaled_reward
-from metaaugment.rundir import RunDirectory
+from metaaugment.rl_mixup.agent import PercentileAgent, reward_steps, scaled_reward
+from metaaugment.run.folder import RunDirectory
 
 SMALL_AGENT = dict(extractor_channels=(8, 8, 8), features_dim=16)
 
@@ -111,7 +111,7 @@ def test_rl_mixup_in_the_trainer_logs_actions_and_ppo_and_resumes_exactly(tmp_pa
     assert {"mixup_examples.png", "action_histogram.png"} <= set(reference["artifacts"])
 
     # crash in the middle of the second epoch, then resume: identical metrics and results
-    from metaaugment.policies.rl_mixup import RLMixup
+    from metaaugment.rl_mixup.policies import RLMixup
 
     original = RLMixup.after_step
 
@@ -146,7 +146,7 @@ def test_preact_resnet18_has_the_published_size_and_preactivation_blocks():
 def test_onecycle_schedule_follows_rl_mixups_appendix_a_rates():
     """lr 0.2: from 0.004, up to 0.2 over the first third of the steps, down to 0.002."""
     from metaaugment import create_learner
-    from metaaugment.policies import create_policy as make_policy
+    from metaaugment.registry import create_policy as make_policy
 
     spec = TaskSpec(num_classes=3, input_shape=(1, 4, 4), mean=(0.5,), std=(0.25,))
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 3))

@@ -5,8 +5,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from metaaugment import Batch, StepContext, TaskSpec, create_model, create_policy
-from metaaugment.saliency_mixup import (action_to_percentile, input_saliency, patch_mixup, patch_saliency,
-                                        percentile_masks)
+from metaaugment.rl_mixup.saliency import (
+    action_to_percentile,
+    input_saliency,
+    patch_mixup,
+    patch_saliency,
+    percentile_masks,
+)
 
 
 def per_sample(out, y):

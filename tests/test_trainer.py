@@ -13,8 +13,8 @@ from conftest import quick_config
 
 from metaaugment import AugmentationPolicy, Batch, StepContext, train
 from metaaugment.errors import UserError
-from metaaugment.policies import POLICIES
-from metaaugment.rundir import RunDirectory
+from metaaugment.registry import POLICIES
+from metaaugment.run.folder import RunDirectory
 
 
 def metric_records(path: Path) -> list[dict]:
@@ -163,7 +163,7 @@ def test_sigkill_mid_run_then_resume_matches_an_uninterrupted_run(tmp_path):
 
 @pytest.mark.skipif(not hasattr(os, "fchmod"), reason="POSIX permissions")
 def test_atomic_writes_get_the_permissions_of_a_plain_open(tmp_path):
-    from metaaugment.atomic import write_text
+    from metaaugment.files import write_text
 
     umask = os.umask(0o022)
     try:

@@ -7,9 +7,9 @@ from typing import Any, ClassVar, Iterable
 import torch
 from torch import nn
 
-from ..batch import Batch
-from ..policy import AugmentationPolicy, StepContext
-from ..spec import TaskSpec
+from metaaugment.batch import Batch
+from metaaugment.policy import AugmentationPolicy, StepContext
+from metaaugment.spec import TaskSpec
 
 
 class Learner(ABC):

@@ -15,14 +15,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..batch import Episode
-from ..errors import UserError
-from ..l2l import learn2learn
-from ..policy import AugmentationPolicy, StepContext
-from ..spec import TaskSpec
-from ..stats import mean_and_ci95
-from .base import Learner
-from .registry import LEARNERS
+from metaaugment.batch import Episode
+from metaaugment.dependencies import learn2learn
+from metaaugment.errors import UserError
+from metaaugment.learners.base import Learner
+from metaaugment.policy import AugmentationPolicy, StepContext
+from metaaugment.registry import LEARNERS
+from metaaugment.run.stats import mean_and_ci95
+from metaaugment.spec import TaskSpec
 
 
 def task_loss(spec: TaskSpec) -> Callable[[Tensor, Tensor], Tensor]:

@@ -7,13 +7,13 @@ from typing import Any, Callable, Iterable
 import torch
 from torch import Tensor, nn
 
-from ..batch import Batch
-from ..errors import UserError
-from ..losses import accuracy, per_sample_cross_entropy, weighted_mean
-from ..policy import AugmentationPolicy, ForwardOutput, StepContext, StepResult
-from ..spec import TaskSpec
-from .base import Learner
-from .registry import LEARNERS
+from metaaugment.batch import Batch
+from metaaugment.errors import UserError
+from metaaugment.learners.base import Learner
+from metaaugment.losses import accuracy, per_sample_cross_entropy, weighted_mean
+from metaaugment.policy import AugmentationPolicy, ForwardOutput, StepContext, StepResult
+from metaaugment.registry import LEARNERS
+from metaaugment.spec import TaskSpec
 
 
 def forward_pass(model: nn.Module, batch: Batch,

@@ -1,0 +1,159 @@
+"""Fixed baseline policies, thin wrappers over torchvision.transforms.v2."""
+from __future__ import annotations
+
+from typing import Any
+
+from torchvision.transforms import v2
+
+from metaaugment.baselines.per_sample import apply_per_sample
+from metaaugment.batch import Batch
+from metaaugment.errors import UserError
+from metaaugment.policy import AugmentationPolicy, StepContext
+from metaaugment.registry import POLICIES
+from metaaugment.spec import TaskSpec
+
+
+@POLICIES.register("none")
+class NoAugmentation(AugmentationPolicy):
+    """No augmentation: batches as they are; few-shot tasks built by the standard protocol."""
+
+    name = "none"
+    level = "any"
+    task_kinds = ("classification", "few-shot", "regression")
+
+
+class _PerSampleTorchvision(AugmentationPolicy):
+    """A torchvision image transform applied with fresh randomness to every sample."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.transform: Any = None
+
+    def augment(self, batch: Batch, ctx: StepContext) -> Batch:
+        return batch.replace(inputs=apply_per_sample(self.transform, batch.inputs))
+
+
+@POLICIES.register("randaugment")
+class RandAugment(_PerSampleTorchvision):
+    """RandAugment (Cubuk et al. 2020): num_ops random ops at one global magnitude."""
+
+    name = "randaugment"
+
+    def __init__(self, *, num_ops: int = 2, magnitude: int = 9, num_magnitude_bins: int = 31):
+        super().__init__()
+        if not 0 <= magnitude < num_magnitude_bins:
+            raise UserError(f"randaugment magnitude must be in [0, {num_magnitude_bins - 1}] (got {magnitude})")
+        self.options = dict(num_ops=num_ops, magnitude=magnitude, num_magnitude_bins=num_magnitude_bins)
+        self.transform = v2.RandAugment(**self.options)
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name, **self.options}
+
+
+@POLICIES.register("trivialaugment")
+class TrivialAugment(_PerSampleTorchvision):
+    """TrivialAugment Wide (Mueller & Hutter 2021): one random op at a random magnitude."""
+
+    name = "trivialaugment"
+
+    def __init__(self, *, num_magnitude_bins: int = 31):
+        super().__init__()
+        self.num_magnitude_bins = num_magnitude_bins
+        self.transform = v2.TrivialAugmentWide(num_magnitude_bins=num_magnitude_bins)
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name, "num_magnitude_bins": self.num_magnitude_bins}
+
+
+@POLICIES.register("autoaugment")
+class AutoAugment(_PerSampleTorchvision):
+    """AutoAugment (Cubuk et al. 2019) with its searched cifar10, imagenet or svhn policy."""
+
+    name = "autoaugment"
+
+    def __init__(self, *, policy: str = "cifar10"):
+        super().__init__()
+        choices = {p.name.lower(): p for p in v2.AutoAugmentPolicy}
+        if policy.lower() not in choices:
+            raise UserError(f"autoaugment policy must be one of {', '.join(sorted(choices))} (got {policy!r})")
+        self.policy_name = policy.lower()
+        self.transform = v2.AutoAugment(choices[self.policy_name])
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name, "policy": self.policy_name}
+
+
+class _BatchMix(AugmentationPolicy):
+    """A torchvision batch-mixing transform (MixUp, CutMix) producing soft labels."""
+
+    soft_labels = True
+    transform_class: Any = None
+
+    def __init__(self, *, alpha: float = 1.0):
+        super().__init__()
+        if alpha <= 0:
+            raise UserError(f"{self.name} alpha must be positive (got {alpha})")
+        self.alpha = alpha
+        self.transform: Any = None
+
+    def setup(self, spec: TaskSpec) -> None:
+        super().setup(spec)
+        if spec.num_classes is None:
+            raise UserError(f"{self.name} needs a classification benchmark")
+        self.transform = self.transform_class(alpha=self.alpha, num_classes=spec.num_classes)
+
+    def augment(self, batch: Batch, ctx: StepContext) -> Batch:
+        if self.transform is None:
+            self.require_spec()
+        inputs, targets = self.transform(batch.inputs, batch.hard_targets())
+        return batch.replace(inputs=inputs, targets=targets)
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name, "alpha": self.alpha}
+
+
+@POLICIES.register("mixup")
+class MixUp(_BatchMix):
+    """MixUp (Zhang et al. 2018): convex combinations of image pairs and their labels."""
+
+    name = "mixup"
+    transform_class = v2.MixUp
+
+
+@POLICIES.register("cutmix")
+class CutMix(_BatchMix):
+    """CutMix (Yun et al. 2019): paste a box from a partner image; labels mixed by area."""
+
+    name = "cutmix"
+    transform_class = v2.CutMix
+
+
+@POLICIES.register("cutout")
+class Cutout(_PerSampleTorchvision):
+    """Cutout (DeVries & Taylor 2017): zero one size x size square per image."""
+
+    name = "cutout"
+
+    def __init__(self, *, size: int | None = None):
+        super().__init__()
+        if size is not None and size <= 0:
+            raise UserError(f"cutout size must be positive (got {size})")
+        self.size = size
+
+    def setup(self, spec: TaskSpec) -> None:
+        super().setup(spec)
+        height, width = spec.input_shape[-2:]
+        # Default: half the shorter side, which is the paper's 16 px on 32x32 CIFAR.
+        self.size = self.size or max(1, min(height, width) // 2)
+        if self.size > min(height, width):
+            raise UserError(f"cutout size {self.size} exceeds the image side {min(height, width)}")
+        area = self.size * self.size / (height * width)
+        self.transform = v2.RandomErasing(p=1.0, scale=(area, area), ratio=(1.0, 1.0), value=0.0)
+
+    def augment(self, batch: Batch, ctx: StepContext) -> Batch:
+        if self.transform is None:
+            self.require_spec()
+        return super().augment(batch, ctx)
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name, "size": self.size}

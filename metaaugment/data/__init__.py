@@ -1,0 +1,1 @@
+"""Data: in-memory splits, resumable mini-batch streams, few-shot episodes and regression tasks."""

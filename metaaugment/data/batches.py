@@ -1,0 +1,77 @@
+"""Deterministic, resumable mini-batch ordering over in-memory splits."""
+from __future__ import annotations
+
+from typing import Iterator
+
+import torch
+from torch import Tensor
+
+from metaaugment.batch import Batch
+from metaaugment.data.splits import ImageSplit
+
+
+def _generator(seed: int, stream: int) -> torch.Generator:
+    # Distinct, reproducible streams per (seed, epoch) without touching the global RNG.
+    return torch.Generator().manual_seed(seed * 1_000_003 + stream)
+
+
+def epoch_order(num_samples: int, seed: int, epoch: int) -> Tensor:
+    """(num_samples,) permutation used in `epoch`; a pure function of (seed, epoch)."""
+    return torch.randperm(num_samples, generator=_generator(seed, epoch))
+
+
+def steps_per_epoch(num_samples: int, batch_size: int) -> int:
+    """Full batches per epoch (the last partial batch is dropped, as BatchNorm prefers)."""
+    return max(1, num_samples // batch_size)
+
+
+def training_batches(split: ImageSplit, batch_size: int, seed: int, epoch: int,
+                     start: int = 0, device: torch.device | str = "cpu") -> Iterator[Batch]:
+    """The shuffled batches of one epoch, starting at batch index `start` (for resuming)."""
+    order = epoch_order(len(split), seed, epoch)
+    for index in range(start, steps_per_epoch(len(split), batch_size)):
+        yield split.batch(order[index * batch_size:(index + 1) * batch_size], device)
+
+
+def evaluation_batches(split: ImageSplit, batch_size: int, device: torch.device | str = "cpu",
+                       indices: Tensor | None = None) -> Iterator[Batch]:
+    """Every sample (or those at `indices`) once, in order, including the last partial batch."""
+    indices = torch.arange(len(split)) if indices is None else indices
+    for begin in range(0, len(indices), batch_size):
+        yield split.batch(indices[begin:begin + batch_size], device)
+
+
+class BatchStream:
+    """An endless stream of shuffled mini-batches whose position is checkpointable.
+
+    Used for the held-out batches lookahead policies ask for (`StepContext.validation_batch`);
+    its state is two integers, so a resumed run draws exactly the batches it would have drawn.
+    """
+
+    def __init__(self, split: ImageSplit, batch_size: int, seed: int, device: torch.device | str = "cpu"):
+        self.split, self.seed, self.device = split, seed, device
+        self.batch_size = min(batch_size, len(split))
+        self.epoch, self.position = 0, 0
+        self._order: tuple[int, Tensor] | None = None  # (epoch, permutation): drawn once per pass
+
+    def _epoch_order(self) -> Tensor:
+        if self._order is None or self._order[0] != self.epoch:
+            self._order = (self.epoch, epoch_order(len(self.split), self.seed + 7919, self.epoch))
+        return self._order[1]
+
+    def next(self) -> Batch:
+        """The next mini-batch, reshuffling after each pass over the split."""
+        if self.position >= steps_per_epoch(len(self.split), self.batch_size):
+            self.epoch, self.position = self.epoch + 1, 0
+        order = self._epoch_order()
+        start = self.position * self.batch_size
+        self.position += 1
+        return self.split.batch(order[start:start + self.batch_size], self.device)
+
+    def state_dict(self) -> dict[str, int]:
+        """Position in the stream."""
+        return {"epoch": self.epoch, "position": self.position}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        """Restore a position saved by `state_dict`."""
+        self.epoch, self.position = state["epoch"], state["position"]

@@ -1,0 +1,152 @@
+"""Few-shot data: class-labelled image splits, task sampling through learn2learn, episodes.
+
+A split is held once as uint8 images; learn2learn's `MetaDataset` / `Taskset` and its
+task transforms (`NWays`, `KShots`, `LoadData`, `RemapLabels`, ...) decide which samples
+form a task and which task-local label each gets. `EpisodeSampler` turns a sampled task
+into an `Episode` (support and query sets, float images on the target device).
+
+learn2learn draws its randomness from Python's global `random` module. The trainer seeds
+and checkpoints that module; evaluation tasks are drawn inside `isolated_random(seed)`, so
+every evaluation sees the same tasks and training randomness is left untouched.
+"""
+from __future__ import annotations
+
+import contextlib
+import random
+from dataclasses import dataclass
+from typing import Any, Iterator, Sequence
+
+import torch
+from torch import Tensor
+from torch.utils.data import Dataset
+
+from metaaugment.batch import Episode
+from metaaugment.dependencies import learn2learn
+from metaaugment.errors import UserError
+from metaaugment.spec import TaskSpec
+
+
+class FewShotSplit(Dataset):
+    """One split of a few-shot benchmark: uint8 images (N, C, H, W), int64 labels (N,).
+
+    Labels are dataset-wide class indices; `class_names[label]` names them. Indexing returns
+    (uint8 image (C, H, W), label, index): learn2learn's `LoadData` collates all three, so an
+    episode knows which dataset samples it holds.
+    """
+
+    def __init__(self, images: Tensor, labels: Tensor, class_names: Sequence[str] | None = None):
+        if images.dtype != torch.uint8 or images.dim() != 4:
+            raise ValueError(f"images must be uint8 (N, C, H, W), got {images.dtype} {tuple(images.shape)}")
+        if labels.shape != (images.shape[0],):
+            raise ValueError("labels must be (N,) and match the number of images")
+        self.images, self.labels = images, labels.long()
+        classes = sorted(set(self.labels.tolist()))
+        self.class_names = list(class_names) if class_names is not None else [str(c) for c in classes]
+        self._meta: Any = None
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+    def __getitem__(self, index: int) -> tuple[Tensor, int, int]:
+        return self.images[index], int(self.labels[index]), int(index)
+
+    @property
+    def classes(self) -> list[int]:
+        """Sorted distinct class labels present in the split."""
+        return sorted(set(self.labels.tolist()))
+
+    def samples_per_class(self) -> int:
+        """The size of the smallest class (tasks can draw at most this many per class)."""
+        counts = torch.bincount(self.labels)
+        return int(counts[counts > 0].min())
+
+    def meta_dataset(self) -> Any:
+        """This split as a learn2learn MetaDataset (bookkeeping built from labels, no image reads)."""
+        if self._meta is None:
+            labels_to_indices: dict[int, list[int]] = {}
+            for index, label in enumerate(self.labels.tolist()):
+                labels_to_indices.setdefault(label, []).append(index)
+            indices_to_labels = dict(enumerate(self.labels.tolist()))
+            self._meta = learn2learn().data.MetaDataset(self, labels_to_indices=labels_to_indices,
+                                                        indices_to_labels=indices_to_labels)
+        return self._meta
+
+
+@dataclass
+class FewShotData:
+    """Meta-train / meta-validation / meta-test splits with disjoint classes, and their spec."""
+
+    train: FewShotSplit
+    val: FewShotSplit
+    test: FewShotSplit
+    spec: TaskSpec
+
+
+def standard_task_transforms(dataset: Any, ways: int, samples_per_class: int) -> list[Any]:
+    """The usual protocol (intershuffle): N random classes, K random samples each, labels
+    0..N-1 assigned in a random order per task."""
+    l2l = learn2learn()
+    t = l2l.data.transforms
+    return [t.NWays(dataset, ways), t.KShots(dataset, samples_per_class), t.LoadData(dataset),
+            t.RemapLabels(dataset, shuffle=True), t.ConsecutiveLabels(dataset)]
+
+
+@contextlib.contextmanager
+def isolated_random(seed: int) -> Iterator[None]:
+    """Run a block with Python's `random` seeded to `seed`, then restore the outer state."""
+    outer = random.getstate()
+    random.seed(seed)
+    try:
+        yield
+    finally:
+        random.setstate(outer)
+
+
+def split_support_query(items: Tensor, labels: Tensor, shots: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Split a collated task into support (the first `shots` samples of each label) and query
+    (the rest). items: (M, ...) samples (or their positions), labels: (M,) task-local labels
+    -> support items, support labels, query items, query labels, grouped by label."""
+    support, query = [], []
+    for label in labels.unique(sorted=True).tolist():
+        members = (labels == label).nonzero().flatten()
+        support.append(members[:shots])
+        query.append(members[shots:])
+    s, q = torch.cat(support), torch.cat(query)
+    return items[s], labels[s], items[q], labels[q]
+
+
+class EpisodeSampler:
+    """Draws few-shot episodes from one split with a list of learn2learn task transforms.
+
+    ways / shots / query_shots: N, K and the number of query samples per class.
+    transforms: learn2learn task transforms for `split.meta_dataset()` that keep
+    shots + query_shots samples of each of `ways` classes and load them with task-local
+    labels; None means `standard_task_transforms`.
+    """
+
+    def __init__(self, split: FewShotSplit, ways: int, shots: int, query_shots: int,
+                 transforms: Sequence[Any] | None = None):
+        available = split.samples_per_class()
+        if ways > len(split.classes):
+            raise UserError(f"--ways {ways} exceeds the {len(split.classes)} classes of this split")
+        if shots + query_shots > available:
+            raise UserError(f"--shots {shots} plus {query_shots} query samples per class exceed the "
+                            f"{available} samples of the smallest class")
+        self.split, self.ways, self.shots, self.query_shots = split, ways, shots, query_shots
+        dataset = split.meta_dataset()
+        if transforms is None:
+            transforms = standard_task_transforms(dataset, ways, shots + query_shots)
+        self.tasks = learn2learn().data.Taskset(dataset, task_transforms=list(transforms), num_tasks=-1)
+
+    def sample(self, device: torch.device | str = "cpu") -> Episode:
+        """One episode: (N*K, C, H, W) support and (N*Q, C, H, W) query float images in [0, 1]
+        with labels in [0, N). info["support_indices"] / info["query_indices"] are the
+        dataset indices of the samples, in the same order."""
+        images, labels, indices = self.tasks.sample()
+        labels = torch.as_tensor(labels)
+        order = torch.arange(len(labels))
+        s, s_y, q, q_y = split_support_query(order, labels, self.shots)
+        to_float = lambda x: x.to(device, non_blocking=True).float().div_(255.0)  # noqa: E731
+        indices = torch.as_tensor(indices)
+        return Episode(to_float(images[s]), s_y.to(device), to_float(images[q]), q_y.to(device),
+                       info={"support_indices": indices[s], "query_indices": indices[q]})

@@ -1,0 +1,237 @@
+"""RL-Mixup's policies (Luu, Huang, Wang): saliency-guided patch mixup with a random or fixed
+percentile (the paper's control, section 5.5), and with the percentile per sample chosen by a
+PPO agent rewarded by validation accuracy, inside one training run.
+
+RL-Mixup through the policy hooks (Algorithm 1):
+- augment: saliency maps of the batch (the observation), one action per sample from the
+  agent, q = the action's percentile, patch mixup (Eqs. 1-4);
+- after_step: every t_reward steps of an epoch, v = accuracy on a random 10% of the
+  validation split and r = (k / K)(v - V) (Eq. 5), then V = v; otherwise r = 0; the step
+  (observation, action, reward) goes into the agent's rollout buffer;
+- on_epoch_end: an epoch is an episode; once the buffer holds two episodes the agent makes
+  one PPO-Clip update. The epoch's action histogram, rewards and PPO losses are returned
+  as metrics (the trainer writes them to metrics.jsonl as policy_*).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from metaaugment.batch import Batch
+from metaaugment.errors import UserError
+from metaaugment.models import scratch_buffers
+from metaaugment.policy import AugmentationPolicy, StepContext, StepResult
+from metaaugment.registry import POLICIES
+from metaaugment.rl_mixup.figures import action_histogram_figure, mixup_examples_figure
+from metaaugment.rl_mixup.saliency import (
+    ACTION_PERCENTILES,
+    action_to_percentile,
+    input_saliency,
+    one_hot,
+    patch_mixup,
+    patch_saliency,
+    percentile_masks,
+)
+from metaaugment.spec import TaskSpec
+
+DEFAULT_PATCHES = 16
+EXAMPLES = 4  # samples of the last batch kept for the Appendix B figure
+
+
+@POLICIES.register("saliency-mixup")
+class SaliencyMixup(AugmentationPolicy):
+    """Saliency-guided patch mixup (RL-Mixup Eqs. 1-4) with q drawn uniformly from the agent's 10 values, or fixed."""
+
+    name = "saliency-mixup"
+    needs_model = True
+    soft_labels = True
+
+    def __init__(self, *, q: float | None = None, patches: int | None = None, alpha: float = 0.5):
+        super().__init__()
+        if q is not None and not 0 <= q <= 100:
+            raise UserError(f"{self.name} q must be a percentile in [0, 100] (got {q})")
+        if (patches is not None and patches < 1) or alpha <= 0:
+            raise UserError(f"{self.name} needs patches >= 1 and alpha > 0")
+        self.q, self.requested_patches, self.alpha = q, patches, alpha
+        self.patches = patches or DEFAULT_PATCHES
+        self.last_mix: dict[str, torch.Tensor] = {}
+
+    def setup(self, spec: TaskSpec) -> None:
+        super().setup(spec)
+        # the paper's 16 x 16 grid, or one patch per pixel on smaller images (digits: 8 x 8)
+        self.patches = self.requested_patches or min(DEFAULT_PATCHES, *spec.input_shape[1:])
+        if self.patches > min(spec.input_shape[1:]):
+            raise UserError(f"{self.name} patches={self.patches} exceeds the image side "
+                            f"{min(spec.input_shape[1:])}; use --set patches=N with N <= the side")
+
+    def percentiles(self, saliency: torch.Tensor, ctx: StepContext) -> torch.Tensor:
+        """(B,) q per sample for patch saliency maps (B, p, p): fixed, or uniform over the
+        agent's action values (the random control)."""
+        if self.q is not None:
+            return torch.full((saliency.shape[0],), float(self.q))
+        return ACTION_PERCENTILES[torch.randint(len(ACTION_PERCENTILES), (saliency.shape[0],))]
+
+    def saliency(self, batch: Batch, ctx: StepContext) -> torch.Tensor:
+        """The batch's patch saliency maps (B, p, p), each summing to 1."""
+        with scratch_buffers(ctx.model):  # the saliency pass must not move BatchNorm statistics
+            return patch_saliency(input_saliency(ctx.model, batch.inputs, batch.targets, ctx.loss_fn), self.patches)
+
+    def mix(self, batch: Batch, saliency: torch.Tensor, q: torch.Tensor) -> Batch:
+        """Mix the batch with a random permutation of itself at per-sample percentiles q (B,)
+        of its patch saliency maps (B, p, p)."""
+        spec = self.require_spec()
+        partner = torch.randperm(len(batch))
+        masks = percentile_masks(saliency, q.to(saliency.device))
+        weights = torch.distributions.Dirichlet(torch.tensor([self.alpha, self.alpha])).sample((len(batch),))
+        labels = one_hot(batch.targets, spec.num_classes)
+        index = partner.to(batch.inputs.device)
+        lam = weights.to(batch.inputs.device)
+        mixed, soft = patch_mixup(batch.inputs, labels, batch.inputs[index], labels[index], masks, masks[index],
+                                  lam[:, 0], lam[:, 1])
+        # the first samples, for the Appendix B figure: kept as views on the device (no copy
+        # or host sync on the training path), moved to the CPU only when the figure is drawn
+        self.last_mix = {"inputs": batch.inputs[:EXAMPLES], "partners": batch.inputs[index[:EXAMPLES]],
+                         "saliency": saliency[:EXAMPLES], "masks": masks[:EXAMPLES],
+                         "partner_masks": masks[index[:EXAMPLES]], "q": q[:EXAMPLES], "lambdas": weights[:EXAMPLES],
+                         "mixed": mixed[:EXAMPLES], "labels": soft[:EXAMPLES]}
+        info = {**batch.info, "saliency": saliency.detach(), "q": q, "partner": partner, "masks": masks}
+        return Batch(mixed.detach(), soft.detach(), batch.weights, info)
+
+    def augment(self, batch: Batch, ctx: StepContext) -> Batch:
+        saliency = self.saliency(batch, ctx)
+        return self.mix(batch, saliency, self.percentiles(saliency, ctx))
+
+    def write_artifacts(self, folder: Path) -> list[Path]:
+        """mixup_examples.png: the last batch's first samples, their saliency, selected
+        patches, mixed/unmixed regions and the mixed image with its soft label (Appendix B)."""
+        if not self.last_mix:
+            return []
+        path = Path(folder) / "mixup_examples.png"
+        mixup_examples_figure({key: value.detach().cpu() for key, value in self.last_mix.items()}, path)
+        return [path]
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name, "q": self.q, "patches": self.patches, "alpha": self.alpha}
+
+
+@POLICIES.register("rl-mixup")
+class RLMixup(SaliencyMixup):
+    """RL-Mixup: saliency patch mixup with q per sample chosen by a PPO agent (Stable-Baselines3) rewarded by validation accuracy."""
+
+    name = "rl-mixup"
+    needs_validation = True
+
+    def __init__(self, *, patches: int | None = None, alpha: float = 0.5, reward_every: int = 50,
+                 val_fraction: float = 0.1, episodes_per_update: int = 2, agent_lr: float = 3e-4,
+                 ppo_epochs: int = 20, agent_batch_size: int = 100, gamma: float = 1.001,
+                 features_dim: int = 512, extractor_channels: tuple[int, ...] = (200, 300, 400)):
+        super().__init__(q=None, patches=patches, alpha=alpha)
+        if reward_every < 1 or episodes_per_update < 1 or ppo_epochs < 1 or agent_batch_size < 2:
+            raise UserError("rl-mixup needs reward_every >= 1, episodes_per_update >= 1, ppo_epochs >= 1 "
+                            "and agent_batch_size >= 2")
+        if not 0 < val_fraction <= 1 or agent_lr <= 0 or gamma <= 0 or features_dim < 1 or not extractor_channels:
+            raise UserError("rl-mixup needs 0 < val_fraction <= 1, agent_lr > 0, gamma > 0, features_dim >= 1 "
+                            "and at least one extractor channel count")
+        self.reward_every, self.val_fraction, self.episodes_per_update = reward_every, val_fraction, episodes_per_update
+        self.agent_options = dict(learning_rate=agent_lr, n_epochs=ppo_epochs, minibatch_size=agent_batch_size,
+                                  gamma=gamma, features_dim=features_dim, extractor_channels=tuple(extractor_channels))
+        self.agent: Any = None  # a PercentileAgent, built at the first batch (its action space is the batch size)
+        self._pending_agent_state: dict[str, Any] | None = None
+        self.previous_accuracy = 0.0  # V in Eq. 5; Algorithm 1 starts from V = 0
+        self.epoch_counts = torch.zeros(len(ACTION_PERCENTILES), dtype=torch.long)
+        self.epoch_rewards: list[float] = []
+        self.history: list[list[int]] = []  # action counts of every finished epoch
+
+    def _ensure_agent(self, batch_size: int, ctx: StepContext) -> None:
+        if self.agent is not None:
+            if self.agent.batch_size != batch_size:
+                raise UserError(f"rl-mixup acts on batches of a fixed size ({self.agent.batch_size}); got {batch_size}")
+            return
+        from metaaugment.rl_mixup.agent import (
+            PercentileAgent,  # imports Stable-Baselines3, only when the policy is used
+        )
+
+        steps_per_epoch = ctx.require("steps_per_epoch", self.name)
+        if steps_per_epoch * self.episodes_per_update < 2:
+            raise UserError(f"{self.name} needs at least 2 training steps per PPO update; this run has "
+                            f"{steps_per_epoch} per epoch: use a smaller --batch-size or --set episodes_per_update=2")
+        device = ctx.device
+        # Building the agent draws its initial weights; doing so in a forked RNG leaves the
+        # run's random stream as it was, so a run resumed mid-way (which builds the agent
+        # later, then loads its weights) draws exactly what the uninterrupted run drew.
+        cuda = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
+        with torch.random.fork_rng(devices=cuda):
+            self.agent = PercentileAgent(batch_size, self.patches, steps_per_epoch * self.episodes_per_update,
+                                         device=device, **self.agent_options)
+        if self._pending_agent_state is not None:
+            self.agent.load_state_dict(self._pending_agent_state)
+            self._pending_agent_state = None
+
+    def percentiles(self, saliency: torch.Tensor, ctx: StepContext) -> torch.Tensor:
+        """The agent's q per sample (B,) for the batch's patch saliency maps (B, p, p)."""
+        self._ensure_agent(saliency.shape[0], ctx)
+        actions = self.agent.act(saliency)
+        self.epoch_counts += torch.bincount(actions, minlength=len(ACTION_PERCENTILES))
+        return action_to_percentile(actions)
+
+    def reward_period(self, ctx: StepContext) -> int:
+        """t_reward for this run: `reward_every`, capped at a quarter of an epoch (see rl_agent.reward_steps)."""
+        from metaaugment.rl_mixup.agent import reward_steps
+
+        return reward_steps(ctx.require("steps_per_epoch", self.name), self.reward_every)
+
+    def after_step(self, result: StepResult, ctx: StepContext) -> dict[str, float]:
+        from metaaugment.rl_mixup.agent import scaled_reward
+
+        reward = 0.0
+        if (ctx.step_in_epoch + 1) % self.reward_period(ctx) == 0:
+            accuracy = ctx.require("evaluate", self.name)(self.val_fraction)["accuracy"]
+            reward = scaled_reward(accuracy, self.previous_accuracy, ctx.epoch + 1, ctx.require("epochs", self.name))
+            self.previous_accuracy = accuracy
+            self.epoch_rewards.append(reward)
+        self.agent.record(reward, episode_start=ctx.step_in_epoch == 0)
+        return {"q_mean": float(result.batch.info["q"].float().mean())}
+
+    def on_epoch_end(self, ctx: StepContext) -> dict[str, float]:
+        counts = self.epoch_counts
+        shares = counts.float() / counts.sum().clamp_min(1)
+        metrics = {f"action_q{q:.0f}": float(share) for q, share in zip(ACTION_PERCENTILES.tolist(), shares)}
+        metrics.update(reward_sum=float(sum(self.epoch_rewards)), reward_count=float(len(self.epoch_rewards)),
+                       validation_subset_accuracy=self.previous_accuracy)
+        self.history.append(counts.tolist())
+        self.epoch_counts = torch.zeros_like(counts)
+        self.epoch_rewards = []
+        if self.agent is not None and self.agent.ready:
+            metrics.update({f"ppo_{key}": value for key, value in self.agent.update().items()})
+        return metrics
+
+    # -- state ----------------------------------------------------------------------------
+    def get_extra_state(self) -> dict[str, Any]:
+        agent = self.agent.state_dict() if self.agent is not None else self._pending_agent_state
+        return {"agent": agent, "previous_accuracy": self.previous_accuracy, "epoch_counts": self.epoch_counts.clone(),
+                "epoch_rewards": list(self.epoch_rewards), "history": [list(h) for h in self.history]}
+
+    def set_extra_state(self, state: dict[str, Any]) -> None:
+        self.previous_accuracy = float(state["previous_accuracy"])
+        self.epoch_counts = state["epoch_counts"].clone()
+        self.epoch_rewards = list(state["epoch_rewards"])
+        self.history = [list(h) for h in state["history"]]
+        if self.agent is not None and state["agent"] is not None:
+            self.agent.load_state_dict(state["agent"])
+        else:
+            self._pending_agent_state = state["agent"]
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "reward_every": self.reward_every, "val_fraction": self.val_fraction,
+                "episodes_per_update": self.episodes_per_update, **self.agent_options}
+
+    def write_artifacts(self, folder: Path) -> list[Path]:
+        """mixup_examples.png (Appendix B) and action_histogram.png (the agent's choices per epoch)."""
+        paths = super().write_artifacts(folder)
+        if self.history:
+            path = Path(folder) / "action_histogram.png"
+            action_histogram_figure(torch.tensor(self.history), ACTION_PERCENTILES.tolist(), path)
+            paths.append(path)
+        return paths

@@ -1,0 +1,225 @@
+"""Run several policies over several seeds on one benchmark and summarize them side by side."""
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+from rich.console import Console
+
+from metaaugment.files import write_bytes, write_text
+from metaaugment.run.folder import RunDirectory
+from metaaugment.run.stats import mean_std
+from metaaugment.run.trainer import RunConfig, train
+
+# Per benchmark kind: (results.json metric, column title, shown as a percentage). The first
+# is the headline metric (plotted); its direction is in HIGHER_IS_BETTER.
+SUMMARY_METRICS: dict[str, tuple[tuple[str, str, bool], ...]] = {
+    "classification": (
+        ("test_accuracy", "test acc", True),
+        ("best_val_accuracy", "best val acc", True),
+        ("test_loss", "test loss", False),
+    ),
+    "few-shot": (
+        ("test_accuracy", "meta-test acc", True),
+        ("test_accuracy_ci95", "± 95% CI", True),
+        ("final_train_pre_accuracy", "train pre-update acc", True),
+        ("final_train_accuracy", "train post-update acc", True),
+        ("best_val_accuracy", "best val acc", True),
+    ),
+    "regression": (
+        ("test_mse", "meta-test MSE", False),
+        ("test_mse_ci95", "± 95% CI", False),
+        ("test_pre_mse", "test pre-update MSE", False),
+        ("final_train_pre_mse", "train pre-update MSE", False),
+        ("final_train_mse", "train post-update MSE", False),
+        ("best_val_mse", "best val MSE", False),
+    ),
+}
+HIGHER_IS_BETTER = {"classification": True, "few-shot": True, "regression": False}
+VALIDATION_CURVE = {"classification": "val_accuracy", "few-shot": "val_accuracy", "regression": "val_mse"}
+PRE_UPDATE_CURVE = {"few-shot": "train_pre_accuracy", "regression": "train_pre_mse"}
+
+
+def kind_of(records: Sequence["RunRecord"]) -> str:
+    """The benchmark kind of a comparison's runs (results.json 'kind'; older runs: classification)."""
+    kinds = {r.results.get("kind", "classification") for r in records}
+    if len(kinds) != 1:
+        raise ValueError(f"a comparison mixes benchmark kinds: {sorted(kinds)}")
+    return kinds.pop()
+
+
+@dataclass
+class RunRecord:
+    """One finished run of a comparison: its policy, seed, folder and results.json."""
+
+    policy: str
+    seed: int
+    path: Path
+    results: dict[str, Any]
+
+
+@dataclass
+class PolicySummary:
+    """Per-policy aggregate over seeds: metric -> list of per-seed values."""
+
+    policy: str
+    seeds: list[int]
+    values: dict[str, list[float]]
+    wall_times: list[float]
+    kind: str = "classification"
+
+    @property
+    def metrics(self) -> tuple[tuple[str, str, bool], ...]:
+        """(metric, title, percent) columns for this benchmark kind."""
+        return SUMMARY_METRICS[self.kind]
+
+    def stat(self, metric: str) -> tuple[float, float]:
+        """(mean, std) of `metric` over seeds."""
+        return mean_std(self.values[metric])
+
+
+def run_comparison(base: RunConfig, policies: Sequence[str], seeds: Sequence[int], out: Path,
+                   policy_options: dict[str, dict[str, Any]] | None = None,
+                   console: Console | None = None, show_progress: bool = True) -> list[RunRecord]:
+    """Train every (policy, seed) into out/<policy>/seed<k>, reusing finished runs and
+    resuming unfinished ones; a folder holding a different configuration is an error."""
+    console = console or Console(stderr=True)
+    records = []
+    total = len(policies) * len(seeds)
+    for index, (policy, seed) in enumerate(((p, s) for p in policies for s in seeds), start=1):
+        config = dataclasses.replace(base, policy=policy, seed=seed,
+                                     policy_options=(policy_options or {}).get(policy, {}))
+        path = Path(out) / policy / f"seed{seed}"
+        state = "reusing" if RunDirectory(path).finished else "running"
+        console.print(f"[{index}/{total}] {state} {policy} seed {seed} -> {path}")
+        results = train(config, path, resume=True, console=console, show_progress=show_progress)
+        records.append(RunRecord(policy, seed, path, results))
+    return records
+
+
+def summarize(records: Sequence[RunRecord]) -> list[PolicySummary]:
+    """Group run records by policy, in first-seen order."""
+    kind = kind_of(records)
+    summaries: dict[str, PolicySummary] = {}
+    for r in records:
+        s = summaries.setdefault(r.policy, PolicySummary(r.policy, [], {m: [] for m, _, _ in SUMMARY_METRICS[kind]}, [], kind))
+        s.seeds.append(r.seed)
+        for metric, _, _ in SUMMARY_METRICS[kind]:
+            value = r.results["metrics"].get(metric)
+            s.values[metric].append(float("nan") if value is None else float(value))
+        s.wall_times.append(float(r.results.get("wall_time_s", float("nan"))))
+    return list(summaries.values())
+
+
+def format_stat(mean: float, std: float, percent: bool) -> str:
+    """'97.50 ± 0.31' (percent) or '0.1234 ± 0.0040'."""
+    return f"{100 * mean:.2f} ± {100 * std:.2f}" if percent else f"{mean:.4f} ± {std:.4f}"
+
+
+def comparison_csv(summaries: Sequence[PolicySummary]) -> str:
+    """One row per policy: seeds, then mean and std of each summary metric, then time."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    header = ["policy", "n_seeds", "seeds"]
+    for metric, _, _ in summaries[0].metrics:
+        header += [f"{metric}_mean", f"{metric}_std"]
+    writer.writerow(header + ["wall_time_s_mean"])
+    for s in summaries:
+        row: list[Any] = [s.policy, len(s.seeds), " ".join(map(str, s.seeds))]
+        for metric, _, _ in s.metrics:
+            row += [f"{v:.6f}" for v in s.stat(metric)]
+        writer.writerow(row + [f"{mean_std(s.wall_times)[0]:.2f}"])
+    return buffer.getvalue()
+
+
+def comparison_markdown(benchmark: str, summaries: Sequence[PolicySummary], records: Sequence[RunRecord]) -> str:
+    """A summary table (mean ± std over seeds) and a per-run table."""
+    columns = summaries[0].metrics
+    lines = [f"# {benchmark}: policy comparison", "",
+             "Mean ± sample standard deviation over seeds; accuracies in %.", "",
+             "| policy | seeds | " + " | ".join(t for _, t, _ in columns) + " | time / run (s) |",
+             "|---|---|" + "---|" * len(columns) + "---|"]
+    for s in summaries:
+        cells = [format_stat(*s.stat(m), p) for m, _, p in columns]
+        lines.append(f"| {s.policy} | {len(s.seeds)} | " + " | ".join(cells) + f" | {mean_std(s.wall_times)[0]:.1f} |")
+    lines += ["", "## Runs", "", "| policy | seed | " + " | ".join(t for _, t, _ in columns) + " | folder |",
+              "|---|---|" + "---|" * len(columns) + "---|"]
+    for r in records:
+        m = r.results["metrics"]
+        cells = [format_value(m.get(key), percent) for key, _, percent in columns]
+        lines.append(f"| {r.policy} | {r.seed} | " + " | ".join(cells) + f" | {r.path} |")
+    return "\n".join(lines) + "\n"
+
+
+def format_value(value: float | None, percent: bool) -> str:
+    """'97.50' (percent) or '0.1234'; '-' when missing."""
+    if value is None:
+        return "-"
+    return f"{100 * value:.2f}" if percent else f"{value:.4f}"
+
+
+def plot_comparison(path: Path, benchmark: str, summaries: Sequence[PolicySummary],
+                    records: Sequence[RunRecord]) -> None:
+    """PNG: the headline test metric per policy (mean ± std, seeds as dots) and mean
+    validation curves."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    kind = summaries[0].kind
+    metric, title, percent = summaries[0].metrics[0]
+    scale = 100.0 if percent else 1.0
+    unit = " (%)" if percent else ""
+    curve_key = VALIDATION_CURVE[kind]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
+    for i, s in enumerate(summaries):
+        mean, std = s.stat(metric)
+        left.bar(i, scale * mean, yerr=scale * std, capsize=4, color=f"C{i}", alpha=0.75)
+        left.scatter([i] * len(s.seeds), [scale * v for v in s.values[metric]], color="black", s=12, zorder=3)
+    left.set_xticks(range(len(summaries)), [s.policy for s in summaries], rotation=20)
+    left.set_ylabel(title + unit)
+    left.set_title(f"{benchmark}: {title} (mean ± std over seeds)")
+    all_values = [scale * v for s in summaries for v in s.values[metric]]
+    low, high = min(all_values), max(all_values)
+    if percent:
+        left.set_ylim(max(0.0, low - max(2.0, (high - low))), min(100.0, high + max(1.0, 0.5 * (high - low))))
+    # Few-shot runs also show the pre-update score on meta-train tasks (dashed): high values
+    # there mean the model answers without reading the support set (memorization).
+    curve_keys = [(curve_key, "-", "")] + ([(PRE_UPDATE_CURVE[kind], "--", " train pre-update")] if kind in PRE_UPDATE_CURVE else [])
+    for i, s in enumerate(summaries):
+        for key, style, suffix in curve_keys:
+            curves = []
+            for r in records:
+                if r.policy == s.policy:
+                    epochs = [x for x in RunDirectory(r.path).read_metrics() if x.get("kind") == "epoch" and key in x]
+                    curves.append({x["epoch"]: scale * x[key] for x in epochs})
+            common = sorted(set.intersection(*(set(c) for c in curves))) if curves else []
+            if common:
+                right.plot(common, [sum(c[e] for c in curves) / len(curves) for e in common], style,
+                           label=s.policy + suffix, color=f"C{i}")
+    right.set_xlabel("epoch")
+    right.set_ylabel(curve_key.replace("_", " ") + unit)
+    title = curve_key.replace("_", " ") + (" (solid), train pre-update (dashed)" if kind in PRE_UPDATE_CURVE else "")
+    right.set_title(f"{title}, mean over seeds", fontsize=10)
+    right.legend()
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=120)
+    plt.close(fig)
+    write_bytes(Path(path), buffer.getvalue())
+
+
+def write_comparison(out: Path, benchmark: str, records: Sequence[RunRecord]) -> dict[str, Path]:
+    """Write comparison.csv, comparison.md and comparison.png into `out`; returns their paths."""
+    summaries = summarize(records)
+    out = Path(out)
+    paths = {"csv": out / "comparison.csv", "md": out / "comparison.md", "png": out / "comparison.png"}
+    write_text(paths["csv"], comparison_csv(summaries))
+    write_text(paths["md"], comparison_markdown(benchmark, summaries, records))
+    plot_comparison(paths["png"], benchmark, summaries, records)
+    return paths

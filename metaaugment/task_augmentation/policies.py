@@ -1,0 +1,152 @@
+"""Task-level policies of "Meta-Learning Requires Meta-Augmentation" (Rajendran et al. 2020).
+
+Classification (how tasks and their labels are built, through learn2learn transforms):
+  nme           classes partitioned once into fixed groups of N, fixed label order: the
+                non-mutually-exclusive setting, where memorizing x -> y solves every task.
+  intrashuffle  the same fixed groups, label order permuted per task.
+  intershuffle  N classes drawn freely per task, labels permuted (the usual protocol).
+Regression (one key per task, shared by support and query):
+  target-noise    eps ~ U(-amplitude, amplitude) added to every target.
+  discrete-noise  eps drawn uniformly from a finite set (default {0, .25, .5, .75}).
+Both noises can wrap targets into a range for angular targets (--set wrap=0,10).
+"""
+from __future__ import annotations
+
+from typing import Any, ClassVar, Sequence
+
+import torch
+
+from metaaugment.batch import Episode
+from metaaugment.data.episodes import standard_task_transforms
+from metaaugment.dependencies import learn2learn
+from metaaugment.errors import UserError
+from metaaugment.policy import AugmentationPolicy
+from metaaugment.registry import POLICIES
+from metaaugment.task_augmentation.label_noise import shift_targets
+from metaaugment.task_augmentation.transforms import (
+    fixed_group_transform,
+    group_order_labels_transform,
+    partition_classes,
+)
+
+
+class _LabelConstruction(AugmentationPolicy):
+    """Shared code of the three task constructions for few-shot classification."""
+
+    level = "task"
+    task_kinds: ClassVar[tuple[str, ...]] = ("few-shot",)
+    fixed_groups: ClassVar[bool] = False
+    shuffle_labels: ClassVar[bool] = True
+
+    def __init__(self, *, group_seed: int = 0):
+        super().__init__()
+        self.group_seed = group_seed
+        self.groups: list[list[int]] = []
+
+    def task_transforms(self, dataset: Any, ways: int, shots: int) -> Sequence[Any]:
+        """learn2learn transforms building tasks of `ways` classes with `shots` samples each
+        (support plus query) from the MetaDataset `dataset`."""
+        if not self.fixed_groups:
+            return standard_task_transforms(dataset, ways, shots)
+        t = learn2learn().data.transforms
+        self.groups = partition_classes(sorted(dataset.labels), ways, self.group_seed)
+        if not self.groups:
+            raise UserError(f"{self.name} needs at least --ways {ways} meta-train classes")
+        relabel = (t.RemapLabels(dataset, shuffle=True) if self.shuffle_labels
+                   else group_order_labels_transform(dataset, self.groups))
+        return [fixed_group_transform(dataset, self.groups), t.KShots(dataset, shots), t.LoadData(dataset),
+                relabel, t.ConsecutiveLabels(dataset)]
+
+    def describe(self) -> dict[str, Any]:
+        info: dict[str, Any] = {"name": self.name}
+        if self.fixed_groups:
+            info.update(group_seed=self.group_seed, groups=len(self.groups))
+        return info
+
+
+@POLICIES.register("nme")
+class NonMutuallyExclusive(_LabelConstruction):
+    """Non-mutually-exclusive tasks: fixed class groups with a fixed label order (no meta-augmentation).
+
+    On regression benchmarks whose tasks are non-mutually-exclusive by construction
+    (`sinusoid`), it leaves tasks unchanged: the baseline without augmentation.
+    """
+
+    name = "nme"
+    task_kinds = ("few-shot", "regression")
+    fixed_groups = True
+    shuffle_labels = False
+
+
+@POLICIES.register("intrashuffle")
+class IntraShuffle(_LabelConstruction):
+    """Fixed class groups, label order shuffled per task (CE-increasing within groups)."""
+
+    name = "intrashuffle"
+    fixed_groups = True
+    shuffle_labels = True
+
+
+@POLICIES.register("intershuffle")
+class InterShuffle(_LabelConstruction):
+    """N classes sampled freely per task with shuffled labels (the standard protocol)."""
+
+    name = "intershuffle"
+
+
+class _TargetShift(AugmentationPolicy):
+    """Adds one random shift per task to support and query targets (regression)."""
+
+    level = "task"
+    task_kinds: ClassVar[tuple[str, ...]] = ("regression",)
+
+    def __init__(self, wrap: tuple[float, ...] | None):
+        super().__init__()
+        if wrap is not None and (len(wrap) != 2 or not wrap[0] < wrap[1]):
+            raise UserError(f"{self.name} wrap must be LOW,HIGH with LOW < HIGH (got {wrap})")
+        self.wrap = (float(wrap[0]), float(wrap[1])) if wrap is not None else None
+
+    def draw_epsilon(self, generator: torch.Generator) -> float:
+        """One key per task."""
+        raise NotImplementedError
+
+    def augment_task(self, episode: Episode, generator: torch.Generator) -> Episode:
+        return shift_targets(episode, self.draw_epsilon(generator), self.wrap)
+
+
+@POLICIES.register("target-noise")
+class TargetNoise(_TargetShift):
+    """y' = y + eps on support and query, eps ~ U(-amplitude, amplitude) once per task."""
+
+    name = "target-noise"
+
+    def __init__(self, *, amplitude: float = 1.0, wrap: tuple[float, ...] | None = None):
+        if amplitude < 0:
+            raise UserError(f"target-noise amplitude must be non-negative (got {amplitude})")
+        self.amplitude = amplitude
+        super().__init__(wrap)
+
+    def draw_epsilon(self, generator: torch.Generator) -> float:
+        return float((2 * torch.rand((), generator=generator) - 1) * self.amplitude)
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name, "amplitude": self.amplitude, "wrap": self.wrap}
+
+
+@POLICIES.register("discrete-noise")
+class DiscreteNoise(_TargetShift):
+    """y' = y + eps on support and query, eps drawn uniformly from `values` once per task."""
+
+    name = "discrete-noise"
+
+    def __init__(self, *, values: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75), wrap: tuple[float, ...] | None = None):
+        if not values or len(set(values)) != len(values):
+            raise UserError(f"discrete-noise values must be distinct numbers, e.g. 0,0.25,0.5,0.75 (got {values})")
+        self.values = tuple(float(v) for v in values)
+        super().__init__(wrap)
+
+    def draw_epsilon(self, generator: torch.Generator) -> float:
+        return self.values[int(torch.randint(len(self.values), (), generator=generator))]
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name, "values": list(self.values), "wrap": self.wrap}

@@ -1,0 +1,59 @@
+"""Cost of each registered policy per training step, as a ratio to a plain step.
+
+Measured in one process, on the same model and the same batch, so the ratios hold across
+machines even where absolute times do not. Run by hand (not part of the test suite):
+
+    .venv/bin/python benchmarks/policy_step_cost.py [--image-size 32] [--batch-size 128] [--device auto]
+"""
+from __future__ import annotations
+
+import argparse
+
+import torch
+from timing import round_robin
+
+from metaaugment import Batch, StepContext, TaskSpec, create_model, create_policy, supervised_step
+from metaaugment.registry import POLICIES
+from metaaugment.run.devices import resolve_device
+
+
+def make_stepper(policy_name: str, spec: TaskSpec, batch: Batch, device: torch.device, model_name: str):
+    """A closure running one supervised_step (augment + forward + backward + update)."""
+    torch.manual_seed(0)
+    model = create_model(model_name, spec).to(device)
+    policy = create_policy(policy_name)
+    policy.setup(spec)
+    policy.to(device)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    # policies that learn from validation data (MetaAugment) get the training batch as a stand-in
+    ctx = StepContext(model=model, spec=spec, optimizer=optimizer, validation_batch=lambda: batch)
+    return lambda: supervised_step(model, optimizer, batch, policy, ctx)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--image-size", type=int, default=32)
+    parser.add_argument("--channels", type=int, default=3)
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--model", default="small-cnn")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--repeats", type=int, default=15)
+    args = parser.parse_args()
+    device = resolve_device(args.device)
+    spec = TaskSpec(num_classes=10, input_shape=(args.channels, args.image_size, args.image_size),
+                    mean=(0.5,) * args.channels, std=(0.25,) * args.channels)
+    g = torch.Generator().manual_seed(0)
+    batch = Batch(torch.rand(args.batch_size, *spec.input_shape, generator=g),
+                  torch.randint(0, 10, (args.batch_size,), generator=g)).to(device)
+    print(f"device {device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else 'CPU'}), "
+          f"threads {torch.get_num_threads()}, model {args.model}, batch {args.batch_size}x{spec.input_shape}")
+    names = [n for n in POLICIES.names() if "classification" in POLICIES.get(n).factory.task_kinds]
+    steppers = {name: make_stepper(name, spec, batch, device, args.model) for name in names}
+    median = round_robin(steppers, device, args.repeats)
+    print(f"{'policy':16s} {'ms/step':>9s} {'ratio to none':>14s}")
+    for name in names:
+        print(f"{name:16s} {1e3 * median[name]:9.1f} {median[name] / median['none']:14.2f}")
+
+
+if __name__ == "__main__":
+    main()
