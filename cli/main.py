@@ -54,7 +54,7 @@ def _base_config(benchmark: str, learner: Optional[str], model: Optional[str], e
                  model_set: Optional[List[str]], **episodic: Optional[int]) -> Any:
     from metaaugment.learners import LEARNERS
     from metaaugment.registry import MODELS, parse_options
-    from metaaugment.run.trainer import RunConfig
+    from metaaugment.run.config import RunConfig
 
     config = RunConfig(benchmark=benchmark, learner=learner, model=model, epochs=epochs,
                        batch_size=batch_size, device=device, data_root=str(data_root),
@@ -131,7 +131,7 @@ def run(
     import dataclasses
 
     from metaaugment.registry import POLICIES, option_types, parse_options
-    from metaaugment.run.trainer import train
+    from metaaugment.run.loop import train
 
     if resume and overwrite:
         raise UserError("--resume and --overwrite exclude each other")
@@ -151,26 +151,32 @@ def run(
 
 
 def _result_rows(results: dict[str, Any], out: Path) -> list[tuple[str, str]]:
-    m, kind = results["metrics"], results.get("kind", "classification")
-    pct = lambda v: f"{100 * v:.2f}%"  # noqa: E731
-    if kind == "few-shot":
-        rows = [("meta-test accuracy", f"{pct(m['test_accuracy'])} ± {100 * m['test_accuracy_ci95']:.2f} "
-                                       f"(95% CI, {m['test_tasks']} tasks)"),
-                ("meta-test pre-update accuracy", pct(m["test_pre_accuracy"])) if "test_pre_accuracy" in m else None,
-                ("train pre / post-update accuracy", f"{pct(m['final_train_pre_accuracy'])} / {pct(m['final_train_accuracy'])}")
-                if "final_train_pre_accuracy" in m else ("train accuracy", pct(m["final_train_accuracy"])),
-                ("best val accuracy", f"{pct(m['best_val_accuracy'])} (step {m['best_step']})")]
-    elif kind == "regression":
-        rows = [("meta-test MSE", f"{m['test_mse']:.4f} ± {m['test_mse_ci95']:.4f} (95% CI, {m['test_tasks']} tasks)"),
-                ("meta-test pre-update MSE", f"{m['test_pre_mse']:.4f}"),
-                ("train pre / post-update MSE", f"{m['final_train_pre_mse']:.4f} / {m['final_train_mse']:.4f}"),
-                ("best val MSE", f"{m['best_val_mse']:.4f} (step {m['best_step']})")]
-    else:
-        rows = [("test accuracy", pct(m["test_accuracy"])), ("best val accuracy", pct(m["best_val_accuracy"])),
-                ("test loss", f"{m['test_loss']:.4f}")]
-    rows += [("epochs / steps", f"{m['epochs']} / {m['steps']}"), ("wall time", f"{results['wall_time_s']:.1f} s"),
-             ("run folder", str(out))]
-    return [row for row in rows if row is not None]
+    """The summary columns of the run's benchmark kind (metaaugment.spec.KINDS), one row each;
+    a confidence-interval column joins the row before it."""
+    from metaaugment.spec import benchmark_kind
+
+    metrics = results["metrics"]
+    kind = benchmark_kind(results.get("kind", "classification"))
+
+    def text(value: float, percent: bool) -> str:
+        return f"{100 * value:.2f}" if percent else f"{value:.4f}"
+
+    rows: list[tuple[str, str]] = []
+    for column in kind.columns:
+        value = metrics.get(column.metric)
+        if value is None:
+            continue
+        if column.metric.endswith("_ci95") and rows:
+            tasks = f", {metrics['test_tasks']} tasks" if "test_tasks" in metrics else ""
+            rows[-1] = (rows[-1][0], f"{rows[-1][1]} ± {text(value, column.percent)} (95% CI{tasks})")
+            continue
+        shown = text(value, column.percent) + ("%" if column.percent else "")
+        if column.metric == kind.best_metric and metrics.get("best_step") is not None:
+            shown += f" (step {metrics['best_step']})"
+        rows.append((column.title, shown))
+    rows += [("epochs / steps", f"{metrics['epochs']} / {metrics['steps']}"),
+             ("wall time", f"{results['wall_time_s']:.1f} s"), ("run folder", str(out))]
+    return rows
 
 
 def _parse_seeds(text: str) -> list[int]:

@@ -17,8 +17,9 @@ from metaaugment.learners import (
 from metaaugment.losses import accuracy, per_sample_cross_entropy, weighted_mean
 from metaaugment.policy import AugmentationPolicy, ForwardOutput, StepContext, StepResult
 from metaaugment.registry import create_model, create_policy, list_models, list_policies
+from metaaugment.run.config import RunConfig
 from metaaugment.run.host_memory import keep_freed_host_memory
-from metaaugment.run.trainer import RunConfig, Trainer, train
+from metaaugment.run.loop import Trainer, train
 from metaaugment.spec import TaskSpec
 
 __version__ = "0.1.0"

@@ -17,7 +17,8 @@ from pathlib import Path
 
 import torch
 
-from metaaugment.run.trainer import RunConfig, train
+from metaaugment.run.config import RunConfig
+from metaaugment.run.loop import train
 
 
 def mean_outputs_by_group(policy_state: dict, pool: list[str], op: str) -> tuple[float, float, float]:

@@ -10,9 +10,10 @@ from typing import Any, Callable
 class Benchmark:
     """A dataset plus run defaults; `load(data_root)` returns its splits.
 
-    kind: "classification" (mini-batches; load returns ClassificationData), "few-shot"
-          (episodes of N-way K-shot classification; load returns FewShotData) or
-          "regression" (episodes of few-shot regression; load returns RegressionTasks).
+    kind: a key of metaaugment.spec.KINDS: "classification" (mini-batches; load returns
+          ClassificationData), "few-shot" (episodes of N-way K-shot classification; load
+          returns FewShotData) or "regression" (episodes of few-shot regression; load
+          returns RegressionTasks).
     load: data_root -> the data; raises UserError naming the missing files.
     default_batch_size: samples per mini-batch, or tasks per meta-batch for episodic kinds.
     default_ways / default_shots / default_query_shots / default_steps_per_epoch: the
@@ -39,8 +40,3 @@ class Benchmark:
     default_shots: int | None = None
     default_query_shots: int | None = None
     default_steps_per_epoch: int | None = None
-
-    @property
-    def episodic(self) -> bool:
-        """True for few-shot benchmarks trained on tasks rather than mini-batches."""
-        return self.kind in ("few-shot", "regression")

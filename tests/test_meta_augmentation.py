@@ -161,7 +161,8 @@ def test_split_support_query_takes_the_first_shots_of_each_label():
 
 def test_policies_reject_the_wrong_kind_of_benchmark(tmp_path):
     from metaaugment.errors import UserError
-    from metaaugment.run.trainer import RunConfig, train
+    from metaaugment.run.config import RunConfig
+    from metaaugment.run.loop import train
 
     with pytest.raises(UserError, match="does not apply"):
         train(RunConfig(benchmark="sinusoid", policy="intershuffle", device="cpu"), tmp_path / "a")

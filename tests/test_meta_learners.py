@@ -9,8 +9,9 @@ from torch import nn
 
 from metaaugment import Episode, StepContext, TaskSpec, create_learner, create_policy
 from metaaugment.learners.episodic import prototype_logits
+from metaaugment.run.config import RunConfig
+from metaaugment.run.loop import train
 from metaaugment.run.stats import mean_and_ci95
-from metaaugment.run.trainer import RunConfig, train
 
 SPEC = TaskSpec(num_classes=3, input_shape=(4,), kind="few-shot")
 
@@ -93,23 +94,11 @@ def test_episodic_run_writes_meta_test_score_with_ci_and_pre_update_curves(tmp_p
     assert {"train_pre_mse", "train_mse", "val_pre_mse", "val_mse"} <= set(epochs[0])
 
 
-def test_episodic_resume_after_a_crash_is_exact(tmp_path, monkeypatch):
+def test_episodic_resume_after_a_crash_is_exact(tmp_path, crash_at):
     reference = train(sinusoid_config(), tmp_path / "ref", show_progress=False)
-    from metaaugment.run import episodic_trainer
-
-    original = episodic_trainer.EpisodicTrainer._meta_batch
-    calls = {"n": 0}
-
-    def crash_at_step_9(self):
-        calls["n"] += 1
-        if calls["n"] == 9:
-            raise KeyboardInterrupt
-        return original(self)
-
-    monkeypatch.setattr(episodic_trainer.EpisodicTrainer, "_meta_batch", crash_at_step_9)
+    crash_at(8)
     with pytest.raises(KeyboardInterrupt):
         train(sinusoid_config(), tmp_path / "crash", show_progress=False)
-    monkeypatch.setattr(episodic_trainer.EpisodicTrainer, "_meta_batch", original)
     resumed = train(sinusoid_config(), tmp_path / "crash", resume=True, show_progress=False)
     assert resumed["resumed_at_step"] == 8  # the mid-epoch checkpoint (every 4 steps) before the crash
     assert resumed["metrics"] == reference["metrics"]

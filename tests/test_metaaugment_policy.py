@@ -5,7 +5,7 @@ from conftest import quick_config
 
 from metaaugment import Batch, StepContext, TaskSpec, create_model, create_policy
 from metaaugment.learners import forward_pass, supervised_step
-from metaaugment.run.trainer import train
+from metaaugment.run.loop import train
 from metaaugment.sample_aware.ops import OPS
 from metaaugment.sample_aware.transformations import TransformationSampler, embed_transformations, sampler_distribution
 
@@ -87,25 +87,15 @@ def test_policy_outputs_move_and_alpha_is_learned():
     assert int(policy.sampler.iteration) == 3
 
 
-def test_metaaugment_run_writes_figures_and_resumes_exactly(tmp_path, monkeypatch):
+def test_metaaugment_run_writes_figures_and_resumes_exactly(tmp_path, crash_at):
     config = quick_config(policy="metaaugment", epochs=2, checkpoint_every=10)
     reference = train(config, tmp_path / "ref", show_progress=False)
     assert (tmp_path / "ref" / "sampler_heatmap.png").is_file() and (tmp_path / "ref" / "weighted_samples.png").is_file()
     assert set(reference["artifacts"]) == {"sampler_heatmap.png", "weighted_samples.png"}
 
-    from metaaugment.sample_aware.policy import MetaAugment
-
-    original = MetaAugment.after_step
-
-    def crash_at_step_25(self, result, ctx):
-        if ctx.step == 25:
-            raise KeyboardInterrupt
-        return original(self, result, ctx)
-
-    monkeypatch.setattr(MetaAugment, "after_step", crash_at_step_25)
+    crash_at(25)
     with pytest.raises(KeyboardInterrupt):
         train(config, tmp_path / "crashed", show_progress=False)
-    monkeypatch.setattr(MetaAugment, "after_step", original)
     resumed = train(config, tmp_path / "crashed", resume=True, show_progress=False)
     assert resumed["resumed_at_step"] == 20
     assert resumed["metrics"] == reference["metrics"]

@@ -99,7 +99,7 @@ def test_policy_rewards_every_period_by_eq5_and_records_episode_starts():
     assert metrics["reward_sum"] == pytest.approx(0.125) and metrics["reward_count"] == 3
 
 
-def test_rl_mixup_in_the_trainer_logs_actions_and_ppo_and_resumes_exactly(tmp_path):
+def test_rl_mixup_in_the_trainer_logs_actions_and_ppo_and_resumes_exactly(tmp_path, crash_at):
     config = quick_config(policy="rl-mixup", epochs=3, checkpoint_every=10,
                           policy_options={**SMALL_AGENT, "reward_every": 5})
     reference = train(config, tmp_path / "ref", show_progress=False)
@@ -111,21 +111,9 @@ def test_rl_mixup_in_the_trainer_logs_actions_and_ppo_and_resumes_exactly(tmp_pa
     assert {"mixup_examples.png", "action_histogram.png"} <= set(reference["artifacts"])
 
     # crash in the middle of the second epoch, then resume: identical metrics and results
-    from metaaugment.rl_mixup.policies import RLMixup
-
-    original = RLMixup.after_step
-
-    def crash(self, result, ctx):
-        if ctx.step == 25:
-            raise RuntimeError("crash")
-        return original(self, result, ctx)
-
-    RLMixup.after_step = crash
-    try:
-        with pytest.raises(RuntimeError):
-            train(config, tmp_path / "crashed", show_progress=False)
-    finally:
-        RLMixup.after_step = original
+    crash_at(25, RuntimeError("crash"))
+    with pytest.raises(RuntimeError):
+        train(config, tmp_path / "crashed", show_progress=False)
     resumed = train(config, tmp_path / "crashed", resume=True, show_progress=False)
     assert resumed["resumed_at_step"] == 20
     assert resumed["metrics"] == reference["metrics"]

@@ -96,10 +96,6 @@ class CountingPolicy(AugmentationPolicy):
         self.steps = state["steps"]
 
 
-class CrashAt(Exception):
-    pass
-
-
 @pytest.fixture
 def counting_policy():
     POLICIES.register("test-counting")(CountingPolicy)
@@ -107,21 +103,12 @@ def counting_policy():
     POLICIES._entries.pop("test-counting")
 
 
-def test_policy_state_survives_a_crash_and_resume(tmp_path, counting_policy, monkeypatch):
+def test_policy_state_survives_a_crash_and_resume(tmp_path, counting_policy, crash_at):
     config = quick_config(policy="test-counting", epochs=3, checkpoint_every=10)
     reference = train(config, tmp_path / "ref", show_progress=False)
-
-    original = CountingPolicy.after_step
-
-    def crash_at_step_25(self, result, ctx):
-        if ctx.step == 25:
-            raise CrashAt()
-        return original(self, result, ctx)
-
-    monkeypatch.setattr(CountingPolicy, "after_step", crash_at_step_25)
-    with pytest.raises(CrashAt):
+    crash_at(25)
+    with pytest.raises(KeyboardInterrupt):
         train(config, tmp_path / "crashed", show_progress=False)
-    monkeypatch.setattr(CountingPolicy, "after_step", original)
     resumed = train(config, tmp_path / "crashed", resume=True, show_progress=False)
     assert resumed["resumed_at_step"] == 20
     assert resumed["metrics"] == reference["metrics"]

@@ -11,45 +11,19 @@ from typing import Any, Sequence
 from rich.console import Console
 
 from metaaugment.files import write_bytes, write_text
+from metaaugment.run.config import RunConfig
 from metaaugment.run.folder import RunDirectory
+from metaaugment.run.loop import train
 from metaaugment.run.stats import mean_std
-from metaaugment.run.trainer import RunConfig, train
-
-# Per benchmark kind: (results.json metric, column title, shown as a percentage). The first
-# is the headline metric (plotted); its direction is in HIGHER_IS_BETTER.
-SUMMARY_METRICS: dict[str, tuple[tuple[str, str, bool], ...]] = {
-    "classification": (
-        ("test_accuracy", "test acc", True),
-        ("best_val_accuracy", "best val acc", True),
-        ("test_loss", "test loss", False),
-    ),
-    "few-shot": (
-        ("test_accuracy", "meta-test acc", True),
-        ("test_accuracy_ci95", "± 95% CI", True),
-        ("final_train_pre_accuracy", "train pre-update acc", True),
-        ("final_train_accuracy", "train post-update acc", True),
-        ("best_val_accuracy", "best val acc", True),
-    ),
-    "regression": (
-        ("test_mse", "meta-test MSE", False),
-        ("test_mse_ci95", "± 95% CI", False),
-        ("test_pre_mse", "test pre-update MSE", False),
-        ("final_train_pre_mse", "train pre-update MSE", False),
-        ("final_train_mse", "train post-update MSE", False),
-        ("best_val_mse", "best val MSE", False),
-    ),
-}
-HIGHER_IS_BETTER = {"classification": True, "few-shot": True, "regression": False}
-VALIDATION_CURVE = {"classification": "val_accuracy", "few-shot": "val_accuracy", "regression": "val_mse"}
-PRE_UPDATE_CURVE = {"few-shot": "train_pre_accuracy", "regression": "train_pre_mse"}
+from metaaugment.spec import BenchmarkKind, benchmark_kind
 
 
-def kind_of(records: Sequence["RunRecord"]) -> str:
+def kind_of(records: Sequence["RunRecord"]) -> BenchmarkKind:
     """The benchmark kind of a comparison's runs (results.json 'kind'; older runs: classification)."""
     kinds = {r.results.get("kind", "classification") for r in records}
     if len(kinds) != 1:
         raise ValueError(f"a comparison mixes benchmark kinds: {sorted(kinds)}")
-    return kinds.pop()
+    return benchmark_kind(kinds.pop())
 
 
 @dataclass
@@ -70,12 +44,12 @@ class PolicySummary:
     seeds: list[int]
     values: dict[str, list[float]]
     wall_times: list[float]
-    kind: str = "classification"
+    kind: BenchmarkKind
 
     @property
     def metrics(self) -> tuple[tuple[str, str, bool], ...]:
-        """(metric, title, percent) columns for this benchmark kind."""
-        return SUMMARY_METRICS[self.kind]
+        """(metric, title, percent) columns of this benchmark kind, headline first."""
+        return tuple((c.metric, c.title, c.percent) for c in self.kind.columns)
 
     def stat(self, metric: str) -> tuple[float, float]:
         """(mean, std) of `metric` over seeds."""
@@ -106,9 +80,9 @@ def summarize(records: Sequence[RunRecord]) -> list[PolicySummary]:
     kind = kind_of(records)
     summaries: dict[str, PolicySummary] = {}
     for r in records:
-        s = summaries.setdefault(r.policy, PolicySummary(r.policy, [], {m: [] for m, _, _ in SUMMARY_METRICS[kind]}, [], kind))
+        s = summaries.setdefault(r.policy, PolicySummary(r.policy, [], {c.metric: [] for c in kind.columns}, [], kind))
         s.seeds.append(r.seed)
-        for metric, _, _ in SUMMARY_METRICS[kind]:
+        for metric in (c.metric for c in kind.columns):
             value = r.results["metrics"].get(metric)
             s.values[metric].append(float("nan") if value is None else float(value))
         s.wall_times.append(float(r.results.get("wall_time_s", float("nan"))))
@@ -175,7 +149,7 @@ def plot_comparison(path: Path, benchmark: str, summaries: Sequence[PolicySummar
     metric, title, percent = summaries[0].metrics[0]
     scale = 100.0 if percent else 1.0
     unit = " (%)" if percent else ""
-    curve_key = VALIDATION_CURVE[kind]
+    curve_key = kind.validation_curve
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
     for i, s in enumerate(summaries):
         mean, std = s.stat(metric)
@@ -190,7 +164,9 @@ def plot_comparison(path: Path, benchmark: str, summaries: Sequence[PolicySummar
         left.set_ylim(max(0.0, low - max(2.0, (high - low))), min(100.0, high + max(1.0, 0.5 * (high - low))))
     # Few-shot runs also show the pre-update score on meta-train tasks (dashed): high values
     # there mean the model answers without reading the support set (memorization).
-    curve_keys = [(curve_key, "-", "")] + ([(PRE_UPDATE_CURVE[kind], "--", " train pre-update")] if kind in PRE_UPDATE_CURVE else [])
+    curve_keys = [(curve_key, "-", "")]
+    if kind.pre_update_curve is not None:
+        curve_keys.append((kind.pre_update_curve, "--", " train pre-update"))
     for i, s in enumerate(summaries):
         for key, style, suffix in curve_keys:
             curves = []
@@ -204,7 +180,7 @@ def plot_comparison(path: Path, benchmark: str, summaries: Sequence[PolicySummar
                            label=s.policy + suffix, color=f"C{i}")
     right.set_xlabel("epoch")
     right.set_ylabel(curve_key.replace("_", " ") + unit)
-    title = curve_key.replace("_", " ") + (" (solid), train pre-update (dashed)" if kind in PRE_UPDATE_CURVE else "")
+    title = curve_key.replace("_", " ") + (" (solid), train pre-update (dashed)" if kind.pre_update_curve else "")
     right.set_title(f"{title}, mean over seeds", fontsize=10)
     right.legend()
     fig.tight_layout()

@@ -1,0 +1,36 @@
+"""Checkpoint files: the one place that writes and reads them (`--resume` and `--policy-from`).
+
+A checkpoint is one torch file holding everything a run needs to continue exactly (model,
+learner, policy, data position, every RNG) under a format tag, written atomically so a
+crash during the write leaves the previous checkpoint intact.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from metaaugment.errors import UserError
+from metaaugment.files import save_torch
+
+CHECKPOINT_FORMAT = "metaaugment-checkpoint/2"
+
+
+def save_checkpoint(path: Path, contents: dict[str, Any]) -> None:
+    """Atomically write `contents` (a dict of state dicts and plain values) with the format tag."""
+    save_torch(Path(path), {"format": CHECKPOINT_FORMAT, **contents})
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    """The contents saved by `save_checkpoint`, loaded on the CPU; a UserError for a file of
+    another format (an older metaaugment, or not a checkpoint)."""
+    # On the CPU: load_state_dict copies tensors onto the model's and policy's device, the
+    # optimizer casts its state to its parameters' device, and RNG states must be CPU byte
+    # tensors (CUDA generator states included).
+    contents = torch.load(Path(path), map_location="cpu", weights_only=False)
+    if not isinstance(contents, dict) or contents.get("format") != CHECKPOINT_FORMAT:
+        found = contents.get("format", "no format tag") if isinstance(contents, dict) else type(contents).__name__
+        raise UserError(f"{path} is not a checkpoint this version of metaaugment can read ({found}; expected "
+                        f"{CHECKPOINT_FORMAT}); rerun without --resume, with --overwrite")
+    return contents

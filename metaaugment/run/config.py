@@ -1,0 +1,93 @@
+"""RunConfig: everything that defines a run, with the benchmark's defaults filled in by `resolve`."""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from metaaugment.errors import UserError
+from metaaugment.registry import create_benchmark
+from metaaugment.spec import benchmark_kind
+
+DEFAULT_VAL_TASKS = 100
+DEFAULT_TEST_TASKS = 600  # the usual few-shot protocol: mean and 95% CI over 600 test tasks
+EPISODIC_FIELDS = ("ways", "shots", "query_shots", "steps_per_epoch", "val_tasks", "test_tasks")
+
+
+@dataclass
+class RunConfig:
+    """Everything that defines a run. None fields take the benchmark's defaults (`resolve`)."""
+
+    benchmark: str = "digits"
+    policy: str = "none"
+    policy_options: dict[str, Any] = field(default_factory=dict)
+    learner: str | None = None
+    learner_options: dict[str, Any] = field(default_factory=dict)
+    model: str | None = None
+    model_options: dict[str, Any] = field(default_factory=dict)
+    epochs: int | None = None
+    batch_size: int | None = None
+    seed: int = 0
+    device: str = "auto"
+    data_root: str = "data"
+    eval_every: int = 1
+    checkpoint_every: int = 100
+    log_every: int = 10
+    # Episodic (few-shot) benchmarks only: N-way K-shot with Q query samples per class,
+    # meta-steps per epoch, and the number of tasks for validation and the final test.
+    ways: int | None = None
+    shots: int | None = None
+    query_shots: int | None = None
+    steps_per_epoch: int | None = None
+    val_tasks: int | None = None
+    test_tasks: int | None = None
+    image_size: int | None = None  # benchmarks that resize images (image-folder)
+    val_size: int | None = None  # benchmarks that hold validation images out of train (CIFAR)
+
+    def validate(self) -> None:
+        """Raise UserError for values no run can use."""
+        for name in ("epochs", "batch_size", "eval_every", "checkpoint_every", "log_every", "ways", "shots",
+                     "query_shots", "steps_per_epoch", "val_tasks", "test_tasks", "image_size", "val_size"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or value < 1):
+                raise UserError(f"--{name.replace('_', '-')} must be a positive integer (got {value})")
+        if self.seed < 0:
+            raise UserError(f"--seed must be a non-negative integer (got {self.seed})")
+
+    def resolve(self) -> "RunConfig":
+        """A copy with the benchmark's defaults filled in (benchmark name checked here)."""
+        self.validate()
+        bench = create_benchmark(self.benchmark)
+        episodic: dict[str, Any] = {}
+        if benchmark_kind(bench.kind).episodic:
+            episodic = dict(ways=self.ways or bench.default_ways, shots=self.shots or bench.default_shots,
+                            query_shots=self.query_shots or bench.default_query_shots,
+                            steps_per_epoch=self.steps_per_epoch or bench.default_steps_per_epoch,
+                            val_tasks=self.val_tasks or DEFAULT_VAL_TASKS, test_tasks=self.test_tasks or DEFAULT_TEST_TASKS)
+        else:
+            given = [n for n in EPISODIC_FIELDS if getattr(self, n) is not None]
+            if given:
+                raise UserError(f"--{given[0].replace('_', '-')} applies to few-shot benchmarks; "
+                                f"'{self.benchmark}' trains on mini-batches")
+        if self.image_size is not None and not bench.accepts_image_size:
+            raise UserError(f"--image-size applies to benchmarks that resize images (image-folder), not '{self.benchmark}'")
+        if self.val_size is not None and not bench.accepts_val_size:
+            raise UserError(f"--val-size applies to benchmarks that split validation off train (cifar10, cifar100), "
+                            f"not '{self.benchmark}'")
+        same_defaults = self.learner in (None, bench.default_learner)
+        same_model = self.model in (None, bench.default_model)
+        return dataclasses.replace(
+            self,
+            learner=self.learner or bench.default_learner,
+            # a benchmark's learner defaults (e.g. MAML's inner lr) only suit its default learner
+            learner_options={**(bench.default_learner_options if same_defaults else {}), **self.learner_options},
+            model=self.model or bench.default_model,
+            model_options={**(bench.default_model_options if same_model else {}), **self.model_options},
+            epochs=self.epochs or bench.default_epochs,
+            batch_size=self.batch_size or bench.default_batch_size,
+            **episodic,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict (what config.json holds)."""
+        return dataclasses.asdict(self)

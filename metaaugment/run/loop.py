@@ -1,0 +1,207 @@
+"""The run loop: trains any registered model with any learner and policy on any benchmark.
+
+One loop for every benchmark kind. It validates every `eval_every` epochs, keeps the best
+validation score (and, where the kind tests it, the best model), tests at the end,
+checkpoints atomically every N steps and at every epoch end, resumes bit-for-bit from a
+checkpoint (model, learner, policy, data position and every RNG), and writes config.json,
+metrics.jsonl and results.json. What differs between mini-batch and episodic runs is a
+strategy (`strategies.py`); which metric is reported and whether higher is better comes
+from the kinds table (`metaaugment.spec.KINDS`).
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from metaaugment.errors import UserError
+from metaaugment.policy import StepContext
+from metaaugment.registry import create_benchmark, create_learner, create_model, create_policy
+from metaaugment.run.checkpoint import load_checkpoint, save_checkpoint
+from metaaugment.run.config import RunConfig
+from metaaugment.run.devices import resolve_device
+from metaaugment.run.environment import describe_environment
+from metaaugment.run.folder import RunDirectory
+from metaaugment.run.progress import format_metrics, training_progress
+from metaaugment.run.seeding import capture_rng_state, restore_rng_state, seed_everything
+from metaaugment.run.strategies import KindStrategy, strategy_for
+from metaaugment.spec import benchmark_kind
+
+
+@dataclass
+class TrainingState:
+    """Where training is; saved in the checkpoint.
+
+    epoch_sums: per-step metrics summed over the current epoch; last_train: their epoch means;
+    best_val / best_step: the best validation score of the kind's metric so far and its step;
+    last_val: the latest validation scores.
+    """
+
+    step: int = 0
+    epoch: int = 0
+    step_in_epoch: int = 0
+    epoch_sums: dict[str, float] = field(default_factory=dict)
+    best_val: float | None = None
+    best_step: int | None = None
+    last_val: dict[str, float] = field(default_factory=dict)
+    last_train: dict[str, float] = field(default_factory=dict)
+
+
+class Trainer:
+    """Builds the parts of a run from a resolved RunConfig and trains them."""
+
+    def __init__(self, config: RunConfig, run_dir: RunDirectory, *, console: Console | None = None,
+                 show_progress: bool = True):
+        self.config, self.run_dir = config, run_dir
+        self.console = console or Console(stderr=True)
+        self.show_progress = show_progress
+        bench = create_benchmark(config.benchmark)
+        self.kind = benchmark_kind(bench.kind)
+        self.device = resolve_device(config.device)
+        seed_everything(config.seed)
+        load_options = {name: getattr(config, name) for name in ("image_size", "val_size") if getattr(config, name)}
+        data = bench.load(Path(config.data_root), **load_options)
+        spec = data.spec
+        if self.kind.name == "few-shot":  # the model classifies the task-local labels 0..N-1
+            spec = dataclasses.replace(spec, num_classes=config.ways)
+        self.spec = spec
+        self.model = create_model(config.model, spec, **config.model_options).to(self.device)
+        self.policy = create_policy(config.policy, **config.policy_options)
+        if self.policy.level == ("batch" if self.kind.episodic else "task") or bench.kind not in self.policy.task_kinds:
+            raise UserError(f"policy '{config.policy}' does not apply to {bench.kind} benchmark "
+                            f"'{config.benchmark}' (it applies to: {', '.join(self.policy.task_kinds)})")
+        self.learner = create_learner(config.learner, **config.learner_options)
+        if self.learner.level != ("task" if self.kind.episodic else "batch"):
+            needed = "a meta-learner (maml, metasgd, protonet)" if self.kind.episodic else "a mini-batch learner"
+            raise UserError(f"learner '{config.learner}' does not train {bench.kind} benchmark "
+                            f"'{config.benchmark}': it needs {needed}")
+        self.policy.setup(spec)
+        self.policy.to(self.device)
+        self.strategy: KindStrategy = strategy_for(self.kind)(config, self.kind, data, self.model, self.learner,
+                                                              self.policy, self.device)
+        self.total_steps = self.strategy.steps_per_epoch * config.epochs
+        self.learner.setup(self.model, spec, self.total_steps)
+        self.state = TrainingState()
+        self.best_model: dict[str, Any] | None = None
+        self.ctx = StepContext(model=self.model, spec=spec, steps_per_epoch=self.strategy.steps_per_epoch,
+                               epochs=config.epochs, optimizer=self.learner.optimizer,
+                               **self.strategy.context_services())
+
+    # -- checkpoints -----------------------------------------------------------------------
+    def save_checkpoint(self) -> None:
+        """Atomically write everything needed to continue exactly from here."""
+        save_checkpoint(self.run_dir.checkpoint_path, {
+            "training": dataclasses.asdict(self.state),
+            "model": self.model.state_dict(),
+            "best_model": self.best_model,
+            "learner": self.learner.state_dict(),
+            "policy": self.policy.state_dict(),
+            "data": self.strategy.state_dict(),
+            "rng": capture_rng_state(),
+        })
+
+    def load_checkpoint(self) -> bool:
+        """Restore from the run folder's checkpoint; False when there is none."""
+        path = self.run_dir.checkpoint_path
+        if not path.is_file():
+            return False
+        state = load_checkpoint(path)
+        self.state = TrainingState(**state["training"])
+        self.model.load_state_dict(state["model"])
+        self.best_model = state["best_model"]
+        self.learner.load_state_dict(state["learner"])
+        self.policy.load_state_dict(state["policy"])
+        self.strategy.load_state_dict(state["data"])
+        restore_rng_state(state["rng"])
+        self.run_dir.truncate_metrics(self.state.step)
+        return True
+
+    # -- the loop --------------------------------------------------------------------------
+    def _progress_metrics(self, metrics: dict[str, float]) -> str:
+        shown = dict(metrics)
+        if self.kind.metric in self.state.last_val:
+            shown[self.kind.validation_curve] = self.state.last_val[self.kind.metric]
+        return format_metrics(shown)
+
+    def _step(self, inputs: Any) -> dict[str, float]:
+        """One training step on a batch or meta-batch; returns its metrics."""
+        p = self.state
+        self.ctx.step, self.ctx.epoch, self.ctx.step_in_epoch = p.step, p.epoch, p.step_in_epoch
+        return self.learner.train_step(self.model, inputs, self.policy, self.ctx)
+
+    def _train_epoch(self, bar: Any, task: Any) -> None:
+        cfg, p = self.config, self.state
+        for inputs in self.strategy.epoch_inputs(p.epoch, p.step_in_epoch):
+            metrics = self._step(inputs)
+            p.step += 1
+            p.step_in_epoch += 1
+            for key, value in metrics.items():
+                p.epoch_sums[key] = p.epoch_sums.get(key, 0.0) + float(value)
+            if p.step % cfg.log_every == 0:
+                self.run_dir.append_metrics({"kind": "step", "step": p.step, "epoch": p.epoch + 1, **metrics})
+            bar.update(task, completed=p.step, metrics=self._progress_metrics(metrics))
+            if p.step % cfg.checkpoint_every == 0 and p.step_in_epoch < self.strategy.steps_per_epoch:
+                self.save_checkpoint()
+
+    def _finish_epoch(self) -> None:
+        cfg, p = self.config, self.state
+        p.last_train = {k: v / max(p.step_in_epoch, 1) for k, v in p.epoch_sums.items()}
+        record: dict[str, Any] = {"kind": "epoch", "step": p.step, "epoch": p.epoch + 1}
+        record.update({f"train_{k}": v for k, v in p.last_train.items()})
+        record.update({f"policy_{k}": v for k, v in self.policy.on_epoch_end(self.ctx).items()})
+        if (p.epoch + 1) % cfg.eval_every == 0 or p.epoch + 1 == cfg.epochs:
+            p.last_val = {k: float(v) for k, v in self.strategy.evaluate("val").items()}
+            record.update({f"val_{k}": v for k, v in p.last_val.items()})
+            if self.kind.better(p.last_val[self.kind.metric], p.best_val):
+                p.best_val, p.best_step = p.last_val[self.kind.metric], p.step
+                if self.strategy.tests_best_model:
+                    self.best_model = copy.deepcopy(self.model.state_dict())
+        self.run_dir.append_metrics(record)
+        p.epoch, p.step_in_epoch, p.epoch_sums = p.epoch + 1, 0, {}
+        self.save_checkpoint()
+
+    def run(self) -> dict[str, Any]:
+        """Train to the end (continuing from a checkpoint if the folder has one), test, and
+        return the results also written to results.json."""
+        cfg = self.config
+        resumed_at = self.state.step if self.load_checkpoint() else None
+        started = time.perf_counter()
+        description = f"{cfg.benchmark} · {cfg.policy} · {cfg.learner} · seed {cfg.seed}"
+        with training_progress(self.console, disable=not self.show_progress) as bar:
+            task = bar.add_task(description, total=self.total_steps, completed=self.state.step, metrics="")
+            while self.state.epoch < cfg.epochs:
+                self._train_epoch(bar, task)
+                self._finish_epoch()
+            test_task = bar.add_task(self.strategy.test_label, total=self.strategy.evaluation_size("test"), metrics="")
+            tested = self.best_model if self.strategy.tests_best_model else None
+            test = self.strategy.evaluate("test", tested, on_item=lambda: bar.advance(test_task))
+        results = {"kind": self.kind.name, "metrics": self.strategy.result_metrics(test, self.state),
+                   "wall_time_s": time.perf_counter() - started, "resumed_at_step": resumed_at,
+                   "config": cfg.to_dict(), "policy": self.policy.describe(), "learner": self.learner.describe(),
+                   "environment": describe_environment(self.device)}
+        results["artifacts"] = [p.name for p in self.policy.write_artifacts(self.run_dir.path)]
+        self.save_checkpoint()
+        self.run_dir.write_results(results)
+        return results
+
+
+def train(config: RunConfig, out: Path | str, *, resume: bool = False, overwrite: bool = False,
+          console: Console | None = None, show_progress: bool = True) -> dict[str, Any]:
+    """Run `config` into the folder `out` and return its results.
+
+    A finished folder with `resume=True` returns its stored results without training; an
+    unfinished one continues from its checkpoint. See RunDirectory.check for the rules.
+    """
+    config = config.resolve()
+    run_dir = RunDirectory(Path(out))
+    reuse = run_dir.check(config.to_dict(), resume=resume, overwrite=overwrite)
+    if reuse and run_dir.finished:
+        return run_dir.read_results()
+    trainer = Trainer(config, run_dir, console=console, show_progress=show_progress)  # may raise UserError
+    run_dir.prepare(config.to_dict(), overwrite=overwrite)
+    return trainer.run()

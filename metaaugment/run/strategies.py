@@ -1,0 +1,217 @@
+"""What differs between a mini-batch run and an episodic (few-shot) run, behind one interface.
+
+The run loop (`loop.Trainer`) checkpoints, resumes, logs, validates, selects the best model
+and writes results once for every benchmark kind; a strategy supplies the rest: the inputs
+of each training step, the evaluation of a split, the services it offers policies through
+the StepContext, its own checkpointed state, and which metrics a finished run reports.
+
+- `MiniBatchStrategy` (classification): shuffled mini-batches, a validation stream and
+  validation subsets for policies, the final model tested on the test split.
+- `EpisodicStrategy` (few-shot classification and regression, Rajendran et al. 2020,
+  Appendix E, itself the MAML codebase's protocol): meta-batches of tasks built by the
+  policy's task transforms; validation and test on un-augmented tasks drawn from fixed
+  seeds (the same tasks for every run, seed and policy); the best-validation model tested.
+"""
+from __future__ import annotations
+
+import copy
+import math
+from abc import ABC, abstractmethod
+from typing import Any, Callable, Iterator
+
+import torch
+from torch import nn
+
+from metaaugment.batch import Episode
+from metaaugment.data.batches import BatchStream, evaluation_batches, steps_per_epoch, training_batches
+from metaaugment.data.episodes import EpisodeSampler, FewShotData, isolated_random
+from metaaugment.data.regression import RegressionTasks
+from metaaugment.spec import BenchmarkKind
+
+EVAL_BATCH_SIZE = 512
+# Fixed seeds of the evaluation tasks: every run, seed and policy is scored on the same tasks.
+VAL_TASK_SEED = 1_000_003
+TEST_TASK_SEED = 2_000_029
+
+
+class KindStrategy(ABC):
+    """The part of a run that depends on the benchmark kind.
+
+    steps_per_epoch: training steps in one epoch.
+    tests_best_model: the test split scores the best-validation model (else the final one).
+    test_label: how the progress bar names the final test.
+    """
+
+    steps_per_epoch: int
+    tests_best_model: bool = False
+    test_label: str = "test"
+
+    def __init__(self, config: Any, kind: BenchmarkKind, data: Any, model: nn.Module, learner: Any,
+                 policy: Any, device: torch.device):
+        self.config, self.kind, self.data = config, kind, data
+        self.model, self.learner, self.policy, self.device = model, learner, policy, device
+
+    @abstractmethod
+    def epoch_inputs(self, epoch: int, start: int) -> Iterator[Any]:
+        """The inputs of the training steps `start`, start + 1, ... of `epoch`, produced lazily
+        (a checkpoint between two steps finds the next input not yet drawn)."""
+
+    @abstractmethod
+    def evaluate(self, split: str, model_state: dict[str, Any] | None = None,
+                 on_item: Callable[[], None] | None = None) -> dict[str, Any]:
+        """Scores of the model (or of `model_state`, loaded for the duration) on split "val" or
+        "test"; `on_item` is called after each batch or task (progress bars)."""
+
+    @abstractmethod
+    def evaluation_size(self, split: str) -> int:
+        """How many times `evaluate(split)` calls `on_item`."""
+
+    def context_services(self) -> dict[str, Any]:
+        """StepContext fields this strategy provides to policies."""
+        return {}
+
+    def state_dict(self) -> dict[str, Any]:
+        """Checkpointable state (data positions, generators)."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore `state_dict`."""
+
+    @abstractmethod
+    def result_metrics(self, test: dict[str, Any], state: Any) -> dict[str, Any]:
+        """results.json's metrics from the test scores and the final TrainingState."""
+
+    def _with_model_state(self, model_state: dict[str, Any] | None, evaluate: Callable[[], dict[str, Any]]
+                          ) -> dict[str, Any]:
+        saved = copy.deepcopy(self.model.state_dict()) if model_state is not None else None
+        if model_state is not None:
+            self.model.load_state_dict(model_state)
+        try:
+            return evaluate()
+        finally:
+            if saved is not None:
+                self.model.load_state_dict(saved)
+
+
+class MiniBatchStrategy(KindStrategy):
+    """Classification on shuffled mini-batches of an in-memory ClassificationData."""
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        cfg = self.config
+        self.steps_per_epoch = steps_per_epoch(len(self.data.train), cfg.batch_size)
+        self.val_stream = BatchStream(self.data.val, cfg.batch_size, cfg.seed, self.device)
+        self.subset_generator = torch.Generator().manual_seed(cfg.seed + 104_729)
+
+    def epoch_inputs(self, epoch: int, start: int) -> Iterator[Any]:
+        cfg = self.config
+        return training_batches(self.data.train, cfg.batch_size, cfg.seed, epoch, start=start, device=self.device)
+
+    def _split(self, split: str) -> Any:
+        return {"val": self.data.val, "test": self.data.test}[split]
+
+    def evaluate(self, split: str, model_state: dict[str, Any] | None = None,
+                 on_item: Callable[[], None] | None = None) -> dict[str, Any]:
+        def batches() -> Iterator[Any]:
+            for batch in evaluation_batches(self._split(split), EVAL_BATCH_SIZE, self.device):
+                yield batch
+                if on_item is not None:
+                    on_item()
+
+        return self._with_model_state(model_state, lambda: self.learner.evaluate(self.model, batches()))
+
+    def evaluation_size(self, split: str) -> int:
+        return math.ceil(len(self._split(split)) / EVAL_BATCH_SIZE)
+
+    def evaluate_validation_subset(self, fraction: float = 1.0) -> dict[str, float]:
+        """Loss and accuracy on a random `fraction` of the validation split (model mode kept)."""
+        count = max(1, math.ceil(fraction * len(self.data.val)))
+        indices = torch.randperm(len(self.data.val), generator=self.subset_generator)[:count]
+        was_training = self.model.training
+        metrics = self.learner.evaluate(self.model, evaluation_batches(self.data.val, EVAL_BATCH_SIZE, self.device,
+                                                                       indices))
+        self.model.train(was_training)
+        return metrics
+
+    def context_services(self) -> dict[str, Any]:
+        return {"validation_batch": self.val_stream.next, "evaluate": self.evaluate_validation_subset}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"val_stream": self.val_stream.state_dict(), "subset_generator": self.subset_generator.get_state()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.val_stream.load_state_dict(state["val_stream"])
+        self.subset_generator.set_state(state["subset_generator"])
+
+    def result_metrics(self, test: dict[str, Any], state: Any) -> dict[str, Any]:
+        return {"test_accuracy": test["accuracy"], "test_loss": test["loss"],
+                "best_val_accuracy": state.best_val, "final_val_accuracy": state.last_val.get("accuracy"),
+                "final_val_loss": state.last_val.get("loss"), "epochs": self.config.epochs, "steps": state.step}
+
+
+class EpisodicStrategy(KindStrategy):
+    """Few-shot classification (FewShotData) or regression (RegressionTasks) on episodes."""
+
+    tests_best_model = True
+    test_label = "meta-test (best-validation model)"
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        cfg = self.config
+        self.steps_per_epoch = cfg.steps_per_epoch
+        self.train_tasks, self.val_tasks, self.test_tasks = self._samplers()
+        self.task_generator = torch.Generator().manual_seed(cfg.seed + 7919)
+
+    def _samplers(self) -> tuple[Any, Any, Any]:
+        cfg, data = self.config, self.data
+        if isinstance(data, RegressionTasks):
+            return tuple(data.sampler(split, cfg.shots, cfg.query_shots) for split in ("train", "val", "test"))
+        assert isinstance(data, FewShotData)
+        per_class = cfg.shots + cfg.query_shots
+        train_transforms = self.policy.task_transforms(data.train.meta_dataset(), cfg.ways, per_class)
+        return (EpisodeSampler(data.train, cfg.ways, cfg.shots, cfg.query_shots, train_transforms),
+                EpisodeSampler(data.val, cfg.ways, cfg.shots, cfg.query_shots),
+                EpisodeSampler(data.test, cfg.ways, cfg.shots, cfg.query_shots))
+
+    def epoch_inputs(self, epoch: int, start: int) -> Iterator[list[Episode]]:
+        for _ in range(start, self.steps_per_epoch):
+            yield [self.policy.augment_task(self.train_tasks.sample(self.device), self.task_generator)
+                   for _ in range(self.config.batch_size)]
+
+    def evaluate(self, split: str, model_state: dict[str, Any] | None = None,
+                 on_item: Callable[[], None] | None = None) -> dict[str, Any]:
+        sampler, seed = {"val": (self.val_tasks, VAL_TASK_SEED), "test": (self.test_tasks, TEST_TASK_SEED)}[split]
+
+        def episodes() -> Iterator[Episode]:
+            for _ in range(self.evaluation_size(split)):
+                yield sampler.sample(self.device)
+                if on_item is not None:
+                    on_item()
+
+        def evaluate() -> dict[str, Any]:
+            with isolated_random(seed):
+                return self.learner.evaluate(self.model, episodes())
+
+        return self._with_model_state(model_state, evaluate)
+
+    def evaluation_size(self, split: str) -> int:
+        return self.config.val_tasks if split == "val" else self.config.test_tasks
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"task_generator": self.task_generator.get_state()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.task_generator.set_state(state["task_generator"])
+
+    def result_metrics(self, test: dict[str, Any], state: Any) -> dict[str, Any]:
+        metrics: dict[str, Any] = {f"test_{k}": v for k, v in test.items()}
+        metrics.update({self.kind.best_metric: state.best_val, "best_step": state.best_step,
+                        "epochs": self.config.epochs, "steps": state.step})
+        metrics.update({f"final_train_{k}": v for k, v in state.last_train.items()})
+        metrics.update({f"final_val_{k}": v for k, v in state.last_val.items()})
+        return metrics
+
+
+def strategy_for(kind: BenchmarkKind) -> type[KindStrategy]:
+    """The strategy class of a benchmark kind."""
+    return EpisodicStrategy if kind.episodic else MiniBatchStrategy
