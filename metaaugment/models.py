@@ -13,7 +13,7 @@ from typing import Iterator
 import torch
 from torch import Tensor, nn
 
-from metaaugment.errors import UserError
+from metaaugment.errors import UserError, check_option
 from metaaugment.registry import MODELS
 from metaaugment.spec import TaskSpec
 
@@ -61,6 +61,7 @@ def _conv_block(cin: int, cout: int) -> list[nn.Module]:
 @MODELS.register("small-cnn")
 def small_cnn(spec: TaskSpec, *, width: int = 32) -> FeatureClassifier:
     """Three conv-BN-ReLU stages with pooling and global average pooling; fast on CPU."""
+    check_option(width >= 1, "width", width, "at least 1")
     extractor = nn.Sequential(
         *_conv_block(spec.channels, width),
         *_conv_block(width, 2 * width),
@@ -137,6 +138,7 @@ def preact_resnet18(spec: TaskSpec) -> FeatureClassifier:
 @MODELS.register("wrn-28-10")
 def wrn_28_10(spec: TaskSpec, *, dropout: float = 0.0) -> FeatureClassifier:
     """Wide ResNet 28-10 (36.5M parameters; the paper's CIFAR model, GPU-scale)."""
+    check_option(0 <= dropout < 1, "dropout", dropout, "in [0, 1)")
     extractor, width = wide_resnet_extractor(spec.channels, 28, 10, dropout)
     return FeatureClassifier(spec, extractor, width)
 
@@ -144,6 +146,7 @@ def wrn_28_10(spec: TaskSpec, *, dropout: float = 0.0) -> FeatureClassifier:
 @MODELS.register("wrn-40-2")
 def wrn_40_2(spec: TaskSpec, *, dropout: float = 0.0) -> FeatureClassifier:
     """Wide ResNet 40-2 (2.2M parameters; the paper's smaller CIFAR model)."""
+    check_option(0 <= dropout < 1, "dropout", dropout, "in [0, 1)")
     extractor, width = wide_resnet_extractor(spec.channels, 40, 2, dropout)
     return FeatureClassifier(spec, extractor, width)
 
@@ -156,6 +159,9 @@ def conv4(spec: TaskSpec, *, hidden_size: int = 64) -> FeatureClassifier:
     forward_features gives (B, hidden_size * (H // 16) * (W // 16)) features."""
     from metaaugment.dependencies import learn2learn
 
+    check_option(hidden_size >= 1, "hidden_size", hidden_size, "at least 1")
+    if len(spec.input_shape) != 3:
+        raise UserError(f"conv4 takes images (C, H, W); this benchmark's inputs have shape {spec.input_shape}")
     backbone = learn2learn().vision.models.CNN4Backbone(hidden_size=hidden_size, channels=spec.channels,
                                                         max_pool=True)
     # four 2x2 max-pools floor each side to side // 16
@@ -187,6 +193,7 @@ def mlp(spec: TaskSpec, *, hidden: tuple[int, ...] = (40, 40)) -> MLPRegressor:
     """MAML's sinusoid regressor: inputs -> 40 -> 40 -> 1 with ReLU (hidden sizes configurable)."""
     if len(spec.input_shape) != 1:
         raise UserError("mlp takes flat inputs (a regression benchmark such as sinusoid)")
+    check_option(len(hidden) > 0 and all(h >= 1 for h in hidden), "hidden", hidden, "one or more positive widths")
     return MLPRegressor(spec.input_shape[0], tuple(hidden))
 
 

@@ -6,8 +6,10 @@ name, so `create_policy("mixup")` works without importing anything else first.
 """
 from __future__ import annotations
 
+import contextlib
 import importlib
 import inspect
+import re
 import types
 import typing
 from dataclasses import dataclass
@@ -48,15 +50,28 @@ class Registry(Generic[T]):
                 importlib.import_module(module)
 
     def register(self, name: str, summary: str | None = None) -> Callable[[Callable[..., T]], Callable[..., T]]:
-        """Decorator registering a class or function under `name`."""
+        """Decorator registering a class or function under `name`. A class gets `name` as its
+        `name` attribute (what config.json and describe() record), so the name is written once."""
 
         def decorate(factory: Callable[..., T]) -> Callable[..., T]:
             if name in self._entries:
                 raise ValueError(f"{self.kind} '{name}' is registered twice")
+            if inspect.isclass(factory):
+                factory.name = name  # type: ignore[attr-defined]
             self._entries[name] = Entry(name, factory, summary or _first_doc_line(factory))
             return factory
 
         return decorate
+
+    @contextlib.contextmanager
+    def scoped(self) -> Iterator["Registry[T]"]:
+        """A block whose registrations are undone when it ends (tests, notebooks)."""
+        self._load_builtins()
+        saved = dict(self._entries)
+        try:
+            yield self
+        finally:
+            self._entries = saved
 
     def __contains__(self, name: str) -> bool:
         self._load_builtins()
@@ -79,14 +94,22 @@ class Registry(Generic[T]):
         return self._entries[name]
 
     def create(self, name: str, *args: Any, **options: Any) -> T:
-        """Build `name` with keyword `options`; unknown option names give a UserError."""
+        """Build `name` with keyword `options`. Unknown option names, and option values the
+        factory rejects with a ValueError or TypeError, give a one-line UserError naming them."""
         factory = self.get(name).factory
         accepted = option_types(factory)
         unknown = sorted(set(options) - set(accepted))
         if unknown and not _accepts_var_kwargs(factory):
             valid = f"its options: {', '.join(accepted)}" if accepted else "it takes no options"
             raise UserError(f"{self.kind} '{name}' has no option {', '.join(unknown)}; {valid}")
-        return factory(*args, **options)
+        try:
+            return factory(*args, **options)
+        except (ValueError, TypeError) as error:
+            message = " ".join(str(error).split())  # one line, even from a multi-line message
+            if options and not any(re.search(rf"\b{re.escape(key)}\b", message) for key in options):
+                given = ", ".join(f"{key}={value!r}" for key, value in options.items())
+                message = f"rejects {given}: {message}"
+            raise UserError(f"{self.kind} '{name}': {message}") from None
 
 
 def _signature_of(factory: Callable[..., Any]) -> inspect.Signature:

@@ -95,16 +95,17 @@ def test_declared_metadata(name):
     assert POLICIES.get(name).summary, "every policy needs a one-line summary for `metaaug list`"
 
 
-def test_the_documented_example_policy_works(monkeypatch):
+def test_the_documented_example_policy_works():
     """docs/policy-interface.md's 'Writing and registering a policy' runs as written."""
     import re
     from pathlib import Path
 
     doc = (Path(__file__).resolve().parents[1] / "docs" / "policy-interface.md").read_text()
     code = re.search(r"## Writing and registering a policy.*?```python\n(.*?)```", doc, re.S).group(1)
-    monkeypatch.setattr(POLICIES, "_entries", dict(POLICIES._entries))  # keep the registry clean
-    exec(compile(code, "policy-interface.md", "exec"), {})
-    policy = create_policy("gaussian-noise", sigma=0.1)
+    with POLICIES.scoped():  # the example's registration ends with the test
+        exec(compile(code, "policy-interface.md", "exec"), {})
+        policy = create_policy("gaussian-noise", sigma=0.1)
+    assert "gaussian-noise" not in POLICIES
     policy.setup(SPEC)
     batch = make_batch(64)
     out = policy.augment(batch, make_context())

@@ -74,8 +74,6 @@ class CountingPolicy(AugmentationPolicy):
     """Test policy with tensor and non-tensor state that shapes training: it scales inputs by
     a factor that changes with every step it has seen."""
 
-    name = "test-counting"
-
     def __init__(self):
         super().__init__()
         self.register_buffer("seen_labels", torch.zeros(10))
@@ -98,9 +96,9 @@ class CountingPolicy(AugmentationPolicy):
 
 @pytest.fixture
 def counting_policy():
-    POLICIES.register("test-counting")(CountingPolicy)
-    yield
-    POLICIES._entries.pop("test-counting")
+    with POLICIES.scoped():
+        POLICIES.register("test-counting")(CountingPolicy)
+        yield
 
 
 def test_policy_state_survives_a_crash_and_resume(tmp_path, counting_policy, crash_at):

@@ -1,13 +1,14 @@
 """Fixed baseline policies, thin wrappers over torchvision.transforms.v2."""
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from torchvision.transforms import v2
 
 from metaaugment.baselines.per_sample import apply_per_sample
 from metaaugment.batch import Batch
-from metaaugment.errors import UserError
+from metaaugment.errors import UserError, check_option
 from metaaugment.policy import AugmentationPolicy, StepContext
 from metaaugment.registry import POLICIES
 from metaaugment.spec import TaskSpec
@@ -17,7 +18,6 @@ from metaaugment.spec import TaskSpec
 class NoAugmentation(AugmentationPolicy):
     """No augmentation: batches as they are; few-shot tasks built by the standard protocol."""
 
-    name = "none"
     level = "any"
     task_kinds = ("classification", "few-shot", "regression")
 
@@ -37,12 +37,11 @@ class _PerSampleTorchvision(AugmentationPolicy):
 class RandAugment(_PerSampleTorchvision):
     """RandAugment (Cubuk et al. 2020): num_ops random ops at one global magnitude."""
 
-    name = "randaugment"
-
     def __init__(self, *, num_ops: int = 2, magnitude: int = 9, num_magnitude_bins: int = 31):
         super().__init__()
-        if not 0 <= magnitude < num_magnitude_bins:
-            raise UserError(f"randaugment magnitude must be in [0, {num_magnitude_bins - 1}] (got {magnitude})")
+        check_option(num_ops >= 0, "num_ops", num_ops, "a non-negative integer")
+        check_option(num_magnitude_bins >= 1, "num_magnitude_bins", num_magnitude_bins, "at least 1")
+        check_option(0 <= magnitude < num_magnitude_bins, "magnitude", magnitude, f"in [0, {num_magnitude_bins - 1}]")
         self.options = dict(num_ops=num_ops, magnitude=magnitude, num_magnitude_bins=num_magnitude_bins)
         self.transform = v2.RandAugment(**self.options)
 
@@ -54,10 +53,9 @@ class RandAugment(_PerSampleTorchvision):
 class TrivialAugment(_PerSampleTorchvision):
     """TrivialAugment Wide (Mueller & Hutter 2021): one random op at a random magnitude."""
 
-    name = "trivialaugment"
-
     def __init__(self, *, num_magnitude_bins: int = 31):
         super().__init__()
+        check_option(num_magnitude_bins >= 1, "num_magnitude_bins", num_magnitude_bins, "at least 1")
         self.num_magnitude_bins = num_magnitude_bins
         self.transform = v2.TrivialAugmentWide(num_magnitude_bins=num_magnitude_bins)
 
@@ -69,13 +67,10 @@ class TrivialAugment(_PerSampleTorchvision):
 class AutoAugment(_PerSampleTorchvision):
     """AutoAugment (Cubuk et al. 2019) with its searched cifar10, imagenet or svhn policy."""
 
-    name = "autoaugment"
-
     def __init__(self, *, policy: str = "cifar10"):
         super().__init__()
         choices = {p.name.lower(): p for p in v2.AutoAugmentPolicy}
-        if policy.lower() not in choices:
-            raise UserError(f"autoaugment policy must be one of {', '.join(sorted(choices))} (got {policy!r})")
+        check_option(policy.lower() in choices, "policy", policy, f"one of {', '.join(sorted(choices))}")
         self.policy_name = policy.lower()
         self.transform = v2.AutoAugment(choices[self.policy_name])
 
@@ -91,8 +86,7 @@ class _BatchMix(AugmentationPolicy):
 
     def __init__(self, *, alpha: float = 1.0):
         super().__init__()
-        if alpha <= 0:
-            raise UserError(f"{self.name} alpha must be positive (got {alpha})")
+        check_option(math.isfinite(alpha) and alpha > 0, "alpha", alpha, "a positive number")
         self.alpha = alpha
         self.transform: Any = None
 
@@ -116,7 +110,6 @@ class _BatchMix(AugmentationPolicy):
 class MixUp(_BatchMix):
     """MixUp (Zhang et al. 2018): convex combinations of image pairs and their labels."""
 
-    name = "mixup"
     transform_class = v2.MixUp
 
 
@@ -124,7 +117,6 @@ class MixUp(_BatchMix):
 class CutMix(_BatchMix):
     """CutMix (Yun et al. 2019): paste a box from a partner image; labels mixed by area."""
 
-    name = "cutmix"
     transform_class = v2.CutMix
 
 
@@ -132,12 +124,9 @@ class CutMix(_BatchMix):
 class Cutout(_PerSampleTorchvision):
     """Cutout (DeVries & Taylor 2017): zero one size x size square per image."""
 
-    name = "cutout"
-
     def __init__(self, *, size: int | None = None):
         super().__init__()
-        if size is not None and size <= 0:
-            raise UserError(f"cutout size must be positive (got {size})")
+        check_option(size is None or size > 0, "size", size, "a positive number of pixels")
         self.size = size
 
     def setup(self, spec: TaskSpec) -> None:

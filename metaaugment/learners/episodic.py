@@ -8,6 +8,7 @@ set) from learner overfitting by exactly these two curves on meta-train and meta
 """
 from __future__ import annotations
 
+import math
 from abc import abstractmethod
 from typing import Any, Callable, Iterable, Sequence
 
@@ -17,7 +18,7 @@ from torch import Tensor, nn
 
 from metaaugment.batch import Episode
 from metaaugment.dependencies import learn2learn
-from metaaugment.errors import UserError
+from metaaugment.errors import UserError, check_option
 from metaaugment.learners.base import Learner
 from metaaugment.policy import AugmentationPolicy, StepContext
 from metaaugment.registry import LEARNERS
@@ -54,8 +55,7 @@ class EpisodicLearner(Learner):
     supports_regression = True
 
     def __init__(self, *, meta_lr: float = 1e-3):
-        if meta_lr <= 0:
-            raise UserError(f"meta_lr must be positive (got {meta_lr})")
+        check_option(math.isfinite(meta_lr) and meta_lr > 0, "meta_lr", meta_lr, "a positive number")
         self.meta_lr = meta_lr
         self.spec: TaskSpec | None = None
         self._optimizer: torch.optim.Optimizer | None = None
@@ -139,8 +139,10 @@ class _GradientMetaLearner(EpisodicLearner):
     def __init__(self, *, inner_lr: float = 0.4, inner_steps: int = 1, eval_inner_steps: int | None = None,
                  first_order: bool = False, meta_lr: float = 1e-3):
         super().__init__(meta_lr=meta_lr)
-        if inner_lr <= 0 or inner_steps < 1 or (eval_inner_steps is not None and eval_inner_steps < 1):
-            raise UserError("inner_lr must be positive and inner_steps / eval_inner_steps at least 1")
+        check_option(math.isfinite(inner_lr) and inner_lr > 0, "inner_lr", inner_lr, "a positive number")
+        check_option(inner_steps >= 1, "inner_steps", inner_steps, "at least 1")
+        check_option(eval_inner_steps is None or eval_inner_steps >= 1, "eval_inner_steps", eval_inner_steps,
+                     "at least 1")
         self.inner_lr, self.inner_steps, self.first_order = inner_lr, inner_steps, first_order
         self.eval_inner_steps = eval_inner_steps or inner_steps
         self.wrapper: nn.Module | None = None
@@ -184,8 +186,6 @@ class _GradientMetaLearner(EpisodicLearner):
 class MAMLLearner(_GradientMetaLearner):
     """MAML (Finn et al. 2017) through learn2learn.algorithms.MAML; first_order=true for FOMAML."""
 
-    name = "maml"
-
     def wrap(self, model: nn.Module) -> None:
         self.wrapper = learn2learn().algorithms.MAML(model, lr=self.inner_lr, first_order=self.first_order)
 
@@ -193,8 +193,6 @@ class MAMLLearner(_GradientMetaLearner):
 @LEARNERS.register("metasgd")
 class MetaSGDLearner(_GradientMetaLearner):
     """Meta-SGD (Li et al. 2017) through learn2learn.algorithms.MetaSGD: per-parameter inner rates, learned."""
-
-    name = "metasgd"
 
     def wrap(self, model: nn.Module) -> None:
         self.wrapper = learn2learn().algorithms.MetaSGD(model, lr=self.inner_lr, first_order=self.first_order)
@@ -221,7 +219,6 @@ def prototype_logits(support: Tensor, support_labels: Tensor, query: Tensor, way
 class ProtoNetLearner(EpisodicLearner):
     """Prototypical Networks (Snell et al. 2017): classify queries by the nearest support class mean."""
 
-    name = "protonet"
     supports_regression = False
 
     def score_task(self, model: nn.Module, episode: Episode, training: bool) -> tuple[Tensor, dict[str, float]]:

@@ -8,7 +8,7 @@ import torch
 from torch import Tensor, nn
 
 from metaaugment.batch import Batch
-from metaaugment.errors import UserError
+from metaaugment.errors import check_option
 from metaaugment.learners.base import Learner
 from metaaugment.losses import accuracy, per_sample_cross_entropy, weighted_mean
 from metaaugment.policy import AugmentationPolicy, ForwardOutput, StepContext, StepResult
@@ -60,18 +60,20 @@ class SupervisedLearner(Learner):
     the first third, down to 0.002).
     """
 
-    name = "supervised"
     level = "batch"
 
     def __init__(self, *, lr: float = 0.05, momentum: float = 0.9, weight_decay: float = 5e-4,
                  nesterov: bool = True, schedule: str = "cosine", warmup_fraction: float = 1 / 3,
                  initial_lr_ratio: float = 0.02, final_lr_ratio: float = 0.01):
-        if lr <= 0:
-            raise UserError(f"learning rate must be positive (got {lr})")
-        if schedule not in ("cosine", "constant", "onecycle"):
-            raise UserError(f"schedule must be 'cosine', 'constant' or 'onecycle' (got {schedule!r})")
-        if not 0 < warmup_fraction < 1 or not 0 < final_lr_ratio <= initial_lr_ratio <= 1:
-            raise UserError("onecycle needs 0 < warmup_fraction < 1 and 0 < final_lr_ratio <= initial_lr_ratio <= 1")
+        check_option(math.isfinite(lr) and lr > 0, "lr", lr, "a positive number")
+        check_option(math.isfinite(momentum) and momentum >= 0, "momentum", momentum, "a non-negative number")
+        check_option(math.isfinite(weight_decay) and weight_decay >= 0, "weight_decay", weight_decay,
+                     "a non-negative number")
+        check_option(schedule in ("cosine", "constant", "onecycle"), "schedule", schedule, "cosine, constant or onecycle")
+        check_option(0 < warmup_fraction < 1, "warmup_fraction", warmup_fraction, "in (0, 1)")
+        check_option(0 < initial_lr_ratio <= 1, "initial_lr_ratio", initial_lr_ratio, "in (0, 1]")
+        check_option(0 < final_lr_ratio <= initial_lr_ratio, "final_lr_ratio", final_lr_ratio,
+                     f"in (0, initial_lr_ratio = {initial_lr_ratio}]")
         self.hyper = dict(lr=lr, momentum=momentum, weight_decay=weight_decay, nesterov=nesterov, schedule=schedule)
         if schedule == "onecycle":
             self.hyper.update(warmup_fraction=warmup_fraction, initial_lr_ratio=initial_lr_ratio,

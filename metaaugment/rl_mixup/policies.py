@@ -14,13 +14,14 @@ RL-Mixup through the policy hooks (Algorithm 1):
 """
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from metaaugment.batch import Batch
-from metaaugment.errors import UserError
+from metaaugment.errors import UserError, check_option
 from metaaugment.models import scratch_buffers
 from metaaugment.policy import AugmentationPolicy, StepContext, StepResult
 from metaaugment.registry import POLICIES
@@ -44,16 +45,14 @@ EXAMPLES = 4  # samples of the last batch kept for the Appendix B figure
 class SaliencyMixup(AugmentationPolicy):
     """Saliency-guided patch mixup (RL-Mixup Eqs. 1-4) with q drawn uniformly from the agent's 10 values, or fixed."""
 
-    name = "saliency-mixup"
     needs_model = True
     soft_labels = True
 
     def __init__(self, *, q: float | None = None, patches: int | None = None, alpha: float = 0.5):
         super().__init__()
-        if q is not None and not 0 <= q <= 100:
-            raise UserError(f"{self.name} q must be a percentile in [0, 100] (got {q})")
-        if (patches is not None and patches < 1) or alpha <= 0:
-            raise UserError(f"{self.name} needs patches >= 1 and alpha > 0")
+        check_option(q is None or 0 <= q <= 100, "q", q, "a percentile in [0, 100]")
+        check_option(patches is None or patches >= 1, "patches", patches, "at least 1")
+        check_option(math.isfinite(alpha) and alpha > 0, "alpha", alpha, "a positive number")
         self.q, self.requested_patches, self.alpha = q, patches, alpha
         self.patches = patches or DEFAULT_PATCHES
         self.last_mix: dict[str, torch.Tensor] = {}
@@ -120,7 +119,6 @@ class SaliencyMixup(AugmentationPolicy):
 class RLMixup(SaliencyMixup):
     """RL-Mixup: saliency patch mixup with q per sample chosen by a PPO agent (Stable-Baselines3) rewarded by validation accuracy."""
 
-    name = "rl-mixup"
     needs_validation = True
 
     def __init__(self, *, patches: int | None = None, alpha: float = 0.5, reward_every: int = 50,
@@ -128,12 +126,16 @@ class RLMixup(SaliencyMixup):
                  ppo_epochs: int = 20, agent_batch_size: int = 100, gamma: float = 1.001,
                  features_dim: int = 512, extractor_channels: tuple[int, ...] = (200, 300, 400)):
         super().__init__(q=None, patches=patches, alpha=alpha)
-        if reward_every < 1 or episodes_per_update < 1 or ppo_epochs < 1 or agent_batch_size < 2:
-            raise UserError("rl-mixup needs reward_every >= 1, episodes_per_update >= 1, ppo_epochs >= 1 "
-                            "and agent_batch_size >= 2")
-        if not 0 < val_fraction <= 1 or agent_lr <= 0 or gamma <= 0 or features_dim < 1 or not extractor_channels:
-            raise UserError("rl-mixup needs 0 < val_fraction <= 1, agent_lr > 0, gamma > 0, features_dim >= 1 "
-                            "and at least one extractor channel count")
+        check_option(reward_every >= 1, "reward_every", reward_every, "at least 1")
+        check_option(0 < val_fraction <= 1, "val_fraction", val_fraction, "in (0, 1]")
+        check_option(episodes_per_update >= 1, "episodes_per_update", episodes_per_update, "at least 1")
+        check_option(math.isfinite(agent_lr) and agent_lr > 0, "agent_lr", agent_lr, "a positive number")
+        check_option(ppo_epochs >= 1, "ppo_epochs", ppo_epochs, "at least 1")
+        check_option(agent_batch_size >= 2, "agent_batch_size", agent_batch_size, "at least 2")
+        check_option(math.isfinite(gamma) and gamma > 0, "gamma", gamma, "a positive number")
+        check_option(features_dim >= 1, "features_dim", features_dim, "at least 1")
+        check_option(len(extractor_channels) > 0 and all(c >= 1 for c in extractor_channels), "extractor_channels",
+                     extractor_channels, "one or more positive channel counts")
         self.reward_every, self.val_fraction, self.episodes_per_update = reward_every, val_fraction, episodes_per_update
         self.agent_options = dict(learning_rate=agent_lr, n_epochs=ppo_epochs, minibatch_size=agent_batch_size,
                                   gamma=gamma, features_dim=features_dim, extractor_channels=tuple(extractor_channels))

@@ -11,6 +11,7 @@ the sampler, which refreshes its distribution every s steps.
 """
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,7 @@ import torch
 from torch import Tensor
 
 from metaaugment.batch import Batch
-from metaaugment.errors import UserError
+from metaaugment.errors import UserError, check_option
 from metaaugment.models import scratch_buffers
 from metaaugment.policy import AugmentationPolicy, ForwardOutput, StepContext, StepResult
 from metaaugment.registry import POLICIES
@@ -66,7 +67,6 @@ def own_feature_extractor(width: int = 32) -> torch.nn.Module:
 class MetaAugment(AugmentationPolicy):
     """MetaAugment (Zhou et al. 2021): a policy network meta-learns per-sample loss weights of sampled op pairs."""
 
-    name = "metaaugment"
     needs_model = True
     needs_validation = True
 
@@ -76,19 +76,21 @@ class MetaAugment(AugmentationPolicy):
                  lookahead_steps: int = 1, transfer_from: str | None = None, extractor: str = "shared",
                  val_batch_size: int | None = None):
         super().__init__()
-        if extractor not in ("shared", "own"):
-            raise UserError(f"metaaugment extractor must be shared or own (got {extractor!r})")
-        if engine not in ENGINES:
-            raise UserError(f"metaaugment engine must be one of {', '.join(ENGINES)} (got {engine!r})")
-        unknown = [op for op in extra_ops if op not in ALL_OPS or op in OPS]
-        if unknown:
-            raise UserError(f"metaaugment extra_ops must be among {', '.join(o for o in ALL_OPS if o not in OPS)}")
-        if copies < 1 or cutout < 0 or lookahead_steps < 1 or policy_lr <= 0:
-            raise UserError("metaaugment needs copies >= 1, cutout >= 0, lookahead_steps >= 1 and policy_lr > 0")
-        if val_batch_size is not None and val_batch_size < 1:
-            raise UserError(f"metaaugment val_batch_size must be at least 1 (got {val_batch_size})")
-        if lookahead_steps > 1 and engine != "higher":
-            raise UserError("lookahead_steps > 1 needs engine=higher (the fast engines are exact for one step)")
+        check_option(extractor in ("shared", "own"), "extractor", extractor, "shared or own")
+        check_option(engine in ENGINES, "engine", engine, f"one of {', '.join(ENGINES)}")
+        extra = [op for op in ALL_OPS if op not in OPS]
+        check_option(all(op in extra for op in extra_ops), "extra_ops", extra_ops, f"among {', '.join(extra)}")
+        check_option(math.isfinite(policy_lr) and policy_lr > 0, "policy_lr", policy_lr, "a positive number")
+        check_option(alpha is None or (math.isfinite(alpha) and alpha > 0), "alpha", alpha, "a positive number")
+        check_option(window >= 1, "window", window, "at least 1")
+        check_option(refresh >= 1, "refresh", refresh, "at least 1")
+        check_option(0 <= epsilon <= 1, "epsilon", epsilon, "in [0, 1]")
+        check_option(cutout >= 0, "cutout", cutout, "a non-negative number of pixels")
+        check_option(copies >= 1, "copies", copies, "at least 1")
+        check_option(lookahead_steps >= 1, "lookahead_steps", lookahead_steps, "at least 1")
+        check_option(lookahead_steps == 1 or engine == "higher", "lookahead_steps", lookahead_steps,
+                     "1 unless engine=higher (the fast engines are exact for one step)")
+        check_option(val_batch_size is None or val_batch_size >= 1, "val_batch_size", val_batch_size, "at least 1")
         self.engine, self.policy_lr, self.alpha_init = engine, policy_lr, alpha
         # n_val of Algorithm 1: the validation mini-batch of the lookahead (default: the
         # trainer's validation batch, as large as the training batch)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from metaaugment.errors import check_option
 from metaaugment.sample_aware.ops import MAGNITUDE_FREE, MAX_MAGNITUDE, NUM_OPS, OPS
 
 EMBEDDING_DIM = 2 * NUM_OPS
@@ -49,8 +50,9 @@ class TransformationSampler(nn.Module):
 
     def __init__(self, window: int = 100, refresh: int = 10, epsilon: float = 0.1, num_ops: int = NUM_OPS):
         super().__init__()
-        if window < 1 or refresh < 1 or not 0.0 <= epsilon <= 1.0:
-            raise ValueError("window and refresh must be >= 1 and epsilon in [0, 1]")
+        check_option(window >= 1, "window", window, "at least 1")
+        check_option(refresh >= 1, "refresh", refresh, "at least 1")
+        check_option(0.0 <= epsilon <= 1.0, "epsilon", epsilon, "in [0, 1]")
         self.window, self.refresh, self.epsilon, self.num_ops = window, refresh, epsilon, num_ops
         self.register_buffer("probabilities", torch.full((num_ops, num_ops), 1.0 / num_ops**2))
         self.register_buffer("output_sums", torch.zeros(window, num_ops, num_ops, dtype=torch.float64))

@@ -12,6 +12,7 @@ Both noises can wrap targets into a range for angular targets (--set wrap=0,10).
 """
 from __future__ import annotations
 
+import math
 from typing import Any, ClassVar, Sequence
 
 import torch
@@ -19,7 +20,7 @@ import torch
 from metaaugment.batch import Episode
 from metaaugment.data.episodes import standard_task_transforms
 from metaaugment.dependencies import learn2learn
-from metaaugment.errors import UserError
+from metaaugment.errors import UserError, check_option
 from metaaugment.policy import AugmentationPolicy
 from metaaugment.registry import POLICIES
 from metaaugment.task_augmentation.label_noise import shift_targets
@@ -72,7 +73,6 @@ class NonMutuallyExclusive(_LabelConstruction):
     (`sinusoid`), it leaves tasks unchanged: the baseline without augmentation.
     """
 
-    name = "nme"
     task_kinds = ("few-shot", "regression")
     fixed_groups = True
     shuffle_labels = False
@@ -82,7 +82,6 @@ class NonMutuallyExclusive(_LabelConstruction):
 class IntraShuffle(_LabelConstruction):
     """Fixed class groups, label order shuffled per task (CE-increasing within groups)."""
 
-    name = "intrashuffle"
     fixed_groups = True
     shuffle_labels = True
 
@@ -91,7 +90,6 @@ class IntraShuffle(_LabelConstruction):
 class InterShuffle(_LabelConstruction):
     """N classes sampled freely per task with shuffled labels (the standard protocol)."""
 
-    name = "intershuffle"
 
 
 class _TargetShift(AugmentationPolicy):
@@ -102,8 +100,8 @@ class _TargetShift(AugmentationPolicy):
 
     def __init__(self, wrap: tuple[float, ...] | None):
         super().__init__()
-        if wrap is not None and (len(wrap) != 2 or not wrap[0] < wrap[1]):
-            raise UserError(f"{self.name} wrap must be LOW,HIGH with LOW < HIGH (got {wrap})")
+        check_option(wrap is None or (len(wrap) == 2 and math.isfinite(wrap[0]) and wrap[0] < wrap[1]
+                                      and math.isfinite(wrap[1])), "wrap", wrap, "LOW,HIGH with LOW < HIGH")
         self.wrap = (float(wrap[0]), float(wrap[1])) if wrap is not None else None
 
     def draw_epsilon(self, generator: torch.Generator) -> float:
@@ -118,11 +116,8 @@ class _TargetShift(AugmentationPolicy):
 class TargetNoise(_TargetShift):
     """y' = y + eps on support and query, eps ~ U(-amplitude, amplitude) once per task."""
 
-    name = "target-noise"
-
     def __init__(self, *, amplitude: float = 1.0, wrap: tuple[float, ...] | None = None):
-        if amplitude < 0:
-            raise UserError(f"target-noise amplitude must be non-negative (got {amplitude})")
+        check_option(math.isfinite(amplitude) and amplitude >= 0, "amplitude", amplitude, "a non-negative number")
         self.amplitude = amplitude
         super().__init__(wrap)
 
@@ -137,11 +132,9 @@ class TargetNoise(_TargetShift):
 class DiscreteNoise(_TargetShift):
     """y' = y + eps on support and query, eps drawn uniformly from `values` once per task."""
 
-    name = "discrete-noise"
-
     def __init__(self, *, values: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75), wrap: tuple[float, ...] | None = None):
-        if not values or len(set(values)) != len(values):
-            raise UserError(f"discrete-noise values must be distinct numbers, e.g. 0,0.25,0.5,0.75 (got {values})")
+        check_option(len(values) > 0 and len(set(values)) == len(values) and all(math.isfinite(v) for v in values),
+                     "values", values, "distinct numbers, e.g. 0,0.25,0.5,0.75")
         self.values = tuple(float(v) for v in values)
         super().__init__(wrap)
 
