@@ -52,7 +52,7 @@ def _base_config(benchmark: str, learner: Optional[str], model: Optional[str], e
                  batch_size: Optional[int], lr: Optional[float], device: str, data_root: Path,
                  eval_every: int, checkpoint_every: int, learner_set: Optional[List[str]],
                  model_set: Optional[List[str]], **episodic: Optional[int]) -> Any:
-    from metaaugment.learners import LEARNERS
+    from metaaugment.learners import LEARNERS, EpisodicLearner
     from metaaugment.registry import MODELS, parse_options
     from metaaugment.run.config import RunConfig
 
@@ -63,7 +63,8 @@ def _base_config(benchmark: str, learner: Optional[str], model: Optional[str], e
     config.learner_options.update(parse_options(LEARNERS.get(config.learner).factory, learner_set or []))
     if lr is not None:
         # the outer (meta) learning rate for meta-learners, the SGD rate otherwise
-        config.learner_options["meta_lr" if LEARNERS.get(config.learner).factory.level == "task" else "lr"] = lr
+        episodic = issubclass(LEARNERS.get(config.learner).factory, EpisodicLearner)
+        config.learner_options["meta_lr" if episodic else "lr"] = lr
     config.model_options.update(parse_options(MODELS.get(config.model).factory, model_set or []))
     return config
 
@@ -130,7 +131,7 @@ def run(
     """Train with one policy on a benchmark; writes config.json, metrics.jsonl, results.json."""
     import dataclasses
 
-    from metaaugment.registry import POLICIES, option_types, parse_options
+    from metaaugment.registry import POLICIES, parse_options
     from metaaugment.run.loop import train
 
     if resume and overwrite:
@@ -140,11 +141,8 @@ def run(
                           query_shots=query_shots, steps_per_epoch=steps_per_epoch, val_tasks=val_tasks,
                           test_tasks=test_tasks, image_size=image_size, val_size=val_size)
     options = parse_options(POLICIES.get(policy).factory, policy_set or [])
-    if policy_from is not None:
-        if "transfer_from" not in option_types(POLICIES.get(policy).factory):
-            raise UserError(f"--policy-from applies to policies that can be transferred (metaaugment), not '{policy}'")
-        options["transfer_from"] = str(policy_from)
-    config = dataclasses.replace(config, policy=policy, policy_options=options, seed=seed)
+    config = dataclasses.replace(config, policy=policy, policy_options=options, seed=seed,
+                                 policy_from=None if policy_from is None else str(policy_from))
     out = out or Path("runs") / benchmark / policy / f"seed{seed}"
     results = train(config, out, resume=resume, overwrite=overwrite, console=err_console, show_progress=not quiet)
     out_console.print(_results_table(f"{benchmark} · {policy} · seed {seed}", _result_rows(results, out)))

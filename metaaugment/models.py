@@ -31,16 +31,23 @@ class Standardize(nn.Module):
 
 
 class FeatureClassifier(nn.Module):
-    """standardize -> feature extractor -> linear head, with the two halves callable apart."""
+    """standardize -> feature extractor -> linear head, with the two halves callable apart.
 
-    def __init__(self, spec: TaskSpec, extractor: nn.Module, feature_dim: int):
+    num_features: the width D of the features the head classifies (timm's attribute name).
+    """
+
+    def __init__(self, spec: TaskSpec, extractor: nn.Module, num_features: int):
         super().__init__()
         if spec.num_classes is None:
             raise UserError("this model is a classifier and needs a benchmark with classes")
         self.standardize = Standardize(spec.mean, spec.std)
         self.extractor = extractor
-        self.head = nn.Linear(feature_dim, spec.num_classes)
-        self.feature_dim = feature_dim
+        self.head = nn.Linear(num_features, spec.num_classes)
+        self.num_features = num_features
+
+    def get_classifier(self) -> nn.Module:
+        """The final linear layer (timm's name for it)."""
+        return self.head
 
     def forward_features(self, x: Tensor) -> Tensor:
         """(B, C, H, W) images in [0, 1] -> (B, feature_dim) features."""
@@ -214,3 +221,37 @@ def scratch_buffers(model: nn.Module) -> Iterator[None]:
     finally:
         for module, name, buffer in originals:
             module._buffers[name] = buffer
+
+
+def has_features(model: nn.Module) -> bool:
+    """Whether `model` exposes its features the timm way (forward_features and forward_head)."""
+    return callable(getattr(model, "forward_features", None)) and callable(getattr(model, "forward_head", None))
+
+
+def pooled_features(model: nn.Module, inputs: Tensor) -> Tensor:
+    """(B, ...) inputs -> (B, D) features, the input of the model's final linear layer."""
+    return model.forward_features(inputs)
+
+
+def classifier(model: nn.Module) -> nn.Module | None:
+    """The model's final linear layer (timm's `get_classifier()`), or None."""
+    get = getattr(model, "get_classifier", None)
+    return get() if callable(get) else None
+
+
+def feature_width(model: nn.Module, spec: TaskSpec, needed_by: str = "this policy") -> int:
+    """D of the model's pooled features: timm's `num_features`, else measured on one blank
+    input (in eval mode, with scratch buffers, so the model is left exactly as it was)."""
+    if not has_features(model):
+        raise UserError(f"{needed_by} needs a task network exposing forward_features / forward_head "
+                        "(the timm convention; every registered model does)")
+    width = getattr(model, "num_features", None)
+    if isinstance(width, int):
+        return width
+    device = next(model.parameters()).device
+    was_training = model.training
+    with torch.no_grad(), scratch_buffers(model):
+        model.eval()
+        width = pooled_features(model, torch.zeros(1, *spec.input_shape, device=device)).shape[1]
+    model.train(was_training)
+    return int(width)

@@ -1,27 +1,34 @@
-"""The one augmentation-policy interface, and the context objects it receives.
+"""The augmentation-policy interface, and the context objects its hooks receive.
 
-A training step of a batch-level learner calls the hooks in this order::
+`AugmentationPolicy` is the one abstract root. `BatchPolicy` augments mini-batches and may
+weight their samples; `TaskPolicy` shapes few-shot tasks. Who calls what, for both kinds:
 
-    policy.setup(spec)                         # once, before training (and before a resume)
-    for each step:
-        batch  = policy.augment(batch, ctx)    # x -> x', y -> y' (soft), may set batch.weights
-        output = forward(model, batch)         # logits, per-sample losses (with graph), features
-        w      = policy.loss_weights(batch, output, ctx)   # (B,) or None
-        loss   = sum(w * output.losses) / sum(w); backward; optimizer step
-        policy.after_step(StepResult(...), ctx)  # feedback: rewards, sampler statistics
-    policy.on_epoch_end(ctx)                   # e.g. the end of an RL episode
+- the learner calls the per-step hooks: `augment`, `loss_weights`, `after_step`
+  (`supervised_step`) and `augment_task` (`EpisodicLearner.train_step`);
+- the run loop (or a user's own loop) calls the lifecycle hooks: `setup` once before
+  training (and before a resume restores the state), `on_epoch_end` after each epoch,
+  `task_transforms` when it builds the meta-training task sampler, `write_artifacts` when
+  the run ends.
 
-Episodic (few-shot) learners use the task-level hooks instead::
+A training step of a batch learner::
 
-    transforms = policy.task_transforms(dataset, ways, shots)   # how tasks are built
-    episode    = policy.augment_task(episode, generator)        # one random key per task
+    batch  = policy.augment(batch, ctx)                 # x -> x', y -> y' (soft), may set batch.weights
+    output = forward_pass(model, batch)                 # logits, per-sample losses (with graph), features
+    w      = policy.loss_weights(batch, output, ctx)    # (B,) or None
+    loss   = sum(w * output.losses) / sum(w); backward; optimizer step
+    policy.after_step(StepResult(...), ctx)             # feedback: rewards
+
+A meta-training step of an episodic learner::
+
+    episode = policy.augment_task(episode, ctx.task_generator)   # one random key per task
 
 The three families of the papers map onto these hooks:
 
 - MetaAugment: `augment` applies sampled op pairs; `loss_weights` runs the one-step lookahead
   on `ctx.model` against `ctx.validation_batch()` (using the forward pass's per-sample losses
-  and features), updates its policy network, and returns the new weights (Eq. 4 order);
-  `after_step` refreshes the transformation sampler.
+  and features), updates its policy network, records the outputs in the transformation
+  sampler (which refreshes its distribution every s records) and returns the new weights
+  (Eq. 4 order).
 - RL-Mixup: `augment` computes saliency with `ctx.model` and mixes patches; `after_step`
   gives the PPO agent its reward from `ctx.evaluate(0.1)` every t_reward steps;
   `on_epoch_end` closes the episode.
@@ -30,12 +37,12 @@ The three families of the papers map onto these hooks:
 
 State: a policy is an `nn.Module`, so its networks move with `.to(device)` and are saved with
 `state_dict()`. Non-tensor state (sampler statistics, an optimizer's state, counters) goes
-through `get_extra_state` / `set_extra_state`, which `state_dict` includes; the trainer saves
-the policy's state_dict in every checkpoint and restores it on resume after `setup`.
+through `get_extra_state` / `set_extra_state`, which `state_dict` includes. Every learned
+part is built in `setup`, so `load_state_dict` after `setup` restores a policy completely.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Sequence
 
@@ -80,19 +87,21 @@ class StepResult:
 
 @dataclass
 class StepContext:
-    """What the trainer tells a policy about the current step.
+    """What the training loop tells a policy, at `setup` and at every step.
 
     Only `model` and `spec` are required, so a user's own training loop can build one in a
-    line; the optional services are filled in by the trainer and asked for with `require`.
+    line; the optional services are filled in by the run loop and asked for with `require`.
 
     model: the task network (in train mode during training).
     spec: the benchmark's TaskSpec.
     step / epoch / step_in_epoch / steps_per_epoch: position in training (0-based).
     epochs: the number of epochs the run trains for (RL-Mixup scales its reward by epoch / epochs).
+    batch_size: samples per training batch (tasks per meta-batch on episodic benchmarks).
     optimizer: the task network's optimizer (lookahead policies read its learning rate).
     loss_fn: per-sample loss, (logits, targets) -> (B,).
     validation_batch: () -> Batch, a fresh held-out mini-batch on the model's device.
     evaluate: (fraction) -> {"accuracy", "loss"} on a random fraction of the validation split.
+    task_generator: the generator `augment_task` draws each task's key from (checkpointed).
     """
 
     model: nn.Module
@@ -102,11 +111,12 @@ class StepContext:
     step_in_epoch: int = 0
     steps_per_epoch: int | None = None
     epochs: int | None = None
+    batch_size: int | None = None
     optimizer: torch.optim.Optimizer | None = None
     loss_fn: Callable[[Tensor, Tensor], Tensor] = per_sample_cross_entropy
     validation_batch: Callable[[], Batch] | None = None
     evaluate: Callable[[float], dict[str, float]] | None = None
-    extras: dict[str, Any] = field(default_factory=dict)
+    task_generator: torch.Generator | None = None
 
     @property
     def device(self) -> torch.device:
@@ -123,48 +133,57 @@ class StepContext:
 
 
 class AugmentationPolicy(nn.Module):
-    """Base class of every augmentation policy, learned or fixed.
+    """The root of every augmentation policy, learned or fixed (use `BatchPolicy` or `TaskPolicy`).
 
-    Subclasses override only the hooks they need; every default leaves the data unchanged.
-    Class attributes tell learners and the CLI what a policy needs:
-
-    level: "batch" (uses augment / loss_weights on mini-batches), "task" (uses
-           task_transforms / augment_task on few-shot episodes) or "any".
-    needs_model: augment or loss_weights read `ctx.model` (saliency, features, lookahead).
-    needs_validation: the policy calls `ctx.validation_batch` or `ctx.evaluate`.
-    soft_labels: augment may return (B, C) soft targets.
-    task_kinds: the benchmark kinds it applies to ("classification", "few-shot", "regression").
-
-    Contract (checked for every registered policy by tests/test_policy_contract.py):
-    augment returns a new Batch of the same size with inputs of the same shape, dtype and
-    range [0, 1], and targets either (B,) int64 or (B, C) rows summing to 1; it never
-    modifies the caller's tensors in place. loss_weights returns None or (B,) non-negative
-    weights. State survives `state_dict` -> `load_state_dict` into a fresh instance.
+    benchmark_kinds: the benchmark kinds (keys of metaaugment.spec.KINDS) the policy applies
+    to; a run on any other kind stops with one clear line before it starts.
     """
 
-    name: ClassVar[str] = "policy"
-    level: ClassVar[str] = "batch"
-    needs_model: ClassVar[bool] = False
-    needs_validation: ClassVar[bool] = False
-    soft_labels: ClassVar[bool] = False
-    task_kinds: ClassVar[tuple[str, ...]] = ("classification",)
+    name: ClassVar[str] = "policy"  # set by the registry to the CLI name
+    benchmark_kinds: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self) -> None:
         super().__init__()
         self.spec: TaskSpec | None = None
 
-    # -- lifecycle -----------------------------------------------------------------------
-    def setup(self, spec: TaskSpec) -> None:
-        """Prepare for a benchmark (build networks sized by `spec`); called once before training."""
-        self.spec = spec
+    def setup(self, ctx: StepContext) -> None:
+        """Prepare for a run: build every learned part (networks sized by `ctx.spec` and
+        `ctx.model`, optimizers, agents) on `ctx.device`. Called once, before training and
+        before `load_state_dict` on a resume. Subclasses call `super().setup(ctx)` first."""
+        if not isinstance(ctx, StepContext):
+            raise TypeError(f"{type(self).__name__}.setup takes a StepContext (StepContext(model=..., spec=...)), "
+                            f"not {type(ctx).__name__}")
+        self.spec = ctx.spec
 
     def require_spec(self) -> TaskSpec:
         """The spec given to `setup`, or a clear error if setup was not called."""
         if self.spec is None:
-            raise RuntimeError(f"call {type(self).__name__}.setup(spec) before using the policy")
+            raise RuntimeError(f"call {type(self).__name__}.setup(ctx) before using the policy")
         return self.spec
 
-    # -- batch-level hooks -----------------------------------------------------------------
+    def write_artifacts(self, folder: Path) -> list[Path]:
+        """Write figures of what the policy learned into the run folder at the end of a run
+        (e.g. MetaAugment's sampler heatmap); returns the paths written."""
+        return []
+
+    def describe(self) -> dict[str, Any]:
+        """Hyperparameters worth recording in results.json (override to add more)."""
+        return {"name": self.name}
+
+
+class BatchPolicy(AugmentationPolicy):
+    """A policy on mini-batches: transforms inputs and labels, and may weight each sample's loss.
+
+    Contract (checked for every registered batch policy by tests/test_policy_contract.py):
+    `augment` returns a new Batch of the same size with inputs of the same shape, dtype and
+    range [0, 1], and targets either (B,) int64 or (B, C) rows summing to 1; it never
+    modifies the caller's tensors in place. `loss_weights` returns None or (B,) non-negative
+    weights. State survives `state_dict` -> `load_state_dict` into a fresh, set-up instance,
+    which then steps exactly as the original would have.
+    """
+
+    benchmark_kinds: ClassVar[tuple[str, ...]] = ("classification",)
+
     def augment(self, batch: Batch, ctx: StepContext) -> Batch:
         """Transform a training mini-batch: inputs, targets (possibly soft) and weights."""
         return batch
@@ -178,27 +197,28 @@ class AugmentationPolicy(nn.Module):
         return {}
 
     def on_epoch_end(self, ctx: StepContext) -> dict[str, float]:
-        """Called after the last step of each epoch; returns metrics to log."""
+        """Called by the run loop after the last step of each epoch; returns metrics to log."""
         return {}
 
-    # -- task-level hooks ------------------------------------------------------------------
+
+class TaskPolicy(AugmentationPolicy):
+    """A policy on few-shot tasks: how tasks are built, and a transform of each whole task.
+
+    Contract (checked for every registered task policy by tests/test_policy_contract.py):
+    `task_transforms` returns None or learn2learn task transforms that build tasks of `ways`
+    classes with `shots` samples each; `augment_task` returns an Episode of the same shapes,
+    draws its randomness from the generator only, and never modifies the caller's tensors.
+    """
+
+    benchmark_kinds: ClassVar[tuple[str, ...]] = ("few-shot",)
+
     def task_transforms(self, dataset: Any, ways: int, shots: int) -> Sequence[Any] | None:
         """learn2learn task transforms building meta-training tasks of `ways` classes with
         `shots` samples per class (support plus query) from the MetaDataset `dataset`;
-        None = the standard protocol (fewshot.standard_task_transforms)."""
+        None = the standard protocol (data.episodes.standard_task_transforms)."""
         return None
 
     def augment_task(self, episode: Episode, generator: torch.Generator) -> Episode:
         """Transform one episode; draw its randomness once from `generator` so that support
         and query share the same key (e.g. one noise epsilon per task)."""
         return episode
-
-    # -- reporting -------------------------------------------------------------------------
-    def write_artifacts(self, folder: Path) -> list[Path]:
-        """Write figures of what the policy learned into the run folder at the end of a run
-        (e.g. MetaAugment's sampler heatmap); returns the paths written."""
-        return []
-
-    def describe(self) -> dict[str, Any]:
-        """Hyperparameters worth recording in config.json (override to add more)."""
-        return {"name": self.name}

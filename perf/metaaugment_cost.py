@@ -48,10 +48,10 @@ def training_steppers(spec: TaskSpec, batch: Batch, val: Batch, device: torch.de
         torch.manual_seed(0)
         model = create_model(model_name, spec).to(device)
         policy = create_policy(policy_name, **options)
-        policy.setup(spec)
-        policy.to(device)
         optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
         ctx = StepContext(model=model, spec=spec, optimizer=optimizer, validation_batch=lambda: val)
+        policy.setup(ctx)
+        policy.to(device)
         return lambda: supervised_step(model, optimizer, batch, policy, ctx)
 
     steps = {"plain SGD step": make("none")}

@@ -22,11 +22,13 @@ def make_stepper(policy_name: str, spec: TaskSpec, batch: Batch, device: torch.d
     torch.manual_seed(0)
     model = create_model(model_name, spec).to(device)
     policy = create_policy(policy_name)
-    policy.setup(spec)
-    policy.to(device)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     # policies that learn from validation data (MetaAugment) get the training batch as a stand-in
-    ctx = StepContext(model=model, spec=spec, optimizer=optimizer, validation_batch=lambda: batch)
+    ctx = StepContext(model=model, spec=spec, optimizer=optimizer, validation_batch=lambda: batch,
+                      batch_size=len(batch), steps_per_epoch=100, epochs=1,
+                      evaluate=lambda fraction: {"accuracy": 0.0, "loss": 0.0})
+    policy.setup(ctx)
+    policy.to(device)
     return lambda: supervised_step(model, optimizer, batch, policy, ctx)
 
 
@@ -47,7 +49,7 @@ def main() -> None:
                   torch.randint(0, 10, (args.batch_size,), generator=g)).to(device)
     print(f"device {device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else 'CPU'}), "
           f"threads {torch.get_num_threads()}, model {args.model}, batch {args.batch_size}x{spec.input_shape}")
-    names = [n for n in POLICIES.names() if "classification" in POLICIES.get(n).factory.task_kinds]
+    names = [n for n in POLICIES.names() if "classification" in POLICIES.get(n).factory.benchmark_kinds]
     steppers = {name: make_stepper(name, spec, batch, device, args.model) for name in names}
     median = round_robin(steppers, device, args.repeats)
     print(f"{'policy':16s} {'ms/step':>9s} {'ratio to none':>14s}")

@@ -59,11 +59,12 @@ def main() -> None:
         torch.manual_seed(0)
         model = create_model(args.model, spec).to(device)
         policy = create_policy(policy_name, **options)
-        policy.setup(spec)
         optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, nesterov=True)
         # the reward's validation pass is timed on its own below: here it never comes due
         ctx = StepContext(model=model, spec=spec, optimizer=optimizer, steps_per_epoch=args.steps_per_epoch,
-                          epochs=300, evaluate=lambda fraction: {"accuracy": 0.0, "loss": 0.0})
+                          epochs=300, batch_size=args.batch_size,
+                          evaluate=lambda fraction: {"accuracy": 0.0, "loss": 0.0})
+        policy.setup(ctx)
         return model, policy, ctx, lambda: supervised_step(model, optimizer, batch, policy, ctx)
 
     _, _, _, plain = stepper("none")
@@ -71,7 +72,6 @@ def main() -> None:
     model, rl_policy, rl_ctx, rl_step = stepper("rl-mixup", patches=args.patches, reward_every=10**9)
     rl_ctx.step_in_epoch = 1  # mid-episode: record() never starts or fills an episode here
     saliency = patch_saliency(input_saliency(model, batch.inputs, batch.targets, rl_ctx.loss_fn), args.patches)
-    rl_step()  # builds the agent
     agent = rl_policy.agent
 
     def act_and_record() -> None:

@@ -19,7 +19,6 @@ class Benchmark:
     default_ways / default_shots / default_query_shots / default_steps_per_epoch: the
           episodic defaults (N classes, K support and Q query samples per class, and the
           meta-steps one "epoch" counts).
-    needs_data: False for embedded benchmarks that ship with their dependencies.
     accepts_image_size: load takes an `image_size` keyword (--image-size).
     accepts_val_size: load takes a `val_size` keyword, the images held out of train (--val-size).
     """
@@ -32,7 +31,6 @@ class Benchmark:
     default_learner: str = "supervised"
     default_learner_options: dict[str, Any] = field(default_factory=dict)
     default_model_options: dict[str, Any] = field(default_factory=dict)
-    needs_data: bool = True
     accepts_image_size: bool = False
     accepts_val_size: bool = False
     kind: str = "classification"

@@ -48,5 +48,4 @@ def digits() -> Benchmark:
         default_epochs=30,
         default_batch_size=64,
         default_learner_options={"lr": 0.05},
-        needs_data=False,
     )

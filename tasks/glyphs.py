@@ -200,5 +200,4 @@ def glyphs() -> Benchmark:
                      default_model_options={"hidden_size": 32}, default_epochs=10,
                      default_batch_size=8, default_learner="maml",
                      default_learner_options={"inner_lr": 0.4, "inner_steps": 1, "eval_inner_steps": 3},
-                     default_ways=5, default_shots=1, default_query_shots=5, default_steps_per_epoch=50,
-                     needs_data=False)
+                     default_ways=5, default_shots=1, default_query_shots=5, default_steps_per_epoch=50)

@@ -70,8 +70,7 @@ def sinusoid_benchmark() -> Benchmark:
     return Benchmark(name="sinusoid", load=lambda root: SinusoidTasks(mutually_exclusive=False), kind="regression",
                      default_model="mlp", default_epochs=10, default_batch_size=6, default_learner="maml",
                      default_learner_options={"inner_lr": 0.001, "inner_steps": 1, "eval_inner_steps": 10},
-                     default_ways=1, default_shots=10, default_query_shots=10, default_steps_per_epoch=200,
-                     needs_data=False)
+                     default_ways=1, default_shots=10, default_query_shots=10, default_steps_per_epoch=200)
 
 
 @BENCHMARKS.register("sinusoid-standard")
@@ -81,6 +80,5 @@ def sinusoid_standard_benchmark() -> Benchmark:
                      kind="regression", default_model="mlp", default_epochs=10, default_batch_size=25,
                      default_learner="maml",
                      default_learner_options={"inner_lr": 0.01, "inner_steps": 1, "eval_inner_steps": 10},
-                     default_ways=1, default_shots=10, default_query_shots=10, default_steps_per_epoch=200,
-                     needs_data=False)
+                     default_ways=1, default_shots=10, default_query_shots=10, default_steps_per_epoch=200)
 

@@ -16,7 +16,7 @@ def constant_images(values):
 
 def make(name, **options):
     policy = create_policy(name, **options)
-    policy.setup(SPEC)
+    policy.setup(CTX)
     return policy
 
 
@@ -64,7 +64,7 @@ def test_cutout_zeroes_exactly_one_square_and_keeps_labels():
 def test_cutout_default_is_half_the_side():
     assert make("cutout").size == 4
     cifar = create_policy("cutout")
-    cifar.setup(TaskSpec(num_classes=10, input_shape=(3, 32, 32)))
+    cifar.setup(StepContext(model=torch.nn.Identity(), spec=TaskSpec(num_classes=10, input_shape=(3, 32, 32))))
     assert cifar.size == 16  # the paper's 16x16 on CIFAR
 
 

@@ -51,7 +51,8 @@ def test_metasgd_learns_its_inner_rates():
     learner = create_learner("metasgd", inner_lr=0.1)
     learner.setup(model, SPEC, 10)
     rates = [p.clone() for p in learner.wrapper.lrs]
-    learner.train_step(model, [episode(s) for s in range(4)], create_policy("none"), StepContext(model=model, spec=SPEC))
+    ctx = StepContext(model=model, spec=SPEC, task_generator=torch.Generator())
+    learner.train_step(model, [episode(s) for s in range(4)], create_policy("none"), ctx)
     assert any(not torch.equal(a, b) for a, b in zip(rates, learner.wrapper.lrs))
 
 

@@ -63,8 +63,8 @@ def context():
 
 def test_weights_sum_to_one_and_the_real_update_does_not_differentiate_through_p():
     policy = create_policy("metaaugment")
-    policy.setup(SPEC)
     ctx = context()
+    policy.setup(ctx)
     batch = policy.augment(Batch(torch.rand(10, 3, 12, 12), torch.randint(0, 4, (10,))), ctx)
     weights = policy.loss_weights(batch, forward_pass(ctx.model, batch), ctx)
     assert weights.shape == (10,) and weights.sum().item() == pytest.approx(1.0) and (weights > 0).all()
@@ -79,8 +79,8 @@ def test_weights_sum_to_one_and_the_real_update_does_not_differentiate_through_p
 
 def test_policy_outputs_move_and_alpha_is_learned():
     policy = create_policy("metaaugment", policy_lr=0.01)
-    policy.setup(SPEC)
     ctx = context()
+    policy.setup(ctx)
     for _ in range(3):
         supervised_step(ctx.model, ctx.optimizer, Batch(torch.rand(10, 3, 12, 12), torch.randint(0, 4, (10,))), policy, ctx)
     assert policy.alpha.item() != pytest.approx(0.1, abs=1e-7)  # started at the task optimizer's lr
@@ -101,26 +101,39 @@ def test_metaaugment_run_writes_figures_and_resumes_exactly(tmp_path, crash_at):
     assert resumed["metrics"] == reference["metrics"]
 
 
-def test_transfer_reuses_a_trained_policy_frozen_to_train_another_network(tmp_path):
+def test_transfer_reuses_a_trained_policy_frozen_to_train_another_network(tmp_path, crash_at):
     source = quick_config(policy="metaaugment", epochs=1)
     train(source, tmp_path / "source", show_progress=False)
-    target = quick_config(policy="metaaugment", epochs=1, model_options={"width": 8},
-                          policy_options={"transfer_from": str(tmp_path / "source")})
+    # another task network (width 8, not the source's 32): the policy keeps the source's features
+    target = quick_config(policy="metaaugment", epochs=2, model_options={"width": 8}, checkpoint_every=10,
+                          policy_from=str(tmp_path / "source"))
     results = train(target, tmp_path / "target", show_progress=False)
-    assert results["policy"]["transfer_from"] == str(tmp_path / "source")
+    assert results["config"]["policy_from"] == str(tmp_path / "source") and results["policy"]["transferred"]
     load = lambda name: torch.load(tmp_path / name / "checkpoint.pt", weights_only=False)["policy"]  # noqa: E731
     trained, reused = load("source"), load("target")
     for key in ("network.output.weight", "sampler.probabilities", "log_alpha"):
-        assert torch.equal(trained[key], reused[key]), key  # frozen: identical after a whole epoch
+        assert torch.equal(trained[key], reused[key]), key  # frozen: identical after two whole epochs
     assert any(k.startswith("feature_model.") for k in reused)  # the source's task network gives features
+    # a transfer run resumes exactly too
+    crash_at(25)
+    with pytest.raises(KeyboardInterrupt):
+        train(target, tmp_path / "crashed", show_progress=False)
+    resumed = train(target, tmp_path / "crashed", resume=True, show_progress=False)
+    assert resumed["resumed_at_step"] == 20 and resumed["metrics"] == results["metrics"]
 
 
-def test_policy_from_needs_a_finished_metaaugment_run(tmp_path):
+def test_policy_from_needs_a_finished_run_of_the_same_policy(tmp_path):
     from metaaugment.errors import UserError
 
     with pytest.raises(UserError, match="not a finished run"):
-        train(quick_config(policy="metaaugment", policy_options={"transfer_from": str(tmp_path)}), tmp_path / "x",
+        train(quick_config(policy="metaaugment", policy_from=str(tmp_path)), tmp_path / "x", show_progress=False)
+    train(quick_config(policy="none", epochs=1), tmp_path / "plain", show_progress=False)
+    with pytest.raises(UserError, match="that run used policy 'none', not 'metaaugment'"):
+        train(quick_config(policy="metaaugment", policy_from=str(tmp_path / "plain")), tmp_path / "y",
               show_progress=False)
+    with pytest.raises(UserError, match="applies to policies that can be transferred"):
+        train(quick_config(policy="mixup", policy_from=str(tmp_path / "plain")), tmp_path / "z", show_progress=False)
+    assert not any((tmp_path / name).exists() for name in ("x", "y", "z"))
 
 
 def test_wide_resnets_have_the_published_sizes():
@@ -131,8 +144,8 @@ def test_wide_resnets_have_the_published_sizes():
 
 def test_own_extractor_ablation_learns_its_own_features():
     policy = create_policy("metaaugment", extractor="own", policy_lr=0.01)
-    policy.setup(SPEC)
     ctx = context()
+    policy.setup(ctx)
     supervised_step(ctx.model, ctx.optimizer, Batch(torch.rand(10, 3, 12, 12), torch.randint(0, 4, (10,))), policy, ctx)
     before = [p.detach().clone() for p in policy.own_extractor.parameters()]
     supervised_step(ctx.model, ctx.optimizer, Batch(torch.rand(10, 3, 12, 12), torch.randint(0, 4, (10,))), policy, ctx)
@@ -141,10 +154,9 @@ def test_own_extractor_ablation_learns_its_own_features():
 
 def test_val_batch_size_is_algorithm_1s_n_val_the_first_samples_of_the_validation_batch():
     def run(val_batch_size, val_count):
-        torch.manual_seed(3)  # the policy network's initial weights
         policy = create_policy("metaaugment", val_batch_size=val_batch_size)
-        policy.setup(SPEC)
         ctx = context()
+        policy.setup(ctx)
         full = ctx.validation_batch()
         ctx.validation_batch = lambda: full.replace(inputs=full.inputs[:val_count], targets=full.targets[:val_count])
         torch.manual_seed(2)

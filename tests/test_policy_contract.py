@@ -1,63 +1,99 @@
-"""Every registered policy honours the AugmentationPolicy contract (docs/policy-interface.md)."""
+"""Every registered policy honours its contract (docs/policy-interface.md): the batch contract
+for batch policies, the task contract for task policies, and a state round trip after which
+the restored policy steps exactly as the original does."""
 import io
 
 import numpy as np
 import pytest
 import torch
 
-from metaaugment import Batch, StepContext, TaskSpec, create_model, create_policy
+from metaaugment import Batch, BatchPolicy, Episode, StepContext, StepResult, TaskPolicy, TaskSpec, create_model
+from metaaugment.data.episodes import EpisodeSampler, FewShotSplit
 from metaaugment.learners import forward_pass
-from metaaugment.registry import POLICIES
+from metaaugment.registry import POLICIES, create_policy
 
 SPEC = TaskSpec(num_classes=5, input_shape=(3, 16, 16), mean=(0.5,) * 3, std=(0.25,) * 3)
+BATCH = 8
+BATCH_POLICIES = [n for n in POLICIES.names() if issubclass(POLICIES.get(n).factory, BatchPolicy)]
+TASK_POLICIES = [n for n in POLICIES.names() if issubclass(POLICIES.get(n).factory, TaskPolicy)]
 
 
-def make_batch(size: int = 8) -> Batch:
-    g = torch.Generator().manual_seed(0)
+def make_batch(size: int = BATCH, seed: int = 0) -> Batch:
+    g = torch.Generator().manual_seed(seed)
     return Batch(torch.rand(size, 3, 16, 16, generator=g), torch.randint(0, 5, (size,), generator=g))
 
 
 def make_context() -> StepContext:
-    """A context with every service a policy may declare it needs (model with features,
-    optimizer, validation batches and subsets, the run's length)."""
+    """A context with every service a policy may ask for (model with features, optimizer,
+    validation batches and subsets, the run's length and batch size)."""
+    torch.manual_seed(0)
     model = create_model("small-cnn", SPEC, width=4)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
-    return StepContext(model=model, spec=SPEC, optimizer=optimizer, validation_batch=lambda: make_batch(6),
-                       steps_per_epoch=10, epochs=3, evaluate=lambda fraction: {"accuracy": 0.5, "loss": 1.0})
+    return StepContext(model=model, spec=SPEC, optimizer=optimizer, validation_batch=lambda: make_batch(6, seed=1),
+                       steps_per_epoch=10, epochs=3, batch_size=BATCH,
+                       evaluate=lambda fraction: {"accuracy": 0.5, "loss": 1.0},
+                       task_generator=torch.Generator().manual_seed(0))
 
 
-@pytest.mark.parametrize("name", POLICIES.names())
-def test_augment_contract(name):
+def set_up(name: str, ctx: StepContext):
     policy = create_policy(name)
-    policy.setup(SPEC)
+    policy.setup(ctx)
+    return policy
+
+
+def test_every_policy_is_a_batch_or_a_task_policy():
+    assert set(BATCH_POLICIES) | set(TASK_POLICIES) == set(POLICIES.names())
+    assert "none" in BATCH_POLICIES and "none" in TASK_POLICIES  # applies to every benchmark kind
+
+
+# -- the batch contract -----------------------------------------------------------------------
+@pytest.mark.parametrize("name", BATCH_POLICIES)
+def test_augment_contract(name):
+    ctx = make_context()
+    policy = set_up(name, ctx)
     batch = make_batch()
     before = (batch.inputs.clone(), batch.targets.clone())
-    out = policy.augment(batch, make_context())
-    assert isinstance(out, Batch) and len(out) == len(batch)
-    assert out.inputs.shape == batch.inputs.shape and out.inputs.dtype == batch.inputs.dtype
+    out = policy.augment(batch, ctx)
+    assert isinstance(out, Batch) and len(out) % len(batch) == 0  # copies > 1 may repeat samples
+    assert out.inputs.shape[1:] == batch.inputs.shape[1:] and out.inputs.dtype == batch.inputs.dtype
     assert 0.0 <= out.inputs.min().item() and out.inputs.max().item() <= 1.0
     if out.targets.dim() == 1:
         assert out.targets.dtype == torch.int64
     else:
-        assert policy.soft_labels, "soft targets from a policy that does not declare soft_labels"
-        assert out.targets.shape == (len(batch), SPEC.num_classes)
-        torch.testing.assert_close(out.targets.sum(1), torch.ones(len(batch)))
+        assert out.targets.shape == (len(out), SPEC.num_classes)
+        torch.testing.assert_close(out.targets.sum(1), torch.ones(len(out)))
     # the caller's tensors are never modified in place
     assert torch.equal(batch.inputs, before[0]) and torch.equal(batch.targets, before[1])
 
 
-@pytest.mark.parametrize("name", POLICIES.names())
+@pytest.mark.parametrize("name", BATCH_POLICIES)
 def test_loss_weights_contract(name):
-    policy = create_policy(name)
-    policy.setup(SPEC)
     ctx = make_context()
+    policy = set_up(name, ctx)
     batch = policy.augment(make_batch(), ctx)
     weights = policy.loss_weights(batch, forward_pass(ctx.model, batch), ctx)
     assert weights is None or (weights.shape == (len(batch),) and (weights >= 0).all())
 
 
+def batch_steps(policy: BatchPolicy, ctx: StepContext, first: int, count: int) -> list:
+    """`count` policy steps (augment, forward, weights, feedback) from step `first`, each with
+    its own fixed seed, then the end of the epoch; everything the policy returned."""
+    outputs = []
+    for step in range(first, first + count):
+        ctx.step = ctx.step_in_epoch = step
+        torch.manual_seed(100 + step)
+        batch = policy.augment(make_batch(seed=step), ctx)
+        output = forward_pass(ctx.model, batch)
+        weights = policy.loss_weights(batch, output, ctx)
+        detached = type(output)(output.logits.detach(), output.losses.detach(), None)
+        metrics = policy.after_step(StepResult(batch, detached, weights, 0.0), ctx)
+        outputs.append((batch.inputs, batch.targets, weights, metrics))
+    outputs.append(policy.on_epoch_end(ctx))
+    return outputs
+
+
 def same(a, b) -> bool:
-    """Deep equality of state values (tensors, dicts such as an optimizer's state, lists)."""
+    """Deep equality of state values and step outputs (tensors, arrays, dicts, lists)."""
     if isinstance(a, torch.Tensor):
         return isinstance(b, torch.Tensor) and torch.equal(a, b)
     if isinstance(a, np.ndarray):  # e.g. a rollout buffer
@@ -66,33 +102,115 @@ def same(a, b) -> bool:
         return isinstance(b, dict) and a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
     if isinstance(a, (list, tuple)):
         return isinstance(b, (list, tuple)) and len(a) == len(b) and all(same(x, y) for x, y in zip(a, b))
+    if isinstance(a, (Batch, Episode)):
+        return type(a) is type(b) and same(vars(a), vars(b))
     return a == b
 
 
-@pytest.mark.parametrize("name", POLICIES.names())
-def test_state_survives_a_checkpoint_round_trip(name):
-    policy = create_policy(name)
-    policy.setup(SPEC)
-    ctx = make_context()  # one step first, so that learned state (lazily sized networks) exists
-    batch = policy.augment(make_batch(), ctx)
-    policy.loss_weights(batch, forward_pass(ctx.model, batch), ctx)
+def round_trip(policy, name: str, ctx: StepContext):
+    """A fresh, set-up instance loaded from `policy`'s state_dict, through bytes as in a checkpoint."""
     buffer = io.BytesIO()
     torch.save(policy.state_dict(), buffer)
     buffer.seek(0)
-    fresh = create_policy(name)
-    fresh.setup(SPEC)
+    torch.manual_seed(12345)  # the fresh instance's own initial weights differ from the original's
+    fresh = set_up(name, ctx)
     fresh.load_state_dict(torch.load(buffer, weights_only=False))
-    for (k1, v1), (k2, v2) in zip(policy.state_dict().items(), fresh.state_dict().items()):
-        assert k1 == k2
-        assert same(v1, v2), k1
+    return fresh
 
 
-@pytest.mark.parametrize("name", POLICIES.names())
-def test_declared_metadata(name):
-    policy = create_policy(name)
-    assert policy.name == name, "registry name and policy.name must agree (config.json records it)"
-    assert policy.level in ("batch", "task", "any")
-    assert POLICIES.get(name).summary, "every policy needs a one-line summary for `metaaug list`"
+@pytest.mark.parametrize("name", BATCH_POLICIES)
+def test_a_restored_batch_policy_steps_exactly_as_the_original(name):
+    ctx = make_context()
+    policy = set_up(name, ctx)
+    batch_steps(policy, ctx, 0, 4)  # learned state exists: optimizer moments, agent buffer, counts
+    fresh = round_trip(policy, name, ctx)
+    assert same(policy.state_dict(), fresh.state_dict())
+    original_steps, restored_steps = batch_steps(policy, ctx, 4, 3), batch_steps(fresh, ctx, 4, 3)
+    assert same(original_steps, restored_steps)
+    assert same(policy.state_dict(), fresh.state_dict())
+
+
+def test_a_lost_optimizer_state_would_be_caught():
+    """The round trip above detects lost state: MetaAugment without its Adam moments steps differently."""
+    ctx = make_context()
+    policy = set_up("metaaugment", ctx)
+    batch_steps(policy, ctx, 0, 4)
+    fresh = round_trip(policy, "metaaugment", ctx)
+    fresh.optimizer.state.clear()
+    assert not same(batch_steps(policy, ctx, 4, 2), batch_steps(fresh, ctx, 4, 2))
+
+
+# -- the task contract ------------------------------------------------------------------------
+def few_shot_split(classes: int = 12, per_class: int = 6) -> FewShotSplit:
+    """Images whose first pixel is their index, so an episode tells which samples it holds."""
+    n = classes * per_class
+    images = torch.zeros(n, 1, 4, 4, dtype=torch.uint8)
+    images[:, 0, 0, 0] = torch.arange(n, dtype=torch.uint8)
+    return FewShotSplit(images, torch.arange(classes).repeat_interleave(per_class))
+
+
+def regression_episode() -> Episode:
+    g = torch.Generator().manual_seed(0)
+    return Episode(torch.rand(5, 1, generator=g), torch.rand(5, 1, generator=g), torch.rand(7, 1, generator=g),
+                   torch.rand(7, 1, generator=g))
+
+
+def sample_task_policy_episodes(policy: TaskPolicy, seed: int) -> list[Episode]:
+    """Two augmented few-shot episodes and one augmented regression episode, as the policy's
+    benchmark kinds call for, with the task sampler and the generator seeded by `seed`."""
+    import random
+
+    generator = torch.Generator().manual_seed(seed)
+    episodes = []
+    if "few-shot" in policy.benchmark_kinds:
+        split = few_shot_split()
+        transforms = policy.task_transforms(split.meta_dataset(), 3, 2 + 2)
+        sampler = EpisodeSampler(split, 3, 2, 2, transforms)
+        random.seed(seed)
+        episodes += [policy.augment_task(sampler.sample(), generator) for _ in range(2)]
+    if "regression" in policy.benchmark_kinds:
+        episodes.append(policy.augment_task(regression_episode(), generator))
+    return episodes
+
+
+@pytest.mark.parametrize("name", TASK_POLICIES)
+def test_task_contract(name):
+    ctx = make_context()
+    policy = set_up(name, ctx)
+    assert set(policy.benchmark_kinds) <= {"few-shot", "regression", "classification"}
+    for episode in sample_task_policy_episodes(policy, seed=3):
+        if episode.support_targets.dtype == torch.int64:  # few-shot classification: 3-way 2-shot, 2 queries
+            assert episode.support_inputs.shape == (6, 1, 4, 4) and episode.query_inputs.shape == (6, 1, 4, 4)
+            assert set(episode.support_targets.tolist()) == set(range(3))
+            assert sorted(episode.query_targets.tolist()) == sorted(episode.support_targets.tolist())
+            support, query = episode.info["support_indices"], episode.info["query_indices"]
+            assert not set(support.tolist()) & set(query.tolist())
+    reference = regression_episode()
+    before = [t.clone() for t in (reference.support_targets, reference.query_targets)]
+    out = policy.augment_task(reference, torch.Generator().manual_seed(0))
+    assert out.support_targets.shape == reference.support_targets.shape
+    assert out.query_targets.shape == reference.query_targets.shape
+    assert torch.equal(reference.support_targets, before[0]) and torch.equal(reference.query_targets, before[1])
+    # one key per task, from the generator only: the same generator state gives the same task
+    again = policy.augment_task(reference, torch.Generator().manual_seed(0))
+    assert torch.equal(out.support_targets, again.support_targets)
+
+
+@pytest.mark.parametrize("name", TASK_POLICIES)
+def test_a_restored_task_policy_builds_and_augments_tasks_as_the_original(name):
+    ctx = make_context()
+    policy = set_up(name, ctx)
+    sample_task_policy_episodes(policy, seed=1)
+    fresh = round_trip(policy, name, ctx)
+    assert same(sample_task_policy_episodes(policy, seed=2), sample_task_policy_episodes(fresh, seed=2))
+
+
+def test_declared_metadata():
+    for name in POLICIES.names():
+        factory = POLICIES.get(name).factory
+        assert factory.name == name, "registry name and policy.name must agree (config.json records it)"
+        assert factory.benchmark_kinds, f"{name} must say which benchmark kinds it applies to"
+        assert POLICIES.get(name).summary, "every policy needs a one-line summary for `metaaug list`"
 
 
 def test_the_documented_example_policy_works():
@@ -106,8 +224,9 @@ def test_the_documented_example_policy_works():
         exec(compile(code, "policy-interface.md", "exec"), {})
         policy = create_policy("gaussian-noise", sigma=0.1)
     assert "gaussian-noise" not in POLICIES
-    policy.setup(SPEC)
+    ctx = make_context()
+    policy.setup(ctx)
     batch = make_batch(64)
-    out = policy.augment(batch, make_context())
+    out = policy.augment(batch, ctx)
     noise = (out.inputs - batch.inputs)[(batch.inputs > 0.3) & (batch.inputs < 0.7)]
     assert abs(noise.std().item() - 0.1) < 0.01

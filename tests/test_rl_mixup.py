@@ -80,10 +80,10 @@ def test_policy_rewards_every_period_by_eq5_and_records_episode_starts():
     spec = TaskSpec(num_classes=4, input_shape=(1, 8, 8), mean=(0.5,), std=(0.25,))
     model = create_model("small-cnn", spec, width=4)
     policy = create_policy("rl-mixup", reward_every=2, **SMALL_AGENT)
-    policy.setup(spec)
     accuracies = iter([0.5, 0.75, 0.25])
-    ctx = StepContext(model=model, spec=spec, steps_per_epoch=8, epochs=4,
+    ctx = StepContext(model=model, spec=spec, steps_per_epoch=8, epochs=4, batch_size=6,
                       evaluate=lambda fraction: {"accuracy": next(accuracies), "loss": 0.0})
+    policy.setup(ctx)
     batch = Batch(torch.rand(6, 1, 8, 8), torch.randint(0, 4, (6,)))
     ctx.epoch = 1  # the second epoch: k / K = 2 / 4
     for step in range(6):

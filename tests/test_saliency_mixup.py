@@ -81,11 +81,12 @@ def test_saliency_mixup_policy_mixes_with_soft_labels_and_keeps_bn_statistics():
     spec = TaskSpec(num_classes=4, input_shape=(3, 8, 8), mean=(0.5,) * 3, std=(0.25,) * 3)
     model = create_model("small-cnn", spec, width=4)
     policy = create_policy("saliency-mixup", q=50)
-    policy.setup(spec)
+    ctx = StepContext(model=model, spec=spec)
+    policy.setup(ctx)
     assert policy.patches == 8  # one patch per pixel on images smaller than 16 x 16
     batch = Batch(torch.rand(6, 3, 8, 8), torch.randint(0, 4, (6,)))
     stats = {k: v.clone() for k, v in model.state_dict().items()}
-    out = policy.augment(batch, StepContext(model=model, spec=spec))
+    out = policy.augment(batch, ctx)
     assert out.targets.shape == (6, 4)
     torch.testing.assert_close(out.targets.sum(1), torch.ones(6))
     assert all(torch.equal(v, stats[k]) for k, v in model.state_dict().items())

@@ -11,7 +11,7 @@ import pytest
 import torch
 from conftest import quick_config
 
-from metaaugment import AugmentationPolicy, Batch, StepContext, train
+from metaaugment import Batch, BatchPolicy, StepContext, train
 from metaaugment.errors import UserError
 from metaaugment.registry import POLICIES
 from metaaugment.run.folder import RunDirectory
@@ -70,7 +70,7 @@ def test_a_run_that_fails_to_start_leaves_no_folder(tmp_path):
     assert not (tmp_path / "run").exists()
 
 
-class CountingPolicy(AugmentationPolicy):
+class CountingPolicy(BatchPolicy):
     """Test policy with tensor and non-tensor state that shapes training: it scales inputs by
     a factor that changes with every step it has seen."""
 

@@ -9,20 +9,18 @@ from torchvision.transforms import v2
 from metaaugment.baselines.per_sample import apply_per_sample
 from metaaugment.batch import Batch
 from metaaugment.errors import UserError, check_option
-from metaaugment.policy import AugmentationPolicy, StepContext
+from metaaugment.policy import BatchPolicy, StepContext, TaskPolicy
 from metaaugment.registry import POLICIES
-from metaaugment.spec import TaskSpec
 
 
 @POLICIES.register("none")
-class NoAugmentation(AugmentationPolicy):
+class NoAugmentation(BatchPolicy, TaskPolicy):
     """No augmentation: batches as they are; few-shot tasks built by the standard protocol."""
 
-    level = "any"
-    task_kinds = ("classification", "few-shot", "regression")
+    benchmark_kinds = ("classification", "few-shot", "regression")
 
 
-class _PerSampleTorchvision(AugmentationPolicy):
+class _PerSampleTorchvision(BatchPolicy):
     """A torchvision image transform applied with fresh randomness to every sample."""
 
     def __init__(self) -> None:
@@ -78,10 +76,9 @@ class AutoAugment(_PerSampleTorchvision):
         return {"name": self.name, "policy": self.policy_name}
 
 
-class _BatchMix(AugmentationPolicy):
+class _BatchMix(BatchPolicy):
     """A torchvision batch-mixing transform (MixUp, CutMix) producing soft labels."""
 
-    soft_labels = True
     transform_class: Any = None
 
     def __init__(self, *, alpha: float = 1.0):
@@ -90,8 +87,9 @@ class _BatchMix(AugmentationPolicy):
         self.alpha = alpha
         self.transform: Any = None
 
-    def setup(self, spec: TaskSpec) -> None:
-        super().setup(spec)
+    def setup(self, ctx: StepContext) -> None:
+        super().setup(ctx)
+        spec = ctx.spec
         if spec.num_classes is None:
             raise UserError(f"{self.name} needs a classification benchmark")
         self.transform = self.transform_class(alpha=self.alpha, num_classes=spec.num_classes)
@@ -129,9 +127,9 @@ class Cutout(_PerSampleTorchvision):
         check_option(size is None or size > 0, "size", size, "a positive number of pixels")
         self.size = size
 
-    def setup(self, spec: TaskSpec) -> None:
-        super().setup(spec)
-        height, width = spec.input_shape[-2:]
+    def setup(self, ctx: StepContext) -> None:
+        super().setup(ctx)
+        height, width = ctx.spec.input_shape[-2:]
         # Default: half the shorter side, which is the paper's 16 px on 32x32 CIFAR.
         self.size = self.size or max(1, min(height, width) // 2)
         if self.size > min(height, width):

@@ -13,15 +13,15 @@ from metaaugment.spec import TaskSpec
 
 
 class Learner(ABC):
-    """Owns the optimization of a task network; the trainer knows nothing else about it.
+    """Owns the optimization of a task network; the run loop knows nothing else about it.
 
-    level: "batch" learners consume `Batch` mini-batches and call the policy's batch hooks;
-    "task" learners (MAML, ProtoNets) consume few-shot `Episode`s and call its task hooks.
-    State (optimizer, schedule) is saved with `state_dict` and restored after `setup`.
+    Mini-batch learners (`SupervisedLearner`) consume `Batch`es and call a BatchPolicy's
+    per-step hooks; episodic learners (`EpisodicLearner`: MAML, Meta-SGD, ProtoNets) consume
+    lists of few-shot `Episode`s and call a TaskPolicy's `augment_task`. State (optimizer,
+    schedule) is saved with `state_dict` and restored after `setup`.
     """
 
-    name: ClassVar[str] = "learner"
-    level: ClassVar[str] = "batch"
+    name: ClassVar[str] = "learner"  # set by the registry to the CLI name
 
     @abstractmethod
     def setup(self, model: nn.Module, spec: TaskSpec, total_steps: int) -> None:

@@ -20,7 +20,7 @@ from metaaugment.batch import Episode
 from metaaugment.dependencies import learn2learn
 from metaaugment.errors import UserError, check_option
 from metaaugment.learners.base import Learner
-from metaaugment.policy import AugmentationPolicy, StepContext
+from metaaugment.policy import StepContext, TaskPolicy
 from metaaugment.registry import LEARNERS
 from metaaugment.run.stats import mean_and_ci95
 from metaaugment.spec import TaskSpec
@@ -47,11 +47,11 @@ def task_metric(spec: TaskSpec, outputs: Tensor, targets: Tensor) -> float:
 class EpisodicLearner(Learner):
     """Base of the meta-learners: an outer Adam optimizer over meta-batches of episodes.
 
-    Subclasses implement `score_task`. `train_step` averages the post-update query loss
-    over the meta-batch (backpropagating task by task, so memory holds one task's graph).
+    Subclasses implement `score_task`. `train_step` passes each episode through the policy's
+    `augment_task` (with ctx.task_generator) and averages the post-update query loss over
+    the meta-batch (backpropagating task by task, so memory holds one task's graph).
     """
 
-    level = "task"
     supports_regression = True
 
     def __init__(self, *, meta_lr: float = 1e-3):
@@ -95,14 +95,17 @@ class EpisodicLearner(Learner):
         accuracy or mse, and pre_loss / pre_accuracy (pre_mse) when the learner has a
         pre-update prediction."""
 
-    def train_step(self, model: nn.Module, batch: Sequence[Episode], policy: AugmentationPolicy,
+    def train_step(self, model: nn.Module, batch: Sequence[Episode], policy: TaskPolicy,
                    ctx: StepContext) -> dict[str, float]:
-        """One outer update on a meta-batch of (already augmented) episodes; mean metrics."""
+        """One outer update on a meta-batch of episodes, each augmented by `policy` first
+        (its key drawn from ctx.task_generator); returns the mean metrics."""
         assert self._optimizer is not None, "call setup first"
+        generator = ctx.require("task_generator", f"learner '{self.name}'")
         model.train()
         self._optimizer.zero_grad(set_to_none=True)
         totals: dict[str, float] = {}
         for episode in batch:
+            episode = policy.augment_task(episode, generator)
             loss, metrics = self.score_task(model, episode, training=True)
             (loss / len(batch)).backward()
             for key, value in metrics.items():

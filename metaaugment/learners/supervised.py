@@ -11,7 +11,7 @@ from metaaugment.batch import Batch
 from metaaugment.errors import check_option
 from metaaugment.learners.base import Learner
 from metaaugment.losses import accuracy, per_sample_cross_entropy, weighted_mean
-from metaaugment.policy import AugmentationPolicy, ForwardOutput, StepContext, StepResult
+from metaaugment.policy import BatchPolicy, ForwardOutput, StepContext, StepResult
 from metaaugment.registry import LEARNERS
 from metaaugment.spec import TaskSpec
 
@@ -29,7 +29,7 @@ def forward_pass(model: nn.Module, batch: Batch,
 
 
 def supervised_step(model: nn.Module, optimizer: torch.optim.Optimizer, batch: Batch,
-                    policy: AugmentationPolicy, ctx: StepContext) -> tuple[StepResult, dict[str, float]]:
+                    policy: BatchPolicy, ctx: StepContext) -> tuple[StepResult, dict[str, float]]:
     """One policy-aware SGD step: augment, forward, weigh, backward, update, feed back.
 
     This is the whole batch-level policy contract in one function; a user's own training
@@ -60,7 +60,6 @@ class SupervisedLearner(Learner):
     the first third, down to 0.002).
     """
 
-    level = "batch"
 
     def __init__(self, *, lr: float = 0.05, momentum: float = 0.9, weight_decay: float = 5e-4,
                  nesterov: bool = True, schedule: str = "cosine", warmup_fraction: float = 1 / 3,
@@ -102,7 +101,7 @@ class SupervisedLearner(Learner):
     def optimizer(self) -> torch.optim.Optimizer | None:
         return self._optimizer
 
-    def train_step(self, model: nn.Module, batch: Batch, policy: AugmentationPolicy,
+    def train_step(self, model: nn.Module, batch: Batch, policy: BatchPolicy,
                    ctx: StepContext) -> dict[str, float]:
         if self._optimizer is None or self._scheduler is None:
             raise RuntimeError("call setup() before train_step()")

@@ -23,7 +23,7 @@ import torch
 from metaaugment.batch import Batch
 from metaaugment.errors import UserError, check_option
 from metaaugment.models import scratch_buffers
-from metaaugment.policy import AugmentationPolicy, StepContext, StepResult
+from metaaugment.policy import BatchPolicy, StepContext, StepResult
 from metaaugment.registry import POLICIES
 from metaaugment.rl_mixup.figures import action_histogram_figure, mixup_examples_figure
 from metaaugment.rl_mixup.saliency import (
@@ -35,18 +35,14 @@ from metaaugment.rl_mixup.saliency import (
     patch_saliency,
     percentile_masks,
 )
-from metaaugment.spec import TaskSpec
 
 DEFAULT_PATCHES = 16
 EXAMPLES = 4  # samples of the last batch kept for the Appendix B figure
 
 
 @POLICIES.register("saliency-mixup")
-class SaliencyMixup(AugmentationPolicy):
+class SaliencyMixup(BatchPolicy):
     """Saliency-guided patch mixup (RL-Mixup Eqs. 1-4) with q drawn uniformly from the agent's 10 values, or fixed."""
-
-    needs_model = True
-    soft_labels = True
 
     def __init__(self, *, q: float | None = None, patches: int | None = None, alpha: float = 0.5):
         super().__init__()
@@ -57,8 +53,9 @@ class SaliencyMixup(AugmentationPolicy):
         self.patches = patches or DEFAULT_PATCHES
         self.last_mix: dict[str, torch.Tensor] = {}
 
-    def setup(self, spec: TaskSpec) -> None:
-        super().setup(spec)
+    def setup(self, ctx: StepContext) -> None:
+        super().setup(ctx)
+        spec = ctx.spec
         # the paper's 16 x 16 grid, or one patch per pixel on smaller images (digits: 8 x 8)
         self.patches = self.requested_patches or min(DEFAULT_PATCHES, *spec.input_shape[1:])
         if self.patches > min(spec.input_shape[1:]):
@@ -119,8 +116,6 @@ class SaliencyMixup(AugmentationPolicy):
 class RLMixup(SaliencyMixup):
     """RL-Mixup: saliency patch mixup with q per sample chosen by a PPO agent (Stable-Baselines3) rewarded by validation accuracy."""
 
-    needs_validation = True
-
     def __init__(self, *, patches: int | None = None, alpha: float = 0.5, reward_every: int = 50,
                  val_fraction: float = 0.1, episodes_per_update: int = 2, agent_lr: float = 3e-4,
                  ppo_epochs: int = 20, agent_batch_size: int = 100, gamma: float = 1.001,
@@ -139,41 +134,33 @@ class RLMixup(SaliencyMixup):
         self.reward_every, self.val_fraction, self.episodes_per_update = reward_every, val_fraction, episodes_per_update
         self.agent_options = dict(learning_rate=agent_lr, n_epochs=ppo_epochs, minibatch_size=agent_batch_size,
                                   gamma=gamma, features_dim=features_dim, extractor_channels=tuple(extractor_channels))
-        self.agent: Any = None  # a PercentileAgent, built at the first batch (its action space is the batch size)
-        self._pending_agent_state: dict[str, Any] | None = None
+        self.agent: Any = None  # a PercentileAgent, built by setup (its action space is the batch size)
         self.previous_accuracy = 0.0  # V in Eq. 5; Algorithm 1 starts from V = 0
         self.epoch_counts = torch.zeros(len(ACTION_PERCENTILES), dtype=torch.long)
         self.epoch_rewards: list[float] = []
         self.history: list[list[int]] = []  # action counts of every finished epoch
 
-    def _ensure_agent(self, batch_size: int, ctx: StepContext) -> None:
-        if self.agent is not None:
-            if self.agent.batch_size != batch_size:
-                raise UserError(f"rl-mixup acts on batches of a fixed size ({self.agent.batch_size}); got {batch_size}")
-            return
-        from metaaugment.rl_mixup.agent import (
-            PercentileAgent,  # imports Stable-Baselines3, only when the policy is used
-        )
+    def setup(self, ctx: StepContext) -> None:
+        """Build the PPO agent: one action per sample of a batch of ctx.batch_size, a rollout
+        buffer of `episodes_per_update` epochs of ctx.steps_per_epoch steps, on ctx.device."""
+        super().setup(ctx)
+        from metaaugment.rl_mixup.agent import PercentileAgent  # imports Stable-Baselines3
 
         steps_per_epoch = ctx.require("steps_per_epoch", self.name)
         if steps_per_epoch * self.episodes_per_update < 2:
             raise UserError(f"{self.name} needs at least 2 training steps per PPO update; this run has "
                             f"{steps_per_epoch} per epoch: use a smaller --batch-size or --set episodes_per_update=2")
-        device = ctx.device
-        # Building the agent draws its initial weights; doing so in a forked RNG leaves the
-        # run's random stream as it was, so a run resumed mid-way (which builds the agent
-        # later, then loads its weights) draws exactly what the uninterrupted run drew.
-        cuda = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
-        with torch.random.fork_rng(devices=cuda):
-            self.agent = PercentileAgent(batch_size, self.patches, steps_per_epoch * self.episodes_per_update,
-                                         device=device, **self.agent_options)
-        if self._pending_agent_state is not None:
-            self.agent.load_state_dict(self._pending_agent_state)
-            self._pending_agent_state = None
+        self.agent = PercentileAgent(ctx.require("batch_size", self.name), self.patches,
+                                     steps_per_epoch * self.episodes_per_update, device=ctx.device,
+                                     **self.agent_options)
 
     def percentiles(self, saliency: torch.Tensor, ctx: StepContext) -> torch.Tensor:
         """The agent's q per sample (B,) for the batch's patch saliency maps (B, p, p)."""
-        self._ensure_agent(saliency.shape[0], ctx)
+        if self.agent is None:
+            self.require_spec()  # setup was not called
+        if saliency.shape[0] != self.agent.batch_size:
+            raise UserError(f"rl-mixup acts on batches of a fixed size ({self.agent.batch_size}); "
+                            f"got {saliency.shape[0]}")
         actions = self.agent.act(saliency)
         self.epoch_counts += torch.bincount(actions, minlength=len(ACTION_PERCENTILES))
         return action_to_percentile(actions)
@@ -211,7 +198,7 @@ class RLMixup(SaliencyMixup):
 
     # -- state ----------------------------------------------------------------------------
     def get_extra_state(self) -> dict[str, Any]:
-        agent = self.agent.state_dict() if self.agent is not None else self._pending_agent_state
+        agent = self.agent.state_dict() if self.agent is not None else None
         return {"agent": agent, "previous_accuracy": self.previous_accuracy, "epoch_counts": self.epoch_counts.clone(),
                 "epoch_rewards": list(self.epoch_rewards), "history": [list(h) for h in self.history]}
 
@@ -220,10 +207,10 @@ class RLMixup(SaliencyMixup):
         self.epoch_counts = state["epoch_counts"].clone()
         self.epoch_rewards = list(state["epoch_rewards"])
         self.history = [list(h) for h in state["history"]]
-        if self.agent is not None and state["agent"] is not None:
+        if state["agent"] is not None:
+            if self.agent is None:
+                raise RuntimeError("call RLMixup.setup(ctx) before load_state_dict")
             self.agent.load_state_dict(state["agent"])
-        else:
-            self._pending_agent_state = state["agent"]
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "reward_every": self.reward_every, "val_fraction": self.val_fraction,

@@ -41,6 +41,8 @@ class RunConfig:
     steps_per_epoch: int | None = None
     val_tasks: int | None = None
     test_tasks: int | None = None
+    # a finished run of the same policy whose learned policy is reused, frozen (MetaAugment's transfer)
+    policy_from: str | None = None
     image_size: int | None = None  # benchmarks that resize images (image-folder)
     val_size: int | None = None  # benchmarks that hold validation images out of train (CIFAR)
 

@@ -20,9 +20,10 @@ from typing import Any
 from rich.console import Console
 
 from metaaugment.errors import UserError
-from metaaugment.policy import StepContext
+from metaaugment.learners.episodic import EpisodicLearner
+from metaaugment.policy import BatchPolicy, StepContext, TaskPolicy
 from metaaugment.registry import create_benchmark, create_learner, create_model, create_policy
-from metaaugment.run.checkpoint import load_checkpoint, save_checkpoint
+from metaaugment.run.checkpoint import load_checkpoint, read_finished_run, save_checkpoint
 from metaaugment.run.config import RunConfig
 from metaaugment.run.devices import resolve_device
 from metaaugment.run.environment import describe_environment
@@ -72,25 +73,48 @@ class Trainer:
         self.spec = spec
         self.model = create_model(config.model, spec, **config.model_options).to(self.device)
         self.policy = create_policy(config.policy, **config.policy_options)
-        if self.policy.level == ("batch" if self.kind.episodic else "task") or bench.kind not in self.policy.task_kinds:
+        policy_type = TaskPolicy if self.kind.episodic else BatchPolicy
+        if not isinstance(self.policy, policy_type) or bench.kind not in self.policy.benchmark_kinds:
             raise UserError(f"policy '{config.policy}' does not apply to {bench.kind} benchmark "
-                            f"'{config.benchmark}' (it applies to: {', '.join(self.policy.task_kinds)})")
+                            f"'{config.benchmark}' (it applies to: {', '.join(self.policy.benchmark_kinds) or 'none'})")
         self.learner = create_learner(config.learner, **config.learner_options)
-        if self.learner.level != ("task" if self.kind.episodic else "batch"):
+        if isinstance(self.learner, EpisodicLearner) != self.kind.episodic:
             needed = "a meta-learner (maml, metasgd, protonet)" if self.kind.episodic else "a mini-batch learner"
             raise UserError(f"learner '{config.learner}' does not train {bench.kind} benchmark "
                             f"'{config.benchmark}': it needs {needed}")
-        self.policy.setup(spec)
-        self.policy.to(self.device)
         self.strategy: KindStrategy = strategy_for(self.kind)(config, self.kind, data, self.model, self.learner,
                                                               self.policy, self.device)
         self.total_steps = self.strategy.steps_per_epoch * config.epochs
         self.learner.setup(self.model, spec, self.total_steps)
+        self.ctx = StepContext(model=self.model, spec=spec, steps_per_epoch=self.strategy.steps_per_epoch,
+                               epochs=config.epochs, batch_size=config.batch_size, optimizer=self.learner.optimizer,
+                               **self.strategy.context_services())
+        self.policy.setup(self.ctx)
+        self.policy.to(self.device)
+        if config.policy_from is not None:
+            self._transfer_policy(Path(config.policy_from))
+        self.strategy.prepare()
         self.state = TrainingState()
         self.best_model: dict[str, Any] | None = None
-        self.ctx = StepContext(model=self.model, spec=spec, steps_per_epoch=self.strategy.steps_per_epoch,
-                               epochs=config.epochs, optimizer=self.learner.optimizer,
-                               **self.strategy.context_services())
+
+    def _transfer_policy(self, source: Path) -> None:
+        """--policy-from: give the policy the trained state of a finished run of the same policy,
+        with that run's task network (loaded, on this run's spec) as its feature source."""
+        load = getattr(self.policy, "load_transferred", None)
+        if not callable(load):
+            raise UserError(f"--policy-from applies to policies that can be transferred (metaaugment), "
+                            f"not '{self.config.policy}'")
+        config, checkpoint = read_finished_run(source)
+        if config.get("policy") != self.config.policy:
+            raise UserError(f"--policy-from {source}: that run used policy '{config.get('policy')}', "
+                            f"not '{self.config.policy}'")
+        model = create_model(config["model"], self.spec, **config.get("model_options", {}))
+        try:
+            model.load_state_dict(checkpoint["model"])
+        except RuntimeError:
+            raise UserError(f"--policy-from {source}: its task network ({config['model']} on "
+                            f"{config.get('benchmark')}) does not fit benchmark '{self.config.benchmark}'") from None
+        load(checkpoint["policy"], model)
 
     # -- checkpoints -----------------------------------------------------------------------
     def save_checkpoint(self) -> None:
@@ -153,7 +177,8 @@ class Trainer:
         p.last_train = {k: v / max(p.step_in_epoch, 1) for k, v in p.epoch_sums.items()}
         record: dict[str, Any] = {"kind": "epoch", "step": p.step, "epoch": p.epoch + 1}
         record.update({f"train_{k}": v for k, v in p.last_train.items()})
-        record.update({f"policy_{k}": v for k, v in self.policy.on_epoch_end(self.ctx).items()})
+        if isinstance(self.policy, BatchPolicy):
+            record.update({f"policy_{k}": v for k, v in self.policy.on_epoch_end(self.ctx).items()})
         if (p.epoch + 1) % cfg.eval_every == 0 or p.epoch + 1 == cfg.epochs:
             p.last_val = {k: float(v) for k, v in self.strategy.evaluate("val").items()}
             record.update({f"val_{k}": v for k, v in p.last_val.items()})

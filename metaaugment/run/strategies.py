@@ -66,8 +66,12 @@ class KindStrategy(ABC):
     def evaluation_size(self, split: str) -> int:
         """How many times `evaluate(split)` calls `on_item`."""
 
+    def prepare(self) -> None:
+        """Finish building what needs the policy set up (task samplers); called once, after
+        `policy.setup`."""
+
     def context_services(self) -> dict[str, Any]:
-        """StepContext fields this strategy provides to policies."""
+        """StepContext fields this strategy provides to policies and learners."""
         return {}
 
     def state_dict(self) -> dict[str, Any]:
@@ -159,10 +163,15 @@ class EpisodicStrategy(KindStrategy):
         super().__init__(*args, **kwargs)
         cfg = self.config
         self.steps_per_epoch = cfg.steps_per_epoch
-        self.train_tasks, self.val_tasks, self.test_tasks = self._samplers()
+        self.train_tasks: Any = None
         self.task_generator = torch.Generator().manual_seed(cfg.seed + 7919)
 
+    def prepare(self) -> None:
+        self.train_tasks, self.val_tasks, self.test_tasks = self._samplers()
+
     def _samplers(self) -> tuple[Any, Any, Any]:
+        """Task samplers of the three splits; meta-training tasks are built by the policy's
+        task transforms, evaluation tasks by the standard protocol."""
         cfg, data = self.config, self.data
         if isinstance(data, RegressionTasks):
             return tuple(data.sampler(split, cfg.shots, cfg.query_shots) for split in ("train", "val", "test"))
@@ -175,8 +184,10 @@ class EpisodicStrategy(KindStrategy):
 
     def epoch_inputs(self, epoch: int, start: int) -> Iterator[list[Episode]]:
         for _ in range(start, self.steps_per_epoch):
-            yield [self.policy.augment_task(self.train_tasks.sample(self.device), self.task_generator)
-                   for _ in range(self.config.batch_size)]
+            yield [self.train_tasks.sample(self.device) for _ in range(self.config.batch_size)]
+
+    def context_services(self) -> dict[str, Any]:
+        return {"task_generator": self.task_generator}
 
     def evaluate(self, split: str, model_state: dict[str, Any] | None = None,
                  on_item: Callable[[], None] | None = None) -> dict[str, Any]:

@@ -20,8 +20,8 @@ from torch import Tensor
 
 from metaaugment.batch import Batch
 from metaaugment.errors import UserError, check_option
-from metaaugment.models import scratch_buffers
-from metaaugment.policy import AugmentationPolicy, ForwardOutput, StepContext, StepResult
+from metaaugment.models import classifier, feature_width, pooled_features, scratch_buffers
+from metaaugment.policy import BatchPolicy, ForwardOutput, StepContext, StepResult
 from metaaugment.registry import POLICIES
 from metaaugment.sample_aware.figures import sampler_heatmap, select_extremes, weighted_samples_grid
 from metaaugment.sample_aware.lookahead import (
@@ -33,7 +33,6 @@ from metaaugment.sample_aware.lookahead import (
 from metaaugment.sample_aware.ops import ALL_OPS, MAGNITUDE_FREE, OPS, apply_transformations
 from metaaugment.sample_aware.policy_network import PolicyNetwork, normalize_weights
 from metaaugment.sample_aware.transformations import TransformationSampler, embed_transformations
-from metaaugment.spec import TaskSpec
 
 ENGINES = ("fast", "fast-jvp", "higher", "last-layer")
 
@@ -55,26 +54,26 @@ def random_cutout(images: Tensor, size: int, generator: torch.Generator | None =
     return images * (~inside).unsqueeze(1).to(images.device, images.dtype)
 
 
-def own_feature_extractor(width: int = 32) -> torch.nn.Module:
-    """A small conv net giving the policy network its own features (B, width): two
-    conv-BN-ReLU stages and global average pooling; its input channels are sized lazily."""
-    return torch.nn.Sequential(torch.nn.LazyConv2d(width, 3, padding=1), torch.nn.BatchNorm2d(width), torch.nn.ReLU(),
-                               torch.nn.Conv2d(width, width, 3, padding=1), torch.nn.BatchNorm2d(width), torch.nn.ReLU(),
-                               torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())
+OWN_EXTRACTOR_WIDTH = 32
+
+
+def own_feature_extractor(channels: int, width: int = OWN_EXTRACTOR_WIDTH) -> torch.nn.Module:
+    """A small conv net giving the policy network its own features: (B, channels, H, W) images
+    -> (B, width), two conv-BN-ReLU stages and global average pooling."""
+    return torch.nn.Sequential(torch.nn.Conv2d(channels, width, 3, padding=1), torch.nn.BatchNorm2d(width),
+                               torch.nn.ReLU(), torch.nn.Conv2d(width, width, 3, padding=1),
+                               torch.nn.BatchNorm2d(width), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1),
+                               torch.nn.Flatten())
 
 
 @POLICIES.register("metaaugment")
-class MetaAugment(AugmentationPolicy):
+class MetaAugment(BatchPolicy):
     """MetaAugment (Zhou et al. 2021): a policy network meta-learns per-sample loss weights of sampled op pairs."""
-
-    needs_model = True
-    needs_validation = True
 
     def __init__(self, *, engine: str = "fast", policy_lr: float = 1e-3, alpha: float | None = None,
                  window: int = 100, refresh: int = 10, epsilon: float = 0.1, embedding: bool = True,
                  flip: bool = False, cutout: int = 0, copies: int = 1, extra_ops: tuple[str, ...] = (),
-                 lookahead_steps: int = 1, transfer_from: str | None = None, extractor: str = "shared",
-                 val_batch_size: int | None = None):
+                 lookahead_steps: int = 1, extractor: str = "shared", val_batch_size: int | None = None):
         super().__init__()
         check_option(extractor in ("shared", "own"), "extractor", extractor, "shared or own")
         check_option(engine in ENGINES, "engine", engine, f"one of {', '.join(ENGINES)}")
@@ -96,46 +95,55 @@ class MetaAugment(AugmentationPolicy):
         # trainer's validation batch, as large as the training batch)
         self.val_batch_size = val_batch_size
         self.flip, self.cutout, self.copies, self.lookahead_steps = flip, cutout, copies, lookahead_steps
+        self.use_embedding, self.extractor = embedding, extractor
         self.pool = OPS + tuple(extra_ops)
         self.sampler = TransformationSampler(window=window, refresh=refresh, epsilon=epsilon, num_ops=len(self.pool))
-        self.network = PolicyNetwork(None, use_embedding=embedding, embedding_dim=2 * len(self.pool))
-        # Table 5 ablation: the policy's own feature extractor (part of theta) instead of the
-        # task network's features
-        self.own_extractor = own_feature_extractor() if extractor == "own" else None
         self.log_alpha = torch.nn.Parameter(torch.zeros(()))
-        self.register_buffer("alpha_ready", torch.zeros((), dtype=torch.bool))
+        # theta, built by setup: the policy network and, for the Table 5 ablation
+        # (extractor=own), its own feature extractor instead of the task network's features
+        self.network: PolicyNetwork | None = None
+        self.own_extractor: torch.nn.Module | None = None
         self.optimizer: torch.optim.Optimizer | None = None
-        self._pending_optimizer_state: dict[str, Any] | None = None
+        self.feature_model: torch.nn.Module | None = None  # the trained task network, when transferred
         self.last: dict[str, Tensor] = {}
-        self.transfer_from = transfer_from
-        self.feature_model: torch.nn.Module | None = None  # the trained task network, when transferring
 
-    def setup(self, spec: TaskSpec) -> None:
-        super().setup(spec)
-        if self.transfer_from is not None:
-            self._load_transfer(Path(self.transfer_from), spec)
+    def setup(self, ctx: StepContext) -> None:
+        """Build theta (sized by the task network's feature width, or the own extractor's),
+        alpha (the `alpha` option, else the task optimizer's learning rate) and their Adam
+        optimizer, on ctx.device."""
+        super().setup(ctx)
+        if self.extractor == "own":
+            self.own_extractor = own_feature_extractor(ctx.spec.channels)
+            width = OWN_EXTRACTOR_WIDTH
+        else:
+            width = feature_width(ctx.model, ctx.spec, needed_by="metaaugment (or --set extractor=own)")
+        self.network = PolicyNetwork(width, use_embedding=self.use_embedding, embedding_dim=2 * len(self.pool))
+        start = self.alpha_init if self.alpha_init is not None else (
+            ctx.optimizer.param_groups[0]["lr"] if ctx.optimizer is not None else 0.1)
+        with torch.no_grad():
+            self.log_alpha.fill_(float(torch.log(torch.tensor(start))))
+        self.to(ctx.device)  # before the optimizer takes the parameters
+        theta = list(self.network.parameters()) + (list(self.own_extractor.parameters()) if self.own_extractor else [])
+        self.optimizer = torch.optim.Adam(theta + [self.log_alpha], lr=self.policy_lr)
 
-    def _load_transfer(self, run: Path, spec: TaskSpec) -> None:
-        """Load a finished MetaAugment run's policy network, sampler distribution and task
-        network (the feature extractor the policy network was trained on), all frozen."""
-        from metaaugment.registry import create_model
-        from metaaugment.run.folder import RunDirectory
-
-        folder = RunDirectory(run)
-        if not folder.finished or not folder.checkpoint_path.is_file():
-            raise UserError(f"--policy-from {run}: not a finished run folder (no results.json / checkpoint.pt)")
-        config = folder.read_config()
-        if config.get("policy") != self.name:
-            raise UserError(f"--policy-from {run}: that run used policy '{config.get('policy')}', not metaaugment")
-        state = torch.load(folder.checkpoint_path, map_location="cpu", weights_only=False)
-        model = create_model(config["model"], spec, **config.get("model_options", {}))
-        model.load_state_dict(state["model"])
-        self.feature_model = model.eval().requires_grad_(False)
-        policy_state = {k: v for k, v in state["policy"].items() if not k.startswith("feature_model.")}
-        saved_pool = (state["policy"].get("_extra_state") or {}).get("pool")
+    def load_transferred(self, policy_state: dict[str, Any], feature_model: torch.nn.Module) -> None:
+        """Reuse a trained MetaAugment policy, frozen: its policy network, alpha and sampler
+        distribution from `policy_state` (its state_dict), with the task network it was
+        trained beside (`feature_model`, already loaded) as the source of its features.
+        Called after `setup`; the policy then takes no meta-step."""
+        spec = self.require_spec()
+        saved_pool = (policy_state.get("_extra_state") or {}).get("pool")
         if saved_pool is not None and tuple(saved_pool) != self.pool:
-            raise UserError(f"--policy-from {run}: its op pool {saved_pool} differs from this run's")
-        self.load_state_dict(policy_state, strict=False)
+            raise UserError(f"the transferred policy's op pool {saved_pool} differs from this run's {list(self.pool)}")
+        device = self.log_alpha.device
+        self.feature_model = feature_model.eval().requires_grad_(False).to(device)
+        if self.own_extractor is None:  # sized for the transferred task network's features
+            width = feature_width(self.feature_model, spec, needed_by="metaaugment")
+            self.network = PolicyNetwork(width, use_embedding=self.use_embedding,
+                                         embedding_dim=2 * len(self.pool)).to(device)
+        self.optimizer = None
+        own = {key: value for key, value in policy_state.items() if not key.startswith("feature_model.")}
+        self.load_state_dict(own, strict=False)
 
     # -- augmentation ---------------------------------------------------------------------
     def augment(self, batch: Batch, ctx: StepContext) -> Batch:
@@ -159,22 +167,6 @@ class MetaAugment(AugmentationPolicy):
         """The learnable lookahead learning rate (kept positive through its logarithm)."""
         return self.log_alpha.exp()
 
-    def _ensure_optimizer(self, ctx: StepContext, features: Tensor, embeddings: Tensor) -> None:
-        if self.optimizer is not None:
-            return
-        with torch.no_grad():
-            self.network(features[:1], embeddings[:1])  # size the lazy layer
-            if not bool(self.alpha_ready):
-                start = self.alpha_init if self.alpha_init is not None else (
-                    ctx.optimizer.param_groups[0]["lr"] if ctx.optimizer is not None else 0.1)
-                self.log_alpha.fill_(float(torch.log(torch.tensor(start))))
-                self.alpha_ready.fill_(True)
-        theta = list(self.network.parameters()) + (list(self.own_extractor.parameters()) if self.own_extractor else [])
-        self.optimizer = torch.optim.Adam(theta + [self.log_alpha], lr=self.policy_lr)
-        if self._pending_optimizer_state is not None:
-            self.optimizer.load_state_dict(self._pending_optimizer_state)
-            self._pending_optimizer_state = None
-
     def _validation_batch(self, ctx: StepContext) -> Batch:
         val = ctx.validation_batch()
         n = self.val_batch_size
@@ -190,11 +182,11 @@ class MetaAugment(AugmentationPolicy):
             return higher_lookahead(model, weights, self.alpha, batch.inputs, batch.targets, val.inputs, val.targets,
                                     loss_fn, steps=self.lookahead_steps)
         if self.engine == "last-layer":
+            head = classifier(model)
+            if head is None:
+                raise UserError("metaaugment engine=last-layer needs a model with get_classifier() (the timm convention)")
             with torch.no_grad(), scratch_buffers(model):  # validation data must not move BN statistics
-                val_features = model.forward_features(val.inputs)
-            head = getattr(model, "head", None)
-            if not isinstance(head, torch.nn.Module):
-                raise UserError("metaaugment engine=last-layer needs a model with a `head` module (FeatureClassifier)")
+                val_features = pooled_features(model, val.inputs)
             return last_layer_lookahead(head, output.features, weights, self.alpha, batch.targets, val_features,
                                         val.targets, loss_fn)
         return fast_lookahead(model, output.losses, weights, self.alpha, batch.inputs, batch.targets, val.inputs,
@@ -207,7 +199,7 @@ class MetaAugment(AugmentationPolicy):
         if self.own_extractor is not None:
             return self.own_extractor(batch.inputs)
         if self.feature_model is not None:
-            return self.feature_model.forward_features(batch.inputs)
+            return pooled_features(self.feature_model, batch.inputs)
         if output is None or output.features is None:
             raise UserError("metaaugment weighs samples by the task network's features: use a model with "
                             "forward_features / forward_head (every registered model has them), or --set extractor=own")
@@ -223,10 +215,11 @@ class MetaAugment(AugmentationPolicy):
         if self.feature_model is not None:  # transfer: frozen policy, features of the trained task network
             return self._transferred_weights(batch)
         ctx.require("validation_batch", "metaaugment")
+        if self.network is None or self.optimizer is None:
+            self.require_spec()  # setup was not called
+        assert self.network is not None and self.optimizer is not None
         features = self._features(batch, output)
         embeddings = embed_transformations(batch.info["pairs"], batch.info["magnitudes"], self.pool).to(features)
-        self._ensure_optimizer(ctx, features, embeddings)
-        assert self.optimizer is not None
         weights = normalize_weights(self.network(features, embeddings))
         grads = self._lookahead(ctx, batch, output, weights)
         self.optimizer.zero_grad(set_to_none=True)
@@ -255,22 +248,24 @@ class MetaAugment(AugmentationPolicy):
 
     # -- state ----------------------------------------------------------------------------
     def get_extra_state(self) -> dict[str, Any]:
-        optimizer = self.optimizer.state_dict() if self.optimizer is not None else self._pending_optimizer_state
+        optimizer = self.optimizer.state_dict() if self.optimizer is not None else None
         return {"optimizer": optimizer, "pool": list(self.pool)}
 
     def set_extra_state(self, state: dict[str, Any]) -> None:
         if self.feature_model is not None:  # transferred policies are frozen: no optimizer
             return
-        self._pending_optimizer_state = state.get("optimizer")
-        self.optimizer = None  # rebuilt (and loaded) at the next step, once the network is sized
+        if state.get("optimizer") is not None:
+            if self.optimizer is None:
+                raise RuntimeError("call MetaAugment.setup(ctx) before load_state_dict")
+            self.optimizer.load_state_dict(state["optimizer"])
 
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "engine": self.engine, "policy_lr": self.policy_lr,
                 "window": self.sampler.window, "refresh": self.sampler.refresh, "epsilon": self.sampler.epsilon,
-                "embedding": self.network.use_embedding, "flip": self.flip, "cutout": self.cutout,
+                "embedding": self.use_embedding, "flip": self.flip, "cutout": self.cutout,
                 "copies": self.copies, "pool": list(self.pool), "lookahead_steps": self.lookahead_steps,
-                "transfer_from": self.transfer_from, "extractor": "own" if self.own_extractor is not None else "shared",
-                "val_batch_size": self.val_batch_size}
+                "extractor": self.extractor, "val_batch_size": self.val_batch_size,
+                "transferred": self.feature_model is not None}
 
     def write_artifacts(self, folder: Path) -> list[Path]:
         """sampler_heatmap.png (the learned distribution, paper Fig. 2) and

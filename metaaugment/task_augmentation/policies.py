@@ -21,7 +21,7 @@ from metaaugment.batch import Episode
 from metaaugment.data.episodes import standard_task_transforms
 from metaaugment.dependencies import learn2learn
 from metaaugment.errors import UserError, check_option
-from metaaugment.policy import AugmentationPolicy
+from metaaugment.policy import TaskPolicy
 from metaaugment.registry import POLICIES
 from metaaugment.task_augmentation.label_noise import shift_targets
 from metaaugment.task_augmentation.transforms import (
@@ -31,11 +31,9 @@ from metaaugment.task_augmentation.transforms import (
 )
 
 
-class _LabelConstruction(AugmentationPolicy):
+class _LabelConstruction(TaskPolicy):
     """Shared code of the three task constructions for few-shot classification."""
 
-    level = "task"
-    task_kinds: ClassVar[tuple[str, ...]] = ("few-shot",)
     fixed_groups: ClassVar[bool] = False
     shuffle_labels: ClassVar[bool] = True
 
@@ -73,7 +71,7 @@ class NonMutuallyExclusive(_LabelConstruction):
     (`sinusoid`), it leaves tasks unchanged: the baseline without augmentation.
     """
 
-    task_kinds = ("few-shot", "regression")
+    benchmark_kinds = ("few-shot", "regression")
     fixed_groups = True
     shuffle_labels = False
 
@@ -92,11 +90,10 @@ class InterShuffle(_LabelConstruction):
 
 
 
-class _TargetShift(AugmentationPolicy):
+class _TargetShift(TaskPolicy):
     """Adds one random shift per task to support and query targets (regression)."""
 
-    level = "task"
-    task_kinds: ClassVar[tuple[str, ...]] = ("regression",)
+    benchmark_kinds: ClassVar[tuple[str, ...]] = ("regression",)
 
     def __init__(self, wrap: tuple[float, ...] | None):
         super().__init__()
