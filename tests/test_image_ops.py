@@ -91,3 +91,33 @@ def test_a_transformation_applies_its_two_ops_in_order():
     torch.testing.assert_close(out, apply_ops(step, pairs[:, 1], mags[:, 1], signs[:, 1]))
     reversed_order = apply_ops(apply_ops(images, pairs[:, 1], mags[:, 1], signs[:, 1]), pairs[:, 0], mags[:, 0], signs[:, 0])
     assert not torch.allclose(out, reversed_order)
+
+
+@pytest.mark.parametrize("size", [(31, 17), (32, 32)])
+def test_geometric_ops_sample_the_very_pixels_torchvision_samples(size):
+    """Nearest-neighbour sampling amplifies one-ulp differences of the grid into whole-pixel
+    moves; the grid is computed in torchvision's order, so every sample is bit-identical."""
+    g = torch.Generator().manual_seed(5)
+    for name in ("Rotate", "ShearX", "ShearY", "TranslateX", "TranslateY"):
+        images = (torch.rand(200, 3, *size, generator=g) * 255).round() / 255
+        magnitudes = torch.rand(200, generator=g) * 10
+        signs = torch.where(torch.rand(200, generator=g) < 0.5, -1.0, 1.0)
+        out = apply_ops(images, torch.full((200,), OPS.index(name)), magnitudes, signs)
+        for i in range(200):
+            value = op_parameter(name, magnitudes[i].item(), signs[i].item(), size)
+            assert torch.equal(out[i], torchvision_single(name, images[i], value)), f"{name} sample {i}"
+
+
+def test_the_image_ops_use_only_public_torchvision_functions():
+    import ast
+    from pathlib import Path
+
+    import metaaugment.sample_aware.ops as ops
+
+    tree = ast.parse(Path(ops.__file__).read_text())
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("torchvision"):
+            assert not any(part.startswith("_") for part in node.module.split(".")), node.module
+            assert not any(alias.name.startswith("_") for alias in node.names), node.module
+        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "TF":
+            assert not node.attr.startswith("_"), node.attr

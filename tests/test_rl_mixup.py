@@ -146,3 +146,14 @@ def test_onecycle_schedule_follows_rl_mixups_appendix_a_rates():
     assert max(rates) == pytest.approx(0.2, rel=1e-3) and rates.index(max(rates)) in range(99, 102)
     assert rates[-1] == pytest.approx(0.002, rel=0.01)
     assert learner.optimizer.param_groups[0]["momentum"] == 0.9  # momentum is not cycled
+
+
+def test_the_agent_uses_only_public_stable_baselines3_api():
+    import re
+    from pathlib import Path
+
+    import metaaugment.rl_mixup.agent as agent_module
+
+    source = Path(agent_module.__file__).read_text()
+    assert not re.search(r"(ppo|buffer|policy|logger)\._[a-z]", source), "private Stable-Baselines3 attribute"
+    assert not re.search(r"from stable_baselines3[\w.]*\._", source)

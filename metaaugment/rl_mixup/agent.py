@@ -151,18 +151,21 @@ class PercentileAgent:
 
     def update(self) -> dict[str, float]:
         """One PPO-Clip update on the buffer (its last step ends an episode), then an empty
-        buffer. Returns SB3's training statistics (losses, approx_kl, clip_fraction, ...)."""
+        buffer. Returns SB3's training statistics (losses, approx_kl, clip_fraction, ...) and
+        `updates`, the number of PPO updates so far (SB3's own `n_updates` counter is private
+        state a resumed agent could not restore, so it is left out)."""
         if not self.ready:
             raise RuntimeError(f"update() needs {self.steps_per_update} recorded steps, has {self.buffer.pos}")
         last_values = torch.zeros(1, device=self.device)  # the episode ends: nothing to bootstrap
         self.buffer.compute_returns_and_advantage(last_values=last_values, dones=np.ones(1, dtype=np.float32))
         self.ppo.train()
         logged = {key.split("/", 1)[-1]: float(value) for key, value in self.ppo.logger.name_to_value.items()
-                  if key.startswith("train/") and isinstance(value, (int, float, np.floating, np.integer))}
+                  if key.startswith("train/") and key != "train/n_updates"
+                  and isinstance(value, (int, float, np.floating, np.integer))}
         self.ppo.logger.dump()
         self.buffer.reset()
         self.updates += 1
-        return logged
+        return {**logged, "updates": float(self.updates)}
 
     def action_probabilities(self, saliency: Tensor) -> Tensor:
         """The policy's (batch_size, NUM_ACTIONS) action probabilities for saliency maps (batch_size, p, p)."""
@@ -171,24 +174,28 @@ class PercentileAgent:
             return torch.stack([d.probs[0] for d in distribution.distribution]).cpu()
 
     # -- state, for exact resume ------------------------------------------------------------
+    # Only public Stable-Baselines3 API: the policy's and optimizer's state dicts, the rollout
+    # buffer's arrays read as they are, and refilled on load through RolloutBuffer.add.
     _BUFFER_FIELDS = ("observations", "actions", "rewards", "episode_starts", "values", "log_probs")
 
     def state_dict(self) -> dict[str, Any]:
-        """Networks, optimizer, the filled part of the rollout buffer and counters."""
+        """Networks, optimizer, the filled part of the rollout buffer and the update count."""
         position = self.buffer.buffer_size if self.buffer.full else self.buffer.pos
         return {"policy": self.ppo.policy.state_dict(), "optimizer": self.ppo.policy.optimizer.state_dict(),
                 "buffer": {name: getattr(self.buffer, name)[:position].copy() for name in self._BUFFER_FIELDS},
-                "position": position, "updates": self.updates, "n_updates": self.ppo._n_updates}
+                "updates": self.updates}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore `state_dict`: networks, optimizer, and the buffer step by step."""
         self.ppo.policy.load_state_dict(state["policy"])
         self.ppo.policy.optimizer.load_state_dict(state["optimizer"])
         self.buffer.reset()
-        position = int(state["position"])
-        for name in self._BUFFER_FIELDS:
-            getattr(self.buffer, name)[:position] = state["buffer"][name]
-        self.buffer.pos, self.buffer.full = position, position == self.buffer.buffer_size
-        self.updates, self.ppo._n_updates = int(state["updates"]), int(state["n_updates"])
+        steps = state["buffer"]
+        for i in range(len(steps["rewards"])):
+            self.buffer.add(steps["observations"][i], steps["actions"][i], steps["rewards"][i],
+                            steps["episode_starts"][i], torch.as_tensor(steps["values"][i]),
+                            torch.as_tensor(steps["log_probs"][i]))
+        self.updates = int(state["updates"])
 
 
 def reward_steps(steps_per_epoch: int, every: int) -> int:

@@ -3,11 +3,12 @@
 torchvision applies one op with one magnitude to a whole batch; AutoAugment-style policies
 then loop image by image. Here every sample of a batch gets its own op and magnitude in one
 call: samples are grouped by op and each group is transformed with per-sample parameters,
-through torchvision's own kernels where they take a batch (the affine grid sampler,
-autocontrast, equalize) and torchvision's formulas with a per-sample factor elsewhere
-(`_blend`-style colour mixing, the sharpness blur, posterize's levels), so each sample
-equals torchvision's single-image result for the same op and magnitude
-(tests/test_image_ops.py checks this).
+through torchvision's public kernels where they take a batch (autocontrast, equalize),
+torch's grid_sample with torchvision's documented affine matrix formula for the geometric
+ops, and torchvision's formulas with a per-sample factor elsewhere (colour
+blending, the sharpness blur, posterize's levels), so each sample equals torchvision's
+single-image result for the same op and magnitude (tests/test_image_ops.py checks this).
+Only public torch and torchvision functions are used.
 
 Magnitudes m lie in [0, 10] and map to the AutoAugment / RandAugment ranges (the maxima of
 torchvision's RandAugment): Rotate 30 degrees, ShearX/Y 0.3, TranslateX/Y 150/331 of the
@@ -22,7 +23,6 @@ import math
 import torch
 from torch import Tensor
 from torchvision.transforms.v2 import functional as TF
-from torchvision.transforms.v2.functional._geometry import _apply_grid_transform, _get_inverse_affine_matrix
 
 OPS = ("AutoContrast", "Equalize", "Rotate", "Posterize", "Solarize", "Color", "Contrast", "Brightness",
        "Sharpness", "ShearX", "ShearY", "TranslateX", "TranslateY", "Identity")
@@ -63,40 +63,65 @@ def _blend(image: Tensor, other: Tensor, ratio: Tensor) -> Tensor:
 GEOMETRIC = ("Rotate", "ShearX", "ShearY", "TranslateX", "TranslateY")
 
 
-def _inverse_affine_matrix(name: str, value: float, size: tuple[int, int]) -> list[float]:
-    """The inverse affine matrix (6 numbers) torchvision's F.rotate / F.affine build for the
-    AutoAugment call of op `name` (shears about the top-left corner, rotations and
-    translations about the center)."""
+def inverse_affine_matrix(center: tuple[float, float], angle: float, translate: tuple[float, float],
+                          shear: tuple[float, float]) -> list[float]:
+    """The 2x3 inverse [a, b, c, d, e, f] of the affine map torchvision's `affine` applies at
+    scale 1, in pixel coordinates relative to the image centre (output pixel -> input pixel).
+
+    torchvision documents the forward map as M = T C RSS C^-1: C translates to `center`, T by
+    `translate`, and RSS = R(angle) SHy(sy) SHx(sx) rotates and shears (angles in degrees). A
+    rotation and a shear have determinant 1, so RSS^-1 is RSS's adjugate and
+    M^-1 = C RSS^-1 C^-1 T^-1. The terms are evaluated as torchvision evaluates them, so the
+    matrix (and the pixels it samples) are the same to the last bit.
+    """
+    rot, sx, sy = math.radians(angle), math.radians(shear[0]), math.radians(shear[1])
+    rss = (math.cos(rot - sy) / math.cos(sy), -math.cos(rot - sy) * math.tan(sx) / math.cos(sy) - math.sin(rot),
+           math.sin(rot - sy) / math.cos(sy), -math.sin(rot - sy) * math.tan(sx) / math.cos(sy) + math.cos(rot))
+    a, b, d, e = rss[3], -rss[1], -rss[2], rss[0]  # the adjugate: RSS^-1
+    cx, cy = center
+    to_x, to_y = -cx - translate[0], -cy - translate[1]  # C^-1 T^-1 moves the origin here
+    return [a, b, (a * to_x + b * to_y) + cx, d, e, (d * to_x + e * to_y) + cy]
+
+
+def _inverse_affine_of_op(name: str, value: float, size: tuple[int, int]) -> list[float]:
+    """The inverse affine matrix of op `name` as torchvision's AutoAugment calls it: F.rotate
+    (about the centre; its matrix uses the negated angle), F.affine with a shear about the
+    top-left corner (center=[0, 0]), F.affine with a whole-pixel translation."""
     height, width = size
-    if name == "Rotate":  # F.rotate negates the angle for the affine matrix
-        return _get_inverse_affine_matrix([0.0, 0.0], -value, [0.0, 0.0], 1.0, [0.0, 0.0])
+    if name == "Rotate":
+        return inverse_affine_matrix((0.0, 0.0), -value, (0.0, 0.0), (0.0, 0.0))
     if name in ("ShearX", "ShearY"):
-        corner = [-width * 0.5, -height * 0.5]  # F.affine(center=[0, 0]) in center-relative coordinates
+        corner = (-width * 0.5, -height * 0.5)  # the top-left corner relative to the centre
         degrees = math.degrees(math.atan(value))
-        shear = [degrees, 0.0] if name == "ShearX" else [0.0, degrees]
-        return _get_inverse_affine_matrix(corner, 0.0, [0.0, 0.0], 1.0, shear)
-    translate = [value, 0.0] if name == "TranslateX" else [0.0, value]
-    return _get_inverse_affine_matrix([0.0, 0.0], 0.0, translate, 1.0, [0.0, 0.0])
+        return inverse_affine_matrix(corner, 0.0, (0.0, 0.0), (degrees, 0.0) if name == "ShearX" else (0.0, degrees))
+    translate = (value, 0.0) if name == "TranslateX" else (0.0, value)
+    return inverse_affine_matrix((0.0, 0.0), 0.0, translate, (0.0, 0.0))
 
 
-def _affine_grid_batched(theta: Tensor, height: int, width: int) -> Tensor:
-    """torchvision's _affine_grid for a batch of matrices theta (G, 2, 3) -> (G, H, W, 2)."""
+def _sampling_grid(theta: Tensor, height: int, width: int) -> Tensor:
+    """(G, 2, 3) inverse affine matrices in pixel coordinates relative to the image centre ->
+    (G, H, W, 2) grid_sample grid. Each output pixel centre (x, y) maps to theta (x, y, 1),
+    divided by the half sizes (W/2, H/2) into grid_sample's [-1, 1] coordinates
+    (align_corners=False), in the order torchvision computes it: torch's affine_grid
+    normalizes first, which moves 0.4% of the nearest-neighbour samples by one pixel."""
     dtype, device = theta.dtype, theta.device
-    base = torch.empty(1, height, width, 3, dtype=dtype, device=device)
-    base[..., 0].copy_(torch.linspace((1.0 - width) * 0.5, (width - 1.0) * 0.5, steps=width, device=device))
-    base[..., 1].copy_(torch.linspace((1.0 - height) * 0.5, (height - 1.0) * 0.5, steps=height, device=device).unsqueeze_(-1))
-    base[..., 2].fill_(1)
-    rescaled = theta.transpose(1, 2) / torch.tensor([0.5 * width, 0.5 * height], dtype=dtype, device=device)
-    grid = base.view(1, height * width, 3).expand(theta.shape[0], -1, -1).bmm(rescaled)
+    xs = torch.linspace((1.0 - width) * 0.5, (width - 1.0) * 0.5, steps=width, dtype=dtype, device=device)
+    ys = torch.linspace((1.0 - height) * 0.5, (height - 1.0) * 0.5, steps=height, dtype=dtype, device=device)
+    centres = torch.stack([xs.expand(height, width), ys.unsqueeze(1).expand(height, width),
+                           torch.ones(height, width, dtype=dtype, device=device)], dim=-1)  # (H, W, 3)
+    scaled = theta.transpose(1, 2) / torch.tensor([0.5 * width, 0.5 * height], dtype=dtype, device=device)
+    grid = centres.view(1, height * width, 3).expand(theta.shape[0], -1, -1).bmm(scaled)
     return grid.view(theta.shape[0], height, width, 2)
 
 
 def _geometric(names: list[str], images: Tensor, values: list[float]) -> Tensor:
-    """All affine ops of a batch in one grid-sample call: names[i] with argument values[i]."""
+    """All affine ops of a batch in one grid-sample call (nearest neighbour, zero fill):
+    names[i] with argument values[i]."""
     height, width = images.shape[-2:]
-    rows = [_inverse_affine_matrix(n, v, (height, width)) for n, v in zip(names, values)]
+    rows = [_inverse_affine_of_op(n, v, (height, width)) for n, v in zip(names, values)]
     theta = torch.tensor(rows, dtype=images.dtype, device=images.device).view(-1, 2, 3)
-    return _apply_grid_transform(images, _affine_grid_batched(theta, height, width), "nearest", fill=None)
+    grid = _sampling_grid(theta, height, width)
+    return torch.nn.functional.grid_sample(images, grid, mode="nearest", padding_mode="zeros", align_corners=False)
 
 
 def _sharpness(images: Tensor, factor: Tensor) -> Tensor:
