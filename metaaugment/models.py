@@ -1,9 +1,13 @@
 """Task networks for the benchmarks, registered by name (`create_model`), and model utilities.
 
-Every model takes [0, 1] images, standardizes them with the benchmark's mean and std, and
-exposes `forward_features(x) -> (B, D)` and `forward_head(features) -> (B, num_classes)`
-(the timm convention), which feature-based policies such as MetaAugment use. A user's own
-model needs only `forward`; policies that need features then use their own extractor.
+Every classifier takes [0, 1] images, standardizes them with the benchmark's mean and std,
+and follows timm's convention, so a timm model can stand in for any of them:
+`forward_features(x)` gives the unpooled feature maps (B, C, h, w), `forward_head(maps,
+pre_logits=True)` the pooled (B, D) features and `forward_head(maps)` the logits;
+`get_classifier()` is the final linear layer and `num_features` its input width D.
+Feature-based policies (MetaAugment's policy network and last-layer lookahead, RL-Mixup's
+saliency does not need them) read the pooled features through `pooled_features`. A user's
+own model needs only `forward`; policies that need features then use their own extractor.
 """
 from __future__ import annotations
 
@@ -30,32 +34,41 @@ class Standardize(nn.Module):
         return (x - self.mean) / self.std
 
 
-class FeatureClassifier(nn.Module):
-    """standardize -> feature extractor -> linear head, with the two halves callable apart.
+def global_average_pool() -> nn.Module:
+    """(B, C, h, w) maps -> (B, C): the mean over each map."""
+    return nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())
 
-    num_features: the width D of the features the head classifies (timm's attribute name).
+
+class FeatureClassifier(nn.Module):
+    """standardize -> body -> pool -> linear head, in timm's three calls.
+
+    body: (B, C, H, W) standardized images -> feature maps; pool: maps -> (B, num_features)
+    (global average pooling by default); num_features: the head's input width.
     """
 
-    def __init__(self, spec: TaskSpec, extractor: nn.Module, num_features: int):
+    def __init__(self, spec: TaskSpec, body: nn.Module, num_features: int, pool: nn.Module | None = None):
         super().__init__()
         if spec.num_classes is None:
             raise UserError("this model is a classifier and needs a benchmark with classes")
         self.standardize = Standardize(spec.mean, spec.std)
-        self.extractor = extractor
+        self.body = body
+        self.pool = pool if pool is not None else global_average_pool()
         self.head = nn.Linear(num_features, spec.num_classes)
         self.num_features = num_features
 
     def get_classifier(self) -> nn.Module:
-        """The final linear layer (timm's name for it)."""
+        """The final linear layer, (B, num_features) -> (B, num_classes)."""
         return self.head
 
     def forward_features(self, x: Tensor) -> Tensor:
-        """(B, C, H, W) images in [0, 1] -> (B, feature_dim) features."""
-        return self.extractor(self.standardize(x))
+        """(B, C, H, W) images in [0, 1] -> the unpooled feature maps."""
+        return self.body(self.standardize(x))
 
-    def forward_head(self, features: Tensor) -> Tensor:
-        """(B, feature_dim) -> (B, num_classes) logits."""
-        return self.head(features)
+    def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
+        """Feature maps -> (B, num_features) pooled features when `pre_logits`, else
+        (B, num_classes) logits."""
+        pooled = self.pool(x)
+        return pooled if pre_logits else self.head(pooled)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.forward_head(self.forward_features(x))
@@ -69,15 +82,13 @@ def _conv_block(cin: int, cout: int) -> list[nn.Module]:
 def small_cnn(spec: TaskSpec, *, width: int = 32) -> FeatureClassifier:
     """Three conv-BN-ReLU stages with pooling and global average pooling; fast on CPU."""
     check_option(width >= 1, "width", width, "at least 1")
-    extractor = nn.Sequential(
+    body = nn.Sequential(
         *_conv_block(spec.channels, width),
         *_conv_block(width, 2 * width),
         nn.MaxPool2d(2),
         *_conv_block(2 * width, 4 * width),
-        nn.AdaptiveAvgPool2d(1),
-        nn.Flatten(),
     )
-    return FeatureClassifier(spec, extractor, 4 * width)
+    return FeatureClassifier(spec, body, 4 * width)
 
 
 @MODELS.register("resnet18")
@@ -87,10 +98,8 @@ def resnet18(spec: TaskSpec) -> FeatureClassifier:
 
     net = tv_resnet18(num_classes=1)
     net.conv1 = nn.Conv2d(spec.channels, 64, 3, stride=1, padding=1, bias=False)
-    net.maxpool = nn.Identity()
-    feature_dim = net.fc.in_features
-    net.fc = nn.Identity()
-    return FeatureClassifier(spec, net, feature_dim)
+    body = nn.Sequential(net.conv1, net.bn1, net.relu, net.layer1, net.layer2, net.layer3, net.layer4)
+    return FeatureClassifier(spec, body, net.fc.in_features)
 
 
 class PreActBlock(nn.Module):
@@ -113,21 +122,21 @@ class PreActBlock(nn.Module):
 
 def preact_resnet_extractor(channels: int, stem: int, widths: tuple[int, ...], blocks: int,
                             strides: tuple[int, ...], dropout: float = 0.0) -> tuple[nn.Module, int]:
-    """A pre-activation ResNet up to global pooling: a 3x3 stem conv of width `stem`, then
+    """A pre-activation ResNet up to its feature maps: a 3x3 stem conv of width `stem`, then
     `blocks` pre-activation blocks per stage (the first with the stage's stride), then
-    BN-ReLU and global average pooling; returns (module, output width)."""
+    BN-ReLU; returns (module, output channels). Global average pooling follows in the head."""
     layers: list[nn.Module] = [nn.Conv2d(channels, stem, 3, 1, 1, bias=False)]
     cin = stem
     for cout, stride in zip(widths, strides):
         for i in range(blocks):
             layers.append(PreActBlock(cin, cout, stride if i == 0 else 1, dropout))
             cin = cout
-    layers += [nn.BatchNorm2d(cin), nn.ReLU(inplace=True), nn.AdaptiveAvgPool2d(1), nn.Flatten()]
+    layers += [nn.BatchNorm2d(cin), nn.ReLU(inplace=True)]
     return nn.Sequential(*layers), cin
 
 
 def wide_resnet_extractor(channels: int, depth: int, widen: int, dropout: float = 0.0) -> tuple[nn.Module, int]:
-    """WRN-depth-widen (Zagoruyko & Komodakis 2016) up to global pooling; returns (module, width)."""
+    """WRN-depth-widen (Zagoruyko & Komodakis 2016) up to its feature maps; returns (module, channels)."""
     if (depth - 4) % 6:
         raise UserError(f"wide-resnet depth must be 6n + 4 (got {depth})")
     return preact_resnet_extractor(channels, 16, (16 * widen, 32 * widen, 64 * widen), (depth - 4) // 6, (1, 2, 2),
@@ -138,32 +147,33 @@ def wide_resnet_extractor(channels: int, depth: int, widen: int, dropout: float 
 def preact_resnet18(spec: TaskSpec) -> FeatureClassifier:
     """PreActResNet-18 for small images (He et al. 2016; 11.2M parameters), RL-Mixup's and
     PuzzleMix's CIFAR-100 model: 3x3 stem, four stages of two blocks (64-512), no max-pool."""
-    extractor, width = preact_resnet_extractor(spec.channels, 64, (64, 128, 256, 512), 2, (1, 2, 2, 2))
-    return FeatureClassifier(spec, extractor, width)
+    body, width = preact_resnet_extractor(spec.channels, 64, (64, 128, 256, 512), 2, (1, 2, 2, 2))
+    return FeatureClassifier(spec, body, width)
 
 
 @MODELS.register("wrn-28-10")
 def wrn_28_10(spec: TaskSpec, *, dropout: float = 0.0) -> FeatureClassifier:
     """Wide ResNet 28-10 (36.5M parameters; the paper's CIFAR model, GPU-scale)."""
     check_option(0 <= dropout < 1, "dropout", dropout, "in [0, 1)")
-    extractor, width = wide_resnet_extractor(spec.channels, 28, 10, dropout)
-    return FeatureClassifier(spec, extractor, width)
+    body, width = wide_resnet_extractor(spec.channels, 28, 10, dropout)
+    return FeatureClassifier(spec, body, width)
 
 
 @MODELS.register("wrn-40-2")
 def wrn_40_2(spec: TaskSpec, *, dropout: float = 0.0) -> FeatureClassifier:
     """Wide ResNet 40-2 (2.2M parameters; the paper's smaller CIFAR model)."""
     check_option(0 <= dropout < 1, "dropout", dropout, "in [0, 1)")
-    extractor, width = wide_resnet_extractor(spec.channels, 40, 2, dropout)
-    return FeatureClassifier(spec, extractor, width)
+    body, width = wide_resnet_extractor(spec.channels, 40, 2, dropout)
+    return FeatureClassifier(spec, body, width)
 
 
 @MODELS.register("conv4")
 def conv4(spec: TaskSpec, *, hidden_size: int = 64) -> FeatureClassifier:
     """Few-shot 4-block conv net (learn2learn's CNN4 backbone) with an N-way linear head.
 
-    Each block is conv 3x3 - BatchNorm - ReLU - 2x2 max-pool, as in MAML and ProtoNets;
-    forward_features gives (B, hidden_size * (H // 16) * (W // 16)) features."""
+    Each block is conv 3x3 - BatchNorm - ReLU - 2x2 max-pool, as in MAML and ProtoNets; the
+    backbone's maps come flattened, (B, hidden_size * (H // 16) * (W // 16)), and the head
+    classifies them as they are (no pooling)."""
     from metaaugment.dependencies import learn2learn
 
     check_option(hidden_size >= 1, "hidden_size", hidden_size, "at least 1")
@@ -176,7 +186,7 @@ def conv4(spec: TaskSpec, *, hidden_size: int = 64) -> FeatureClassifier:
     if min(height, width) < 1:
         raise UserError(f"conv4 needs images of at least 16x16 (got {spec.input_shape[1]}x{spec.input_shape[2]})")
     feature_dim = hidden_size * height * width
-    return FeatureClassifier(spec, nn.Sequential(backbone, nn.Flatten()), feature_dim)
+    return FeatureClassifier(spec, backbone, feature_dim, pool=nn.Flatten())
 
 
 class MLPRegressor(nn.Module):
@@ -229,8 +239,9 @@ def has_features(model: nn.Module) -> bool:
 
 
 def pooled_features(model: nn.Module, inputs: Tensor) -> Tensor:
-    """(B, ...) inputs -> (B, D) features, the input of the model's final linear layer."""
-    return model.forward_features(inputs)
+    """(B, ...) inputs -> (B, D) pooled features, the input of the model's final linear layer:
+    timm's forward_head(forward_features(x), pre_logits=True)."""
+    return model.forward_head(model.forward_features(inputs), pre_logits=True)
 
 
 def classifier(model: nn.Module) -> nn.Module | None:

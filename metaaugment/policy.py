@@ -62,8 +62,9 @@ class ForwardOutput:
     logits:   (B, num_classes) model outputs.
     losses:   (B,) per-sample losses, still attached to the graph of the model's parameters,
               so a lookahead policy can differentiate them without a second forward pass.
-    features: (B, D) penultimate features when the model exposes `forward_features` and
-              `forward_head`; None otherwise.
+    features: (B, D) pooled features, the input of the model's final linear layer, when the
+              model follows timm's convention (forward_head(forward_features(x),
+              pre_logits=True)); None otherwise.
     """
 
     logits: Tensor

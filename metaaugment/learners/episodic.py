@@ -20,6 +20,7 @@ from metaaugment.batch import Episode
 from metaaugment.dependencies import learn2learn
 from metaaugment.errors import UserError, check_option
 from metaaugment.learners.base import Learner
+from metaaugment.models import has_features, pooled_features
 from metaaugment.policy import StepContext, TaskPolicy
 from metaaugment.registry import LEARNERS
 from metaaugment.run.stats import mean_and_ci95
@@ -202,9 +203,9 @@ class MetaSGDLearner(_GradientMetaLearner):
 
 
 def embed(model: nn.Module, inputs: Tensor) -> Tensor:
-    """(M, ...) -> (M, D) embeddings: the model's `forward_features` when it has one."""
-    features = getattr(model, "forward_features", None)
-    out = features(inputs) if callable(features) else model(inputs)
+    """(M, ...) -> (M, D) embeddings: the model's pooled features (the input of its final
+    linear layer) when it follows timm's convention, else its output."""
+    out = pooled_features(model, inputs) if has_features(model) else model(inputs)
     return out.flatten(1)
 
 

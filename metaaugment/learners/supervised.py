@@ -11,6 +11,7 @@ from metaaugment.batch import Batch
 from metaaugment.errors import check_option
 from metaaugment.learners.base import Learner
 from metaaugment.losses import accuracy, per_sample_cross_entropy, weighted_mean
+from metaaugment.models import classifier, has_features
 from metaaugment.policy import BatchPolicy, ForwardOutput, StepContext, StepResult
 from metaaugment.registry import LEARNERS
 from metaaugment.spec import TaskSpec
@@ -19,10 +20,13 @@ from metaaugment.spec import TaskSpec
 def forward_pass(model: nn.Module, batch: Batch,
                  loss_fn: Callable[[Tensor, Tensor], Tensor] = per_sample_cross_entropy) -> ForwardOutput:
     """Run `model` on batch.inputs; returns logits (B, C), per-sample losses (B,) with their
-    graph, and (B, D) features when the model has forward_features / forward_head."""
-    if hasattr(model, "forward_features") and hasattr(model, "forward_head"):
-        features = model.forward_features(batch.inputs)
-        logits = model.forward_head(features)
+    graph, and the pooled (B, D) features when the model follows timm's convention
+    (forward_features / forward_head(pre_logits=True) / get_classifier), in one pass."""
+    if has_features(model):
+        maps = model.forward_features(batch.inputs)
+        features = model.forward_head(maps, pre_logits=True)
+        head = classifier(model)
+        logits = head(features) if head is not None else model.forward_head(maps)
     else:
         features, logits = None, model(batch.inputs)
     return ForwardOutput(logits=logits, losses=loss_fn(logits, batch.targets), features=features)
