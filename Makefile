@@ -25,6 +25,7 @@ demo: install
 	$(BIN)/metaaug run digits --policy none --out runs/demo --overwrite
 
 test: install
+	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q
 
 clean:

@@ -27,14 +27,18 @@ err_console = Console(stderr=True)
 LearnerOpt = Annotated[Optional[str], typer.Option(help="Learner name (default: the benchmark's); see `metaaug list`.")]
 ModelOpt = Annotated[Optional[str], typer.Option(help="Model name (default: the benchmark's); see `metaaug list`.")]
 EpochsOpt = Annotated[Optional[int], typer.Option(help="Training epochs (default: the benchmark's).")]
-BatchOpt = Annotated[Optional[int], typer.Option("--batch-size", help="Mini-batch size; tasks per meta-batch on few-shot benchmarks (default: the benchmark's).")]
-LrOpt = Annotated[Optional[float], typer.Option("--lr", help="Learning rate; the outer (meta) rate for meta-learners (default: the benchmark's).")]
+BatchOpt = Annotated[Optional[int], typer.Option(
+    "--batch-size", help="Mini-batch size; tasks per meta-batch on few-shot benchmarks (default: the benchmark's).")]
+LrOpt = Annotated[Optional[float], typer.Option(
+    "--lr", help="Learning rate; the outer (meta) rate for meta-learners (default: the benchmark's).")]
 DeviceOpt = Annotated[str, typer.Option(help="auto (CUDA when present, else CPU), cpu, cuda or cuda:N.")]
 DataRootOpt = Annotated[Path, typer.Option("--data-root", envvar="METAAUG_DATA_ROOT",
                                            help="Folder holding on-disk datasets (CIFAR, ...).")]
 EvalEveryOpt = Annotated[int, typer.Option("--eval-every", help="Validate every N epochs.")]
-CheckpointOpt = Annotated[int, typer.Option("--checkpoint-every", help="Checkpoint every N steps (and every epoch end).")]
-LearnerSetOpt = Annotated[Optional[List[str]], typer.Option("--learner-set", help="Learner option key=value (repeatable).")]
+CheckpointOpt = Annotated[int, typer.Option("--checkpoint-every",
+                                             help="Checkpoint every N steps (and every epoch end).")]
+LearnerSetOpt = Annotated[Optional[List[str]], typer.Option("--learner-set",
+                                                             help="Learner option key=value (repeatable).")]
 ModelSetOpt = Annotated[Optional[List[str]], typer.Option("--model-set", help="Model option key=value (repeatable).")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")]
 # Few-shot benchmarks only (defaults: the benchmark's).
@@ -42,10 +46,13 @@ WaysOpt = Annotated[Optional[int], typer.Option("--ways", help="Few-shot: N clas
 ShotsOpt = Annotated[Optional[int], typer.Option("--shots", help="Few-shot: K support samples per class.")]
 QueryOpt = Annotated[Optional[int], typer.Option("--query-shots", help="Few-shot: query samples per class.")]
 StepsOpt = Annotated[Optional[int], typer.Option("--steps-per-epoch", help="Few-shot: meta-steps per epoch.")]
-ValTasksOpt = Annotated[Optional[int], typer.Option("--val-tasks", help="Few-shot: validation tasks per evaluation (100).")]
+ValTasksOpt = Annotated[Optional[int], typer.Option("--val-tasks",
+                                                     help="Few-shot: validation tasks per evaluation (100).")]
 TestTasksOpt = Annotated[Optional[int], typer.Option("--test-tasks", help="Few-shot: meta-test tasks (600).")]
-ImageSizeOpt = Annotated[Optional[int], typer.Option("--image-size", help="image-folder: resize images to this square size (84).")]
-ValSizeOpt = Annotated[Optional[int], typer.Option("--val-size", help="CIFAR: images held out of train for validation (5000; MetaAugment's paper: 1000).")]
+ImageSizeOpt = Annotated[Optional[int], typer.Option("--image-size",
+                                                      help="image-folder: resize images to this square size (84).")]
+ValSizeOpt = Annotated[Optional[int], typer.Option(
+    "--val-size", help="CIFAR: images held out of train for validation (5000; MetaAugment's paper: 1000).")]
 
 
 def _base_config(benchmark: str, learner: Optional[str], model: Optional[str], epochs: Optional[int],
@@ -100,7 +107,8 @@ def list_command() -> None:
 def run(
     benchmark: Annotated[str, typer.Argument(help="Benchmark name; see `metaaug list`.")],
     policy: Annotated[str, typer.Option("--policy", "-p", help="Augmentation policy; see `metaaug list`.")] = "none",
-    policy_set: Annotated[Optional[List[str]], typer.Option("--set", "-s", help="Policy option key=value (repeatable).")] = None,
+    policy_set: Annotated[Optional[List[str]], typer.Option("--set", "-s",
+                                                            help="Policy option key=value (repeatable).")] = None,
     learner: LearnerOpt = None,
     model: ModelOpt = None,
     epochs: EpochsOpt = None,
@@ -110,7 +118,8 @@ def run(
     device: DeviceOpt = "auto",
     data_root: DataRootOpt = Path("data"),
     out: Annotated[Optional[Path], typer.Option(help="Run folder (default: runs/BENCHMARK/POLICY/seedSEED).")] = None,
-    resume: Annotated[bool, typer.Option(help="Continue an interrupted run in --out, or reuse a finished one.")] = False,
+    resume: Annotated[bool, typer.Option(
+        help="Continue an interrupted run in --out, or reuse a finished one.")] = False,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing run folder in --out.")] = False,
     eval_every: EvalEveryOpt = 1,
     checkpoint_every: CheckpointOpt = 100,
@@ -202,9 +211,11 @@ def _parse_policy_sets(policies: list[str], assignments: list[str]) -> dict[str,
 @app.command()
 def compare(
     benchmark: Annotated[str, typer.Argument(help="Benchmark name; see `metaaug list`.")],
-    policies: Annotated[str, typer.Option("--policies", help="Comma-separated policy names, e.g. none,randaugment,mixup.")],
+    policies: Annotated[str, typer.Option("--policies",
+                                          help="Comma-separated policy names, e.g. none,randaugment,mixup.")],
     seeds: Annotated[str, typer.Option(help="Comma-separated seeds.")] = "0,1,2",
-    policy_set: Annotated[Optional[List[str]], typer.Option("--set", "-s", help="POLICY.key=value (repeatable).")] = None,
+    policy_set: Annotated[Optional[List[str]], typer.Option("--set", "-s",
+                                                            help="POLICY.key=value (repeatable).")] = None,
     learner: LearnerOpt = None,
     model: ModelOpt = None,
     epochs: EpochsOpt = None,
@@ -269,7 +280,8 @@ def main(argv: Optional[List[str]] = None) -> None:
         err_console.print(f"[red]error:[/red] {error}", highlight=False, soft_wrap=True)
         sys.exit(2)
     except TyperException as error:  # click usage errors: unknown option, missing argument...
-        err_console.print(f"[red]error:[/red] {error.format_message()} (see metaaug --help)", highlight=False, soft_wrap=True)
+        err_console.print(f"[red]error:[/red] {error.format_message()} (see metaaug --help)", highlight=False,
+                          soft_wrap=True)
         sys.exit(2)
     except KeyboardInterrupt:
         code = INTERRUPTED

@@ -27,7 +27,8 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AugmentationPolicy", "Batch", "BatchPolicy", "Episode", "EpisodicLearner", "ForwardOutput", "KINDS", "Learner",
-    "RunConfig", "StepContext", "StepResult", "SupervisedLearner", "TaskPolicy", "TaskSpec", "Trainer", "UserError", "accuracy", "create_learner",
+    "RunConfig", "StepContext", "StepResult", "SupervisedLearner", "TaskPolicy", "TaskSpec", "Trainer", "UserError",
+    "accuracy", "create_learner",
     "create_model", "create_policy", "forward_pass", "keep_freed_host_memory", "list_learners", "list_models",
     "list_policies", "per_sample_cross_entropy", "supervised_step", "train", "weighted_mean",
 ]

@@ -31,7 +31,8 @@ def mean_outputs_by_group(policy_state: dict, pool: list[str], op: str) -> tuple
     with_op[:, index] = True
     probabilities = policy_state["sampler.probabilities"]
     share = float(probabilities[index, :].sum() + probabilities[:, index].sum() - probabilities[index, index])
-    return (float(sums[with_op].sum() / counts[with_op].sum()), float(sums[~with_op].sum() / counts[~with_op].sum()), share)
+    return (float(sums[with_op].sum() / counts[with_op].sum()), float(sums[~with_op].sum() / counts[~with_op].sum()),
+            share)
 
 
 def main() -> None:
@@ -54,7 +55,8 @@ def main() -> None:
     print(f"{'seed':>4s} {'mean P, pairs with Rotate180':>29s} {'mean P, other pairs':>20s} "
           f"{'P(draw Rotate180)':>18s} {'test acc':>9s}")
     for seed, with_rot, without, share, acc in rows:
-        print(f"{seed:4d} {with_rot:29.4f} {without:20.4f} {share:12.3f} (uniform {uniform_share:.3f}) {100 * acc:8.2f}%")
+        print(f"{seed:4d} {with_rot:29.4f} {without:20.4f} {share:12.3f} (uniform {uniform_share:.3f}) "
+              f"{100 * acc:8.2f}%")
     lower = all(with_rot < without for _, with_rot, without, _, _ in rows)
     print("Rotate180 pairs get the lower mean weight in every seed:", "yes" if lower else "NO")
     sys.exit(0 if lower else 1)

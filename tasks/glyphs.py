@@ -175,7 +175,8 @@ def load_glyphs(data_root: Path | None = None) -> FewShotData:
     else:
         from rich.console import Console
 
-        with Console(stderr=True).status("rendering the glyphs benchmark from matplotlib's fonts (once; cached afterwards)"):
+        message = "rendering the glyphs benchmark from matplotlib's fonts (once; cached afterwards)"
+        with Console(stderr=True).status(message):
             data = build_glyphs()
         save_torch(path, data)
     images, labels = data["images"], data["labels"]
@@ -189,7 +190,8 @@ def load_glyphs(data_root: Path | None = None) -> FewShotData:
     train = split("train")
     mean = float(train.images.float().mean() / 255)
     std = float(train.images.float().std() / 255)
-    spec = TaskSpec(num_classes=None, input_shape=(1, IMAGE_SIZE, IMAGE_SIZE), mean=(mean,), std=(std,), kind="few-shot")
+    spec = TaskSpec(num_classes=None, input_shape=(1, IMAGE_SIZE, IMAGE_SIZE), mean=(mean,), std=(std,),
+                    kind="few-shot")
     return FewShotData(train, split("val"), split("test"), spec)
 
 

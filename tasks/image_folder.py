@@ -77,7 +77,8 @@ def load_image_folder(root: Path, image_size: int = DEFAULT_IMAGE_SIZE) -> FewSh
             done = 0
             for split in SPLITS:
                 arrays[split] = read_class_folders(folders[split], image_size, mode,
-                                                   progress=lambda n, base=done: progress.update(task, completed=base + n))
+                                                   progress=lambda n, base=done: progress.update(
+                                                       task, completed=base + n))
                 done += len(arrays[split][1])
         save_torch(cache, arrays)
     splits = {s: FewShotSplit(*arrays[s], class_names=[f.name for f in folders[s]]) for s in SPLITS}
@@ -85,7 +86,8 @@ def load_image_folder(root: Path, image_size: int = DEFAULT_IMAGE_SIZE) -> FewSh
     channels = train.shape[1]
     mean = tuple(train.mean(dim=(0, 2, 3)).tolist())
     std = tuple(train.std(dim=(0, 2, 3)).clamp_min(1e-3).tolist())
-    spec = TaskSpec(num_classes=None, input_shape=(channels, image_size, image_size), mean=mean, std=std, kind="few-shot")
+    spec = TaskSpec(num_classes=None, input_shape=(channels, image_size, image_size), mean=mean, std=std,
+                    kind="few-shot")
     return FewShotData(splits["train"], splits["val"], splits["test"], spec)
 
 

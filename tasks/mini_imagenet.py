@@ -59,7 +59,8 @@ def load_mini_imagenet(root: Path) -> FewShotData:
         raise UserError(
             f"mini-imagenet data not found: put {', '.join(SPLIT_FILES.values())} in {root.resolve()}/ "
             f"(missing {', '.join(missing)}; learn2learn's MiniImagenet(root, download=True) fetches them; each is "
-            f"a pickled dict with 'image_data' uint8 (N, 84, 84, 3) and 'class_dict' name -> indices), or pass --data-root DIR")
+            f"a pickled dict with 'image_data' uint8 (N, 84, 84, 3) and 'class_dict' name -> indices), "
+            f"or pass --data-root DIR")
     train, val, test = (read_cache(root / SPLIT_FILES[s]) for s in ("train", "val", "test"))
     size = train.images.shape[-1]
     spec = TaskSpec(num_classes=None, input_shape=(3, size, size), mean=MEAN, std=STD, kind="few-shot")

@@ -43,7 +43,8 @@ def character_folders(root: Path) -> list[Path]:
     missing = [s for s in (BACKGROUND, EVALUATION) if not (base / s).is_dir()]
     if missing:
         raise UserError(
-            f"omniglot data not found: expected {base.resolve()}/{{{BACKGROUND},{EVALUATION}}}/<Alphabet>/<character>/*.png "
+            f"omniglot data not found: expected "
+            f"{base.resolve()}/{{{BACKGROUND},{EVALUATION}}}/<Alphabet>/<character>/*.png "
             f"(missing {', '.join(missing)}); unpack images_background.zip and images_evaluation.zip from "
             f"https://github.com/brendenlake/omniglot into {base}, or pass --data-root DIR")
     folders = sorted(c for s in (BACKGROUND, EVALUATION) for a in (base / s).iterdir() if a.is_dir()
@@ -53,7 +54,8 @@ def character_folders(root: Path) -> list[Path]:
     return folders
 
 
-def split_classes(count: int, sizes: tuple[int, int] = SPLIT_SIZES, seed: int = SPLIT_SEED) -> tuple[list[int], list[int], list[int]]:
+def split_classes(count: int, sizes: tuple[int, int] = SPLIT_SIZES,
+                  seed: int = SPLIT_SEED) -> tuple[list[int], list[int], list[int]]:
     """A fixed shuffle of class indices cut into train / val / test; the proportions of
     `sizes` out of 1,623 are kept when there are fewer classes (fixtures, subsets)."""
     order = list(range(count))
@@ -74,7 +76,8 @@ def read_omniglot(root: Path) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
         images, labels = torch.load(cache, weights_only=False)
     else:
         with Progress(console=Console(stderr=True), transient=True) as progress:
-            task = progress.add_task(f"reading Omniglot ({len(folders)} characters, cached afterwards)", total=len(folders) * 20)
+            task = progress.add_task(f"reading Omniglot ({len(folders)} characters, cached afterwards)",
+                                     total=len(folders) * 20)
             images, labels = read_class_folders(folders, IMAGE_SIZE, "L", invert=True,
                                                 progress=lambda n: progress.update(task, completed=n))
         save_torch(cache, (images, labels))
@@ -84,14 +87,15 @@ def read_omniglot(root: Path) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
 def _spec(images: torch.Tensor, num_classes: int | None, kind: str) -> TaskSpec:
     mean = float(images.float().mean() / 255)
     std = float(images.float().std() / 255)
-    return TaskSpec(num_classes=num_classes, input_shape=(1, IMAGE_SIZE, IMAGE_SIZE), mean=(mean,), std=(std,), kind=kind)
+    return TaskSpec(num_classes=num_classes, input_shape=(1, IMAGE_SIZE, IMAGE_SIZE), mean=(mean,), std=(std,),
+                    kind=kind)
 
 
 def load_omniglot(root: Path) -> FewShotData:
     """Omniglot as 1,200 / 100 / 323 disjoint classes of 20 uint8 1x28x28 drawings."""
     images, labels, names = read_omniglot(root)
-    train, val, test = (FewShotSplit(images[torch.isin(labels, torch.tensor(c))], labels[torch.isin(labels, torch.tensor(c))], names)
-                        for c in split_classes(len(names)))
+    members = [torch.isin(labels, torch.tensor(c)) for c in split_classes(len(names))]
+    train, val, test = (FewShotSplit(images[m], labels[m], names) for m in members)
     return FewShotData(train, val, test, _spec(train.images, None, "few-shot"))
 
 

@@ -43,14 +43,17 @@ BAD_OPTION_VALUES = [
     (["--policy", "metaaugment", "--set", "refresh=0"], "refresh must be at least 1 (got 0)"),
     (["--policy", "metaaugment", "--set", "epsilon=2"], "epsilon must be in [0, 1] (got 2.0)"),
     (["--policy", "metaaugment", "--set", "policy_lr=0"], "policy_lr must be a positive number (got 0.0)"),
-    (["--policy", "metaaugment", "--set", "engine=exact"], "engine must be one of fast, fast-jvp, higher, last-layer (got 'exact')"),
+    (["--policy", "metaaugment", "--set", "engine=exact"],
+     "engine must be one of fast, fast-jvp, higher, last-layer (got 'exact')"),
     (["--policy", "metaaugment", "--set", "copies=0"], "copies must be at least 1 (got 0)"),
     (["--policy", "metaaugment", "--set", "lookahead_steps=2"], "lookahead_steps must be 1 unless engine=higher"),
     (["--policy", "metaaugment", "--set", "extra_ops=Blur"], "extra_ops must be among Rotate180 (got ('Blur',))"),
-    (["--policy", "randaugment", "--set", "num_ops=-1"], "policy 'randaugment': num_ops must be a non-negative integer (got -1)"),
+    (["--policy", "randaugment", "--set", "num_ops=-1"],
+     "policy 'randaugment': num_ops must be a non-negative integer (got -1)"),
     (["--policy", "randaugment", "--set", "magnitude=40"], "magnitude must be in [0, 30] (got 40)"),
     (["--policy", "trivialaugment", "--set", "num_magnitude_bins=0"], "num_magnitude_bins must be at least 1 (got 0)"),
-    (["--policy", "autoaugment", "--set", "policy=mnist"], "policy must be one of cifar10, imagenet, svhn (got 'mnist')"),
+    (["--policy", "autoaugment", "--set", "policy=mnist"],
+     "policy must be one of cifar10, imagenet, svhn (got 'mnist')"),
     (["--policy", "mixup", "--set", "alpha=nan"], "policy 'mixup': alpha must be a positive number (got nan)"),
     (["--policy", "cutmix", "--set", "alpha=-1"], "alpha must be a positive number (got -1.0)"),
     (["--policy", "cutout", "--set", "size=0"], "size must be a positive number of pixels (got 0)"),
@@ -83,9 +86,11 @@ def test_rejected_option_values_print_one_line_naming_the_option(tmp_path, monke
 @pytest.mark.parametrize("args, expected", [
     (["sinusoid", "--learner-set", "inner_lr=0"], "learner 'maml': inner_lr must be a positive number (got 0.0)"),
     (["sinusoid", "--learner-set", "inner_steps=0"], "inner_steps must be at least 1 (got 0)"),
-    (["sinusoid", "--policy", "target-noise", "--set", "amplitude=-1"], "amplitude must be a non-negative number (got -1.0)"),
+    (["sinusoid", "--policy", "target-noise", "--set", "amplitude=-1"],
+     "amplitude must be a non-negative number (got -1.0)"),
     (["sinusoid", "--policy", "discrete-noise", "--set", "values=1,1"], "values must be distinct numbers"),
-    (["sinusoid", "--policy", "target-noise", "--set", "wrap=3,1"], "wrap must be LOW,HIGH with LOW < HIGH (got (3.0, 1.0))"),
+    (["sinusoid", "--policy", "target-noise", "--set", "wrap=3,1"],
+     "wrap must be LOW,HIGH with LOW < HIGH (got (3.0, 1.0))"),
     (["sinusoid", "--model-set", "hidden=0"], "hidden must be one or more positive widths (got (0,))"),
     (["sinusoid", "--model", "conv4"], "conv4 takes images"),
     (["glyphs", "--model-set", "hidden_size=0"], "hidden_size must be at least 1 (got 0)"),
@@ -101,6 +106,7 @@ def test_rejected_few_shot_option_values_print_one_line(tmp_path, monkeypatch, c
     assert not (tmp_path / "runs").exists()
 
 
+@pytest.mark.slow
 def test_cifar_without_data_says_where_to_put_it(tmp_path):
     # A real process: exit code and stderr as a shell user sees them.
     result = metaaug("run", "cifar10", "--data-root", str(tmp_path / "data"), cwd=tmp_path)
@@ -108,6 +114,7 @@ def test_cifar_without_data_says_where_to_put_it(tmp_path):
     assert "cifar-10-batches-py" in result.stderr and str(tmp_path / "data") in result.stderr
 
 
+@pytest.mark.slow
 def test_cifar_fixture_runs_through_the_cli(tmp_path):
     write_cifar_fixture(tmp_path / "data", per_file=16)
     result = metaaug("run", "cifar10", "--data-root", str(tmp_path / "data"), "--model", "small-cnn",
@@ -117,6 +124,7 @@ def test_cifar_fixture_runs_through_the_cli(tmp_path):
     assert (tmp_path / "run" / "results.json").exists()
 
 
+@pytest.mark.slow
 def test_list_names_every_registered_component():
     from metaaugment.learners import LEARNERS
     from metaaugment.registry import MODELS, POLICIES
@@ -136,6 +144,7 @@ def test_help_on_every_command(command, capsys):
     assert exit_info.value.code == 0 and "Usage" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_run_prints_results_and_default_folder(tmp_path):
     result = metaaug("run", "digits", "--epochs", "1", "--quiet", cwd=tmp_path)
     assert result.returncode == 0, result.stderr

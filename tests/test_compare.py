@@ -16,6 +16,7 @@ def test_mean_std_is_the_sample_standard_deviation():
     assert mean_std([0.5]) == (0.5, 0.0)
 
 
+@pytest.mark.slow
 def test_compare_writes_table_csv_markdown_and_png(tmp_path):
     out = tmp_path / "cmp"
     command = [sys.executable, "-m", "metaaugment.cli.main", "compare", "digits", "--policies", "none,mixup",

@@ -143,6 +143,7 @@ def test_glyph_rendering_finds_ink_and_centers_it():
     assert place_glyph(np.zeros((30, 30), np.uint8)) is None  # no ink, no class
 
 
+@pytest.mark.slow
 def test_glyphs_benchmark_has_over_a_thousand_disjoint_classes_and_is_cached(tmp_path):
     from metaaugment.tasks.glyphs import INSTANCES, MIN_FONTS, load_glyphs
 

@@ -89,7 +89,8 @@ def test_a_transformation_applies_its_two_ops_in_order():
     out = apply_transformations(images, pairs, mags, signs)
     step = apply_ops(images, pairs[:, 0], mags[:, 0], signs[:, 0])
     torch.testing.assert_close(out, apply_ops(step, pairs[:, 1], mags[:, 1], signs[:, 1]))
-    reversed_order = apply_ops(apply_ops(images, pairs[:, 1], mags[:, 1], signs[:, 1]), pairs[:, 0], mags[:, 0], signs[:, 0])
+    second_first = apply_ops(images, pairs[:, 1], mags[:, 1], signs[:, 1])
+    reversed_order = apply_ops(second_first, pairs[:, 0], mags[:, 0], signs[:, 0])
     assert not torch.allclose(out, reversed_order)
 
 

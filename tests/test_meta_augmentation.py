@@ -35,7 +35,8 @@ def labels_by_index(episodes):
     """dataset index -> set of task-local labels it received over all episodes."""
     seen: dict[int, set] = {}
     for e in episodes:
-        for indices, labels in ((e.info["support_indices"], e.support_targets), (e.info["query_indices"], e.query_targets)):
+        for indices, labels in ((e.info["support_indices"], e.support_targets),
+                                (e.info["query_indices"], e.query_targets)):
             for i, y in zip(indices.tolist(), labels.tolist()):
                 seen.setdefault(i, set()).add(y)
     return seen

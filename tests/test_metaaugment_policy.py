@@ -14,7 +14,8 @@ SPEC = TaskSpec(num_classes=4, input_shape=(3, 12, 12), mean=(0.5,) * 3, std=(0.
 
 def test_embedding_puts_magnitudes_at_the_papers_positions():
     rotate, equalize, shear_y = OPS.index("Rotate"), OPS.index("Equalize"), OPS.index("ShearY")
-    e = embed_transformations(torch.tensor([[rotate, shear_y], [equalize, rotate]]), torch.tensor([[3.0, 7.5], [4.0, 0.0]]))
+    e = embed_transformations(torch.tensor([[rotate, shear_y], [equalize, rotate]]),
+                              torch.tensor([[3.0, 7.5], [4.0, 0.0]]))
     assert e.shape == (2, 28)
     # (j, k) = (Rotate, ShearY): 1-based j = 3, k = 11 -> m1 + 1 at position 2j - 1 = 5, m2 + 1 at 2k = 22
     expected = torch.zeros(28)
@@ -82,15 +83,18 @@ def test_policy_outputs_move_and_alpha_is_learned():
     ctx = context()
     policy.setup(ctx)
     for _ in range(3):
-        supervised_step(ctx.model, ctx.optimizer, Batch(torch.rand(10, 3, 12, 12), torch.randint(0, 4, (10,))), policy, ctx)
+        batch = Batch(torch.rand(10, 3, 12, 12), torch.randint(0, 4, (10,)))
+        supervised_step(ctx.model, ctx.optimizer, batch, policy, ctx)
     assert policy.alpha.item() != pytest.approx(0.1, abs=1e-7)  # started at the task optimizer's lr
     assert int(policy.sampler.iteration) == 3
 
 
+@pytest.mark.slow
 def test_metaaugment_run_writes_figures_and_resumes_exactly(tmp_path, crash_at):
     config = quick_config(policy="metaaugment", epochs=2, checkpoint_every=10)
     reference = train(config, tmp_path / "ref", show_progress=False)
-    assert (tmp_path / "ref" / "sampler_heatmap.png").is_file() and (tmp_path / "ref" / "weighted_samples.png").is_file()
+    assert (tmp_path / "ref" / "sampler_heatmap.png").is_file()
+    assert (tmp_path / "ref" / "weighted_samples.png").is_file()
     assert set(reference["artifacts"]) == {"sampler_heatmap.png", "weighted_samples.png"}
 
     crash_at(25)
@@ -101,6 +105,7 @@ def test_metaaugment_run_writes_figures_and_resumes_exactly(tmp_path, crash_at):
     assert resumed["metrics"] == reference["metrics"]
 
 
+@pytest.mark.slow
 def test_transfer_reuses_a_trained_policy_frozen_to_train_another_network(tmp_path, crash_at):
     source = quick_config(policy="metaaugment", epochs=1)
     train(source, tmp_path / "source", show_progress=False)

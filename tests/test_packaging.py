@@ -2,7 +2,10 @@
 import subprocess
 import sys
 
+import pytest
 
+
+@pytest.mark.slow
 def test_tasks_and_cli_install_inside_the_namespace(tmp_path):
     # Run from an unrelated folder so the repository root is not on sys.path.
     code = ("import importlib.util as u, metaaugment.tasks as t, metaaugment.cli.main as c;"
@@ -11,6 +14,7 @@ def test_tasks_and_cli_install_inside_the_namespace(tmp_path):
     assert out.stdout.split() == ["None", "None", "metaaugment.tasks", "metaaugment.cli.main"]
 
 
+@pytest.mark.slow
 def test_field_dependencies_are_installed(tmp_path):
     # learn2learn needs the sdist rebuild of scripts/install_learn2learn.sh; a missing install
     # step would only show up in later issues' code, so check it here.

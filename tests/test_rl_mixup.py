@@ -99,6 +99,7 @@ def test_policy_rewards_every_period_by_eq5_and_records_episode_starts():
     assert metrics["reward_sum"] == pytest.approx(0.125) and metrics["reward_count"] == 3
 
 
+@pytest.mark.slow
 def test_rl_mixup_in_the_trainer_logs_actions_and_ppo_and_resumes_exactly(tmp_path, crash_at):
     config = quick_config(policy="rl-mixup", epochs=3, checkpoint_every=10,
                           policy_options={**SMALL_AGENT, "reward_every": 5})

@@ -31,7 +31,8 @@ def test_saliency_is_the_channel_l2_norm_of_the_input_gradient():
     pooled = patch_saliency(expected, 3)
     assert pooled.shape == (3, 3, 3)
     torch.testing.assert_close(pooled.sum(dim=(1, 2)), torch.ones(3))
-    torch.testing.assert_close(pooled[0, 0, 0] / pooled[0, 1, 1], expected[0, :2, :2].mean() / expected[0, 2:4, 2:4].mean())
+    torch.testing.assert_close(pooled[0, 0, 0] / pooled[0, 1, 1],
+                               expected[0, :2, :2].mean() / expected[0, 2:4, 2:4].mean())
 
 
 def test_action_to_percentile_mapping():
@@ -61,8 +62,10 @@ def test_mixed_labels_are_eq4_area_proportions_on_a_hand_built_case():
     torch.testing.assert_close(labels, expected)
     assert labels.sum().item() == pytest.approx(1.0)
     blend = 0.3 * 0.2 + 0.7 * 0.8
-    assert torch.allclose(mixed[0, 0, :2, :2], torch.tensor(blend)) and torch.allclose(mixed[0, 0, 2:, 2:], torch.tensor(blend))
-    assert torch.allclose(mixed[0, 0, :2, 2:], torch.tensor(0.2)) and torch.allclose(mixed[0, 0, 2:, :2], torch.tensor(0.8))
+    assert torch.allclose(mixed[0, 0, :2, :2], torch.tensor(blend))
+    assert torch.allclose(mixed[0, 0, 2:, 2:], torch.tensor(blend))
+    assert torch.allclose(mixed[0, 0, :2, 2:], torch.tensor(0.2))
+    assert torch.allclose(mixed[0, 0, 2:, :2], torch.tensor(0.8))
     assert torch.equal(x1, before)
 
 

@@ -78,6 +78,7 @@ def test_metaaugment_weighs_samples_by_a_timm_style_task_network(engine):
     assert any(not torch.equal(a, b) for a, b in zip(before, policy.network.parameters()))  # theta learned
 
 
+@pytest.mark.slow
 def test_a_real_timm_model_trains_with_metaaugment_through_the_run_loop(tmp_path):
     timm = pytest.importorskip("timm")
     with MODELS.scoped():

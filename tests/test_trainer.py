@@ -24,7 +24,7 @@ def metric_records(path: Path) -> list[dict]:
 def test_same_seed_gives_identical_results(tmp_path):
     first = train(quick_config(policy="randaugment", seed=4), tmp_path / "a", show_progress=False)
     second = train(quick_config(policy="randaugment", seed=4), tmp_path / "b", show_progress=False)
-    other = train(quick_config(policy="randaugment", seed=5), tmp_path / "c", show_progress=False)
+    train(quick_config(policy="randaugment", seed=5), tmp_path / "c", show_progress=False)
     assert first["metrics"] == second["metrics"]
     assert metric_records(tmp_path / "a") == metric_records(tmp_path / "b")
     assert metric_records(tmp_path / "a") != metric_records(tmp_path / "c")
@@ -119,6 +119,7 @@ def cli(*args):
     return [sys.executable, "-m", "metaaugment.cli.main", *args]
 
 
+@pytest.mark.slow
 def test_sigkill_mid_run_then_resume_matches_an_uninterrupted_run(tmp_path):
     args = ["run", "digits", "--policy", "randaugment", "--epochs", "6", "--seed", "7", "--device", "cpu",
             "--checkpoint-every", "5", "--quiet"]

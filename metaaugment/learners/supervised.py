@@ -72,7 +72,8 @@ class SupervisedLearner(Learner):
         check_option(math.isfinite(momentum) and momentum >= 0, "momentum", momentum, "a non-negative number")
         check_option(math.isfinite(weight_decay) and weight_decay >= 0, "weight_decay", weight_decay,
                      "a non-negative number")
-        check_option(schedule in ("cosine", "constant", "onecycle"), "schedule", schedule, "cosine, constant or onecycle")
+        check_option(schedule in ("cosine", "constant", "onecycle"), "schedule", schedule,
+                     "cosine, constant or onecycle")
         check_option(0 < warmup_fraction < 1, "warmup_fraction", warmup_fraction, "in (0, 1)")
         check_option(0 < initial_lr_ratio <= 1, "initial_lr_ratio", initial_lr_ratio, "in (0, 1]")
         check_option(0 < final_lr_ratio <= initial_lr_ratio, "final_lr_ratio", final_lr_ratio,

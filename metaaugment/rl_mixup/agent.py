@@ -98,7 +98,8 @@ class PercentileAgent:
         action_space = gym.spaces.MultiDiscrete([NUM_ACTIONS] * batch_size)
         env = DummyVecEnv([lambda: _SpacesOnly(observation_space, action_space)])
         policy_kwargs = dict(features_extractor_class=SaliencyFeaturesExtractor,
-                             features_extractor_kwargs=dict(features_dim=features_dim, channels=tuple(extractor_channels)),
+                             features_extractor_kwargs=dict(features_dim=features_dim,
+                                                            channels=tuple(extractor_channels)),
                              share_features_extractor=True, net_arch=dict(pi=[64, 64], vf=[256, 256]),
                              activation_fn=nn.Tanh)
         self.ppo = PPO("MlpPolicy", env, learning_rate=learning_rate, n_steps=steps_per_update,

@@ -114,7 +114,7 @@ class SaliencyMixup(BatchPolicy):
 
 @POLICIES.register("rl-mixup")
 class RLMixup(SaliencyMixup):
-    """RL-Mixup: saliency patch mixup with q per sample chosen by a PPO agent (Stable-Baselines3) rewarded by validation accuracy."""
+    """RL-Mixup: saliency patch mixup, q per sample chosen by a PPO agent rewarded by validation accuracy."""
 
     def __init__(self, *, patches: int | None = None, alpha: float = 0.5, reward_every: int = 50,
                  val_fraction: float = 0.1, episodes_per_update: int = 2, agent_lr: float = 3e-4,

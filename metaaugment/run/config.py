@@ -65,14 +65,16 @@ class RunConfig:
             episodic = dict(ways=self.ways or bench.default_ways, shots=self.shots or bench.default_shots,
                             query_shots=self.query_shots or bench.default_query_shots,
                             steps_per_epoch=self.steps_per_epoch or bench.default_steps_per_epoch,
-                            val_tasks=self.val_tasks or DEFAULT_VAL_TASKS, test_tasks=self.test_tasks or DEFAULT_TEST_TASKS)
+                            val_tasks=self.val_tasks or DEFAULT_VAL_TASKS,
+                            test_tasks=self.test_tasks or DEFAULT_TEST_TASKS)
         else:
             given = [n for n in EPISODIC_FIELDS if getattr(self, n) is not None]
             if given:
                 raise UserError(f"--{given[0].replace('_', '-')} applies to few-shot benchmarks; "
                                 f"'{self.benchmark}' trains on mini-batches")
         if self.image_size is not None and not bench.accepts_image_size:
-            raise UserError(f"--image-size applies to benchmarks that resize images (image-folder), not '{self.benchmark}'")
+            raise UserError(f"--image-size applies to benchmarks that resize images (image-folder), "
+                            f"not '{self.benchmark}'")
         if self.val_size is not None and not bench.accepts_val_size:
             raise UserError(f"--val-size applies to benchmarks that split validation off train (cifar10, cifar100), "
                             f"not '{self.benchmark}'")

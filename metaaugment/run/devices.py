@@ -24,5 +24,6 @@ def resolve_device(name: str = "auto") -> torch.device:
         if not torch.cuda.is_available():
             raise UserError(f"device '{name}' requested but CUDA is not available here; use --device cpu or auto")
         if device.index is not None and device.index >= torch.cuda.device_count():
-            raise UserError(f"device '{name}' does not exist; this machine has {torch.cuda.device_count()} CUDA device(s)")
+            raise UserError(f"device '{name}' does not exist; this machine has {torch.cuda.device_count()} "
+                            "CUDA device(s)")
     return device

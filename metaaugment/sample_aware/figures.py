@@ -43,7 +43,8 @@ def weighted_samples_grid(images: Tensor, weights: Tensor, losses: Tensor, label
     for i in range(n):
         ax = axes.flat[i]
         show_image(ax, images[i])
-        ax.set_title(f"{captions[i]}\ny={int(labels[i])} w={float(weights[i]):.3f} L={float(losses[i]):.2f}", fontsize=6)
+        ax.set_title(f"{captions[i]}\ny={int(labels[i])} w={float(weights[i]):.3f} L={float(losses[i]):.2f}",
+                     fontsize=6)
     fig.suptitle("highest-weighted augmented samples (top) and lowest-weighted (bottom)", fontsize=9)
     fig.tight_layout()
     save_figure(fig, path)

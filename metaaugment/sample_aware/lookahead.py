@@ -63,7 +63,8 @@ def fast_lookahead(model: nn.Module, train_losses: Tensor, weights: Tensor, alph
     w_fixed, alpha_fixed = weights.detach(), alpha.detach()
     weighted_grad = torch.autograd.grad((w_fixed * train_losses).sum(), params, retain_graph=True)
     with scratch_buffers(model):
-        lookahead = {n: (p.detach() - alpha_fixed * g).requires_grad_() for n, p, g in zip(names, params, weighted_grad)}
+        lookahead = {n: (p.detach() - alpha_fixed * g).requires_grad_()
+                     for n, p, g in zip(names, params, weighted_grad)}
         val_loss = loss_fn(functional_call(model, lookahead, (val_inputs,)), val_targets).mean()
         val_grad = torch.autograd.grad(val_loss, list(lookahead.values()))
         base = {n: p.detach() for n, p in zip(names, params)}
@@ -85,15 +86,18 @@ def fast_lookahead(model: nn.Module, train_losses: Tensor, weights: Tensor, alph
                 losses_shifted = loss_fn(functional_call(model, shifted, (train_inputs,)), train_targets)
             dots = (losses_shifted - train_losses.detach()) / h
     dots = dots.detach()
-    return LookaheadGradients(weights=-alpha_fixed * dots, alpha=-(w_fixed * dots).sum(), val_loss=float(val_loss.detach()))
+    return LookaheadGradients(weights=-alpha_fixed * dots, alpha=-(w_fixed * dots).sum(),
+                              val_loss=float(val_loss.detach()))
 
 
 def last_layer_lookahead(head: nn.Module, features: Tensor, weights: Tensor, alpha: Tensor, train_targets: Tensor,
-                         val_features: Tensor, val_targets: Tensor, loss_fn: LossFn, mode: str = "fd") -> LookaheadGradients:
+                         val_features: Tensor, val_targets: Tensor, loss_fn: LossFn,
+                         mode: str = "fd") -> LookaheadGradients:
     """The cheap approximation: the lookahead of the head alone on fixed features (B, D)."""
     features, val_features = features.detach(), val_features.detach()
     losses = loss_fn(head(features), train_targets)
-    return fast_lookahead(head, losses, weights, alpha, features, train_targets, val_features, val_targets, loss_fn, mode)
+    return fast_lookahead(head, losses, weights, alpha, features, train_targets, val_features, val_targets, loss_fn,
+                          mode)
 
 
 def higher_lookahead(model: nn.Module, weights: Tensor, alpha: Tensor, train_inputs: Tensor, train_targets: Tensor,

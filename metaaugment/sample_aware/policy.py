@@ -184,7 +184,8 @@ class MetaAugment(BatchPolicy):
         if self.engine == "last-layer":
             head = classifier(model)
             if head is None:
-                raise UserError("metaaugment engine=last-layer needs a model with get_classifier() (the timm convention)")
+                raise UserError("metaaugment engine=last-layer needs a model with get_classifier() "
+                                "(the timm convention)")
             with torch.no_grad(), scratch_buffers(model):  # validation data must not move BN statistics
                 val_features = pooled_features(model, val.inputs)
             return last_layer_lookahead(head, output.features, weights, self.alpha, batch.targets, val_features,

@@ -72,7 +72,8 @@ class TransformationSampler(nn.Module):
         slot = int(self.iteration) % self.window
         index = (pairs[:, 0] * self.num_ops + pairs[:, 1]).cpu()
         sums = torch.zeros(self.num_ops**2, dtype=torch.float64).index_add_(0, index, outputs.detach().double().cpu())
-        counts = torch.zeros(self.num_ops**2, dtype=torch.float64).index_add_(0, index, torch.ones(len(index), dtype=torch.float64))
+        ones = torch.ones(len(index), dtype=torch.float64)
+        counts = torch.zeros(self.num_ops**2, dtype=torch.float64).index_add_(0, index, ones)
         self.output_sums[slot] = sums.view(self.num_ops, self.num_ops)
         self.output_counts[slot] = counts.view(self.num_ops, self.num_ops)
         self.iteration += 1
