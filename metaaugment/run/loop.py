@@ -117,7 +117,7 @@ class Trainer:
         load(checkpoint["policy"], model)
 
     # -- checkpoints -----------------------------------------------------------------------
-    def save_checkpoint(self) -> None:
+    def _save_state(self) -> None:
         """Atomically write everything needed to continue exactly from here."""
         save_checkpoint(self.run_dir.checkpoint_path, {
             "training": dataclasses.asdict(self.state),
@@ -129,7 +129,7 @@ class Trainer:
             "rng": capture_rng_state(),
         })
 
-    def load_checkpoint(self) -> bool:
+    def _restore_state(self) -> bool:
         """Restore from the run folder's checkpoint; False when there is none."""
         path = self.run_dir.checkpoint_path
         if not path.is_file():
@@ -170,7 +170,7 @@ class Trainer:
                 self.run_dir.append_metrics({"kind": "step", "step": p.step, "epoch": p.epoch + 1, **metrics})
             bar.update(task, completed=p.step, metrics=self._progress_metrics(metrics))
             if p.step % cfg.checkpoint_every == 0 and p.step_in_epoch < self.strategy.steps_per_epoch:
-                self.save_checkpoint()
+                self._save_state()
 
     def _finish_epoch(self) -> None:
         cfg, p = self.config, self.state
@@ -188,13 +188,13 @@ class Trainer:
                     self.best_model = copy.deepcopy(self.model.state_dict())
         self.run_dir.append_metrics(record)
         p.epoch, p.step_in_epoch, p.epoch_sums = p.epoch + 1, 0, {}
-        self.save_checkpoint()
+        self._save_state()
 
     def run(self) -> dict[str, Any]:
         """Train to the end (continuing from a checkpoint if the folder has one), test, and
         return the results also written to results.json."""
         cfg = self.config
-        resumed_at = self.state.step if self.load_checkpoint() else None
+        resumed_at = self.state.step if self._restore_state() else None
         started = time.perf_counter()
         description = f"{cfg.benchmark} · {cfg.policy} · {cfg.learner} · seed {cfg.seed}"
         with training_progress(self.console, disable=not self.show_progress) as bar:
@@ -210,7 +210,7 @@ class Trainer:
                    "config": cfg.to_dict(), "policy": self.policy.describe(), "learner": self.learner.describe(),
                    "environment": describe_environment(self.device)}
         results["artifacts"] = [p.name for p in self.policy.write_artifacts(self.run_dir.path)]
-        self.save_checkpoint()
+        self._save_state()
         self.run_dir.write_results(results)
         return results
 
