@@ -259,7 +259,8 @@ def feature_width(model: nn.Module, spec: TaskSpec, needed_by: str = "this polic
     width = getattr(model, "num_features", None)
     if isinstance(width, int):
         return width
-    device = next(model.parameters()).device
+    first = next(model.parameters(), None)
+    device = first.device if first is not None else torch.device("cpu")
     was_training = model.training
     with torch.no_grad(), scratch_buffers(model):
         model.eval()

@@ -63,14 +63,12 @@ class Trainer:
         self.show_progress = show_progress
         bench = create_benchmark(config.benchmark)
         self.kind = benchmark_kind(bench.kind)
+        strategy_class = strategy_for(self.kind)
         self.device = resolve_device(config.device)
         seed_everything(config.seed)
         load_options = {name: getattr(config, name) for name in ("image_size", "val_size") if getattr(config, name)}
         data = bench.load(Path(config.data_root), **load_options)
-        spec = data.spec
-        if self.kind.name == "few-shot":  # the model classifies the task-local labels 0..N-1
-            spec = dataclasses.replace(spec, num_classes=config.ways)
-        self.spec = spec
+        self.spec = spec = strategy_class.model_spec(data, config)
         self.model = create_model(config.model, spec, **config.model_options).to(self.device)
         self.policy = create_policy(config.policy, **config.policy_options)
         policy_type = TaskPolicy if self.kind.episodic else BatchPolicy
@@ -82,8 +80,8 @@ class Trainer:
             needed = "a meta-learner (maml, metasgd, protonet)" if self.kind.episodic else "a mini-batch learner"
             raise UserError(f"learner '{config.learner}' does not train {bench.kind} benchmark "
                             f"'{config.benchmark}': it needs {needed}")
-        self.strategy: KindStrategy = strategy_for(self.kind)(config, self.kind, data, self.model, self.learner,
-                                                              self.policy, self.device)
+        self.strategy: KindStrategy = strategy_class(config, self.kind, data, self.model, self.learner, self.policy,
+                                                     self.device)
         self.total_steps = self.strategy.steps_per_epoch * config.epochs
         self.learner.setup(self.model, spec, self.total_steps)
         self.ctx = StepContext(model=self.model, spec=spec, steps_per_epoch=self.strategy.steps_per_epoch,

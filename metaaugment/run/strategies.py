@@ -15,6 +15,7 @@ the StepContext, its own checkpointed state, and which metrics a finished run re
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 from abc import ABC, abstractmethod
 from typing import Any, Callable, Iterator
@@ -26,7 +27,7 @@ from metaaugment.batch import Episode
 from metaaugment.data.batches import BatchStream, evaluation_batches, steps_per_epoch, training_batches
 from metaaugment.data.episodes import EpisodeSampler, FewShotData, isolated_random
 from metaaugment.data.regression import RegressionTasks
-from metaaugment.spec import BenchmarkKind
+from metaaugment.spec import BenchmarkKind, TaskSpec
 
 EVAL_BATCH_SIZE = 512
 # Fixed seeds of the evaluation tasks: every run, seed and policy is scored on the same tasks.
@@ -50,6 +51,11 @@ class KindStrategy(ABC):
                  policy: Any, device: torch.device):
         self.config, self.kind, self.data = config, kind, data
         self.model, self.learner, self.policy, self.device = model, learner, policy, device
+
+    @staticmethod
+    def model_spec(data: Any, config: Any) -> TaskSpec:
+        """The TaskSpec the task network is built for: the benchmark's own by default."""
+        return data.spec
 
     @abstractmethod
     def epoch_inputs(self, epoch: int, start: int) -> Iterator[Any]:
@@ -158,6 +164,13 @@ class EpisodicStrategy(KindStrategy):
 
     tests_best_model = True
     test_label = "meta-test (best-validation model)"
+
+    @staticmethod
+    def model_spec(data: Any, config: Any) -> TaskSpec:
+        """Few-shot classifiers predict the task-local labels 0..N-1: N = --ways classes."""
+        if isinstance(data, FewShotData):
+            return dataclasses.replace(data.spec, num_classes=config.ways)
+        return data.spec
 
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)

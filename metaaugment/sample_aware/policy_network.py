@@ -15,13 +15,11 @@ class PolicyNetwork(nn.Module):
     ablation of Table 5). features (B, D), embeddings (B, 28) -> outputs (B,) in (0, 1).
     """
 
-    def __init__(self, feature_dim: int | None, hidden: int = 100, use_embedding: bool = True,
+    def __init__(self, feature_dim: int, hidden: int = 100, use_embedding: bool = True,
                  embedding_dim: int = EMBEDDING_DIM):
         super().__init__()
         self.use_embedding = use_embedding
-        # feature_dim None: sized on the first batch (the task network's feature width)
-        first = nn.LazyLinear(hidden) if feature_dim is None else nn.Linear(feature_dim, hidden)
-        self.feature_branch = nn.Sequential(first, nn.ReLU())
+        self.feature_branch = nn.Sequential(nn.Linear(feature_dim, hidden), nn.ReLU())
         self.embedding_branch = nn.Sequential(nn.Linear(embedding_dim, hidden), nn.ReLU()) if use_embedding else None
         self.output = nn.Linear(2 * hidden if use_embedding else hidden, 1)
 
