@@ -191,8 +191,8 @@ def _parse_seeds(text: str) -> list[int]:
         seeds = [int(s) for s in text.split(",") if s.strip()]
     except ValueError:
         raise UserError(f"--seeds must be comma-separated non-negative integers (got {text!r})") from None
-    if not seeds or any(s < 0 for s in seeds) or len(set(seeds)) != len(seeds):
-        raise UserError(f"--seeds must be distinct non-negative integers, e.g. 0,1,2 (got {text!r})")
+    if not seeds or any(not 0 <= s < 2**32 for s in seeds) or len(set(seeds)) != len(seeds):
+        raise UserError(f"--seeds must be distinct integers in [0, 2**32), e.g. 0,1,2 (got {text!r})")
     return seeds
 
 
@@ -286,7 +286,8 @@ def main(argv: Optional[List[str]] = None) -> None:
     except KeyboardInterrupt:
         code = INTERRUPTED
     if code == INTERRUPTED:  # Typer turns Ctrl-C into a silent exit code 130
-        err_console.print("interrupted; the last checkpoint is kept: rerun the same command with --resume")
+        err_console.print("interrupted: rerun the same command (`run`: with --resume) to continue from the last "
+                          "checkpoint; a run stopped before its first checkpoint starts over", soft_wrap=True)
     sys.exit(code if isinstance(code, int) else 0)
 
 

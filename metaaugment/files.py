@@ -1,15 +1,27 @@
-"""Atomic file writes (JSON, text, bytes, torch objects, matplotlib figures): a reader, or a
-crash, never sees a half-written file."""
+"""Files: atomic writes (JSON, text, bytes, torch objects, matplotlib figures), so a reader,
+or a crash, never sees a half-written file; and loads that cannot run code.
+
+Writes go to a temporary file beside the target (`.<name>.<random>.metaaug-tmp`), synced,
+then renamed over it. A write killed midway leaves only such a temporary file, which
+`remove_stale_temporary_files` recognizes by its name and removes at the next start.
+
+Loads: torch files with `weights_only=True` (tensors, plain containers, strings and numbers);
+dataset pickles (CIFAR, mini-ImageNet) through an unpickler that builds numpy arrays and
+builtin containers and refuses everything else, so a crafted file cannot execute code.
+"""
 from __future__ import annotations
 
 import io
 import json
 import os
+import pickle
 import tempfile
 from pathlib import Path
-from typing import IO, Any, Callable
+from typing import IO, Any, BinaryIO, Callable
 
 import torch
+
+TEMPORARY_SUFFIX = ".metaaug-tmp"
 
 
 def _default_file_mode() -> int:
@@ -23,7 +35,7 @@ def _default_file_mode() -> int:
 def _write_atomically(path: Path, write: Callable[[IO[bytes]], None]) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TEMPORARY_SUFFIX)
     try:
         if hasattr(os, "fchmod"):  # POSIX
             os.fchmod(fd, _default_file_mode())
@@ -82,3 +94,46 @@ def save_figure(fig: Any, path: Path) -> None:
     fig.savefig(buffer, format="png", dpi=120)
     plt.close(fig)
     write_bytes(Path(path), buffer.getvalue())
+
+
+def remove_stale_temporary_files(folder: Path) -> list[Path]:
+    """Remove the temporary files of atomic writes that were killed midway (their names end
+    in TEMPORARY_SUFFIX, which nothing else uses) directly in `folder`; returns them."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    stale = [p for p in folder.iterdir()
+             if p.is_file() and p.name.startswith(".") and p.name.endswith(TEMPORARY_SUFFIX)]
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale
+
+
+def load_torch(path: Path) -> Any:
+    """torch.load of a file written by `save_torch`, on the CPU, with weights_only=True: only
+    tensors, plain containers, strings and numbers are built, so a crafted file runs no code."""
+    return torch.load(Path(path), map_location="cpu", weights_only=True)
+
+
+class _DataUnpickler(pickle.Unpickler):
+    """An unpickler for dataset pickles: numpy arrays, numpy scalars and builtin containers."""
+
+    ALLOWED = {
+        ("numpy", "ndarray"), ("numpy", "dtype"),
+        ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
+        ("_codecs", "encode"),  # how protocol 2 stores bytes
+        ("builtins", "bytearray"), ("__builtin__", "bytearray"),
+    }
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) not in self.ALLOWED:
+            raise pickle.UnpicklingError(f"refusing to load {module}.{name}: a dataset pickle holds only arrays, "
+                                         "lists, dicts, strings and numbers")
+        return super().find_class(module, name)
+
+
+def load_data_pickle(handle: BinaryIO, encoding: str = "ASCII") -> Any:
+    """Unpickle a dataset file (CIFAR's and mini-ImageNet's pickles) without running code:
+    only numpy arrays and builtin containers, strings and numbers are built."""
+    return _DataUnpickler(handle, encoding=encoding).load()

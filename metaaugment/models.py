@@ -267,3 +267,11 @@ def feature_width(model: nn.Module, spec: TaskSpec, needed_by: str = "this polic
         width = pooled_features(model, torch.zeros(1, *spec.input_shape, device=device)).shape[1]
     model.train(was_training)
     return int(width)
+
+
+def all_finite(model: nn.Module) -> bool:
+    """Whether every parameter and buffer of `model` is finite (one device sync)."""
+    tensors = [t for t in list(model.parameters()) + list(model.buffers()) if t.is_floating_point()]
+    if not tensors:
+        return True
+    return bool(torch.stack([torch.isfinite(t).all() for t in tensors]).all())

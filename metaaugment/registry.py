@@ -168,6 +168,8 @@ def parse_options(factory: Callable[..., Any], assignments: list[str]) -> dict[s
         key = key.strip().replace("-", "_")
         if not sep or not key:
             raise UserError(f"option {item!r} must look like key=value")
+        if key in options:
+            raise UserError(f"option {key} is given twice; give each option once")
         options[key] = _coerce(value.strip(), types.get(key, str), key)
     return options
 

@@ -14,6 +14,7 @@ import torch
 
 from metaaugment.data.splits import ClassificationData, ImageSplit, split_off
 from metaaugment.errors import UserError
+from metaaugment.files import load_data_pickle
 from metaaugment.registry import BENCHMARKS
 from metaaugment.spec import TaskSpec
 from metaaugment.tasks.base import Benchmark
@@ -26,17 +27,41 @@ MEAN = (0.4914, 0.4822, 0.4465)
 STD = (0.2470, 0.2435, 0.2616)
 
 
-def read_cifar_pickle(path: Path, label_key: bytes) -> tuple[torch.Tensor, torch.Tensor]:
+def read_cifar_pickle(path: Path, label_key: bytes, num_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
     """One CIFAR pickle -> (N, 3, 32, 32) uint8 images and (N,) int64 labels.
 
     The file holds a dict with b'data', an (N, 3072) uint8 array of rows laid out as
-    1024 red, 1024 green, 1024 blue values in row-major 32x32 order, and the labels.
+    1024 red, 1024 green, 1024 blue values in row-major 32x32 order, and N labels in
+    [0, num_classes). Anything else (a damaged file, float pixels, an (N, 32, 32, 3) array,
+    a label count that differs from the image count) is a UserError naming the file and
+    what is wrong. The file is unpickled without running code (files.load_data_pickle).
     """
-    with open(path, "rb") as handle:
-        entry = pickle.load(handle, encoding="bytes")
-    data = np.asarray(entry[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
-    labels = np.asarray(entry[label_key], dtype=np.int64)
-    return torch.from_numpy(data.copy()), torch.from_numpy(labels)
+    def bad(problem: str) -> UserError:
+        return UserError(f"{path} is not a CIFAR batch of the python version: {problem}")
+
+    try:
+        with open(path, "rb") as handle:
+            entry = load_data_pickle(handle, encoding="bytes")
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, IndexError, KeyError) as error:
+        raise bad(f"it cannot be unpickled ({' '.join(str(error).split())[:200] or type(error).__name__})") from None
+    if not isinstance(entry, dict):
+        raise bad(f"it holds a {type(entry).__name__}, not a dict")
+    missing = [key.decode() for key in (b"data", label_key) if key not in entry]
+    if missing:
+        raise bad(f"its dict has no {', '.join(missing)} entry")
+    data = entry[b"data"]
+    if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
+        found = f"{data.dtype} {data.shape}" if isinstance(data, np.ndarray) else type(data).__name__
+        raise bad(f"'data' must be a uint8 (N, 3072) array of rows (1024 red, 1024 green, 1024 blue), got {found}")
+    try:
+        labels = np.asarray(entry[label_key], dtype=np.int64)
+    except (TypeError, ValueError):
+        raise bad(f"'{label_key.decode()}' must be a list of integers") from None
+    if labels.shape != (len(data),):
+        raise bad(f"{len(data)} images but {labels.size} labels in '{label_key.decode()}'")
+    if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
+        raise bad(f"labels must lie in [0, {num_classes}), found {labels.min()}..{labels.max()}")
+    return torch.from_numpy(data.reshape(-1, 3, 32, 32).copy()), torch.from_numpy(labels)
 
 
 def _require_files(root: Path, folder: str, names: list[str], benchmark: str) -> Path:
@@ -58,7 +83,7 @@ def load_cifar(root: Path, files: tuple, num_classes: int, benchmark: str,
     directory = _require_files(Path(root), folder, train_names + test_names, benchmark)
 
     def read_all(names: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        parts = [read_cifar_pickle(directory / n, label_key) for n in names]
+        parts = [read_cifar_pickle(directory / n, label_key, num_classes) for n in names]
         return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
 
     images, labels = read_all(train_names)

@@ -13,7 +13,6 @@ Rendering takes a few seconds; the result is cached in the cache folder (METAAUG
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import unicodedata
 from pathlib import Path
@@ -27,6 +26,7 @@ from metaaugment.files import save_torch
 from metaaugment.registry import BENCHMARKS
 from metaaugment.spec import TaskSpec
 from metaaugment.tasks.base import Benchmark
+from metaaugment.tasks.image_files import files_key, load_cache
 
 CACHE_VERSION = 1
 IMAGE_SIZE = 28
@@ -160,19 +160,14 @@ def build_glyphs(seed: int = 0) -> dict[str, object]:
 
 
 def _cache_key(fonts: list[Path]) -> str:
-    digest = hashlib.sha256()
-    for path in fonts:
-        digest.update(path.name.encode())
-        digest.update(str(path.stat().st_size).encode())
-    return f"glyphs-v{CACHE_VERSION}-{digest.hexdigest()[:12]}.pt"
+    return f"glyphs-v{CACHE_VERSION}-{files_key(fonts)}.pt"
 
 
 def load_glyphs(data_root: Path | None = None) -> FewShotData:
     """The glyphs benchmark, rendered on first use and cached (data_root is not used)."""
     path = cache_folder() / _cache_key(font_files())
-    if path.is_file():
-        data = torch.load(path, weights_only=False)
-    else:
+    data = load_cache(path)
+    if data is None:
         from rich.console import Console
 
         message = "rendering the glyphs benchmark from matplotlib's fonts (once; cached afterwards)"

@@ -1,15 +1,38 @@
 """Reading folders of image files into uint8 tensors (shared by the few-shot loaders)."""
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
 
 from metaaugment.errors import UserError
+from metaaugment.files import load_torch
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+
+
+def files_key(paths: Sequence[Path], *extra: object) -> str:
+    """A digest of the files' paths, sizes and modification times (and `extra` values): a
+    cache keyed by it is rebuilt whenever a file is added, removed, edited or replaced."""
+    digest = hashlib.sha256("|".join(map(str, extra)).encode())
+    for path in paths:
+        info = path.stat()
+        digest.update(f"\n{path}:{info.st_size}:{info.st_mtime_ns}".encode())
+    return digest.hexdigest()[:16]
+
+
+def load_cache(path: Path) -> Any:
+    """A cache file written with save_torch (weights_only: it cannot run code), or None when
+    it is missing or unreadable (truncated by a killed write, or not ours): rebuild it then."""
+    if not path.is_file():
+        return None
+    try:
+        return load_torch(path)
+    except Exception:  # a damaged cache is rebuilt and replaced atomically
+        return None
 
 
 def image_paths(folder: Path) -> list[Path]:
@@ -27,7 +50,7 @@ def read_image(path: Path, size: int, mode: str, invert: bool = False) -> np.nda
             image = image.convert(mode).resize((size, size), Image.LANCZOS)
             array = np.asarray(image, dtype=np.uint8)
     except (UnidentifiedImageError, OSError) as error:
-        raise UserError(f"cannot read image {path}: {error}") from None
+        raise UserError(f"cannot read image {path}: {' '.join(str(error).split())}") from None
     if invert:
         array = 255 - array
     return array[None] if array.ndim == 2 else array.transpose(2, 0, 1)

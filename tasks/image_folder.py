@@ -8,14 +8,13 @@ Expected under --data-root:
 
 Images of any size and format PIL reads (PNG, JPEG, ...) are resized to --image-size
 (default 84) square; the split is colour (RGB) unless every sampled image is grayscale.
-Reading is cached (keyed by the folder, its file list and the size), so later runs start fast.
+Reading is cached (keyed by every file's path, size and modification time, and the image size),
+so later runs start fast and an edited image rebuilds the cache.
 """
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
-import torch
 from rich.console import Console
 from rich.progress import Progress
 
@@ -26,7 +25,7 @@ from metaaugment.registry import BENCHMARKS
 from metaaugment.spec import TaskSpec
 from metaaugment.tasks.base import Benchmark
 from metaaugment.tasks.glyphs import cache_folder
-from metaaugment.tasks.image_files import image_paths, read_class_folders
+from metaaugment.tasks.image_files import files_key, image_paths, load_cache, read_class_folders
 
 SPLITS = ("train", "val", "test")
 DEFAULT_IMAGE_SIZE = 84
@@ -51,12 +50,17 @@ def class_folders(root: Path) -> dict[str, list[Path]]:
 
 
 def _colour_mode(folders: list[Path]) -> str:
-    from PIL import Image
+    """"RGB" unless the first image of each of the first 20 classes is grayscale."""
+    from PIL import Image, UnidentifiedImageError
 
     for folder in folders[:20]:
-        with Image.open(image_paths(folder)[0]) as image:
-            if image.mode not in ("L", "LA", "1", "I", "I;16"):
-                return "RGB"
+        path = image_paths(folder)[0]
+        try:
+            with Image.open(path) as image:
+                if image.mode not in ("L", "LA", "1", "I", "I;16"):
+                    return "RGB"
+        except (UnidentifiedImageError, OSError) as error:
+            raise UserError(f"cannot read image {path}: {' '.join(str(error).split())}") from None
     return "L"
 
 
@@ -64,12 +68,11 @@ def load_image_folder(root: Path, image_size: int = DEFAULT_IMAGE_SIZE) -> FewSh
     """Read (or load from the cache) the three splits as uint8 images of image_size^2."""
     folders = class_folders(root)
     mode = _colour_mode(folders["train"])
-    listing = "|".join(f"{p}:{p.stat().st_mtime_ns}" for s in SPLITS for f in folders[s] for p in image_paths(f))
-    key = hashlib.sha256(f"{Path(root).resolve()}|{image_size}|{mode}|{listing}".encode()).hexdigest()[:16]
+    key = files_key([p for s in SPLITS for f in folders[s] for p in image_paths(f)], Path(root).resolve(),
+                    image_size, mode)
     cache = cache_folder() / f"image-folder-{key}.pt"
-    if cache.is_file():
-        arrays = torch.load(cache, weights_only=False)
-    else:
+    arrays = load_cache(cache)
+    if arrays is None:
         total = sum(len(image_paths(f)) for s in SPLITS for f in folders[s])
         arrays = {}
         with Progress(console=Console(stderr=True), transient=True) as progress:

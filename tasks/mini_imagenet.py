@@ -20,6 +20,7 @@ import torch
 
 from metaaugment.data.episodes import FewShotData, FewShotSplit
 from metaaugment.errors import UserError
+from metaaugment.files import load_data_pickle
 from metaaugment.registry import BENCHMARKS
 from metaaugment.spec import TaskSpec
 from metaaugment.tasks.base import Benchmark
@@ -31,21 +32,39 @@ STD = (0.2843, 0.2752, 0.2903)
 
 
 def read_cache(path: Path) -> FewShotSplit:
-    """One learn2learn mini-ImageNet pickle -> FewShotSplit of (N, 3, 84, 84) uint8 images."""
+    """One learn2learn mini-ImageNet pickle -> FewShotSplit of (N, 3, 84, 84) uint8 images.
+    The file is unpickled without running code (files.load_data_pickle); anything but the
+    expected dict is a UserError naming the file and what is wrong."""
+    def bad(problem: str) -> UserError:
+        return UserError(f"{path} is not a mini-ImageNet cache pickle (a dict with 'image_data' uint8 "
+                         f"(N, H, W, 3) and 'class_dict' name -> indices): {problem}")
+
     try:
         with open(path, "rb") as handle:
-            entry = pickle.load(handle)
-        data = np.asarray(entry["image_data"])
-        class_dict = entry["class_dict"]
-    except (pickle.UnpicklingError, EOFError, KeyError, TypeError) as error:
-        raise UserError(f"{path} is not a mini-ImageNet cache pickle (dict with 'image_data' and "
-                        f"'class_dict'): {error}") from None
-    if data.dtype != np.uint8 or data.ndim != 4 or data.shape[3] != 3:
-        raise UserError(f"{path}: image_data must be uint8 (N, H, W, 3), got {data.dtype} {data.shape}")
+            entry = load_data_pickle(handle)
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, IndexError, KeyError) as error:
+        raise bad(f"it cannot be unpickled ({' '.join(str(error).split())[:200] or type(error).__name__})") from None
+    if not isinstance(entry, dict) or "image_data" not in entry or "class_dict" not in entry:
+        raise bad("the keys are missing")
+    data, class_dict = entry["image_data"], entry["class_dict"]
+    if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 4 or data.shape[3] != 3:
+        found = f"{data.dtype} {data.shape}" if isinstance(data, np.ndarray) else type(data).__name__
+        raise bad(f"image_data is {found}")
+    if not isinstance(class_dict, dict) or not class_dict:
+        raise bad("class_dict is empty")
     labels = np.full(len(data), -1, dtype=np.int64)
     names = sorted(class_dict)
     for label, name in enumerate(names):
-        labels[np.asarray(class_dict[name], dtype=np.int64)] = label
+        try:
+            indices = np.asarray(class_dict[name], dtype=np.int64).reshape(-1)
+        except (TypeError, ValueError):
+            raise bad(f"the indices of class {name!r} are not integers") from None
+        if indices.size == 0:
+            raise bad(f"class {name!r} has no images")
+        if indices.min() < 0 or indices.max() >= len(data):
+            raise bad(f"class {name!r} indexes image {indices.max() if indices.max() >= len(data) else indices.min()}"
+                      f" of {len(data)}")
+        labels[indices] = label
     keep = labels >= 0
     images = torch.from_numpy(np.ascontiguousarray(data[keep].transpose(0, 3, 1, 2)))
     return FewShotSplit(images, torch.from_numpy(labels[keep]), names)

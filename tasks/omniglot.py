@@ -8,11 +8,11 @@ Expected under --data-root (what torchvision.datasets.Omniglot downloads and unp
 All 1,623 characters are pooled and split by a fixed shuffle into 1,200 meta-train, 100
 meta-val and 323 meta-test classes (Rajendran et al. 2020, Appendix E; the MAML protocol).
 Drawings are resized to 28x28 and inverted (white ink on black). Reading 32k PNGs takes a
-while, so the result is cached in the cache folder, keyed by the data folder's location.
+while, so the result is cached in the cache folder, keyed by the drawings' paths, sizes and
+modification times: an edited, added or removed drawing rebuilds it.
 """
 from __future__ import annotations
 
-import hashlib
 import random
 from pathlib import Path
 
@@ -28,7 +28,7 @@ from metaaugment.registry import BENCHMARKS
 from metaaugment.spec import TaskSpec
 from metaaugment.tasks.base import Benchmark
 from metaaugment.tasks.glyphs import cache_folder
-from metaaugment.tasks.image_files import read_class_folders
+from metaaugment.tasks.image_files import files_key, image_paths, load_cache, read_class_folders
 
 FOLDER = "omniglot-py"
 BACKGROUND, EVALUATION = "images_background", "images_evaluation"
@@ -70,10 +70,11 @@ def read_omniglot(root: Path) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
     """Every drawing as uint8 (N, 1, 28, 28), its character label (N,), and the character
     names; drawings of a character in file-name order. Cached after the first read."""
     folders = character_folders(root)
-    key = hashlib.sha256(f"{Path(root).resolve()}|{len(folders)}".encode()).hexdigest()[:12]
+    key = files_key([p for f in folders for p in image_paths(f)], Path(root).resolve(), IMAGE_SIZE)
     cache = cache_folder() / f"omniglot-{IMAGE_SIZE}px-{key}.pt"
-    if cache.is_file():
-        images, labels = torch.load(cache, weights_only=False)
+    cached = load_cache(cache)
+    if cached is not None:
+        images, labels = cached
     else:
         with Progress(console=Console(stderr=True), transient=True) as progress:
             task = progress.add_task(f"reading Omniglot ({len(folders)} characters, cached afterwards)",

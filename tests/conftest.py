@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from metaaugment.run.config import RunConfig
 
@@ -33,6 +34,48 @@ def write_cifar_fixture(root: Path, hundred: bool = False, per_file: int = 20, s
             pickle.dump(entry, handle, protocol=2)
         written[name] = (data, labels)
     return written
+
+
+def write_mini_imagenet_fixture(root: Path, classes=(6, 3, 3), per_class=8, size=84, seed=0) -> dict:
+    """learn2learn's mini-imagenet-cache-{train,validation,test}.pkl: dict(image_data uint8
+    (N, H, W, 3), class_dict name -> indices), classes interleaved to test the index mapping."""
+    rng = np.random.default_rng(seed)
+    written = {}
+    for split, count in zip(("train", "validation", "test"), classes):
+        n = count * per_class
+        data = rng.integers(0, 256, size=(n, size, size, 3), dtype=np.uint8)
+        class_dict = {f"n{split[:2]}{c:05d}": list(range(c, n, count)) for c in range(count)}
+        with open(root / f"mini-imagenet-cache-{split}.pkl", "wb") as handle:
+            pickle.dump({"image_data": data, "class_dict": class_dict}, handle)
+        written[split] = (data, class_dict)
+    return written
+
+
+def write_omniglot_fixture(root: Path, alphabets=2, characters=10, drawings=20, size=105) -> None:
+    """torchvision's layout: omniglot-py/images_{background,evaluation}/<Alphabet>/<character>/*.png,
+    black ink on a white background."""
+    rng = np.random.default_rng(0)
+    for part in ("images_background", "images_evaluation"):
+        for a in range(alphabets):
+            for c in range(characters):
+                folder = root / "omniglot-py" / part / f"Alphabet_{a}" / f"character{c + 1:02d}"
+                folder.mkdir(parents=True)
+                for d in range(drawings):
+                    img = np.full((size, size), 255, np.uint8)
+                    y, x = rng.integers(10, size - 30, size=2)
+                    img[y:y + 20, x:x + 20] = 0  # a black stroke
+                    Image.fromarray(img, mode="L").save(folder / f"{c:04d}_{d + 1:02d}.png")
+
+
+def write_image_folder_fixture(root: Path, per_split=(4, 3, 3), per_class=5) -> None:
+    rng = np.random.default_rng(0)
+    for split, classes in zip(("train", "val", "test"), per_split):
+        for c in range(classes):
+            folder = root / split / f"class_{c}"
+            folder.mkdir(parents=True)
+            for i in range(per_class):
+                h, w = rng.integers(40, 120, size=2)  # any size
+                Image.fromarray(rng.integers(0, 256, size=(h, w, 3), dtype=np.uint8)).save(folder / f"{i}.jpg")
 
 
 @pytest.fixture

@@ -114,7 +114,7 @@ def test_transfer_reuses_a_trained_policy_frozen_to_train_another_network(tmp_pa
                           policy_from=str(tmp_path / "source"))
     results = train(target, tmp_path / "target", show_progress=False)
     assert results["config"]["policy_from"] == str(tmp_path / "source") and results["policy"]["transferred"]
-    load = lambda name: torch.load(tmp_path / name / "checkpoint.pt", weights_only=False)["policy"]  # noqa: E731
+    load = lambda name: torch.load(tmp_path / name / "checkpoint.pt", weights_only=True)["policy"]  # noqa: E731
     trained, reused = load("source"), load("target")
     for key in ("network.output.weight", "sampler.probabilities", "log_alpha"):
         assert torch.equal(trained[key], reused[key]), key  # frozen: identical after two whole epochs

@@ -114,7 +114,7 @@ def round_trip(policy, name: str, ctx: StepContext):
     buffer.seek(0)
     torch.manual_seed(12345)  # the fresh instance's own initial weights differ from the original's
     fresh = set_up(name, ctx)
-    fresh.load_state_dict(torch.load(buffer, weights_only=False))
+    fresh.load_state_dict(torch.load(buffer, weights_only=True))
     return fresh
 
 

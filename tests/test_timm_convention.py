@@ -91,7 +91,7 @@ def test_a_real_timm_model_trains_with_metaaugment_through_the_run_loop(tmp_path
         results = train(quick_config(policy="metaaugment", model="timm-resnet10t", epochs=1), tmp_path / "run",
                         show_progress=False)
     assert results["metrics"]["steps"] == 1257 // 64
-    state = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)["policy"]
+    state = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)["policy"]
     assert state["network.feature_branch.0.weight"].shape == (100, 512)  # resnet10t's num_features
 
 

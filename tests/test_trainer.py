@@ -59,7 +59,7 @@ def test_existing_run_folder_is_never_overwritten_silently(tmp_path):
     stranger = tmp_path / "not-a-run"
     stranger.mkdir()
     (stranger / "precious.txt").write_text("keep me")
-    with pytest.raises(UserError, match="not a metaaugment run folder"):
+    with pytest.raises(UserError, match="metaaugment did not create it"):
         train(quick_config(), stranger, overwrite=True, show_progress=False)
     assert (stranger / "precious.txt").exists()
 
@@ -111,7 +111,7 @@ def test_policy_state_survives_a_crash_and_resume(tmp_path, counting_policy, cra
     assert resumed["resumed_at_step"] == 20
     assert resumed["metrics"] == reference["metrics"]
     assert metric_records(tmp_path / "crashed") == metric_records(tmp_path / "ref")
-    state = torch.load(tmp_path / "crashed" / "checkpoint.pt", weights_only=False)["policy"]
+    state = torch.load(tmp_path / "crashed" / "checkpoint.pt", weights_only=True)["policy"]
     assert state["_extra_state"]["steps"] == 3 * (1257 // 64)
 
 

@@ -183,7 +183,8 @@ class PercentileAgent:
         """Networks, optimizer, the filled part of the rollout buffer and the update count."""
         position = self.buffer.buffer_size if self.buffer.full else self.buffer.pos
         return {"policy": self.ppo.policy.state_dict(), "optimizer": self.ppo.policy.optimizer.state_dict(),
-                "buffer": {name: getattr(self.buffer, name)[:position].copy() for name in self._BUFFER_FIELDS},
+                "buffer": {name: torch.from_numpy(getattr(self.buffer, name)[:position].copy())
+                           for name in self._BUFFER_FIELDS},
                 "updates": self.updates}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -191,11 +192,11 @@ class PercentileAgent:
         self.ppo.policy.load_state_dict(state["policy"])
         self.ppo.policy.optimizer.load_state_dict(state["optimizer"])
         self.buffer.reset()
-        steps = state["buffer"]
+        steps = {name: torch.as_tensor(values) for name, values in state["buffer"].items()}
         for i in range(len(steps["rewards"])):
-            self.buffer.add(steps["observations"][i], steps["actions"][i], steps["rewards"][i],
-                            steps["episode_starts"][i], torch.as_tensor(steps["values"][i]),
-                            torch.as_tensor(steps["log_probs"][i]))
+            self.buffer.add(steps["observations"][i].numpy(), steps["actions"][i].numpy(),
+                            steps["rewards"][i].numpy(), steps["episode_starts"][i].numpy(), steps["values"][i],
+                            steps["log_probs"][i])
         self.updates = int(state["updates"])
 
 

@@ -9,10 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from metaaugment.errors import UserError
-from metaaugment.files import save_torch
+from metaaugment.files import load_torch, save_torch
 
 CHECKPOINT_FORMAT = "metaaugment-checkpoint/2"
 
@@ -23,12 +21,17 @@ def save_checkpoint(path: Path, contents: dict[str, Any]) -> None:
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
-    """The contents saved by `save_checkpoint`, loaded on the CPU; a UserError for a file of
-    another format (an older metaaugment, or not a checkpoint)."""
+    """The contents saved by `save_checkpoint`, loaded on the CPU with weights_only=True (a
+    crafted file cannot run code); a UserError for a damaged file or one of another format."""
     # On the CPU: load_state_dict copies tensors onto the model's and policy's device, the
     # optimizer casts its state to its parameters' device, and RNG states must be CPU byte
     # tensors (CUDA generator states included).
-    contents = torch.load(Path(path), map_location="cpu", weights_only=False)
+    try:
+        contents = load_torch(path)
+    except Exception as error:  # truncated, empty, garbage, or objects beyond weights_only
+        reason = " ".join(str(error).split())[:300]
+        raise UserError(f"{path} cannot be read as a checkpoint ({type(error).__name__}: {reason}); "
+                        "it is damaged or was not written by metaaugment") from None
     if not isinstance(contents, dict) or contents.get("format") != CHECKPOINT_FORMAT:
         found = contents.get("format", "no format tag") if isinstance(contents, dict) else type(contents).__name__
         raise UserError(f"{path} is not a checkpoint this version of metaaugment can read ({found}; expected "

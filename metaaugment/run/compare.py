@@ -13,7 +13,7 @@ from rich.console import Console
 from metaaugment.files import write_bytes, write_text
 from metaaugment.run.config import RunConfig
 from metaaugment.run.folder import RunDirectory
-from metaaugment.run.loop import train
+from metaaugment.run.loop import policy_and_learner, train
 from metaaugment.run.stats import mean_std
 from metaaugment.spec import BenchmarkKind, benchmark_kind
 
@@ -62,11 +62,14 @@ def run_comparison(base: RunConfig, policies: Sequence[str], seeds: Sequence[int
     """Train every (policy, seed) into out/<policy>/seed<k>, reusing finished runs and
     resuming unfinished ones; a folder holding a different configuration is an error."""
     console = console or Console(stderr=True)
+    runs = [(policy, seed, dataclasses.replace(base, policy=policy, seed=seed,
+                                               policy_options=(policy_options or {}).get(policy, {})))
+            for policy in policies for seed in seeds]
+    for _, _, config in runs:  # every run's settings, before any trains
+        policy_and_learner(config.resolve())
     records = []
-    total = len(policies) * len(seeds)
-    for index, (policy, seed) in enumerate(((p, s) for p in policies for s in seeds), start=1):
-        config = dataclasses.replace(base, policy=policy, seed=seed,
-                                     policy_options=(policy_options or {}).get(policy, {}))
+    total = len(runs)
+    for index, (policy, seed, config) in enumerate(runs, start=1):
         path = Path(out) / policy / f"seed{seed}"
         state = "reusing" if RunDirectory(path).finished else "running"
         console.print(f"[{index}/{total}] {state} {policy} seed {seed} -> {path}")

@@ -53,8 +53,8 @@ class RunConfig:
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or value < 1):
                 raise UserError(f"--{name.replace('_', '-')} must be a positive integer (got {value})")
-        if self.seed < 0:
-            raise UserError(f"--seed must be a non-negative integer (got {self.seed})")
+        if not isinstance(self.seed, int) or not 0 <= self.seed < 2**32:
+            raise UserError(f"--seed must be an integer in [0, 2**32) (got {self.seed})")
 
     def resolve(self) -> "RunConfig":
         """A copy with the benchmark's defaults filled in (benchmark name checked here)."""

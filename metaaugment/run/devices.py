@@ -19,7 +19,14 @@ def resolve_device(name: str = "auto") -> torch.device:
     try:
         device = torch.device(name)
     except RuntimeError:
-        raise UserError(f"unknown device '{name}'; use auto, cpu, cuda or cuda:N") from None
+        device = None
+    if device is None or device.type not in ("cpu", "cuda", "mps"):
+        raise UserError(f"unknown device '{name}'; use auto, cpu, cuda, cuda:N or mps") from None
+    if device.type == "mps":
+        mps = getattr(torch.backends, "mps", None)
+        if mps is None or not mps.is_available():
+            raise UserError(f"device '{name}' requested but MPS (Apple silicon) is not available here; "
+                            "use --device cpu or auto")
     if device.type == "cuda":
         if not torch.cuda.is_available():
             raise UserError(f"device '{name}' requested but CUDA is not available here; use --device cpu or auto")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +22,7 @@ from rich.console import Console
 
 from metaaugment.errors import UserError
 from metaaugment.learners.episodic import EpisodicLearner
+from metaaugment.models import all_finite
 from metaaugment.policy import BatchPolicy, StepContext, TaskPolicy
 from metaaugment.registry import create_benchmark, create_learner, create_model, create_policy
 from metaaugment.run.checkpoint import load_checkpoint, read_finished_run, save_checkpoint
@@ -32,6 +34,32 @@ from metaaugment.run.progress import format_metrics, training_progress
 from metaaugment.run.seeding import capture_rng_state, restore_rng_state, seed_everything
 from metaaugment.run.strategies import KindStrategy, strategy_for
 from metaaugment.spec import benchmark_kind
+
+
+def policy_and_learner(config: RunConfig) -> tuple[Any, Any]:
+    """The run's policy and learner built from a resolved config, checked to apply to its
+    benchmark's kind (a UserError otherwise); reads no data, so `compare` checks every run
+    this way before it trains any."""
+    bench = create_benchmark(config.benchmark)
+    kind = benchmark_kind(bench.kind)
+    policy = create_policy(config.policy, **config.policy_options)
+    policy_type = TaskPolicy if kind.episodic else BatchPolicy
+    if not isinstance(policy, policy_type) or bench.kind not in policy.benchmark_kinds:
+        raise UserError(f"policy '{config.policy}' does not apply to {bench.kind} benchmark "
+                        f"'{config.benchmark}' (it applies to: {', '.join(policy.benchmark_kinds) or 'none'})")
+    learner = create_learner(config.learner, **config.learner_options)
+    if isinstance(learner, EpisodicLearner) != kind.episodic:
+        needed = "a meta-learner (maml, metasgd, protonet)" if kind.episodic else "a mini-batch learner"
+        raise UserError(f"learner '{config.learner}' does not train {bench.kind} benchmark "
+                        f"'{config.benchmark}': it needs {needed}")
+    if config.policy_from is not None and not callable(getattr(policy, "load_transferred", None)):
+        raise UserError(f"--policy-from applies to policies that can be transferred (metaaugment), "
+                        f"not '{config.policy}'")
+    return policy, learner
+
+
+class TrainingDiverged(UserError):
+    """The loss or the weights stopped being finite; the last good checkpoint is kept."""
 
 
 @dataclass
@@ -51,6 +79,7 @@ class TrainingState:
     best_step: int | None = None
     last_val: dict[str, float] = field(default_factory=dict)
     last_train: dict[str, float] = field(default_factory=dict)
+    artifacts: list[str] | None = None  # the policy's figures, once written after the last epoch
 
 
 class Trainer:
@@ -70,16 +99,7 @@ class Trainer:
         data = bench.load(Path(config.data_root), **load_options)
         self.spec = spec = strategy_class.model_spec(data, config)
         self.model = create_model(config.model, spec, **config.model_options).to(self.device)
-        self.policy = create_policy(config.policy, **config.policy_options)
-        policy_type = TaskPolicy if self.kind.episodic else BatchPolicy
-        if not isinstance(self.policy, policy_type) or bench.kind not in self.policy.benchmark_kinds:
-            raise UserError(f"policy '{config.policy}' does not apply to {bench.kind} benchmark "
-                            f"'{config.benchmark}' (it applies to: {', '.join(self.policy.benchmark_kinds) or 'none'})")
-        self.learner = create_learner(config.learner, **config.learner_options)
-        if isinstance(self.learner, EpisodicLearner) != self.kind.episodic:
-            needed = "a meta-learner (maml, metasgd, protonet)" if self.kind.episodic else "a mini-batch learner"
-            raise UserError(f"learner '{config.learner}' does not train {bench.kind} benchmark "
-                            f"'{config.benchmark}': it needs {needed}")
+        self.policy, self.learner = policy_and_learner(config)
         self.strategy: KindStrategy = strategy_class(config, self.kind, data, self.model, self.learner, self.policy,
                                                      self.device)
         self.total_steps = self.strategy.steps_per_epoch * config.epochs
@@ -98,25 +118,26 @@ class Trainer:
     def _transfer_policy(self, source: Path) -> None:
         """--policy-from: give the policy the trained state of a finished run of the same policy,
         with that run's task network (loaded, on this run's spec) as its feature source."""
-        load = getattr(self.policy, "load_transferred", None)
-        if not callable(load):
-            raise UserError(f"--policy-from applies to policies that can be transferred (metaaugment), "
-                            f"not '{self.config.policy}'")
         config, checkpoint = read_finished_run(source)
         if config.get("policy") != self.config.policy:
             raise UserError(f"--policy-from {source}: that run used policy '{config.get('policy')}', "
                             f"not '{self.config.policy}'")
-        model = create_model(config["model"], self.spec, **config.get("model_options", {}))
+        misfit = (f"--policy-from {source}: its task network ({config.get('model')} on {config.get('benchmark')}) "
+                  f"does not fit benchmark '{self.config.benchmark}'")
         try:
+            model = create_model(config["model"], self.spec, **config.get("model_options", {}))
             model.load_state_dict(checkpoint["model"])
-        except RuntimeError:
-            raise UserError(f"--policy-from {source}: its task network ({config['model']} on "
-                            f"{config.get('benchmark')}) does not fit benchmark '{self.config.benchmark}'") from None
-        load(checkpoint["policy"], model)
+        except (UserError, RuntimeError, KeyError) as error:
+            raise UserError(f"{misfit} ({' '.join(str(error).split())[:200]})") from None
+        self.policy.load_transferred(checkpoint["policy"], model)
 
     # -- checkpoints -----------------------------------------------------------------------
     def _save_state(self) -> None:
-        """Atomically write everything needed to continue exactly from here."""
+        """Atomically write everything needed to continue exactly from here; never from
+        non-finite weights (the last good checkpoint is kept and the run stops)."""
+        if not all_finite(self.model):
+            raise TrainingDiverged(f"training diverged by step {self.state.step}: the task network's weights are no "
+                                   f"longer finite; {self._kept()}")
         save_checkpoint(self.run_dir.checkpoint_path, {
             "training": dataclasses.asdict(self.state),
             "model": self.model.state_dict(),
@@ -131,6 +152,7 @@ class Trainer:
         """Restore from the run folder's checkpoint; False when there is none."""
         path = self.run_dir.checkpoint_path
         if not path.is_file():
+            self.run_dir.truncate_metrics(0)  # records of a start killed before its first checkpoint
             return False
         state = load_checkpoint(path)
         self.state = TrainingState(**state["training"])
@@ -160,6 +182,10 @@ class Trainer:
         cfg, p = self.config, self.state
         for inputs in self.strategy.epoch_inputs(p.epoch, p.step_in_epoch):
             metrics = self._step(inputs)
+            objective = metrics.get("loss", metrics.get("mse"))
+            if objective is not None and not math.isfinite(objective):
+                raise TrainingDiverged(f"training diverged at step {p.step + 1}: the loss is {objective}; "
+                                       f"{self._kept()}")
             p.step += 1
             p.step_in_epoch += 1
             for key, value in metrics.items():
@@ -200,6 +226,10 @@ class Trainer:
             while self.state.epoch < cfg.epochs:
                 self._train_epoch(bar, task)
                 self._finish_epoch()
+            if self.state.artifacts is None:  # figures first: a crash during the test keeps them
+                self.state.artifacts = [p.name for p in self.policy.write_artifacts(self.run_dir.path)]
+                self.run_dir.record(*self.state.artifacts)
+                self._save_state()
             test_task = bar.add_task(self.strategy.test_label, total=self.strategy.evaluation_size("test"), metrics="")
             tested = self.best_model if self.strategy.tests_best_model else None
             test = self.strategy.evaluate("test", tested, on_item=lambda: bar.advance(test_task))
@@ -207,10 +237,15 @@ class Trainer:
                    "wall_time_s": time.perf_counter() - started, "resumed_at_step": resumed_at,
                    "config": cfg.to_dict(), "policy": self.policy.describe(), "learner": self.learner.describe(),
                    "environment": describe_environment(self.device)}
-        results["artifacts"] = [p.name for p in self.policy.write_artifacts(self.run_dir.path)]
-        self._save_state()
+        results["artifacts"] = self.state.artifacts
         self.run_dir.write_results(results)
         return results
+
+    def _kept(self) -> str:
+        if self.run_dir.checkpoint_path.is_file():
+            return (f"the last good checkpoint ({self.run_dir.checkpoint_path}) is kept; "
+                    f"lower --lr, or rerun with --overwrite")
+        return "no checkpoint was written yet; lower --lr and rerun with --overwrite"
 
 
 def train(config: RunConfig, out: Path | str, *, resume: bool = False, overwrite: bool = False,
@@ -226,5 +261,10 @@ def train(config: RunConfig, out: Path | str, *, resume: bool = False, overwrite
     if reuse and run_dir.finished:
         return run_dir.read_results()
     trainer = Trainer(config, run_dir, console=console, show_progress=show_progress)  # may raise UserError
-    run_dir.prepare(config.to_dict(), overwrite=overwrite)
-    return trainer.run()
+    with run_dir.locked():
+        # again under the lock: another process may have started or finished a run here meanwhile
+        reuse = run_dir.check(config.to_dict(), resume=resume, overwrite=overwrite)
+        if reuse and run_dir.finished:
+            return run_dir.read_results()
+        run_dir.prepare(config.to_dict(), overwrite=overwrite)
+        return trainer.run()

@@ -68,10 +68,15 @@ class TransformationSampler(nn.Module):
         return pairs, magnitudes, signs
 
     def record(self, pairs: Tensor, outputs: Tensor) -> None:
-        """Store one iteration's policy outputs (B,) for its pairs (B, 2); refresh p every s iterations."""
+        """Store one iteration's policy outputs (B,) for its pairs (B, 2); refresh p every s
+        iterations. Outputs that are not finite numbers in [0, 1] (a diverged policy network)
+        are left out, so the distribution never holds a negative or NaN probability."""
         slot = int(self.iteration) % self.window
         index = (pairs[:, 0] * self.num_ops + pairs[:, 1]).cpu()
-        sums = torch.zeros(self.num_ops**2, dtype=torch.float64).index_add_(0, index, outputs.detach().double().cpu())
+        values = outputs.detach().double().cpu()
+        valid = torch.isfinite(values) & (values >= 0) & (values <= 1)
+        index, values = index[valid], values[valid]
+        sums = torch.zeros(self.num_ops**2, dtype=torch.float64).index_add_(0, index, values)
         ones = torch.ones(len(index), dtype=torch.float64)
         counts = torch.zeros(self.num_ops**2, dtype=torch.float64).index_add_(0, index, ones)
         self.output_sums[slot] = sums.view(self.num_ops, self.num_ops)
