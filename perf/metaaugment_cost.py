@@ -43,7 +43,7 @@ from metaaugment.sample_aware.policy import ENGINES
 
 
 def training_steppers(spec: TaskSpec, batch: Batch, val: Batch, device: torch.device, model_name: str,
-                      val_batch_size: int | None, engines: list[str]) -> dict:
+                      val_batch_size: int | None, engines: list[str], lookahead_optimizers: list[str]) -> dict:
     def make(policy_name: str, **options) -> Callable[[], object]:
         torch.manual_seed(0)
         model = create_model(model_name, spec).to(device)
@@ -56,7 +56,9 @@ def training_steppers(spec: TaskSpec, batch: Batch, val: Batch, device: torch.de
 
     steps = {"plain SGD step": make("none")}
     for engine in engines:
-        steps[f"metaaugment engine={engine}"] = make("metaaugment", engine=engine, val_batch_size=val_batch_size)
+        for inner in lookahead_optimizers:
+            name = f"metaaugment engine={engine}" + ("" if inner == "sgd" else f" lookahead={inner}")
+            steps[name] = make("metaaugment", engine=engine, val_batch_size=val_batch_size, lookahead_optimizer=inner)
     return steps
 
 
@@ -122,6 +124,9 @@ def main() -> None:
                         help="keep glibc's default allocator settings (page faults on every step's activations)")
     parser.add_argument("--engines", default="higher,fast-jvp,fast,last-layer",
                         help="comma-separated engines to time (default: all four)")
+    parser.add_argument("--lookahead-optimizers", default="sgd",
+                        help="comma-separated lookahead steps to time: sgd (the paper's), task (the task "
+                             "network's SGD with momentum 0.9)")
     args = parser.parse_args()
     engines = [e.strip() for e in args.engines.split(",") if e.strip()]
     unknown = sorted(set(engines) - set(ENGINES))
@@ -140,12 +145,13 @@ def main() -> None:
           f"batch {args.batch_size}x{spec.input_shape}, validation batch {args.val_batch_size or args.batch_size}, "
           f"host memory {'kept for reuse' if kept else 'glibc defaults'}")
 
-    medians = round_robin(training_steppers(spec, batch, val, device, args.model, args.val_batch_size, engines), device,
-                          args.repeats)
+    inners = [o.strip() for o in args.lookahead_optimizers.split(",") if o.strip()]
+    medians = round_robin(training_steppers(spec, batch, val, device, args.model, args.val_batch_size, engines,
+                                            inners), device, args.repeats)
     plain = medians["plain SGD step"]
-    print(f"\n{'step':32s} {'ms/step':>9s} {'ratio to plain':>15s}")
+    print(f"\n{'step':48s} {'ms/step':>9s} {'ratio to plain':>15s}")
     for step, seconds in medians.items():
-        print(f"{step:32s} {1e3 * seconds:9.1f} {seconds / plain:15.2f}")
+        print(f"{step:48s} {1e3 * seconds:9.1f} {seconds / plain:15.2f}")
 
     n_val = args.val_batch_size or args.batch_size
     passes = fast_engine_passes(spec, batch, Batch(val.inputs[:n_val], val.targets[:n_val]), device, args.model,

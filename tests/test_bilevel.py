@@ -131,3 +131,107 @@ def test_last_layer_mode_equals_the_fast_engine_on_a_linear_head():
     b = higher_lookahead(head, weights, alpha, feats, y, vfeats, vy, per_sample)
     torch.testing.assert_close(a.weights, b.weights)
     torch.testing.assert_close(a.alpha, b.alpha)
+
+
+# -- the lookahead with the task network's own optimizer (lookahead_optimizer=task) -------------
+def task_optimizer(model, nesterov: bool, warm: bool = True):
+    """SGD with momentum, weight decay and (optionally) Nesterov; after one real step when
+    `warm`, so that its momentum buffer is not empty."""
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=0.01, nesterov=nesterov,
+                                dampening=0.0)
+    if warm:
+        x = torch.randn(8, 5, dtype=next(model.parameters()).dtype, generator=torch.Generator().manual_seed(9))
+        per_sample(model(x), torch.arange(8) % 3).mean().backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    return optimizer
+
+
+def validation_loss_after_a_real_step(model, optimizer, policy, x, y, vx, vy, emb, alpha):
+    """L_val after the optimizer itself takes the weighted step at rate alpha, on copies (the
+    function the task-optimizer lookahead differentiates)."""
+    import copy
+
+    twin = copy.deepcopy(model)
+    twin_optimizer = type(optimizer)(twin.parameters(), **{k: v for k, v in optimizer.defaults.items()})
+    twin_optimizer.load_state_dict(copy.deepcopy(optimizer.state_dict()))  # its buffers, not shared
+    for group in twin_optimizer.param_groups:
+        group["lr"] = float(alpha.detach())
+    weights = normalize_weights(policy(x, emb)).detach()
+    (weights * per_sample(twin(x), y)).sum().backward()
+    twin_optimizer.step()
+    return per_sample(twin(vx), vy).mean().item()
+
+
+@pytest.mark.parametrize("nesterov", [False, True])
+@pytest.mark.parametrize("engine", ["higher", "jvp", "fd"])
+def test_the_task_optimizer_lookahead_matches_central_finite_differences(engine, nesterov):
+    model, policy, x, y, vx, vy, emb, alpha = tiny_problem()
+    optimizer = task_optimizer(model, nesterov)
+    policy.zero_grad()
+    weights = normalize_weights(policy(x, emb))
+    if engine == "higher":
+        g = higher_lookahead(model, weights, alpha, x, y, vx, vy, per_sample, optimizer=optimizer)
+    else:
+        g = fast_lookahead(model, per_sample(model(x), y), weights, alpha, x, y, vx, vy, per_sample, mode=engine,
+                           fd_step=1e-8, optimizer=optimizer)
+    weights.backward(g.weights)
+    h = 1e-6
+
+    def loss(alpha_value=alpha):
+        return validation_loss_after_a_real_step(model, optimizer, policy, x, y, vx, vy, emb, alpha_value)
+
+    numeric, analytic = [], []
+    for p in policy.parameters():
+        flat = p.data.view(-1)
+        for index in range(0, flat.numel(), max(1, flat.numel() // 6)):
+            old = flat[index].item()
+            flat[index] = old + h
+            plus = loss()
+            flat[index] = old - h
+            minus = loss()
+            flat[index] = old
+            numeric.append((plus - minus) / (2 * h))
+            analytic.append(p.grad.view(-1)[index].item())
+    numeric, analytic = torch.tensor(numeric), torch.tensor(analytic)
+    assert (numeric - analytic).norm() / numeric.norm() < 1e-3
+    numeric_alpha = (loss(alpha.detach() + h) - loss(alpha.detach() - h)) / (2 * h)
+    assert abs(g.alpha.item() - numeric_alpha) / abs(numeric_alpha) < 1e-3
+
+
+@pytest.mark.parametrize("engine", ["jvp", "fd"])
+def test_the_task_optimizer_lookahead_of_the_fast_engine_agrees_with_higher_on_a_cnn(engine):
+    model, policy, features, x, y, vx, vy, emb = small_cnn_problem()
+    alpha = torch.tensor(0.1, requires_grad=True)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4, nesterov=True)
+    per_sample(model(x), y).mean().backward()  # one real step: a momentum buffer
+    optimizer.step()
+    optimizer.zero_grad()
+
+    def grads(name):
+        policy.zero_grad()
+        weights = normalize_weights(policy(features, emb))
+        if name == "higher":
+            g = higher_lookahead(model, weights, alpha, x, y, vx, vy, per_sample, optimizer=optimizer)
+        else:
+            g = fast_lookahead(model, per_sample(model(x), y), weights, alpha, x, y, vx, vy, per_sample, mode=name,
+                               optimizer=optimizer)
+        weights.backward(g.weights)
+        return torch.cat([p.grad.flatten() for p in policy.parameters()]), g.alpha
+
+    with torch.no_grad():
+        model(x)
+    reference_theta, reference_alpha = grads("higher")
+    theta, alpha_grad = grads(engine)
+    assert F.cosine_similarity(theta, reference_theta, dim=0).item() >= 0.999
+    assert alpha_grad.item() == pytest.approx(reference_alpha.item(), rel=1e-2 if engine == "fd" else 1e-4)
+
+
+def test_plain_sgd_is_the_task_optimizer_step_without_momentum_or_decay():
+    model, policy, x, y, vx, vy, emb, alpha = tiny_problem()
+    plain = torch.optim.SGD(model.parameters(), lr=0.1)
+    weights = normalize_weights(policy(x, emb)).detach()
+    a = fast_lookahead(model, per_sample(model(x), y), weights, alpha, x, y, vx, vy, per_sample, mode="jvp")
+    b = fast_lookahead(model, per_sample(model(x), y), weights, alpha, x, y, vx, vy, per_sample, mode="jvp",
+                       optimizer=plain)
+    assert torch.equal(a.weights, b.weights) and torch.equal(a.alpha, b.alpha)

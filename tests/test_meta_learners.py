@@ -104,3 +104,100 @@ def test_episodic_resume_after_a_crash_is_exact(tmp_path, crash_at):
     assert resumed["resumed_at_step"] == 8  # the mid-epoch checkpoint (every 4 steps) before the crash
     assert resumed["metrics"] == reference["metrics"]
     assert (tmp_path / "crash" / "metrics.jsonl").read_text() == (tmp_path / "ref" / "metrics.jsonl").read_text()
+
+
+# -- inner loops through higher -------------------------------------------------------------------
+def conv_learner_problem(seed=0):
+    """A float64 conv net with batch norm on a 3-way task of 4x4 images."""
+    torch.manual_seed(seed)
+    model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(),
+                          nn.Linear(64, 3)).double()
+    g = torch.Generator().manual_seed(seed + 1)
+    s_y, q_y = torch.arange(3).repeat_interleave(2), torch.arange(3).repeat_interleave(3)
+    e = Episode(torch.randn(6, 1, 4, 4, generator=g, dtype=torch.float64), s_y,
+                torch.randn(9, 1, 4, 4, generator=g, dtype=torch.float64), q_y)
+    return model, e
+
+
+@pytest.mark.parametrize("name", ["maml", "metasgd"])
+@pytest.mark.parametrize("first_order", [False, True])
+def test_higher_inner_loop_with_sgd_equals_learn2learn(name, first_order):
+    """Post-update loss and meta-gradients (of the weights, and of Meta-SGD's rates) agree to 1e-6."""
+    import copy
+
+    model, e = conv_learner_problem()
+    results = {}
+    for loop in ("learn2learn", "higher"):
+        twin = copy.deepcopy(model)
+        learner = create_learner(name, inner_lr=0.3, inner_steps=3, first_order=first_order, inner_loop=loop)
+        learner.setup(twin, SPEC, 10)
+        loss, metrics = learner.score_task(twin, e, training=True)
+        grads = torch.autograd.grad(loss, list(learner.wrapper.parameters()))
+        results[loop] = (loss.detach(), metrics, grads)
+    (l2l_loss, l2l_metrics, l2l_grads), (h_loss, h_metrics, h_grads) = results["learn2learn"], results["higher"]
+    torch.testing.assert_close(h_loss, l2l_loss, rtol=1e-6, atol=1e-6)
+    assert h_metrics == pytest.approx(l2l_metrics, rel=1e-6, abs=1e-6)
+    assert len(h_grads) == len(l2l_grads)
+    for a, b in zip(h_grads, l2l_grads):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-6)
+
+
+def test_higher_inner_loop_evaluates_like_learn2learn():
+    import copy
+
+    model, e = conv_learner_problem(seed=3)
+    scores = []
+    for loop in ("learn2learn", "higher"):
+        twin = copy.deepcopy(model)
+        learner = create_learner("maml", inner_lr=0.3, inner_steps=1, eval_inner_steps=4, inner_loop=loop)
+        learner.setup(twin, SPEC, 10)
+        scores.append(learner.evaluate(twin, [e, e]))
+    assert scores[1] == pytest.approx(scores[0], rel=1e-6)
+
+
+@pytest.mark.parametrize("optimizer", ["momentum", "adam"])
+def test_higher_inner_optimizers_take_their_own_steps(optimizer):
+    """One Adam (or momentum) inner step from a fresh state, by hand, gives the same query loss;
+    and it differs from an SGD step."""
+    torch.manual_seed(0)
+    model = nn.Linear(4, 3).double()
+    e = episode()
+    e = Episode(e.support_inputs.double(), e.support_targets, e.query_inputs.double(), e.query_targets)
+    learner = create_learner("maml", inner_lr=0.1, inner_steps=2, inner_loop="higher", inner_optimizer=optimizer,
+                             inner_momentum=0.5)
+    learner.setup(model, SPEC, 10)
+    loss, _ = learner.score_task(model, e, training=True)
+    params = [p.detach().clone().requires_grad_() for p in model.parameters()]
+    reference = torch.optim.Adam(params, lr=0.1) if optimizer == "adam" else \
+        torch.optim.SGD(params, lr=0.1, momentum=0.5)
+    for _ in range(2):
+        reference.zero_grad()
+        F.cross_entropy(F.linear(e.support_inputs, *params), e.support_targets).backward()
+        reference.step()
+    expected = F.cross_entropy(F.linear(e.query_inputs, *params), e.query_targets)
+    # higher's Adam adds eps before dividing by sqrt(1 - beta2^t) (torch 1.x's order): ~1e-7 apart
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-9 if optimizer == "momentum" else 1e-5)
+    sgd = create_learner("maml", inner_lr=0.1, inner_steps=2, inner_loop="higher")
+    sgd.setup(model, SPEC, 10)
+    assert sgd.score_task(model, e, training=True)[0].item() != pytest.approx(loss.item(), rel=1e-6)
+
+
+def test_non_sgd_inner_optimizers_need_the_higher_loop():
+    from metaaugment.errors import UserError
+
+    with pytest.raises(UserError, match="inner_optimizer must be sgd with inner_loop=learn2learn"):
+        create_learner("maml", inner_optimizer="adam")
+
+
+@pytest.mark.slow
+def test_glyphs_meta_training_through_higher_matches_learn2learn_and_runs_adam(tmp_path):
+    def run(name, **learner_options):
+        config = RunConfig(benchmark="glyphs", policy="intershuffle", device="cpu", epochs=1, steps_per_epoch=4,
+                           batch_size=2, val_tasks=5, test_tasks=10, seed=3, learner_options=learner_options)
+        return train(config, tmp_path / name, show_progress=False)["metrics"]
+
+    reference = run("learn2learn")
+    through_higher = run("higher-sgd", inner_loop="higher", inner_optimizer="sgd")
+    assert through_higher == pytest.approx(reference, rel=1e-6, abs=1e-6)
+    adam = run("higher-adam", inner_loop="higher", inner_optimizer="adam", inner_lr=0.01)
+    assert adam["steps"] == 4 and 0 <= adam["test_accuracy"] <= 1 and adam != reference

@@ -175,3 +175,24 @@ def test_val_batch_size_is_algorithm_1s_n_val_the_first_samples_of_the_validatio
     torch.testing.assert_close(subset_weights, exact_weights)
     assert float(subset_loss) == pytest.approx(float(exact_loss))
     assert not torch.allclose(subset_weights, whole_weights)
+
+
+def test_the_task_optimizer_lookahead_needs_an_sgd_task_optimizer():
+    from metaaugment.errors import UserError
+
+    ctx = context()
+    ctx.optimizer = torch.optim.Adam(ctx.model.parameters())
+    with pytest.raises(UserError, match="lookahead_optimizer=task follows the task network's torch.optim.SGD"):
+        create_policy("metaaugment", lookahead_optimizer="task").setup(ctx)
+
+
+@pytest.mark.parametrize("engine", ["fast", "fast-jvp", "higher"])
+def test_the_task_optimizer_lookahead_takes_a_step_in_every_engine(engine):
+    ctx = context()
+    ctx.optimizer = torch.optim.SGD(ctx.model.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4, nesterov=True)
+    policy = create_policy("metaaugment", engine=engine, lookahead_optimizer="task", policy_lr=0.01)
+    policy.setup(ctx)
+    for _ in range(2):  # the second step has a momentum buffer
+        batch = Batch(torch.rand(10, 3, 12, 12), torch.randint(0, 4, (10,)))
+        result, metrics = supervised_step(ctx.model, ctx.optimizer, batch, policy, ctx)
+        assert result.weights.sum().item() == pytest.approx(1.0) and metrics["alpha"] > 0

@@ -136,19 +136,45 @@ class EpisodicLearner(Learner):
         return {f"{prefix}loss": float(loss), f"{prefix}accuracy": task_metric(self.spec, outputs, targets)}
 
 
+INNER_LOOPS = ("learn2learn", "higher")
+INNER_OPTIMIZERS = ("sgd", "momentum", "adam")
+
+
 class _GradientMetaLearner(EpisodicLearner):
-    """MAML-style learners: clone the wrapped model, take inner gradient steps on the
-    support set, score the query set (learn2learn's `clone` / `adapt`)."""
+    """MAML-style learners: take inner gradient steps on the support set, score the query set.
+
+    inner_loop "learn2learn": learn2learn's `clone` / `adapt` (plain SGD). inner_loop "higher":
+    `higher.innerloop_ctx` unrolls a differentiable copy of a torch optimizer, so the inner
+    optimizer can be `sgd`, `momentum` (SGD with `inner_momentum`) or `adam` (`inner_betas`),
+    each with `inner_weight_decay`; with `sgd` both loops compute the same losses and
+    meta-gradients. First order (`first_order=true`, and always at evaluation) drops the
+    second-order terms: the inner gradients are treated as constants.
+    """
 
     def __init__(self, *, inner_lr: float = 0.4, inner_steps: int = 1, eval_inner_steps: int | None = None,
-                 first_order: bool = False, meta_lr: float = 1e-3):
+                 first_order: bool = False, meta_lr: float = 1e-3, inner_loop: str = "learn2learn",
+                 inner_optimizer: str = "sgd", inner_momentum: float = 0.9,
+                 inner_betas: tuple[float, ...] = (0.9, 0.999), inner_weight_decay: float = 0.0):
         super().__init__(meta_lr=meta_lr)
         check_option(math.isfinite(inner_lr) and inner_lr > 0, "inner_lr", inner_lr, "a positive number")
         check_option(inner_steps >= 1, "inner_steps", inner_steps, "at least 1")
         check_option(eval_inner_steps is None or eval_inner_steps >= 1, "eval_inner_steps", eval_inner_steps,
                      "at least 1")
+        check_option(inner_loop in INNER_LOOPS, "inner_loop", inner_loop, " or ".join(INNER_LOOPS))
+        check_option(inner_optimizer in INNER_OPTIMIZERS, "inner_optimizer", inner_optimizer,
+                     ", ".join(INNER_OPTIMIZERS))
+        check_option(inner_optimizer == "sgd" or inner_loop == "higher", "inner_optimizer", inner_optimizer,
+                     "sgd with inner_loop=learn2learn (its inner loop is plain SGD); use inner_loop=higher")
+        check_option(0 <= inner_momentum < 1, "inner_momentum", inner_momentum, "in [0, 1)")
+        check_option(len(inner_betas) == 2 and all(0 <= b < 1 for b in inner_betas), "inner_betas", inner_betas,
+                     "two numbers in [0, 1), e.g. 0.9,0.999")
+        check_option(math.isfinite(inner_weight_decay) and inner_weight_decay >= 0, "inner_weight_decay",
+                     inner_weight_decay, "a non-negative number")
         self.inner_lr, self.inner_steps, self.first_order = inner_lr, inner_steps, first_order
         self.eval_inner_steps = eval_inner_steps or inner_steps
+        self.inner_loop, self.inner_optimizer = inner_loop, inner_optimizer
+        self.inner_momentum, self.inner_betas = inner_momentum, tuple(float(b) for b in inner_betas)
+        self.inner_weight_decay = inner_weight_decay
         self.wrapper: nn.Module | None = None
 
     def meta_parameters(self, model: nn.Module) -> Iterable[nn.Parameter]:
@@ -165,6 +191,8 @@ class _GradientMetaLearner(EpisodicLearner):
         super().load_state_dict(state)
 
     def score_task(self, model: nn.Module, episode: Episode, training: bool) -> tuple[Tensor, dict[str, float]]:
+        if self.inner_loop == "higher":
+            return self._score_with_higher(episode, training)
         assert self.wrapper is not None
         learner = self.wrapper.clone()
         with torch.no_grad():
@@ -181,9 +209,59 @@ class _GradientMetaLearner(EpisodicLearner):
         metrics.update(self._scores("", out.detach(), episode.query_targets, loss.detach()))
         return loss, metrics
 
+    # -- the inner loop through higher ------------------------------------------------------
+    def inner_rates(self) -> list[Tensor] | None:
+        """Per-parameter inner learning rates (Meta-SGD's, learned), or None: the inner
+        optimizer's own `inner_lr`."""
+        return None
+
+    def _inner_torch_optimizer(self, module: nn.Module) -> torch.optim.Optimizer:
+        """The torch optimizer `higher` makes differentiable; one parameter group per parameter
+        when the rates are per parameter (higher overrides settings group by group)."""
+        params = list(module.parameters())
+        groups = [{"params": [p]} for p in params] if self.inner_rates() is not None else [{"params": params}]
+        decay = self.inner_weight_decay
+        if self.inner_optimizer == "adam":
+            return torch.optim.Adam(groups, lr=self.inner_lr, betas=self.inner_betas, weight_decay=decay)
+        momentum = self.inner_momentum if self.inner_optimizer == "momentum" else 0.0
+        return torch.optim.SGD(groups, lr=self.inner_lr, momentum=momentum, weight_decay=decay)
+
+    def _score_with_higher(self, episode: Episode, training: bool) -> tuple[Tensor, dict[str, float]]:
+        import higher
+
+        assert self.wrapper is not None
+        module = self.wrapper.module
+        with torch.no_grad():
+            pre_out = module(episode.query_inputs)
+            metrics = self._scores("pre_", pre_out, episode.query_targets, self.loss_fn(pre_out, episode.query_targets))
+        steps = self.inner_steps if training else self.eval_inner_steps
+        rates = self.inner_rates()
+        override = {"lr": rates} if rates is not None else None
+        # first order: the inner gradients as constants (the update still depends on the
+        # initial weights and the rates, as in learn2learn's first_order adapt)
+        constant_gradients = (lambda grads: [g.detach() for g in grads]) if self.first_order else None
+        # evaluation needs gradients for adaptation but no graph through the inner loop
+        with higher.innerloop_ctx(module, self._inner_torch_optimizer(module), copy_initial_weights=False,
+                                  track_higher_grads=training) as (fmodel, diffopt):
+            for _ in range(steps):
+                support_loss = self.loss_fn(fmodel(episode.support_inputs), episode.support_targets)
+                diffopt.step(support_loss, override=override, grad_callback=constant_gradients)
+            out = fmodel(episode.query_inputs)
+            loss = self.loss_fn(out, episode.query_targets)
+        metrics.update(self._scores("", out.detach(), episode.query_targets, loss.detach()))
+        return loss, metrics
+
     def describe(self) -> dict[str, Any]:
-        return {"name": self.name, "inner_lr": self.inner_lr, "inner_steps": self.inner_steps,
-                "eval_inner_steps": self.eval_inner_steps, "first_order": self.first_order, "meta_lr": self.meta_lr}
+        info = {"name": self.name, "inner_lr": self.inner_lr, "inner_steps": self.inner_steps,
+                "eval_inner_steps": self.eval_inner_steps, "first_order": self.first_order, "meta_lr": self.meta_lr,
+                "inner_loop": self.inner_loop, "inner_optimizer": self.inner_optimizer}
+        if self.inner_optimizer == "momentum":
+            info["inner_momentum"] = self.inner_momentum
+        if self.inner_optimizer == "adam":
+            info["inner_betas"] = list(self.inner_betas)
+        if self.inner_weight_decay:
+            info["inner_weight_decay"] = self.inner_weight_decay
+        return info
 
 
 @LEARNERS.register("maml")
@@ -200,6 +278,11 @@ class MetaSGDLearner(_GradientMetaLearner):
 
     def wrap(self, model: nn.Module) -> None:
         self.wrapper = learn2learn().algorithms.MetaSGD(model, lr=self.inner_lr, first_order=self.first_order)
+
+    def inner_rates(self) -> list[Tensor] | None:
+        """The learned per-parameter rates, given to higher's optimizer through `override`."""
+        assert self.wrapper is not None
+        return list(self.wrapper.lrs)
 
 
 def embed(model: nn.Module, inputs: Tensor) -> Tensor:

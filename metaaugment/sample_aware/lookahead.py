@@ -20,6 +20,17 @@ network's parameters are left untouched: the real update (Eq. 4) happens afterwa
 - `last_layer` (cheap approximation): the same formulas restricted to the parameters of
   the model's head (`forward_head`), with the features held fixed.
 
+The lookahead step is plain SGD at rate alpha (`lookahead_optimizer=sgd`, the paper's Eq. 2)
+or the task network's own SGD update at rate alpha (`lookahead_optimizer=task`): weight
+decay, momentum with the optimizer's current buffer, dampening, Nesterov. With the buffer
+and weight decay fixed, that step is still linear in the weights (`InnerStep`):
+    w_hat = w - alpha * (s * sum_i w_i grad L_i(w) + o)
+with a per-parameter scale s and offset o (s = 1, o = 0 for plain SGD), so the fast engine
+stays exact:
+    dL_val/dw_i  = -alpha * <s * grad L_val(w_hat), grad L_i(w)>
+    dL_val/dalpha = -(sum_i w_i <s * grad L_val(w_hat), grad L_i(w)> + <o, grad L_val(w_hat)>),
+and the `higher` engine unrolls the very same torch optimizer (its state copied by `higher`).
+
 The lookahead passes run on scratch copies of the buffers (BatchNorm running statistics),
 so they leave no trace in the model.
 """
@@ -39,6 +50,58 @@ LossFn = Callable[[Tensor, Tensor], Tensor]  # (outputs, targets) -> (B,) per-sa
 
 
 @dataclass
+class InnerStep:
+    """The lookahead's update direction for each parameter p, linear in the weighted gradient
+    g_p = sum_i w_i grad_p L_i(w): direction_p = scales[p] * g_p + offsets[p] (None = 0)."""
+
+    scales: list[float]
+    offsets: list[Tensor | None]
+
+    def direction(self, grads: tuple[Tensor, ...]) -> list[Tensor]:
+        """(scale * g + offset) per parameter; exactly g where scale is 1 and offset None."""
+        return [g if (scale == 1 and offset is None) else (scale * g if offset is None else scale * g + offset)
+                for scale, offset, g in zip(self.scales, self.offsets, grads)]
+
+
+def sgd_step(count: int) -> InnerStep:
+    """Plain SGD (the paper's Eq. 2): w_hat = w - alpha * g for `count` parameters."""
+    return InnerStep([1.0] * count, [None] * count)
+
+
+def optimizer_step(optimizer: torch.optim.Optimizer, params: list[Tensor]) -> InnerStep:
+    """The next update torch.optim.SGD would make to `params` (a subset of its parameters),
+    as an InnerStep: with d = g + wd * w and the current momentum buffer b (dampening delta,
+    momentum mu), the direction is d (no momentum, or no buffer yet and no Nesterov),
+    (1 + mu) d (Nesterov, no buffer yet), (1 - delta) d + mu b (buffer), or
+    (1 + mu (1 - delta)) d + mu^2 b (Nesterov with a buffer)."""
+    if not isinstance(optimizer, torch.optim.SGD):
+        raise ValueError(f"lookahead_optimizer=task follows torch.optim.SGD, not {type(optimizer).__name__}")
+    group_of = {id(p): group for group in optimizer.param_groups for p in group["params"]}
+    scales: list[float] = []
+    offsets: list[Tensor | None] = []
+    for p in params:
+        group = group_of[id(p)]
+        if group.get("maximize", False):
+            raise ValueError("lookahead_optimizer=task does not follow an optimizer that maximizes")
+        mu, delta, decay = group["momentum"], group["dampening"], group["weight_decay"]
+        buffer = optimizer.state.get(p, {}).get("momentum_buffer") if mu != 0 else None
+        if mu == 0:
+            scale, carried = 1.0, None
+        elif buffer is None:  # torch starts the buffer at d itself
+            scale, carried = (1.0 + mu if group["nesterov"] else 1.0), None
+        elif group["nesterov"]:
+            scale, carried = 1.0 + mu * (1.0 - delta), (mu * mu) * buffer.detach()
+        else:
+            scale, carried = 1.0 - delta, mu * buffer.detach()
+        offset = scale * decay * p.detach() if decay != 0 else None
+        if carried is not None:
+            offset = carried if offset is None else offset + carried
+        scales.append(scale)
+        offsets.append(offset)
+    return InnerStep(scales, offsets)
+
+
+@dataclass
 class LookaheadGradients:
     """dL_val/dweights (B,), dL_val/dalpha (scalar) and the validation loss at w_hat."""
 
@@ -49,24 +112,30 @@ class LookaheadGradients:
 
 def fast_lookahead(model: nn.Module, train_losses: Tensor, weights: Tensor, alpha: Tensor,
                    train_inputs: Tensor, train_targets: Tensor, val_inputs: Tensor, val_targets: Tensor,
-                   loss_fn: LossFn, mode: str = "fd", fd_step: float = 1e-3) -> LookaheadGradients:
+                   loss_fn: LossFn, mode: str = "fd", fd_step: float = 1e-3,
+                   optimizer: torch.optim.Optimizer | None = None) -> LookaheadGradients:
     """The one-step lookahead gradients without a second-order backward.
 
     train_losses: (B,) per-sample losses of the training forward pass, still attached to the
     model's parameters (the graph is retained for the real update). weights: (B,) sample
-    weights (normalized); alpha: scalar inner learning rate. mode "fd" moves the parameters
-    by a step of norm `fd_step` along grad L_val(w_hat) (one forward pass); "jvp" is exact.
+    weights (normalized); alpha: scalar inner learning rate. optimizer: None for a plain SGD
+    step, or the task network's torch.optim.SGD, whose next update (`optimizer_step`) the
+    lookahead then takes. mode "fd" moves the parameters by a step of norm `fd_step` along
+    s * grad L_val(w_hat) (one forward pass); "jvp" is exact.
     """
     if mode not in ("jvp", "fd"):
         raise ValueError("mode must be 'jvp' or 'fd'")
     names, params = zip(*[(n, p) for n, p in model.named_parameters() if p.requires_grad])
+    step = optimizer_step(optimizer, list(params)) if optimizer is not None else sgd_step(len(params))
     w_fixed, alpha_fixed = weights.detach(), alpha.detach()
     weighted_grad = torch.autograd.grad((w_fixed * train_losses).sum(), params, retain_graph=True)
     with scratch_buffers(model):
-        lookahead = {n: (p.detach() - alpha_fixed * g).requires_grad_()
-                     for n, p, g in zip(names, params, weighted_grad)}
+        lookahead = {n: (p.detach() - alpha_fixed * d).requires_grad_()
+                     for n, p, d in zip(names, params, step.direction(weighted_grad))}
         val_loss = loss_fn(functional_call(model, lookahead, (val_inputs,)), val_targets).mean()
         val_grad = torch.autograd.grad(val_loss, list(lookahead.values()))
+        # dw_hat / dw_i = -alpha * s * grad L_i: the per-sample dots are taken along s * grad L_val
+        tangent = [g if scale == 1 else scale * g for scale, g in zip(step.scales, val_grad)]
         base = {n: p.detach() for n, p in zip(names, params)}
         if mode == "jvp":
             def per_sample(*values: Tensor) -> Tensor:
@@ -77,43 +146,50 @@ def fast_lookahead(model: nn.Module, train_losses: Tensor, weights: Tensor, alph
 
             with warnings.catch_warnings():  # torch.func's first call warns about torch.jit internals
                 warnings.simplefilter("ignore", FutureWarning)
-                _, dots = jvp(per_sample, tuple(base.values()), tuple(val_grad))
+                _, dots = jvp(per_sample, tuple(base.values()), tuple(tangent))
         else:
-            norm = torch.sqrt(sum((g * g).sum() for g in val_grad)).clamp_min(1e-12)
+            norm = torch.sqrt(sum((g * g).sum() for g in tangent)).clamp_min(1e-12)
             h = fd_step / norm  # a parameter step of norm fd_step, whatever the gradient's scale
-            shifted = {n: base[n] + h * g for n, g in zip(names, val_grad)}
+            shifted = {n: base[n] + h * g for n, g in zip(names, tangent)}
             with torch.no_grad():
                 losses_shifted = loss_fn(functional_call(model, shifted, (train_inputs,)), train_targets)
             dots = (losses_shifted - train_losses.detach()) / h
     dots = dots.detach()
-    return LookaheadGradients(weights=-alpha_fixed * dots, alpha=-(w_fixed * dots).sum(),
-                              val_loss=float(val_loss.detach()))
+    alpha_grad = -(w_fixed * dots).sum()
+    offsets = [(o * g).sum() for o, g in zip(step.offsets, val_grad) if o is not None]
+    if offsets:
+        alpha_grad = alpha_grad - torch.stack(offsets).sum()
+    return LookaheadGradients(weights=-alpha_fixed * dots, alpha=alpha_grad, val_loss=float(val_loss.detach()))
 
 
 def last_layer_lookahead(head: nn.Module, features: Tensor, weights: Tensor, alpha: Tensor, train_targets: Tensor,
                          val_features: Tensor, val_targets: Tensor, loss_fn: LossFn,
-                         mode: str = "fd") -> LookaheadGradients:
-    """The cheap approximation: the lookahead of the head alone on fixed features (B, D)."""
+                         mode: str = "fd", optimizer: torch.optim.Optimizer | None = None) -> LookaheadGradients:
+    """The cheap approximation: the lookahead of the head alone on fixed features (B, D);
+    with `optimizer`, the head's step follows it (`optimizer_step`)."""
     features, val_features = features.detach(), val_features.detach()
     losses = loss_fn(head(features), train_targets)
     return fast_lookahead(head, losses, weights, alpha, features, train_targets, val_features, val_targets, loss_fn,
-                          mode)
+                          mode, optimizer=optimizer)
 
 
 def higher_lookahead(model: nn.Module, weights: Tensor, alpha: Tensor, train_inputs: Tensor, train_targets: Tensor,
-                     val_inputs: Tensor, val_targets: Tensor, loss_fn: LossFn, steps: int = 1) -> LookaheadGradients:
-    """The reference: unroll `steps` differentiable SGD steps at rate alpha with `higher`
-    and differentiate the validation loss with respect to the weights and alpha."""
+                     val_inputs: Tensor, val_targets: Tensor, loss_fn: LossFn, steps: int = 1,
+                     optimizer: torch.optim.Optimizer | None = None) -> LookaheadGradients:
+    """The reference: unroll `steps` differentiable steps at rate alpha with `higher` (plain
+    SGD, or a differentiable copy of `optimizer` with its current state: momentum buffers,
+    weight decay, Nesterov) and differentiate the validation loss with respect to the weights
+    and alpha."""
     import higher
 
     weights_leaf = weights.detach().requires_grad_()
     alpha_leaf = alpha.detach().requires_grad_()
-    inner = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1.0)
+    inner = optimizer or torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1.0)
     with scratch_buffers(model), higher.innerloop_ctx(model, inner, copy_initial_weights=True,
                                                         track_higher_grads=True) as (fmodel, diffopt):
         for _ in range(steps):
             losses = loss_fn(fmodel(train_inputs), train_targets)
-            diffopt.step((weights_leaf * losses).sum(), override={"lr": [alpha_leaf]})
+            diffopt.step((weights_leaf * losses).sum(), override={"lr": [alpha_leaf] * len(inner.param_groups)})
         val_loss = loss_fn(fmodel(val_inputs), val_targets).mean()
         grad_w, grad_alpha = torch.autograd.grad(val_loss, [weights_leaf, alpha_leaf])
     return LookaheadGradients(weights=grad_w.detach(), alpha=grad_alpha.detach(), val_loss=float(val_loss.detach()))

@@ -73,7 +73,8 @@ class MetaAugment(BatchPolicy):
     def __init__(self, *, engine: str = "fast", policy_lr: float = 1e-3, alpha: float | None = None,
                  window: int = 100, refresh: int = 10, epsilon: float = 0.1, embedding: bool = True,
                  flip: bool = False, cutout: int = 0, copies: int = 1, extra_ops: tuple[str, ...] = (),
-                 lookahead_steps: int = 1, extractor: str = "shared", val_batch_size: int | None = None):
+                 lookahead_steps: int = 1, extractor: str = "shared", val_batch_size: int | None = None,
+                 lookahead_optimizer: str = "sgd"):
         super().__init__()
         check_option(extractor in ("shared", "own"), "extractor", extractor, "shared or own")
         check_option(engine in ENGINES, "engine", engine, f"one of {', '.join(ENGINES)}")
@@ -90,6 +91,10 @@ class MetaAugment(BatchPolicy):
         check_option(lookahead_steps == 1 or engine == "higher", "lookahead_steps", lookahead_steps,
                      "1 unless engine=higher (the fast engines are exact for one step)")
         check_option(val_batch_size is None or val_batch_size >= 1, "val_batch_size", val_batch_size, "at least 1")
+        check_option(lookahead_optimizer in ("sgd", "task"), "lookahead_optimizer", lookahead_optimizer, "sgd or task")
+        # sgd: the paper's plain lookahead step; task: the task network's own SGD update
+        # (momentum buffer, Nesterov, weight decay) at rate alpha
+        self.lookahead_optimizer = lookahead_optimizer
         self.engine, self.policy_lr, self.alpha_init = engine, policy_lr, alpha
         # n_val of Algorithm 1: the validation mini-batch of the lookahead (default: the
         # trainer's validation batch, as large as the training batch)
@@ -112,6 +117,9 @@ class MetaAugment(BatchPolicy):
         alpha (the `alpha` option, else the task optimizer's learning rate) and their Adam
         optimizer, on ctx.device."""
         super().setup(ctx)
+        if self.lookahead_optimizer == "task" and not isinstance(ctx.optimizer, torch.optim.SGD):
+            raise UserError(f"metaaugment lookahead_optimizer=task follows the task network's torch.optim.SGD; "
+                            f"this loop's optimizer is {type(ctx.optimizer).__name__}")
         if self.extractor == "own":
             self.own_extractor = own_feature_extractor(ctx.spec.channels)
             width = OWN_EXTRACTOR_WIDTH
@@ -178,9 +186,10 @@ class MetaAugment(BatchPolicy):
     def _lookahead(self, ctx: StepContext, batch: Batch, output: ForwardOutput, weights: Tensor) -> LookaheadGradients:
         val = self._validation_batch(ctx)
         model, loss_fn = ctx.model, ctx.loss_fn
+        optimizer = ctx.optimizer if self.lookahead_optimizer == "task" else None
         if self.engine == "higher":
             return higher_lookahead(model, weights, self.alpha, batch.inputs, batch.targets, val.inputs, val.targets,
-                                    loss_fn, steps=self.lookahead_steps)
+                                    loss_fn, steps=self.lookahead_steps, optimizer=optimizer)
         if self.engine == "last-layer":
             head = classifier(model)
             if head is None:
@@ -189,9 +198,10 @@ class MetaAugment(BatchPolicy):
             with torch.no_grad(), scratch_buffers(model):  # validation data must not move BN statistics
                 val_features = pooled_features(model, val.inputs)
             return last_layer_lookahead(head, output.features, weights, self.alpha, batch.targets, val_features,
-                                        val.targets, loss_fn)
+                                        val.targets, loss_fn, optimizer=optimizer)
         return fast_lookahead(model, output.losses, weights, self.alpha, batch.inputs, batch.targets, val.inputs,
-                              val.targets, loss_fn, mode="jvp" if self.engine == "fast-jvp" else "fd")
+                              val.targets, loss_fn, mode="jvp" if self.engine == "fast-jvp" else "fd",
+                              optimizer=optimizer)
 
     def _features(self, batch: Batch, output: ForwardOutput | None) -> Tensor:
         """What the policy network sees: its own extractor's features of the augmented images
@@ -266,6 +276,7 @@ class MetaAugment(BatchPolicy):
                 "embedding": self.use_embedding, "flip": self.flip, "cutout": self.cutout,
                 "copies": self.copies, "pool": list(self.pool), "lookahead_steps": self.lookahead_steps,
                 "extractor": self.extractor, "val_batch_size": self.val_batch_size,
+                "lookahead_optimizer": self.lookahead_optimizer,
                 "transferred": self.feature_model is not None}
 
     def write_artifacts(self, folder: Path) -> list[Path]:
