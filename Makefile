@@ -22,7 +22,7 @@ $(STAMP): $(BIN)/python pyproject.toml scripts/install_learn2learn.sh
 	touch $(STAMP)
 
 demo: install
-	$(BIN)/metaaug run digits --policy none --out runs/demo --overwrite
+	$(BIN)/metaaug run fonts --policy metaaugment --out runs/demo --overwrite
 
 test: install
 	$(BIN)/ruff check .

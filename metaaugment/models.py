@@ -91,6 +91,20 @@ def small_cnn(spec: TaskSpec, *, width: int = 32) -> FeatureClassifier:
     return FeatureClassifier(spec, body, 4 * width)
 
 
+@MODELS.register("small-convnet")
+def small_convnet(spec: TaskSpec, *, width: int = 32) -> FeatureClassifier:
+    """Four conv-BN-ReLU stages, a 2x2 max-pool after each of the first three, global average
+    pooling: its features see a whole 32x32 image at a third of small-cnn's cost; fast on CPU."""
+    check_option(width >= 1, "width", width, "at least 1")
+    body = nn.Sequential(
+        *_conv_block(spec.channels, width), nn.MaxPool2d(2),
+        *_conv_block(width, 2 * width), nn.MaxPool2d(2),
+        *_conv_block(2 * width, 4 * width), nn.MaxPool2d(2),
+        *_conv_block(4 * width, 4 * width),
+    )
+    return FeatureClassifier(spec, body, 4 * width)
+
+
 @MODELS.register("resnet18")
 def resnet18(spec: TaskSpec) -> FeatureClassifier:
     """torchvision's ResNet-18 with the usual small-image stem (3x3 conv, no max-pool)."""

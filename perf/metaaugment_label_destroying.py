@@ -1,12 +1,13 @@
 """Does MetaAugment learn to down-weight a label-destroying transformation? (paper, Fig. 3)
 
-Trains MetaAugment on `digits` with Rotate180 added to the op pool (a 6 becomes a 9, and
-most digits become non-digits), then compares the policy network's mean output for op
-pairs that contain Rotate180 with pairs made of label-preserving ops only, over the
-sampler's last window, and the sampler's probability of drawing Rotate180. Exits non-zero
+Trains MetaAugment on `digits` (or `--benchmark fonts`) with Rotate180 added to the op
+pool (a 6 becomes a 9, and most digits and letters become no character at all), then
+compares the policy network's mean output for op pairs that contain Rotate180 with pairs
+made of label-preserving ops only, over the sampler's last window, and the sampler's
+probability of drawing Rotate180. Exits non-zero
 when Rotate180 does not get the lower mean weight. Run by hand:
 
-    .venv/bin/python benchmarks/metaaugment_label_destroying.py [--epochs 30] [--seeds 0,1,2]
+    .venv/bin/python perf/metaaugment_label_destroying.py [--benchmark fonts] [--epochs 30] [--seeds 0,1,2]
 """
 from __future__ import annotations
 
@@ -37,21 +38,23 @@ def mean_outputs_by_group(policy_state: dict, pool: list[str], op: str) -> tuple
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--epochs", type=int, default=30)
+    parser.add_argument("--benchmark", default="digits")
+    parser.add_argument("--epochs", type=int, default=None, help="default: the benchmark's")
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--out", type=Path, default=None, help="keep the runs here (default: a temporary folder)")
     args = parser.parse_args()
     out = args.out or Path(tempfile.mkdtemp(prefix="metaaug-rot180-"))
     rows = []
     for seed in [int(s) for s in args.seeds.split(",")]:
-        config = RunConfig(benchmark="digits", policy="metaaugment", policy_options={"extra_ops": ("Rotate180",)},
-                           epochs=args.epochs, seed=seed, device="cpu")
+        config = RunConfig(benchmark=args.benchmark, policy="metaaugment",
+                           policy_options={"extra_ops": ("Rotate180",)}, epochs=args.epochs, seed=seed, device="cpu")
         results = train(config, out / f"seed{seed}", resume=True, show_progress=False)
-        state = torch.load(out / f"seed{seed}" / "checkpoint.pt", weights_only=False)["policy"]
+        state = torch.load(out / f"seed{seed}" / "checkpoint.pt", weights_only=True)["policy"]
         with_rot, without, share = mean_outputs_by_group(state, results["policy"]["pool"], "Rotate180")
         rows.append((seed, with_rot, without, share, results["metrics"]["test_accuracy"]))
     uniform_share = (2 * 15 - 1) / 15**2
-    print(f"digits, MetaAugment with Rotate180 in the pool of 15 ops, {args.epochs} epochs; runs in {out}")
+    print(f"{args.benchmark}, MetaAugment with Rotate180 in the pool of 15 ops, {results['metrics']['epochs']} "
+          f"epochs; runs in {out}")
     print(f"{'seed':>4s} {'mean P, pairs with Rotate180':>29s} {'mean P, other pairs':>20s} "
           f"{'P(draw Rotate180)':>18s} {'test acc':>9s}")
     for seed, with_rot, without, share, acc in rows:

@@ -5,6 +5,7 @@ from metaaugment.registry import BENCHMARKS, create_benchmark, list_benchmarks
 from metaaugment.tasks import (  # noqa: F401  (register the benchmarks)
     cifar,
     digits,
+    fonts,
     glyphs,
     image_folder,
     mini_imagenet,

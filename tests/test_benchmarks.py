@@ -71,3 +71,26 @@ def test_cifar_validation_size_is_configurable(tmp_path):
     assert len(create_benchmark("cifar10").load(tmp_path).val) == 20  # default: 10% on small sets
     with pytest.raises(UserError, match="--val-size"):
         create_benchmark("cifar10").load(tmp_path, val_size=500)
+
+
+def test_fonts_splits_have_disjoint_fonts_and_every_class(tmp_path, monkeypatch):
+    from metaaugment.tasks.fonts import CHARACTERS, RENDERS, SPLIT_FONTS, font_split, load_fonts, text_fonts
+
+    monkeypatch.setenv("METAAUG_CACHE", str(tmp_path / "cache"))
+    fonts = text_fonts()
+    assert len(fonts) == 22 and not any(p.stem in ("cmex10", "cmsy10", "LastResortHE-Regular") for p in fonts)
+    split = font_split(fonts)
+    names = {k: {p.name for p in v} for k, v in split.items()}
+    assert not (names["train"] & names["val"]) and not (names["train"] & names["test"])
+    assert not (names["val"] & names["test"])
+    assert names["train"] | names["val"] | names["test"] == {p.name for p in fonts}
+    assert (len(names["train"]), len(names["val"])) == SPLIT_FONTS
+    data = load_fonts()
+    for name, part in (("train", data.train), ("val", data.val), ("test", data.test)):
+        counts = torch.bincount(part.labels, minlength=len(CHARACTERS))
+        # every class in every split, once per font and render
+        assert torch.equal(counts, torch.full((len(CHARACTERS),), len(split[name]) * RENDERS[name]))
+        assert part.images.shape[1:] == (3, 32, 32) and part.images.dtype == torch.uint8
+    assert font_split(fonts) == split  # fixed: the same split for every run
+    again = load_fonts()  # from the cache, identical
+    assert torch.equal(again.test.images, data.test.images)
