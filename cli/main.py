@@ -1,6 +1,7 @@
 """`metaaug`: the command-line interface, a thin layer over the metaaugment library."""
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Any, List, Optional
@@ -53,6 +54,14 @@ ImageSizeOpt = Annotated[Optional[int], typer.Option("--image-size",
                                                       help="image-folder: resize images to this square size (84).")]
 ValSizeOpt = Annotated[Optional[int], typer.Option(
     "--val-size", help="CIFAR: images held out of train for validation (5000; MetaAugment's paper: 1000).")]
+PrecisionOpt = Annotated[str, typer.Option(
+    "--precision", help="Mini-batch benchmarks: 32, bf16 or 16 (autocast; 16 with loss scaling).")]
+ChannelsLastOpt = Annotated[bool, typer.Option(
+    "--channels-last", help="Mini-batch benchmarks: the task network in channels-last memory format.")]
+CompileOpt = Annotated[bool, typer.Option("--compile", help="Mini-batch benchmarks: torch.compile the task network.")]
+WorkersOpt = Annotated[int, typer.Option(
+    "--workers", help="Streamed benchmarks (imagenet, image-classification-folder): processes decoding images; "
+    "the results do not depend on it.")]
 
 
 def _base_config(benchmark: str, learner: Optional[str], model: Optional[str], epochs: Optional[int],
@@ -133,28 +142,83 @@ def run(
     test_tasks: TestTasksOpt = None,
     image_size: ImageSizeOpt = None,
     val_size: ValSizeOpt = None,
+    workers: WorkersOpt = 0,
+    precision: PrecisionOpt = "32",
+    channels_last: ChannelsLastOpt = False,
+    compile: CompileOpt = False,
     policy_from: Annotated[Optional[Path], typer.Option("--policy-from", help="metaaugment: reuse the policy network, "
                            "sampler and task network of this finished run (frozen) to train a new network.")] = None,
     quiet: QuietOpt = False,
+    nproc_per_node: Annotated[int, typer.Option(
+        "--nproc-per-node", help="Train one run on N processes of this machine (torchrun; NCCL on CUDA, one GPU "
+        "each, gloo on CPU). --batch-size stays the global batch. Several machines: docs/scale.md.")] = 1,
 ) -> None:
     """Train with one policy on a benchmark; writes config.json, metrics.jsonl, results.json."""
     import dataclasses
 
     from metaaugment.registry import POLICIES, parse_options
+    from metaaugment.run import distributed
     from metaaugment.run.loop import train
 
     if resume and overwrite:
         raise UserError("--resume and --overwrite exclude each other")
+    if nproc_per_node < 1:
+        raise UserError(f"--nproc-per-node must be a positive integer (got {nproc_per_node})")
+    launch = nproc_per_node > 1 and not distributed.launched_by_torchrun()
     config = _base_config(benchmark, learner, model, epochs, batch_size, lr, device, data_root,
                           eval_every, checkpoint_every, learner_set, model_set, ways=ways, shots=shots,
                           query_shots=query_shots, steps_per_epoch=steps_per_epoch, val_tasks=val_tasks,
-                          test_tasks=test_tasks, image_size=image_size, val_size=val_size)
+                          test_tasks=test_tasks, image_size=image_size, val_size=val_size,
+                          workers=workers, precision=precision, channels_last=channels_last, compile=compile)
     options = parse_options(POLICIES.get(policy).factory, policy_set or [])
     config = dataclasses.replace(config, policy=policy, policy_options=options, seed=seed,
                                  policy_from=None if policy_from is None else str(policy_from))
     out = out or Path("runs") / benchmark / policy / f"seed{seed}"
+    if launch:  # bad options and folders are reported here, before any process starts
+        check_launch(config, out, nproc_per_node, resume=resume, overwrite=overwrite)
+        raise typer.Exit(launch_processes(nproc_per_node))
     results = train(config, out, resume=resume, overwrite=overwrite, console=err_console, show_progress=not quiet)
+    if not distributed.is_main():  # under torchrun rank 0 reports
+        return
     out_console.print(_results_table(f"{benchmark} · {policy} · seed {seed}", _result_rows(results, out)))
+
+
+def check_launch(config: Any, out: Path, count: int, *, resume: bool, overwrite: bool) -> None:
+    """The checks of a run that need no data, made once before `count` processes start."""
+    from metaaugment.run.folder import RunDirectory
+    from metaaugment.run.loop import check_global_batch, policy_and_learner
+
+    config = config.resolve()
+    policy_and_learner(config)
+    check_global_batch(config, count)
+    RunDirectory(out).check(config.to_dict(), resume=resume, overwrite=overwrite)
+
+
+def launch_processes(count: int) -> int:
+    """Rerun this command on `count` local processes through torch.distributed's launcher
+    (torchrun --standalone, in this process); returns the processes' exit code."""
+    import logging
+
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.run import get_args_parser
+    from torch.distributed.run import run as torchrun
+
+    args, skip = [], False
+    for arg in ARGV:  # this command's arguments without --nproc-per-node
+        if skip:
+            skip = False
+        elif arg == "--nproc-per-node":
+            skip = True
+        elif not arg.startswith("--nproc-per-node="):
+            args.append(arg)
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // count)))
+    logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)  # rank 0 reports errors itself
+    try:
+        torchrun(get_args_parser().parse_args(["--standalone", f"--nproc-per-node={count}", "-m", "metaaugment.cli",
+                                               *args]))
+    except ChildFailedError as failure:
+        return failure.get_first_failure()[1].exitcode or 1
+    return 0
 
 
 def _result_rows(results: dict[str, Any], out: Path) -> list[tuple[str, str]]:
@@ -236,6 +300,10 @@ def compare(
     test_tasks: TestTasksOpt = None,
     image_size: ImageSizeOpt = None,
     val_size: ValSizeOpt = None,
+    workers: WorkersOpt = 0,
+    precision: PrecisionOpt = "32",
+    channels_last: ChannelsLastOpt = False,
+    compile: CompileOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
     """Run (or reuse finished) runs of several policies over seeds; print and save a table and plot."""
@@ -252,7 +320,8 @@ def compare(
     config = _base_config(benchmark, learner, model, epochs, batch_size, lr, device, data_root,
                           eval_every, checkpoint_every, learner_set, model_set, ways=ways, shots=shots,
                           query_shots=query_shots, steps_per_epoch=steps_per_epoch, val_tasks=val_tasks,
-                          test_tasks=test_tasks, image_size=image_size, val_size=val_size)
+                          test_tasks=test_tasks, image_size=image_size, val_size=val_size,
+                          workers=workers, precision=precision, channels_last=channels_last, compile=compile)
     out = out or Path("runs") / "compare" / benchmark
     records = run_comparison(config, names, seed_list, out, options, console=err_console, show_progress=not quiet)
     paths = write_comparison(out, benchmark, records)
@@ -267,6 +336,9 @@ def compare(
     out_console.print("wrote " + ", ".join(str(p) for p in paths.values()))
 
 
+ARGV: list[str] = []  # the arguments `main` was called with (--nproc-per-node relaunches them)
+
+
 def main(argv: Optional[List[str]] = None) -> None:
     """Console-script entry point: one line and exit code 2 for any user error."""
     from typer.exceptions import TyperException
@@ -274,10 +346,12 @@ def main(argv: Optional[List[str]] = None) -> None:
     from metaaugment.run.host_memory import keep_freed_host_memory
 
     keep_freed_host_memory()  # training processes reuse freed host memory (no page fault per step)
+    ARGV[:] = list(sys.argv[1:] if argv is None else argv)
     try:
         code = app(args=argv, prog_name="metaaug", standalone_mode=False)
     except UserError as error:
-        err_console.print(f"[red]error:[/red] {error}", highlight=False, soft_wrap=True)
+        if int(os.environ.get("RANK", "0")) == 0:  # under torchrun every rank raises the same error
+            err_console.print(f"[red]error:[/red] {error}", highlight=False, soft_wrap=True)
         sys.exit(2)
     except TyperException as error:  # click usage errors: unknown option, missing argument...
         err_console.print(f"[red]error:[/red] {error.format_message()} (see metaaug --help)", highlight=False,

@@ -39,6 +39,14 @@ class Batch:
         return Batch(move(self.inputs), move(self.targets), move(self.weights),
                      {k: move(v) for k, v in self.info.items()})
 
+    def rows(self, index: slice) -> "Batch":
+        """The batch's rows `index`: inputs, targets, weights and every per-sample annotation
+        (a tensor in `info` whose first dimension is B); other annotations are kept whole."""
+        n = len(self)
+        take = lambda t: t[index] if isinstance(t, Tensor) and t.dim() > 0 and t.shape[0] == n else t  # noqa: E731
+        return Batch(self.inputs[index], self.targets[index], None if self.weights is None else self.weights[index],
+                     {k: take(v) for k, v in self.info.items()})
+
     @property
     def is_soft(self) -> bool:
         """True when targets are (B, num_classes) label distributions."""

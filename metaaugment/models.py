@@ -165,6 +165,58 @@ def preact_resnet18(spec: TaskSpec) -> FeatureClassifier:
     return FeatureClassifier(spec, body, width)
 
 
+@MODELS.register("resnet50")
+def resnet50(spec: TaskSpec) -> FeatureClassifier:
+    """torchvision's ResNet-50 (25.6M parameters with 1000 classes; ImageNet stem: 7x7 conv,
+    stride 2, max-pool), MetaAugment's ImageNet model."""
+    from torchvision.models import resnet50 as tv_resnet50
+
+    net = tv_resnet50(num_classes=1)
+    if spec.channels != 3:
+        net.conv1 = nn.Conv2d(spec.channels, 64, 7, stride=2, padding=3, bias=False)
+    body = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool, net.layer1, net.layer2, net.layer3, net.layer4)
+    return FeatureClassifier(spec, body, net.fc.in_features)
+
+
+class PreActBottleneck(nn.Module):
+    """Pre-activation bottleneck (He et al. 2016b): BN-ReLU-conv1x1, BN-ReLU-conv3x3 (stride),
+    BN-ReLU-conv1x1 to 4x the width; a projection shortcut from the pre-activated input
+    where the shape changes."""
+
+    expansion = 4
+
+    def __init__(self, cin: int, width: int, stride: int):
+        super().__init__()
+        cout = width * self.expansion
+        self.bn1, self.conv1 = nn.BatchNorm2d(cin), nn.Conv2d(cin, width, 1, bias=False)
+        self.bn2, self.conv2 = nn.BatchNorm2d(width), nn.Conv2d(width, width, 3, stride, 1, bias=False)
+        self.bn3, self.conv3 = nn.BatchNorm2d(width), nn.Conv2d(width, cout, 1, bias=False)
+        self.shortcut = nn.Conv2d(cin, cout, 1, stride, bias=False) if stride != 1 or cin != cout else None
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = torch.relu(self.bn1(x))
+        shortcut = self.shortcut(out) if self.shortcut is not None else x
+        out = self.conv1(out)
+        out = self.conv2(torch.relu(self.bn2(out)))
+        out = self.conv3(torch.relu(self.bn3(out)))
+        return out + shortcut
+
+
+@MODELS.register("resnet200")
+def resnet200(spec: TaskSpec) -> FeatureClassifier:
+    """Pre-activation ResNet-200 (He et al. 2016b; bottleneck blocks [3, 24, 36, 3], 64.7M
+    parameters with 1000 classes), MetaAugment's largest ImageNet model; ImageNet stem."""
+    layers: list[nn.Module] = [nn.Conv2d(spec.channels, 64, 7, 2, 3, bias=False), nn.BatchNorm2d(64),
+                               nn.ReLU(inplace=True), nn.MaxPool2d(3, 2, 1)]
+    cin = 64
+    for width, blocks, stride in ((64, 3, 1), (128, 24, 2), (256, 36, 2), (512, 3, 2)):
+        for index in range(blocks):
+            layers.append(PreActBottleneck(cin, width, stride if index == 0 else 1))
+            cin = width * PreActBottleneck.expansion
+    layers += [nn.BatchNorm2d(cin), nn.ReLU(inplace=True)]  # the last block's output is pre-activation
+    return FeatureClassifier(spec, nn.Sequential(*layers), cin)
+
+
 @MODELS.register("wrn-28-10")
 def wrn_28_10(spec: TaskSpec, *, dropout: float = 0.0) -> FeatureClassifier:
     """Wide ResNet 28-10 (36.5M parameters; the paper's CIFAR model, GPU-scale)."""

@@ -103,6 +103,8 @@ class StepContext:
     validation_batch: () -> Batch, a fresh held-out mini-batch on the model's device.
     evaluate: (fraction) -> {"accuracy", "loss"} on a random fraction of the validation split.
     task_generator: the generator `augment_task` draws each task's key from (checkpointed).
+    precision: "32", "bf16" or "16": the task network's forward runs under `autocast()`.
+    grad_scaler: the float16 loss scaler (None otherwise).
     """
 
     model: nn.Module
@@ -118,6 +120,14 @@ class StepContext:
     validation_batch: Callable[[], Batch] | None = None
     evaluate: Callable[[float], dict[str, float]] | None = None
     task_generator: torch.Generator | None = None
+    precision: str = "32"
+    grad_scaler: Any = None
+
+    def autocast(self) -> Any:
+        """The context of the task network's forward at this run's precision."""
+        from metaaugment.run.precision import autocast
+
+        return autocast(self.device, self.precision)
 
     @property
     def device(self) -> torch.device:

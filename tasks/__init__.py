@@ -8,6 +8,7 @@ from metaaugment.tasks import (  # noqa: F401  (register the benchmarks)
     fonts,
     glyphs,
     image_folder,
+    imagenet,
     mini_imagenet,
     omniglot,
     sinusoid,

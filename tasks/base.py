@@ -19,6 +19,8 @@ class Benchmark:
     default_ways / default_shots / default_query_shots / default_steps_per_epoch: the
           episodic defaults (N classes, K support and Q query samples per class, and the
           meta-steps one "epoch" counts).
+    default_policy_options: policy name -> the options that policy takes by default here
+          (e.g. MetaAugment's 4 transformations per ImageNet sample); --set overrides them.
     accepts_image_size: load takes an `image_size` keyword (--image-size).
     accepts_val_size: load takes a `val_size` keyword, the images held out of train (--val-size).
     """
@@ -31,6 +33,7 @@ class Benchmark:
     default_learner: str = "supervised"
     default_learner_options: dict[str, Any] = field(default_factory=dict)
     default_model_options: dict[str, Any] = field(default_factory=dict)
+    default_policy_options: dict[str, dict[str, Any]] = field(default_factory=dict)
     accepts_image_size: bool = False
     accepts_val_size: bool = False
     kind: str = "classification"

@@ -8,6 +8,7 @@ from torch import Tensor
 
 from metaaugment.batch import Batch
 from metaaugment.data.splits import ImageSplit
+from metaaugment.data.streaming import FileSplit
 
 
 def _generator(seed: int, stream: int) -> torch.Generator:
@@ -25,20 +26,30 @@ def steps_per_epoch(num_samples: int, batch_size: int) -> int:
     return max(1, num_samples // batch_size)
 
 
-def training_batches(split: ImageSplit, batch_size: int, seed: int, epoch: int,
-                     start: int = 0, device: torch.device | str = "cpu") -> Iterator[Batch]:
-    """The shuffled batches of one epoch, starting at batch index `start` (for resuming)."""
+def training_batches(split: ImageSplit | FileSplit, batch_size: int, seed: int, epoch: int,
+                     start: int = 0, device: torch.device | str = "cpu", workers: int = 0) -> Iterator[Batch]:
+    """The shuffled batches of one epoch, starting at batch index `start` (for resuming);
+    a FileSplit's are decoded by `workers` processes, its random crops drawn per epoch."""
     order = epoch_order(len(split), seed, epoch)
-    for index in range(start, steps_per_epoch(len(split), batch_size)):
-        yield split.batch(order[index * batch_size:(index + 1) * batch_size], device)
+    chosen = (order[index * batch_size:(index + 1) * batch_size]
+              for index in range(start, steps_per_epoch(len(split), batch_size)))
+    if isinstance(split, FileSplit):
+        yield from split.batches(list(chosen), device, workers, draw=epoch)
+        return
+    for indices in chosen:
+        yield split.batch(indices, device)
 
 
-def evaluation_batches(split: ImageSplit, batch_size: int, device: torch.device | str = "cpu",
-                       indices: Tensor | None = None) -> Iterator[Batch]:
+def evaluation_batches(split: ImageSplit | FileSplit, batch_size: int, device: torch.device | str = "cpu",
+                       indices: Tensor | None = None, workers: int = 0) -> Iterator[Batch]:
     """Every sample (or those at `indices`) once, in order, including the last partial batch."""
     indices = torch.arange(len(split)) if indices is None else indices
-    for begin in range(0, len(indices), batch_size):
-        yield split.batch(indices[begin:begin + batch_size], device)
+    chosen = [indices[begin:begin + batch_size] for begin in range(0, len(indices), batch_size)]
+    if isinstance(split, FileSplit):
+        yield from split.batches(chosen, device, workers)
+        return
+    for part in chosen:
+        yield split.batch(part, device)
 
 
 class BatchStream:

@@ -23,6 +23,7 @@ from metaaugment.learners.base import Learner
 from metaaugment.models import has_features, pooled_features
 from metaaugment.policy import StepContext, TaskPolicy
 from metaaugment.registry import LEARNERS
+from metaaugment.run import distributed
 from metaaugment.run.stats import mean_and_ci95
 from metaaugment.spec import TaskSpec
 
@@ -104,15 +105,19 @@ class EpisodicLearner(Learner):
         generator = ctx.require("task_generator", f"learner '{self.name}'")
         model.train()
         self._optimizer.zero_grad(set_to_none=True)
+        # every rank augments every task (the same keys in the same order as one process)
+        # and scores its share; the summed gradients are the meta-batch's mean gradient
+        augmented = [policy.augment_task(episode, generator) for episode in batch]
         totals: dict[str, float] = {}
-        for episode in batch:
-            episode = policy.augment_task(episode, generator)
+        for episode in distributed.local_items(augmented):
             loss, metrics = self.score_task(model, episode, training=True)
             (loss / len(batch)).backward()
             for key, value in metrics.items():
                 totals[key] = totals.get(key, 0.0) + value
+        distributed.all_reduce_gradients(self.meta_parameters(model))
         self._optimizer.step()
-        return {key: value / len(batch) for key, value in totals.items()}
+        distributed.broadcast_buffers(model)
+        return {key: value / len(batch) for key, value in distributed.sum_floats(totals).items()}
 
     def evaluate(self, model: nn.Module, batches: Iterable[Episode]) -> dict[str, Any]:
         """Scores on un-augmented episodes: mean of each metric, the 95% confidence interval

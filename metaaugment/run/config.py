@@ -45,6 +45,11 @@ class RunConfig:
     policy_from: str | None = None
     image_size: int | None = None  # benchmarks that resize images (image-folder)
     val_size: int | None = None  # benchmarks that hold validation images out of train (CIFAR)
+    workers: int = 0  # processes decoding a streamed benchmark's images (imagenet, image-classification-folder)
+    # mini-batch benchmarks: the task network's precision ("32", "bf16", "16"), memory format, torch.compile
+    precision: str = "32"
+    channels_last: bool = False
+    compile: bool = False
 
     def validate(self) -> None:
         """Raise UserError for values no run can use."""
@@ -53,6 +58,10 @@ class RunConfig:
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or value < 1):
                 raise UserError(f"--{name.replace('_', '-')} must be a positive integer (got {value})")
+        if not isinstance(self.workers, int) or self.workers < 0:
+            raise UserError(f"--workers must be a non-negative integer (got {self.workers})")
+        if self.precision not in ("32", "bf16", "16"):
+            raise UserError(f"--precision must be 32, bf16 or 16 (got {self.precision})")
         if not isinstance(self.seed, int) or not 0 <= self.seed < 2**32:
             raise UserError(f"--seed must be an integer in [0, 2**32) (got {self.seed})")
 
@@ -72,8 +81,14 @@ class RunConfig:
             if given:
                 raise UserError(f"--{given[0].replace('_', '-')} applies to few-shot benchmarks; "
                                 f"'{self.benchmark}' trains on mini-batches")
+        if benchmark_kind(bench.kind).episodic:
+            chosen = [flag for flag, on in (("--precision", self.precision != "32"),
+                                            ("--channels-last", self.channels_last), ("--compile", self.compile)) if on]
+            if chosen:
+                raise UserError(f"{chosen[0]} applies to mini-batch benchmarks; '{self.benchmark}' is few-shot")
         if self.image_size is not None and not bench.accepts_image_size:
-            raise UserError(f"--image-size applies to benchmarks that resize images (image-folder), "
+            raise UserError(f"--image-size applies to benchmarks that resize images (image-folder, imagenet, "
+                            f"image-classification-folder), "
                             f"not '{self.benchmark}'")
         if self.val_size is not None and not bench.accepts_val_size:
             raise UserError(f"--val-size applies to benchmarks that split validation off train (cifar10, cifar100), "
@@ -87,6 +102,7 @@ class RunConfig:
             learner_options={**(bench.default_learner_options if same_defaults else {}), **self.learner_options},
             model=self.model or bench.default_model,
             model_options={**(bench.default_model_options if same_model else {}), **self.model_options},
+            policy_options={**bench.default_policy_options.get(self.policy, {}), **self.policy_options},
             epochs=self.epochs or bench.default_epochs,
             batch_size=self.batch_size or bench.default_batch_size,
             **episodic,

@@ -26,7 +26,7 @@ MANIFEST, LOCK = ".metaaugment-run.json", ".metaaugment.lock"
 MANIFEST_FORMAT = "metaaugment-run/1"
 
 # Settings that may change between a run and its resumption without changing its results.
-NON_IDENTITY_KEYS = frozenset({"device", "data_root", "checkpoint_every"})
+NON_IDENTITY_KEYS = frozenset({"device", "data_root", "checkpoint_every", "workers"})
 
 
 def config_differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:

@@ -10,6 +10,7 @@ from the kinds table (`metaaugment.spec.KINDS`).
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import math
@@ -18,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
 from rich.console import Console
 
 from metaaugment.errors import UserError
@@ -25,14 +27,17 @@ from metaaugment.learners.episodic import EpisodicLearner
 from metaaugment.models import all_finite
 from metaaugment.policy import BatchPolicy, StepContext, TaskPolicy
 from metaaugment.registry import create_benchmark, create_learner, create_model, create_policy
+from metaaugment.run import distributed
 from metaaugment.run.checkpoint import load_checkpoint, read_finished_run, save_checkpoint
 from metaaugment.run.config import RunConfig
 from metaaugment.run.devices import resolve_device
 from metaaugment.run.environment import describe_environment
 from metaaugment.run.folder import RunDirectory
+from metaaugment.run.precision import grad_scaler
 from metaaugment.run.progress import format_metrics, training_progress
 from metaaugment.run.seeding import capture_rng_state, restore_rng_state, seed_everything
 from metaaugment.run.strategies import KindStrategy, strategy_for
+from metaaugment.run.sync_batchnorm import synchronize_batchnorm
 from metaaugment.spec import benchmark_kind
 
 
@@ -56,6 +61,15 @@ def policy_and_learner(config: RunConfig) -> tuple[Any, Any]:
         raise UserError(f"--policy-from applies to policies that can be transferred (metaaugment), "
                         f"not '{config.policy}'")
     return policy, learner
+
+
+def check_global_batch(config: RunConfig, processes: int) -> None:
+    """A UserError unless a mini-batch run's global batch divides by the number of processes
+    (each trains on an equal share; a few-shot meta-batch need not divide)."""
+    episodic = benchmark_kind(create_benchmark(config.benchmark).kind).episodic
+    if processes > 1 and not episodic and config.batch_size % processes:
+        raise UserError(f"--batch-size {config.batch_size} is the global batch: it must divide by the "
+                        f"{processes} processes (each trains on an equal share)")
 
 
 class TrainingDiverged(UserError):
@@ -94,11 +108,25 @@ class Trainer:
         self.kind = benchmark_kind(bench.kind)
         strategy_class = strategy_for(self.kind)
         self.device = resolve_device(config.device)
-        seed_everything(config.seed)
+        distributed.init_process_group(self.device)
+        if self.device.type == "cuda" and self.device.index is not None:
+            torch.cuda.set_device(self.device)
+        self.writes = distributed.is_main()  # rank 0 alone writes the run folder
+        self.show_progress = show_progress and self.writes
+        check_global_batch(config, distributed.world_size())
+        seed_everything(config.seed)  # the same seed on every rank: same initialization and draws
         load_options = {name: getattr(config, name) for name in ("image_size", "val_size") if getattr(config, name)}
         data = bench.load(Path(config.data_root), **load_options)
         self.spec = spec = strategy_class.model_spec(data, config)
         self.model = create_model(config.model, spec, **config.model_options).to(self.device)
+        if not self.kind.episodic:  # a task's forward stays on one rank: its BatchNorm is already the one process's
+            self.model = synchronize_batchnorm(self.model, self.device)
+        distributed.broadcast_module(self.model)
+        if config.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        if config.compile:
+            compile_model(self.model)
+        self.grad_scaler = grad_scaler(self.device, config.precision)
         self.policy, self.learner = policy_and_learner(config)
         self.strategy: KindStrategy = strategy_class(config, self.kind, data, self.model, self.learner, self.policy,
                                                      self.device)
@@ -106,9 +134,12 @@ class Trainer:
         self.learner.setup(self.model, spec, self.total_steps)
         self.ctx = StepContext(model=self.model, spec=spec, steps_per_epoch=self.strategy.steps_per_epoch,
                                epochs=config.epochs, batch_size=config.batch_size, optimizer=self.learner.optimizer,
+                               precision=config.precision, grad_scaler=self.grad_scaler,
                                **self.strategy.context_services())
         self.policy.setup(self.ctx)
         self.policy.to(self.device)
+        if not self.kind.episodic:
+            synchronize_batchnorm(self.policy, self.device)
         if config.policy_from is not None:
             self._transfer_policy(Path(config.policy_from))
         self.strategy.prepare()
@@ -138,6 +169,8 @@ class Trainer:
         if not all_finite(self.model):
             raise TrainingDiverged(f"training diverged by step {self.state.step}: the task network's weights are no "
                                    f"longer finite; {self._kept()}")
+        if not self.writes:
+            return
         save_checkpoint(self.run_dir.checkpoint_path, {
             "training": dataclasses.asdict(self.state),
             "model": self.model.state_dict(),
@@ -146,13 +179,15 @@ class Trainer:
             "policy": self.policy.state_dict(),
             "data": self.strategy.state_dict(),
             "rng": capture_rng_state(),
+            "grad_scaler": self.grad_scaler.state_dict() if self.grad_scaler is not None else None,
         })
 
     def _restore_state(self) -> bool:
         """Restore from the run folder's checkpoint; False when there is none."""
         path = self.run_dir.checkpoint_path
         if not path.is_file():
-            self.run_dir.truncate_metrics(0)  # records of a start killed before its first checkpoint
+            if self.writes:
+                self.run_dir.truncate_metrics(0)  # records of a start killed before its first checkpoint
             return False
         state = load_checkpoint(path)
         self.state = TrainingState(**state["training"])
@@ -162,7 +197,10 @@ class Trainer:
         self.policy.load_state_dict(state["policy"])
         self.strategy.load_state_dict(state["data"])
         restore_rng_state(state["rng"])
-        self.run_dir.truncate_metrics(self.state.step)
+        if self.grad_scaler is not None and state.get("grad_scaler"):
+            self.grad_scaler.load_state_dict(state["grad_scaler"])
+        if self.writes:
+            self.run_dir.truncate_metrics(self.state.step)
         return True
 
     # -- the loop --------------------------------------------------------------------------
@@ -190,7 +228,7 @@ class Trainer:
             p.step_in_epoch += 1
             for key, value in metrics.items():
                 p.epoch_sums[key] = p.epoch_sums.get(key, 0.0) + float(value)
-            if p.step % cfg.log_every == 0:
+            if p.step % cfg.log_every == 0 and self.writes:
                 self.run_dir.append_metrics({"kind": "step", "step": p.step, "epoch": p.epoch + 1, **metrics})
             bar.update(task, completed=p.step, metrics=self._progress_metrics(metrics))
             if p.step % cfg.checkpoint_every == 0 and p.step_in_epoch < self.strategy.steps_per_epoch:
@@ -210,7 +248,8 @@ class Trainer:
                 p.best_val, p.best_step = p.last_val[self.kind.metric], p.step
                 if self.strategy.tests_best_model:
                     self.best_model = copy.deepcopy(self.model.state_dict())
-        self.run_dir.append_metrics(record)
+        if self.writes:
+            self.run_dir.append_metrics(record)
         p.epoch, p.step_in_epoch, p.epoch_sums = p.epoch + 1, 0, {}
         self._save_state()
 
@@ -227,8 +266,10 @@ class Trainer:
                 self._train_epoch(bar, task)
                 self._finish_epoch()
             if self.state.artifacts is None:  # figures first: a crash during the test keeps them
-                self.state.artifacts = [p.name for p in self.policy.write_artifacts(self.run_dir.path)]
-                self.run_dir.record(*self.state.artifacts)
+                names = [p.name for p in self.policy.write_artifacts(self.run_dir.path)] if self.writes else []
+                self.state.artifacts = distributed.broadcast_object(names)
+                if self.writes:
+                    self.run_dir.record(*self.state.artifacts)
                 self._save_state()
             test_task = bar.add_task(self.strategy.test_label, total=self.strategy.evaluation_size("test"), metrics="")
             tested = self.best_model if self.strategy.tests_best_model else None
@@ -238,7 +279,9 @@ class Trainer:
                    "config": cfg.to_dict(), "policy": self.policy.describe(), "learner": self.learner.describe(),
                    "environment": describe_environment(self.device)}
         results["artifacts"] = self.state.artifacts
-        self.run_dir.write_results(results)
+        results["environment"]["processes"] = distributed.world_size()
+        if self.writes:
+            self.run_dir.write_results(results)
         return results
 
     def _kept(self) -> str:
@@ -248,15 +291,28 @@ class Trainer:
         return "no checkpoint was written yet; lower --lr and rerun with --overwrite"
 
 
+def compile_model(model: torch.nn.Module) -> None:
+    """torch.compile the model in place, keeping its parameter names (checkpoints load either
+    way): a model with a `body` (every registered classifier) compiles its body, which the
+    learners call through forward_features; other models compile their forward."""
+    body = getattr(model, "body", None)
+    (body if isinstance(body, torch.nn.Module) else model).compile()
+
+
 def train(config: RunConfig, out: Path | str, *, resume: bool = False, overwrite: bool = False,
           console: Console | None = None, show_progress: bool = True) -> dict[str, Any]:
     """Run `config` into the folder `out` and return its results.
 
     A finished folder with `resume=True` returns its stored results without training; an
     unfinished one continues from its checkpoint. See RunDirectory.check for the rules.
+    Under torchrun every rank calls this; rank 0 checks, locks and prepares the folder.
     """
     config = config.resolve()
     run_dir = RunDirectory(Path(out))
+    if distributed.launched_by_torchrun():
+        distributed.init_process_group(resolve_device(config.device))
+        return _train_ranks(config, run_dir, resume=resume, overwrite=overwrite, console=console,
+                            show_progress=show_progress)
     reuse = run_dir.check(config.to_dict(), resume=resume, overwrite=overwrite)
     if reuse and run_dir.finished:
         return run_dir.read_results()
@@ -267,4 +323,29 @@ def train(config: RunConfig, out: Path | str, *, resume: bool = False, overwrite
         if reuse and run_dir.finished:
             return run_dir.read_results()
         run_dir.prepare(config.to_dict(), overwrite=overwrite)
+        return trainer.run()
+
+
+def _train_ranks(config: RunConfig, run_dir: RunDirectory, *, resume: bool, overwrite: bool,
+                 console: Console | None, show_progress: bool) -> dict[str, Any]:
+    """`train` on every rank of a torchrun job: rank 0 locks and prepares the folder and tells
+    the others the outcome (an error ends every rank with the same message)."""
+    trainer = Trainer(config, run_dir, console=console, show_progress=show_progress)  # the same on every rank
+    with contextlib.ExitStack() as stack:
+        status: tuple[str, str] = ("train", "")
+        if distributed.is_main():
+            try:
+                stack.enter_context(run_dir.locked())
+                reuse = run_dir.check(config.to_dict(), resume=resume, overwrite=overwrite)
+                if reuse and run_dir.finished:
+                    status = ("finished", "")
+                else:
+                    run_dir.prepare(config.to_dict(), overwrite=overwrite)
+            except UserError as error:
+                status = ("error", str(error))
+        status = distributed.broadcast_object(status)
+        if status[0] == "error":
+            raise UserError(status[1])
+        if status[0] == "finished":
+            return distributed.broadcast_object(run_dir.read_results() if distributed.is_main() else None)
         return trainer.run()

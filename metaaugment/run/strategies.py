@@ -27,6 +27,7 @@ from metaaugment.batch import Episode
 from metaaugment.data.batches import BatchStream, evaluation_batches, steps_per_epoch, training_batches
 from metaaugment.data.episodes import EpisodeSampler, FewShotData, isolated_random
 from metaaugment.data.regression import RegressionTasks
+from metaaugment.run.precision import autocast
 from metaaugment.spec import BenchmarkKind, TaskSpec
 
 EVAL_BATCH_SIZE = 512
@@ -115,7 +116,8 @@ class MiniBatchStrategy(KindStrategy):
 
     def epoch_inputs(self, epoch: int, start: int) -> Iterator[Any]:
         cfg = self.config
-        return training_batches(self.data.train, cfg.batch_size, cfg.seed, epoch, start=start, device=self.device)
+        return training_batches(self.data.train, cfg.batch_size, cfg.seed, epoch, start=start, device=self.device,
+                                workers=cfg.workers)
 
     def _split(self, split: str) -> Any:
         return {"val": self.data.val, "test": self.data.test}[split]
@@ -123,12 +125,17 @@ class MiniBatchStrategy(KindStrategy):
     def evaluate(self, split: str, model_state: dict[str, Any] | None = None,
                  on_item: Callable[[], None] | None = None) -> dict[str, Any]:
         def batches() -> Iterator[Any]:
-            for batch in evaluation_batches(self._split(split), EVAL_BATCH_SIZE, self.device):
+            for batch in evaluation_batches(self._split(split), EVAL_BATCH_SIZE, self.device,
+                                            workers=self.config.workers):
                 yield batch
                 if on_item is not None:
                     on_item()
 
-        return self._with_model_state(model_state, lambda: self.learner.evaluate(self.model, batches()))
+        def evaluate() -> dict[str, Any]:
+            with autocast(self.device, self.config.precision):
+                return self.learner.evaluate(self.model, batches())
+
+        return self._with_model_state(model_state, evaluate)
 
     def evaluation_size(self, split: str) -> int:
         return math.ceil(len(self._split(split)) / EVAL_BATCH_SIZE)
@@ -138,8 +145,10 @@ class MiniBatchStrategy(KindStrategy):
         count = max(1, math.ceil(fraction * len(self.data.val)))
         indices = torch.randperm(len(self.data.val), generator=self.subset_generator)[:count]
         was_training = self.model.training
-        metrics = self.learner.evaluate(self.model, evaluation_batches(self.data.val, EVAL_BATCH_SIZE, self.device,
-                                                                       indices))
+        with autocast(self.device, self.config.precision):
+            metrics = self.learner.evaluate(self.model, evaluation_batches(self.data.val, EVAL_BATCH_SIZE,
+                                                                           self.device, indices,
+                                                                           workers=self.config.workers))
         self.model.train(was_training)
         return metrics
 

@@ -23,6 +23,8 @@ from metaaugment.errors import UserError, check_option
 from metaaugment.models import classifier, feature_width, pooled_features, scratch_buffers
 from metaaugment.policy import BatchPolicy, ForwardOutput, StepContext, StepResult
 from metaaugment.registry import POLICIES
+from metaaugment.run import distributed
+from metaaugment.run.precision import full_precision
 from metaaugment.sample_aware.figures import sampler_heatmap, select_extremes, weighted_samples_grid
 from metaaugment.sample_aware.lookahead import (
     LookaheadGradients,
@@ -64,6 +66,14 @@ def own_feature_extractor(channels: int, width: int = OWN_EXTRACTOR_WIDTH) -> to
                                torch.nn.ReLU(), torch.nn.Conv2d(width, width, 3, padding=1),
                                torch.nn.BatchNorm2d(width), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1),
                                torch.nn.Flatten())
+
+
+def gather_rows(tensor: Tensor, device: torch.device) -> Tensor:
+    """The global batch's rows of a per-sample tensor kept on the host (the op pairs): gathered
+    on `device` (NCCL gathers device tensors), returned on the host."""
+    if not distributed.is_distributed():
+        return tensor
+    return distributed.all_gather_rows(tensor.to(device)).to(tensor.device)
 
 
 @POLICIES.register("metaaugment")
@@ -175,21 +185,30 @@ class MetaAugment(BatchPolicy):
         """The learnable lookahead learning rate (kept positive through its logarithm)."""
         return self.log_alpha.exp()
 
-    def _validation_batch(self, ctx: StepContext) -> Batch:
+    def _validation_batch(self, ctx: StepContext) -> tuple[Batch, int]:
+        """This rank's rows of the lookahead's validation batch, and the global batch's size."""
         val = ctx.validation_batch()
         n = self.val_batch_size
-        if n is None or n >= len(val):
-            return val
-        return val.replace(inputs=val.inputs[:n], targets=val.targets[:n],
-                           weights=None if val.weights is None else val.weights[:n])
+        if n is not None and n < len(val):
+            val = val.rows(slice(0, n))
+        if distributed.is_distributed():
+            return val.rows(distributed.local_rows(len(val))), len(val)
+        return val, len(val)
 
     def _lookahead(self, ctx: StepContext, batch: Batch, output: ForwardOutput, weights: Tensor) -> LookaheadGradients:
-        val = self._validation_batch(ctx)
+        # always in float32: the finite difference's parameter step of 1e-3 is below bfloat16's
+        # resolution, and the lookahead's gradients are differences of nearby losses
+        with full_precision(ctx.device):
+            return self._lookahead_float32(ctx, batch, output, weights)
+
+    def _lookahead_float32(self, ctx: StepContext, batch: Batch, output: ForwardOutput,
+                           weights: Tensor) -> LookaheadGradients:
+        val, val_count = self._validation_batch(ctx)
         model, loss_fn = ctx.model, ctx.loss_fn
         optimizer = ctx.optimizer if self.lookahead_optimizer == "task" else None
         if self.engine == "higher":
             return higher_lookahead(model, weights, self.alpha, batch.inputs, batch.targets, val.inputs, val.targets,
-                                    loss_fn, steps=self.lookahead_steps, optimizer=optimizer)
+                                    loss_fn, steps=self.lookahead_steps, optimizer=optimizer, val_count=val_count)
         if self.engine == "last-layer":
             head = classifier(model)
             if head is None:
@@ -197,11 +216,15 @@ class MetaAugment(BatchPolicy):
                                 "(the timm convention)")
             with torch.no_grad(), scratch_buffers(model):  # validation data must not move BN statistics
                 val_features = pooled_features(model, val.inputs)
-            return last_layer_lookahead(head, output.features, weights, self.alpha, batch.targets, val_features,
-                                        val.targets, loss_fn, optimizer=optimizer)
-        return fast_lookahead(model, output.losses, weights, self.alpha, batch.inputs, batch.targets, val.inputs,
+            return last_layer_lookahead(head, output.features.float(), weights, self.alpha, batch.targets, val_features,
+                                        val.targets, loss_fn, optimizer=optimizer, val_count=val_count)
+        train_losses = output.losses
+        if ctx.precision != "32":  # the training forward ran under autocast: again in float32 (one more forward)
+            with scratch_buffers(model):
+                train_losses = loss_fn(model(batch.inputs), batch.targets)
+        return fast_lookahead(model, train_losses, weights, self.alpha, batch.inputs, batch.targets, val.inputs,
                               val.targets, loss_fn, mode="jvp" if self.engine == "fast-jvp" else "fd",
-                              optimizer=optimizer)
+                              optimizer=optimizer, val_count=val_count)
 
     def _features(self, batch: Batch, output: ForwardOutput | None) -> Tensor:
         """What the policy network sees: its own extractor's features of the augmented images
@@ -214,7 +237,7 @@ class MetaAugment(BatchPolicy):
         if output is None or output.features is None:
             raise UserError("metaaugment weighs samples by the task network's features: use a model with "
                             "forward_features / forward_head (every registered model has them), or --set extractor=own")
-        return output.features.detach()
+        return output.features.detach().float()
 
     def _transferred_weights(self, batch: Batch) -> Tensor:
         with torch.no_grad():
@@ -231,10 +254,15 @@ class MetaAugment(BatchPolicy):
         assert self.network is not None and self.optimizer is not None
         features = self._features(batch, output)
         embeddings = embed_transformations(batch.info["pairs"], batch.info["magnitudes"], self.pool).to(features)
-        weights = normalize_weights(self.network(features, embeddings))
+        # under torchrun: normalized over the global batch, so every rank's share of the
+        # lookahead and of theta's gradient is that of one process
+        weights = normalize_weights(self.network(features, embeddings), total=distributed.sum_over_ranks)
         grads = self._lookahead(ctx, batch, output, weights)
         self.optimizer.zero_grad(set_to_none=True)
         weights.backward(grads.weights)
+        distributed.all_reduce_gradients(self.network.parameters())
+        if self.own_extractor is not None:
+            distributed.all_reduce_gradients(self.own_extractor.parameters())
         # dL/dlog(alpha) = dL/dalpha * alpha
         self.log_alpha.grad = (grads.alpha * self.alpha.detach()).to(self.log_alpha)
         self.optimizer.step()
@@ -242,8 +270,9 @@ class MetaAugment(BatchPolicy):
             if self.own_extractor is not None:
                 features = self._features(batch, output)
             outputs = self.network(features, embeddings)
-        self.sampler.record(batch.info["pairs"], outputs)
-        final = normalize_weights(outputs).detach()
+            final = normalize_weights(outputs, total=distributed.all_reduce_sum).detach()
+        # the sampler learns from the global batch: every rank records the same statistics
+        self.sampler.record(gather_rows(batch.info["pairs"], outputs.device), distributed.all_gather_rows(outputs))
         # what the weighted-samples figure needs, kept on the device: the extremes are picked
         # and copied to the host only when the figure is drawn, not at every step
         self.last = {"val_loss": grads.val_loss, "outputs": outputs.detach(), "images": batch.inputs.detach(),

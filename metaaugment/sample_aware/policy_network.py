@@ -1,6 +1,8 @@
 """MetaAugment's augmentation policy network P(feature, embedding; theta)."""
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 from torch import Tensor, nn
 
@@ -32,6 +34,8 @@ class PolicyNetwork(nn.Module):
         return torch.sigmoid(self.output(hidden)).squeeze(1)
 
 
-def normalize_weights(outputs: Tensor) -> Tensor:
-    """(B,) positive policy outputs -> weights that sum to 1 over the mini-batch."""
-    return outputs / outputs.sum()
+def normalize_weights(outputs: Tensor, total: Callable[[Tensor], Tensor] | None = None) -> Tensor:
+    """(B,) positive policy outputs -> weights that sum to 1 over the mini-batch. `total` turns
+    this rank's sum into the global batch's sum under torchrun (a sum over ranks)."""
+    summed = outputs.sum()
+    return outputs / (summed if total is None else total(summed))

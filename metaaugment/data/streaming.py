@@ -1,0 +1,202 @@
+"""Splits streamed from image files: decoded and cropped by DataLoader workers, uint8 to the device.
+
+For datasets that do not fit in memory (ImageNet: 1.28M JPEGs). A `FileSplit` holds only
+the file paths and labels. Worker processes decode each image and do the per-image
+geometric preprocessing, which needs the image's own size: in training a random resized
+crop to `image_size` and a horizontal flip (Inception-style, the ImageNet baseline's
+preprocessing), in evaluation a resize of the shorter side to image_size / 0.875 and a
+centre crop. Each image is decoded by PIL straight into its crop: a JPEG at the smallest
+power-of-two reduction that keeps the crop at full resolution, and the crop resized in the
+same call. Batches leave the workers as uint8 (a quarter of float32's bytes), become float
+[0, 1] on the device, and the policy's batched ops run there.
+
+Deterministic whatever the number of workers: the crop and flip of an image are drawn from
+a generator seeded by (split seed, pass, index), not from a worker's random state, and the
+DataLoader keeps the sampler's order. Resumable mid-epoch: the order of an epoch is a pure
+function of (seed, epoch) (`batches.epoch_order`), so a resumed epoch starts at its batch
+index.
+"""
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable, Iterator, Sequence
+
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset
+
+from metaaugment.batch import Batch
+from metaaugment.errors import UserError
+
+IMAGE_SUFFIXES = (".jpeg", ".jpg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
+CROP_SCALE = (0.08, 1.0)          # Inception-style random resized crop (Szegedy et al. 2015)
+CROP_RATIO = (3 / 4, 4 / 3)
+CENTRE_CROP_FRACTION = 0.875      # evaluation: resize to size / 0.875, then centre crop (224 of 256)
+UNREADABLE = "cannot read image"
+
+
+Region = tuple[float, float, float, float]  # left, top, right, bottom in the image's pixels
+
+
+def open_rgb(path: str, size: int, crop: Callable[[int, int], tuple[Region, bool]]) -> Tensor:
+    """Decode the region `crop(width, height)` chooses of the image at `path` (with whether to
+    flip it horizontally), resized to (size, size), as uint8 (3, size, size), by PIL.
+
+    A JPEG is decoded at the smallest power-of-two reduction (PIL's `draft`, the decoder's
+    DCT scaling) that still gives the region at least `size` pixels: a 224 crop of a
+    1000x750 photo decodes a quarter of its pixels. Grayscale, palette and alpha images
+    become RGB."""
+    from PIL import Image
+    from torchvision.transforms.v2.functional import pil_to_tensor
+
+    with Image.open(path) as image:  # the header alone: the size is known before decoding
+        width, height = image.size
+        (left, top, right, bottom), flip = crop(width, height)
+        reduction = max(1, int(min(right - left, bottom - top) // size))
+        if reduction > 1 and image.format == "JPEG":
+            image.draft("RGB", (max(1, width // reduction), max(1, height // reduction)))
+        scale_x, scale_y = image.size[0] / width, image.size[1] / height  # what draft chose
+        box = (left * scale_x, top * scale_y, right * scale_x, bottom * scale_y)
+        resized = image.convert("RGB").resize((size, size), Image.BILINEAR, box=box, reducing_gap=None)
+        if flip:
+            resized = resized.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+        return pil_to_tensor(resized)
+
+
+def draw_seed(seed: int, draw: int, index: int) -> int:
+    """The seed of one image's random crop in one pass: a pure function of its arguments."""
+    return (seed * 1_000_003 + draw * 7_919 + index * 104_729) % (2**63 - 1)
+
+
+def train_region(width: int, height: int, generator_seed: int) -> tuple[tuple[float, float, float, float], bool]:
+    """Inception-style preprocessing drawn from `generator_seed` alone: the region of a random
+    resized crop and whether to flip horizontally.
+
+    The crop is RandomResizedCrop's (Szegedy et al. 2015, as torchvision defines it): up to
+    10 draws of an area of 8-100% of the image and a log-uniform aspect ratio in [3/4, 4/3],
+    the first that fits; otherwise the centre crop of the nearest allowed aspect ratio. It
+    draws from its own `random.Random`: torch's global generator is neither read nor
+    reseeded, and the draw costs microseconds in a worker."""
+    draws = random.Random(generator_seed)
+    area = width * height
+    log_ratio = (math.log(CROP_RATIO[0]), math.log(CROP_RATIO[1]))
+    for _ in range(10):
+        target = area * draws.uniform(*CROP_SCALE)
+        ratio = math.exp(draws.uniform(*log_ratio))
+        w, h = round(math.sqrt(target * ratio)), round(math.sqrt(target / ratio))
+        if 0 < w <= width and 0 < h <= height:
+            top, left = draws.randint(0, height - h), draws.randint(0, width - w)
+            return (left, top, left + w, top + h), draws.random() < 0.5
+    ratio = width / height  # fallback: the whole image, cut to the allowed aspect ratios
+    if ratio < CROP_RATIO[0]:
+        w, h = width, round(width / CROP_RATIO[0])
+    elif ratio > CROP_RATIO[1]:
+        w, h = round(height * CROP_RATIO[1]), height
+    else:
+        w, h = width, height
+    top, left = (height - h) // 2, (width - w) // 2
+    return (left, top, left + w, top + h), draws.random() < 0.5
+
+
+def eval_region(width: int, height: int) -> tuple[float, float, float, float]:
+    """The centre square that remains after resizing the shorter side to size / 0.875 and
+    cropping the centre `size`: 87.5% of the shorter side."""
+    side = CENTRE_CROP_FRACTION * min(width, height)
+    left, top = (width - side) / 2, (height - side) / 2
+    return left, top, left + side, top + side
+
+
+def train_crop(path: str, size: int, generator_seed: int) -> Tensor:
+    """One training image: the random resized crop to (3, size, size), flipped or not."""
+    return open_rgb(path, size, lambda width, height: train_region(width, height, generator_seed))
+
+
+def eval_crop(path: str, size: int) -> Tensor:
+    """One evaluation image: the centre crop to (3, size, size)."""
+    return open_rgb(path, size, lambda width, height: (eval_region(width, height), False))
+
+
+class DecodedImages(Dataset):
+    """Dataset over (pass, index) keys: the decoded, preprocessed uint8 image and its label."""
+
+    def __init__(self, files: Sequence[str], labels: Tensor, image_size: int, train: bool, seed: int):
+        self.files, self.labels, self.image_size, self.train, self.seed = files, labels, image_size, train, seed
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, key: tuple[int, int]) -> tuple[Tensor, Tensor]:
+        draw, index = key
+        path = self.files[index]
+        try:
+            if self.train:
+                image = train_crop(path, self.image_size, draw_seed(self.seed, draw, index))
+            else:
+                image = eval_crop(path, self.image_size)
+        except (OSError, ValueError, SyntaxError) as error:  # PIL's errors for unreadable files
+            raise UserError(f"{UNREADABLE} {path}: {' '.join(str(error).split())[:200]}") from None
+        return image, self.labels[index]
+
+
+@dataclass
+class FileSplit:
+    """One split read from image files: `files` (N paths), `labels` (N,) int64. `train`
+    selects the random crop and flip; `seed` fixes their draws (per pass and image)."""
+
+    files: list[str]
+    labels: Tensor
+    image_size: int
+    train: bool
+    seed: int = 0
+    dataset: DecodedImages = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.labels.shape != (len(self.files),):
+            raise ValueError("labels must be (N,) and match the number of files")
+        self.dataset = DecodedImages(self.files, self.labels, self.image_size, self.train, self.seed)
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def batch(self, indices: Tensor, device: torch.device | str = "cpu", draw: int = 0) -> Batch:
+        """The samples at `indices` decoded in this process, as a float Batch on `device`."""
+        images, labels = zip(*(self.dataset[(draw, int(i))] for i in indices))
+        return to_batch(torch.stack(images), torch.stack(labels), device)
+
+    def batches(self, index_batches: Iterable[Tensor], device: torch.device | str, workers: int,
+                draw: int = 0) -> Iterator[Batch]:
+        """The batches of `index_batches` in order, decoded by `workers` processes (0: this
+        one), as float [0, 1] Batches on `device` (converted there)."""
+        pin = torch.device(device).type == "cuda"
+        for images, labels in self.uint8_batches(index_batches, workers, draw, pin_memory=pin):
+            yield to_batch(images, labels, device)
+
+    def uint8_batches(self, index_batches: Iterable[Tensor], workers: int, draw: int = 0,
+                      pin_memory: bool = False) -> Iterator[tuple[Tensor, Tensor]]:
+        """What the workers hand over: uint8 (B, 3, S, S) images and (B,) labels on the host."""
+        keys = [[(draw, int(i)) for i in batch] for batch in index_batches]
+        if not keys:
+            return
+        # its own generator: creating the iterator must not draw from the global random state,
+        # which a resumed run restores at another point of the epoch
+        loader = DataLoader(self.dataset, batch_sampler=keys, num_workers=workers, pin_memory=pin_memory,
+                            prefetch_factor=4 if workers > 0 else None, generator=torch.Generator())
+        try:
+            yield from loader
+        except UserError as error:  # from a worker: its message is wrapped in the worker's traceback
+            lines = [line for line in str(error).splitlines() if UNREADABLE in line]
+            raise UserError(lines[-1].split("UserError: ")[-1] if lines else str(error)) from None
+
+
+def to_batch(images: Tensor, labels: Tensor, device: torch.device | str) -> Batch:
+    """uint8 (B, 3, H, W) images and (B,) labels -> a float [0, 1] Batch on `device`."""
+    images = images.to(device, non_blocking=True)
+    return Batch(images.float().div_(255.0), labels.to(device, non_blocking=True))
+
+
+def image_files(folder: Path) -> list[Path]:
+    """The image files directly in `folder` (by suffix, case-insensitive), sorted by name."""
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)

@@ -1,0 +1,147 @@
+"""Streamed benchmarks: tiny JPEG trees in the exact on-disk layouts, read by the real code."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from metaaugment.data.streaming import FileSplit, eval_crop, train_crop
+from metaaugment.errors import UserError
+from metaaugment.registry import create_benchmark
+from metaaugment.run.config import RunConfig
+from metaaugment.run.loop import train
+
+CLASSES = ("n01440764", "n01443537", "n01484850")
+
+
+def write_images(folder: Path, count: int, channel: int, seed: int, suffix: str = ".JPEG") -> None:
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    for index in range(count):
+        height, width = rng.integers(36, 60, 2)  # any size: the pipeline crops
+        array = rng.integers(0, 60, (height, width, 3))
+        array[..., channel] += 180  # the class is the dominant colour: learnable in a few steps
+        Image.fromarray(array.clip(0, 255).astype(np.uint8)).save(folder / f"{folder.name}_{index}{suffix}")
+
+
+@pytest.fixture(scope="module")
+def imagenet_root(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("data")
+    for label, wnid in enumerate(CLASSES):
+        write_images(root / "imagenet" / "train" / wnid, 16, label, seed=label)
+        write_images(root / "imagenet" / "val" / wnid, 4, label, seed=10 + label)
+    return root
+
+
+def metaaug(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "metaaugment.cli", *args, "--device", "cpu", "--quiet"],
+                          capture_output=True, text=True, timeout=600)
+
+
+def test_imagenet_holds_out_2_percent_of_each_training_class_and_tests_on_val(imagenet_root):
+    data = create_benchmark("imagenet").load(imagenet_root, image_size=32)
+    assert isinstance(data.train, FileSplit) and data.spec.num_classes == 3 and data.spec.input_shape == (3, 32, 32)
+    assert len(data.val) == 3 and len(data.train) == 45 and len(data.test) == 12  # ceil(2% of 16) = 1 per class
+    assert not set(data.train.files) & set(data.val.files)
+    assert torch.equal(torch.bincount(data.val.labels), torch.ones(3, dtype=torch.int64))
+    assert all(Path(f).parent.name == CLASSES[int(label)] for f, label in zip(data.test.files, data.test.labels))
+    again = create_benchmark("imagenet").load(imagenet_root, image_size=32)
+    assert again.val.files == data.val.files  # the same held-out images for every run
+    batch = data.train.batch(torch.arange(4))
+    assert batch.inputs.shape == (4, 3, 32, 32) and batch.inputs.dtype == torch.float32
+    assert 0 <= float(batch.inputs.min()) and float(batch.inputs.max()) <= 1
+
+
+def test_crops_are_a_function_of_the_seed_alone(tmp_path):
+    from PIL import Image
+
+    array = np.random.default_rng(0).integers(0, 256, (300, 400, 3)).astype(np.uint8)
+    array[:, :200] //= 4  # a dark left half: a flip or another crop shows
+    Image.fromarray(array).save(tmp_path / "photo.jpg", quality=95)
+    path = str(tmp_path / "photo.jpg")
+    torch.manual_seed(0)
+    state = torch.get_rng_state()
+    first = train_crop(path, 24, 123)
+    assert torch.equal(torch.get_rng_state(), state), "the caller's random state is untouched"
+    assert first.shape == (3, 24, 24) and first.dtype == torch.uint8 and torch.equal(first, train_crop(path, 24, 123))
+    assert not all(torch.equal(first, train_crop(path, 24, seed)) for seed in range(124, 130))
+    # evaluation: the centre 87.5% of the shorter side (the 224 of 256), resized; decoding at
+    # a reduced JPEG scale stays within JPEG's own error of the full decode
+    centre = eval_crop(path, 64).float()
+    full = torch.from_numpy(np.array(Image.open(path).convert("RGB"))).permute(2, 0, 1).float()
+    side = int(0.875 * 300)
+    top, left = (300 - side) // 2, (400 - side) // 2
+    expected = torch.nn.functional.interpolate(full[None, :, top:top + side, left:left + side], size=(64, 64),
+                                               mode="bilinear", antialias=True)[0]
+    assert (centre - expected).abs().mean() < 8  # 3.6 measured; another crop of this noise: about 60
+
+
+@pytest.mark.slow
+def test_imagenet_trains_end_to_end_the_same_with_0_and_2_workers(imagenet_root, tmp_path):
+    common = ["run", "imagenet", "--data-root", str(imagenet_root), "--image-size", "32", "--epochs", "2",
+              "--batch-size", "8", "--lr", "0.01", "--seed", "4"]
+    results = {}
+    for policy in ("none", "metaaugment"):
+        for workers in ("0", "2"):
+            out = tmp_path / f"{policy}-{workers}"
+            done = metaaug(*common, "--policy", policy, "--workers", workers, "--out", str(out))
+            assert done.returncode == 0, done.stderr
+            results[policy, workers] = json.loads((out / "results.json").read_text())
+        assert results[policy, "0"]["metrics"] == results[policy, "2"]["metrics"], policy
+    assert results["none", "0"]["config"]["model"] == "resnet50"
+    meta = results["metaaugment", "2"]
+    assert meta["config"]["policy_options"]["copies"] == 4  # the paper's ImageNet setting
+    assert meta["metrics"]["steps"] == 10 and np.isfinite(meta["metrics"]["test_loss"])
+
+
+def test_a_streamed_run_resumes_mid_epoch_exactly(imagenet_root, tmp_path, crash_at):
+    config = RunConfig(benchmark="imagenet", data_root=str(imagenet_root), image_size=32, model="small-cnn",
+                       epochs=2, batch_size=8, device="cpu", checkpoint_every=2, workers=2, seed=1,
+                       policy="randaugment")
+    expected = train(config, tmp_path / "reference", show_progress=False)
+    crash_at(7)  # in the second epoch, after the checkpoint of step 6
+    with pytest.raises(KeyboardInterrupt):
+        train(config, tmp_path / "run", show_progress=False)
+    resumed = train(config, tmp_path / "run", resume=True, show_progress=False)
+    assert resumed["resumed_at_step"] == 6
+    assert resumed["metrics"] == expected["metrics"]
+
+
+def test_image_classification_folder_uses_val_when_present_else_holds_out_10_percent(tmp_path):
+    for split, count in (("train", 20), ("test", 3)):
+        for label, name in enumerate(("cat", "dog")):
+            write_images(tmp_path / split / name, count, label, seed=label, suffix=".png")
+    bench = create_benchmark("image-classification-folder")
+    data = bench.load(tmp_path, image_size=24)
+    assert len(data.val) == 4 and len(data.train) == 36 and data.spec.num_classes == 2
+    for label, name in enumerate(("cat", "dog")):
+        write_images(tmp_path / "val" / name, 2, label, seed=5)
+    data = bench.load(tmp_path, image_size=24)
+    assert len(data.val) == 4 and len(data.train) == 40 and all("/val/" in f for f in data.val.files)
+    write_images(tmp_path / "test" / "bird", 1, 2, seed=6)
+    with pytest.raises(UserError, match="class folders that train/ does not: bird"):
+        bench.load(tmp_path, image_size=24)
+
+
+def test_missing_or_unreadable_images_say_what_to_fix_in_one_line(imagenet_root, tmp_path):
+    missing = metaaug("run", "imagenet", "--data-root", str(tmp_path), "--out", str(tmp_path / "run"))
+    assert missing.returncode == 2 and "Traceback" not in missing.stderr
+    assert f"{tmp_path.resolve()}/imagenet/train/<wnid>/*.JPEG" in " ".join(missing.stderr.split())
+    assert not (tmp_path / "run").exists()
+    broken = tmp_path / "broken"
+    for label, wnid in enumerate(CLASSES):
+        write_images(broken / "imagenet" / "train" / wnid, 4, label, seed=label)
+        write_images(broken / "imagenet" / "val" / wnid, 1, label, seed=label)
+    bad = broken / "imagenet" / "train" / CLASSES[1] / "bad.JPEG"
+    bad.write_bytes(b"\xff\xd8 not a jpeg")
+    result = metaaug("run", "imagenet", "--data-root", str(broken), "--image-size", "32", "--batch-size", "4",
+                     "--model", "small-cnn", "--workers", "2", "--out", str(tmp_path / "run2"))
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert f"cannot read image {bad}" in " ".join(result.stderr.split())
