@@ -43,8 +43,11 @@ from metaaugment.sample_aware.policy import ENGINES
 
 
 def training_steppers(spec: TaskSpec, batch: Batch, val: Batch, device: torch.device, model_name: str,
-                      val_batch_size: int | None, engines: list[str], lookahead_optimizers: list[str]) -> dict:
-    def make(policy_name: str, **options) -> Callable[[], object]:
+                      val_batch_size: int | None, engines: list[str], lookahead_optimizers: list[str],
+                      meta_every: list[int]) -> tuple[dict, dict]:
+    """The steppers to time, and how many training steps each call makes (meta_every=k:
+    one call makes k steps, one of them a meta-update)."""
+    def make(policy_name: str, count: int = 1, **options) -> Callable[[], object]:
         torch.manual_seed(0)
         model = create_model(model_name, spec).to(device)
         policy = create_policy(policy_name, **options)
@@ -52,14 +55,24 @@ def training_steppers(spec: TaskSpec, batch: Batch, val: Batch, device: torch.de
         ctx = StepContext(model=model, spec=spec, optimizer=optimizer, validation_batch=lambda: val)
         policy.setup(ctx)
         policy.to(device)
-        return lambda: supervised_step(model, optimizer, batch, policy, ctx)
 
-    steps = {"plain SGD step": make("none")}
+        def steps() -> None:
+            for _ in range(count):
+                supervised_step(model, optimizer, batch, policy, ctx)
+                ctx.step += 1
+
+        return steps
+
+    steps, counts = {"plain SGD step": make("none")}, {}
     for engine in engines:
         for inner in lookahead_optimizers:
-            name = f"metaaugment engine={engine}" + ("" if inner == "sgd" else f" lookahead={inner}")
-            steps[name] = make("metaaugment", engine=engine, val_batch_size=val_batch_size, lookahead_optimizer=inner)
-    return steps
+            for k in meta_every:
+                name = (f"metaaugment engine={engine}" + ("" if inner == "sgd" else f" lookahead={inner}")
+                        + ("" if k == 1 else f" meta_every={k}"))
+                steps[name] = make("metaaugment", k, engine=engine, val_batch_size=val_batch_size,
+                                   lookahead_optimizer=inner, meta_every=k)
+                counts[name] = k
+    return steps, counts
 
 
 def fast_engine_passes(spec: TaskSpec, batch: Batch, val: Batch, device: torch.device, model_name: str,
@@ -127,6 +140,8 @@ def main() -> None:
     parser.add_argument("--lookahead-optimizers", default="sgd",
                         help="comma-separated lookahead steps to time: sgd (the paper's), task (the task "
                              "network's SGD with momentum 0.9)")
+    parser.add_argument("--meta-every", default="1",
+                        help="comma-separated meta-intervals k to time (a meta-update every k steps)")
     args = parser.parse_args()
     engines = [e.strip() for e in args.engines.split(",") if e.strip()]
     unknown = sorted(set(engines) - set(ENGINES))
@@ -146,8 +161,10 @@ def main() -> None:
           f"host memory {'kept for reuse' if kept else 'glibc defaults'}")
 
     inners = [o.strip() for o in args.lookahead_optimizers.split(",") if o.strip()]
-    medians = round_robin(training_steppers(spec, batch, val, device, args.model, args.val_batch_size, engines,
-                                            inners), device, args.repeats)
+    steppers, counts = training_steppers(spec, batch, val, device, args.model, args.val_batch_size, engines,
+                                         inners, [int(k) for k in args.meta_every.split(",")])
+    medians = {name: seconds / counts.get(name, 1)
+               for name, seconds in round_robin(steppers, device, args.repeats).items()}
     plain = medians["plain SGD step"]
     print(f"\n{'step':48s} {'ms/step':>9s} {'ratio to plain':>15s}")
     for step, seconds in medians.items():

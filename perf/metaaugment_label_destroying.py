@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from metaaugment.registry import POLICIES, parse_options
 from metaaugment.run.config import RunConfig
 from metaaugment.run.loop import train
 
@@ -42,12 +43,16 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=None, help="default: the benchmark's")
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--out", type=Path, default=None, help="keep the runs here (default: a temporary folder)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="a MetaAugment option (repeatable), e.g. --set meta_every=4")
     args = parser.parse_args()
+    options = parse_options(POLICIES.get("metaaugment").factory, args.set)
     out = args.out or Path(tempfile.mkdtemp(prefix="metaaug-rot180-"))
     rows = []
     for seed in [int(s) for s in args.seeds.split(",")]:
         config = RunConfig(benchmark=args.benchmark, policy="metaaugment",
-                           policy_options={"extra_ops": ("Rotate180",)}, epochs=args.epochs, seed=seed, device="cpu")
+                           policy_options={**options, "extra_ops": ("Rotate180",)}, epochs=args.epochs, seed=seed,
+                           device="cpu")
         results = train(config, out / f"seed{seed}", resume=True, show_progress=False)
         state = torch.load(out / f"seed{seed}" / "checkpoint.pt", weights_only=True)["policy"]
         with_rot, without, share = mean_outputs_by_group(state, results["policy"]["pool"], "Rotate180")

@@ -196,3 +196,23 @@ def test_the_task_optimizer_lookahead_takes_a_step_in_every_engine(engine):
         batch = Batch(torch.rand(10, 3, 12, 12), torch.randint(0, 4, (10,)))
         result, metrics = supervised_step(ctx.model, ctx.optimizer, batch, policy, ctx)
         assert result.weights.sum().item() == pytest.approx(1.0) and metrics["alpha"] > 0
+
+
+def test_meta_every_k_meta_updates_only_every_k_th_step_and_always_weighs():
+    policy = create_policy("metaaugment", meta_every=3)
+    ctx = context()
+    policy.setup(ctx)
+    recorded = []
+    for step in range(7):
+        ctx.step = step
+        before = [p.detach().clone() for p in policy.network.parameters()] + [policy.log_alpha.detach().clone()]
+        batch = policy.augment(Batch(torch.rand(10, 3, 12, 12), torch.randint(0, 4, (10,))), ctx)
+        weights = policy.loss_weights(batch, forward_pass(ctx.model, batch), ctx)
+        after = list(policy.network.parameters()) + [policy.log_alpha]
+        updated = any(not torch.equal(a, b) for a, b in zip(before, after))
+        assert updated == (step % 3 == 0), step  # theta and alpha move on meta-steps only
+        assert weights.sum().item() == pytest.approx(1.0) and (weights > 0).all()
+        recorded.append(int(policy.sampler.output_counts.sum()))
+    assert recorded == [10 * (i + 1) for i in range(7)]  # the sampler learns from every step
+    with pytest.raises(Exception, match="meta_every"):
+        create_policy("metaaugment", meta_every=0)

@@ -6,6 +6,7 @@ from typing import Any
 
 from torchvision.transforms import v2
 
+from metaaugment.baselines import batched
 from metaaugment.baselines.per_sample import apply_per_sample
 from metaaugment.batch import Batch
 from metaaugment.errors import UserError, check_option
@@ -31,34 +32,64 @@ class _PerSampleTorchvision(BatchPolicy):
         return batch.replace(inputs=apply_per_sample(self.transform, batch.inputs))
 
 
+BACKENDS = ("batched", "torchvision")
+
+
+def check_backend(backend: str) -> str:
+    """The `backend` option: batched (one call per batch on its device) or torchvision (image by image)."""
+    check_option(backend in BACKENDS, "backend", backend, "batched or torchvision")
+    return backend
+
+
 @POLICIES.register("randaugment")
 class RandAugment(_PerSampleTorchvision):
-    """RandAugment (Cubuk et al. 2020): num_ops random ops at one global magnitude."""
+    """RandAugment (Cubuk et al. 2020): num_ops random ops at one global magnitude, per sample.
 
-    def __init__(self, *, num_ops: int = 2, magnitude: int = 9, num_magnitude_bins: int = 31):
+    backend=batched (default) draws every sample's ops at once and applies them on the
+    batch's device (`batched.randaugment`); backend=torchvision calls torchvision's
+    transform image by image. Both follow torchvision's definition.
+    """
+
+    def __init__(self, *, num_ops: int = 2, magnitude: int = 9, num_magnitude_bins: int = 31,
+                 backend: str = "batched"):
         super().__init__()
         check_option(num_ops >= 0, "num_ops", num_ops, "a non-negative integer")
         check_option(num_magnitude_bins >= 1, "num_magnitude_bins", num_magnitude_bins, "at least 1")
         check_option(0 <= magnitude < num_magnitude_bins, "magnitude", magnitude, f"in [0, {num_magnitude_bins - 1}]")
         self.options = dict(num_ops=num_ops, magnitude=magnitude, num_magnitude_bins=num_magnitude_bins)
+        self.backend = check_backend(backend)
         self.transform = v2.RandAugment(**self.options)
 
+    def augment(self, batch: Batch, ctx: StepContext) -> Batch:
+        if self.backend == "torchvision":
+            return super().augment(batch, ctx)
+        o = self.options
+        return batch.replace(inputs=batched.randaugment(batch.inputs, o["num_ops"], o["magnitude"],
+                                                        o["num_magnitude_bins"]))
+
     def describe(self) -> dict[str, Any]:
-        return {"name": self.name, **self.options}
+        return {"name": self.name, **self.options, "backend": self.backend}
 
 
 @POLICIES.register("trivialaugment")
 class TrivialAugment(_PerSampleTorchvision):
-    """TrivialAugment Wide (Mueller & Hutter 2021): one random op at a random magnitude."""
+    """TrivialAugment Wide (Mueller & Hutter 2021): one random op at a random magnitude per
+    sample; backend=batched (default) or torchvision (image by image), as RandAugment."""
 
-    def __init__(self, *, num_magnitude_bins: int = 31):
+    def __init__(self, *, num_magnitude_bins: int = 31, backend: str = "batched"):
         super().__init__()
         check_option(num_magnitude_bins >= 1, "num_magnitude_bins", num_magnitude_bins, "at least 1")
         self.num_magnitude_bins = num_magnitude_bins
+        self.backend = check_backend(backend)
         self.transform = v2.TrivialAugmentWide(num_magnitude_bins=num_magnitude_bins)
 
+    def augment(self, batch: Batch, ctx: StepContext) -> Batch:
+        if self.backend == "torchvision":
+            return super().augment(batch, ctx)
+        return batch.replace(inputs=batched.trivialaugment_wide(batch.inputs, self.num_magnitude_bins))
+
     def describe(self) -> dict[str, Any]:
-        return {"name": self.name, "num_magnitude_bins": self.num_magnitude_bins}
+        return {"name": self.name, "num_magnitude_bins": self.num_magnitude_bins, "backend": self.backend}
 
 
 @POLICIES.register("autoaugment")
@@ -122,10 +153,11 @@ class CutMix(_BatchMix):
 class Cutout(_PerSampleTorchvision):
     """Cutout (DeVries & Taylor 2017): zero one size x size square per image."""
 
-    def __init__(self, *, size: int | None = None):
+    def __init__(self, *, size: int | None = None, backend: str = "batched"):
         super().__init__()
         check_option(size is None or size > 0, "size", size, "a positive number of pixels")
         self.size = size
+        self.backend = check_backend(backend)
 
     def setup(self, ctx: StepContext) -> None:
         super().setup(ctx)
@@ -138,9 +170,11 @@ class Cutout(_PerSampleTorchvision):
         self.transform = v2.RandomErasing(p=1.0, scale=(area, area), ratio=(1.0, 1.0), value=0.0)
 
     def augment(self, batch: Batch, ctx: StepContext) -> Batch:
-        if self.transform is None:
+        if self.transform is None or self.size is None:
             self.require_spec()
-        return super().augment(batch, ctx)
+        if self.backend == "torchvision":
+            return super().augment(batch, ctx)
+        return batch.replace(inputs=batched.cutout(batch.inputs, self.size))
 
     def describe(self) -> dict[str, Any]:
-        return {"name": self.name, "size": self.size}
+        return {"name": self.name, "size": self.size, "backend": self.backend}

@@ -55,6 +55,7 @@ class EpisodicLearner(Learner):
     """
 
     supports_regression = True
+    has_pre_update = False  # True where score_task reports pre-update scores (pre_loss, ...)
 
     def __init__(self, *, meta_lr: float = 1e-3):
         check_option(math.isfinite(meta_lr) and meta_lr > 0, "meta_lr", meta_lr, "a positive number")
@@ -91,11 +92,12 @@ class EpisodicLearner(Learner):
 
     # -- scoring --------------------------------------------------------------------------
     @abstractmethod
-    def score_task(self, model: nn.Module, episode: Episode, training: bool) -> tuple[Tensor, dict[str, float]]:
+    def score_task(self, model: nn.Module, episode: Episode, training: bool,
+                   pre_update: bool = True) -> tuple[Tensor, dict[str, float]]:
         """Adapt to the support set and score the query set. Returns the post-update query
         loss (attached to the meta-parameters' graph when `training`) and metrics: loss,
         accuracy or mse, and pre_loss / pre_accuracy (pre_mse) when the learner has a
-        pre-update prediction."""
+        pre-update prediction and `pre_update` asks for it (one more query forward)."""
 
     def train_step(self, model: nn.Module, batch: Sequence[Episode], policy: TaskPolicy,
                    ctx: StepContext) -> dict[str, float]:
@@ -107,17 +109,25 @@ class EpisodicLearner(Learner):
         self._optimizer.zero_grad(set_to_none=True)
         # every rank augments every task (the same keys in the same order as one process)
         # and scores its share; the summed gradients are the meta-batch's mean gradient
-        augmented = [policy.augment_task(episode, generator) for episode in batch]
+        augmented = list(enumerate(policy.augment_task(episode, generator) for episode in batch))
         totals: dict[str, float] = {}
-        for episode in distributed.local_items(augmented):
-            loss, metrics = self.score_task(model, episode, training=True)
+        for index, episode in distributed.local_items(augmented):
+            # the pre-update scores (memorization's signature, Rajendran et al. Fig. 4) from the
+            # meta-batch's first task: an unbiased estimate at an eighth of a query forward's cost
+            loss, metrics = self.score_task(model, episode, training=True, pre_update=index == 0)
             (loss / len(batch)).backward()
             for key, value in metrics.items():
                 totals[key] = totals.get(key, 0.0) + value
+                totals["#" + key] = totals.get("#" + key, 0.0) + 1
+        if self.has_pre_update:  # every rank reduces the same keys, with or without the first task
+            for key in [k for k in totals if not k.startswith(("#", "pre_"))]:
+                totals.setdefault("pre_" + key, 0.0)
+                totals.setdefault("#pre_" + key, 0.0)
         distributed.all_reduce_gradients(self.meta_parameters(model))
         self._optimizer.step()
         distributed.broadcast_buffers(model)
-        return {key: value / len(batch) for key, value in distributed.sum_floats(totals).items()}
+        summed = distributed.sum_floats(totals)
+        return {key: value / summed["#" + key] for key, value in summed.items() if not key.startswith("#")}
 
     def evaluate(self, model: nn.Module, batches: Iterable[Episode]) -> dict[str, Any]:
         """Scores on un-augmented episodes: mean of each metric, the 95% confidence interval
@@ -155,6 +165,8 @@ class _GradientMetaLearner(EpisodicLearner):
     meta-gradients. First order (`first_order=true`, and always at evaluation) drops the
     second-order terms: the inner gradients are treated as constants.
     """
+
+    has_pre_update = True
 
     def __init__(self, *, inner_lr: float = 0.4, inner_steps: int = 1, eval_inner_steps: int | None = None,
                  first_order: bool = False, meta_lr: float = 1e-3, inner_loop: str = "learn2learn",
@@ -195,14 +207,13 @@ class _GradientMetaLearner(EpisodicLearner):
         self.wrapper.load_state_dict(state["wrapper"])
         super().load_state_dict(state)
 
-    def score_task(self, model: nn.Module, episode: Episode, training: bool) -> tuple[Tensor, dict[str, float]]:
+    def score_task(self, model: nn.Module, episode: Episode, training: bool,
+                   pre_update: bool = True) -> tuple[Tensor, dict[str, float]]:
         if self.inner_loop == "higher":
-            return self._score_with_higher(episode, training)
+            return self._score_with_higher(episode, training, pre_update)
         assert self.wrapper is not None
         learner = self.wrapper.clone()
-        with torch.no_grad():
-            pre_out = learner(episode.query_inputs)
-            metrics = self._scores("pre_", pre_out, episode.query_targets, self.loss_fn(pre_out, episode.query_targets))
+        metrics = self._pre_update_scores(learner, episode) if pre_update else {}
         steps = self.inner_steps if training else self.eval_inner_steps
         # Evaluation needs gradients for adaptation but never a second-order graph.
         first_order = self.first_order or not training
@@ -231,14 +242,19 @@ class _GradientMetaLearner(EpisodicLearner):
         momentum = self.inner_momentum if self.inner_optimizer == "momentum" else 0.0
         return torch.optim.SGD(groups, lr=self.inner_lr, momentum=momentum, weight_decay=decay)
 
-    def _score_with_higher(self, episode: Episode, training: bool) -> tuple[Tensor, dict[str, float]]:
+    def _pre_update_scores(self, module: nn.Module, episode: Episode) -> dict[str, float]:
+        """pre_loss and pre_accuracy (pre_mse): the query scores before any adaptation."""
+        with torch.no_grad():
+            out = module(episode.query_inputs)
+            return self._scores("pre_", out, episode.query_targets, self.loss_fn(out, episode.query_targets))
+
+    def _score_with_higher(self, episode: Episode, training: bool,
+                           pre_update: bool = True) -> tuple[Tensor, dict[str, float]]:
         import higher
 
         assert self.wrapper is not None
         module = self.wrapper.module
-        with torch.no_grad():
-            pre_out = module(episode.query_inputs)
-            metrics = self._scores("pre_", pre_out, episode.query_targets, self.loss_fn(pre_out, episode.query_targets))
+        metrics = self._pre_update_scores(module, episode) if pre_update else {}
         steps = self.inner_steps if training else self.eval_inner_steps
         rates = self.inner_rates()
         override = {"lr": rates} if rates is not None else None
@@ -313,7 +329,8 @@ class ProtoNetLearner(EpisodicLearner):
 
     supports_regression = False
 
-    def score_task(self, model: nn.Module, episode: Episode, training: bool) -> tuple[Tensor, dict[str, float]]:
+    def score_task(self, model: nn.Module, episode: Episode, training: bool,
+                   pre_update: bool = True) -> tuple[Tensor, dict[str, float]]:
         ways = int(episode.support_targets.max()) + 1
         with torch.set_grad_enabled(training):
             logits = prototype_logits(embed(model, episode.support_inputs), episode.support_targets,

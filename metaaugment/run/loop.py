@@ -65,11 +65,14 @@ def policy_and_learner(config: RunConfig) -> tuple[Any, Any]:
 
 def check_global_batch(config: RunConfig, processes: int) -> None:
     """A UserError unless a mini-batch run's global batch divides by the number of processes
-    (each trains on an equal share; a few-shot meta-batch need not divide)."""
+    (each trains on an equal share) and a few-shot meta-batch gives each process a task."""
     episodic = benchmark_kind(create_benchmark(config.benchmark).kind).episodic
     if processes > 1 and not episodic and config.batch_size % processes:
         raise UserError(f"--batch-size {config.batch_size} is the global batch: it must divide by the "
                         f"{processes} processes (each trains on an equal share)")
+    if processes > 1 and episodic and config.batch_size < processes:
+        raise UserError(f"--batch-size {config.batch_size} tasks per meta-batch leaves some of the {processes} "
+                        f"processes without a task; use at least {processes}")
 
 
 class TrainingDiverged(UserError):

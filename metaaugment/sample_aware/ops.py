@@ -152,6 +152,8 @@ def apply_op(name: str, images: Tensor, values: Tensor) -> Tensor:
         return images.clone()
     if name == "Rotate180":  # what F.rotate(image, 180) returns
         return torch.rot90(images, k=2, dims=(-2, -1))
+    if name == "Invert":  # AutoAugment's op: F.invert of a float image
+        return 1.0 - images
     if name == "AutoContrast":
         return TF.autocontrast(images)
     if name == "Equalize":
@@ -159,8 +161,8 @@ def apply_op(name: str, images: Tensor, values: Tensor) -> Tensor:
     if name in GEOMETRIC:
         return _geometric([name] * len(values), images, values.tolist())
     ratio = values.to(images.dtype).to(images.device).view(-1, 1, 1, 1)
-    if name == "Brightness":
-        return _blend(images, torch.zeros_like(images), ratio)
+    if name == "Brightness":  # a blend with black: ratio * image, clamped
+        return (images * ratio).clamp_(0.0, 1.0)
     if name == "Color":
         if images.shape[1] == 1:  # saturation of a grayscale image is the image itself
             return images.clone()
@@ -188,30 +190,31 @@ def apply_ops(images: Tensor, ops: Tensor, magnitudes: Tensor, signs: Tensor,
     size = tuple(images.shape[-2:])
     names = [pool[i] for i in ops.tolist()]
     values = [op_parameter(n, m, s, size) for n, m, s in zip(names, magnitudes.tolist(), signs.tolist())]
-    # Samples are sorted by op so that every group is a contiguous slice: one gather and one
-    # scatter per call instead of one of each per group, which dominated small batches. The
-    # affine ops form one group: they share a grid-sample call.
-    group = ["~geometric" if n in GEOMETRIC else n for n in names]
-    order = sorted(range(len(names)), key=group.__getitem__)
-    permutation = torch.tensor(order, device=images.device)
-    ordered = images.index_select(0, permutation)
-    ordered_values = torch.tensor([values[i] for i in order], dtype=torch.float64)
-    chunks, start = [], 0
-    while start < len(order):
-        key, stop = group[order[start]], start + 1
-        while stop < len(order) and group[order[stop]] == key:
-            stop += 1
-        chunk = ordered[start:stop]
-        if key == "~geometric":
-            members = order[start:stop]
-            chunks.append(_geometric([names[i] for i in members], chunk, [values[i] for i in members]))
-        elif key == "Identity":
-            chunks.append(chunk)  # torch.cat below copies it
-        else:
-            chunks.append(apply_op(key, chunk, ordered_values[start:stop]))
-        start = stop
+    return apply_named_ops(images, names, values)
+
+
+def apply_named_ops(images: Tensor, names: list[str], values: list[float]) -> Tensor:
+    """Per-sample ops given by name and torchvision argument (`op_parameter`'s units: degrees,
+    shear factor, whole pixels, colour factor, posterize bits, solarize threshold): images
+    (B, C, H, W) in [0, 1], names and values of length B -> (B, C, H, W), in one call per
+    group of samples that share an op (the affine ops share one). The input is not modified."""
+    # One gather and one scatter per group of samples that share an op (the affine ops form
+    # one group: they share a grid-sample call): each image is read once and written once,
+    # which at 224 px is most of the cost.
+    groups: dict[str, list[int]] = {}
+    for index, name in enumerate(names):
+        groups.setdefault("~geometric" if name in GEOMETRIC else name, []).append(index)
     out = torch.empty_like(images)
-    out.index_copy_(0, permutation, torch.cat(chunks))
+    for key, members in groups.items():
+        rows = torch.tensor(members, device=images.device)
+        chunk = images.index_select(0, rows)
+        if key == "~geometric":
+            result = _geometric([names[i] for i in members], chunk, [values[i] for i in members])
+        elif key == "Identity":
+            result = chunk
+        else:
+            result = apply_op(key, chunk, torch.tensor([values[i] for i in members], dtype=torch.float64))
+        out.index_copy_(0, rows, result)
     return out
 
 

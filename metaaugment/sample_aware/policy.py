@@ -84,7 +84,7 @@ class MetaAugment(BatchPolicy):
                  window: int = 100, refresh: int = 10, epsilon: float = 0.1, embedding: bool = True,
                  flip: bool = False, cutout: int = 0, copies: int = 1, extra_ops: tuple[str, ...] = (),
                  lookahead_steps: int = 1, extractor: str = "shared", val_batch_size: int | None = None,
-                 lookahead_optimizer: str = "sgd"):
+                 lookahead_optimizer: str = "sgd", meta_every: int = 1):
         super().__init__()
         check_option(extractor in ("shared", "own"), "extractor", extractor, "shared or own")
         check_option(engine in ENGINES, "engine", engine, f"one of {', '.join(ENGINES)}")
@@ -102,6 +102,10 @@ class MetaAugment(BatchPolicy):
                      "1 unless engine=higher (the fast engines are exact for one step)")
         check_option(val_batch_size is None or val_batch_size >= 1, "val_batch_size", val_batch_size, "at least 1")
         check_option(lookahead_optimizer in ("sgd", "task"), "lookahead_optimizer", lookahead_optimizer, "sgd or task")
+        check_option(meta_every >= 1, "meta_every", meta_every, "at least 1")
+        # the meta-interval: theta and alpha are meta-updated every meta_every steps (Algorithm
+        # 1 is meta_every=1); the steps between weigh samples with the current policy network
+        self.meta_every = meta_every
         # sgd: the paper's plain lookahead step; task: the task network's own SGD update
         # (momentum buffer, Nesterov, weight decay) at rate alpha
         self.lookahead_optimizer = lookahead_optimizer
@@ -256,6 +260,8 @@ class MetaAugment(BatchPolicy):
         embeddings = embed_transformations(batch.info["pairs"], batch.info["magnitudes"], self.pool).to(features)
         # under torchrun: normalized over the global batch, so every rank's share of the
         # lookahead and of theta's gradient is that of one process
+        if ctx.step % self.meta_every:
+            return self._weights_without_lookahead(batch, output, features, embeddings)
         weights = normalize_weights(self.network(features, embeddings), total=distributed.sum_over_ranks)
         grads = self._lookahead(ctx, batch, output, weights)
         self.optimizer.zero_grad(set_to_none=True)
@@ -280,8 +286,22 @@ class MetaAugment(BatchPolicy):
                      "pairs": batch.info["pairs"], "magnitudes": batch.info["magnitudes"]}
         return final
 
+    def _weights_without_lookahead(self, batch: Batch, output: ForwardOutput, features: Tensor,
+                                   embeddings: Tensor) -> Tensor:
+        """A step between meta-updates: the current policy network's weights, recorded by the
+        sampler as at a meta-update; no lookahead, theta and alpha unchanged."""
+        assert self.network is not None
+        with torch.no_grad():
+            outputs = self.network(features, embeddings)
+            final = normalize_weights(outputs, total=distributed.all_reduce_sum).detach()
+        self.sampler.record(gather_rows(batch.info["pairs"], outputs.device), distributed.all_gather_rows(outputs))
+        self.last = {**self.last, "outputs": outputs.detach(), "images": batch.inputs.detach(), "weights": final,
+                     "losses": output.losses.detach(), "labels": batch.hard_targets(),
+                     "pairs": batch.info["pairs"], "magnitudes": batch.info["magnitudes"]}
+        return final
+
     def after_step(self, result: StepResult, ctx: StepContext) -> dict[str, float]:
-        if not self.last:
+        if not self.last or "val_loss" not in self.last:
             return {}
         return {"alpha": self.alpha.item(), "lookahead_val_loss": self.last["val_loss"],
                 "mean_policy_output": float(self.last["outputs"].mean())}
@@ -305,7 +325,7 @@ class MetaAugment(BatchPolicy):
                 "embedding": self.use_embedding, "flip": self.flip, "cutout": self.cutout,
                 "copies": self.copies, "pool": list(self.pool), "lookahead_steps": self.lookahead_steps,
                 "extractor": self.extractor, "val_batch_size": self.val_batch_size,
-                "lookahead_optimizer": self.lookahead_optimizer,
+                "lookahead_optimizer": self.lookahead_optimizer, "meta_every": self.meta_every,
                 "transferred": self.feature_model is not None}
 
     def write_artifacts(self, folder: Path) -> list[Path]:

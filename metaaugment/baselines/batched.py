@@ -1,0 +1,121 @@
+"""RandAugment, TrivialAugment Wide and Cutout on a whole batch in one call, each sample with its own draws.
+
+torchvision's automatic augmentations draw one op and magnitude per call, so a batch needs
+one call per image (`per_sample.apply_per_sample`), on the host. These functions draw every
+sample's ops, magnitude bins and signs at once (on the host, from torch's generator) and
+apply them with MetaAugment's batched ops (`sample_aware.ops.apply_named_ops`, one kernel
+per group of samples sharing an op) on the batch's device.
+
+The op spaces are torchvision's definitions (torchvision.transforms.v2.RandAugment and
+TrivialAugmentWide, after Cubuk et al. 2020 and Mueller & Hutter 2021): per op, the
+argument at each of `num_bins` magnitude bins and whether its sign is random. The tests
+check them against torchvision's own and check the drawn frequencies statistically.
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from metaaugment.sample_aware.ops import apply_named_ops
+
+OpSpace = dict[str, tuple[Tensor, bool]]  # op -> (argument per magnitude bin, signed)
+
+
+def randaugment_space(num_bins: int, size: tuple[int, int]) -> OpSpace:
+    """RandAugment's 14 ops (torchvision's order and ranges) for images of `size` (H, W)."""
+    height, width = size
+    return {
+        "Identity": (torch.tensor(0.0), False),
+        "ShearX": (torch.linspace(0.0, 0.3, num_bins), True),
+        "ShearY": (torch.linspace(0.0, 0.3, num_bins), True),
+        "TranslateX": (torch.linspace(0.0, 150.0 / 331.0 * width, num_bins), True),
+        "TranslateY": (torch.linspace(0.0, 150.0 / 331.0 * height, num_bins), True),
+        "Rotate": (torch.linspace(0.0, 30.0, num_bins), True),
+        "Brightness": (torch.linspace(0.0, 0.9, num_bins), True),
+        "Color": (torch.linspace(0.0, 0.9, num_bins), True),
+        "Contrast": (torch.linspace(0.0, 0.9, num_bins), True),
+        "Sharpness": (torch.linspace(0.0, 0.9, num_bins), True),
+        "Posterize": ((8 - torch.arange(num_bins) / ((num_bins - 1) / 4)).round().int(), False),
+        "Solarize": (torch.linspace(1.0, 0.0, num_bins), False),
+        "AutoContrast": (torch.tensor(0.0), False),
+        "Equalize": (torch.tensor(0.0), False),
+    }
+
+
+def trivialaugment_space(num_bins: int) -> OpSpace:
+    """TrivialAugment Wide's 14 ops (torchvision's order and wide ranges)."""
+    return {
+        "Identity": (torch.tensor(0.0), False),
+        "ShearX": (torch.linspace(0.0, 0.99, num_bins), True),
+        "ShearY": (torch.linspace(0.0, 0.99, num_bins), True),
+        "TranslateX": (torch.linspace(0.0, 32.0, num_bins), True),
+        "TranslateY": (torch.linspace(0.0, 32.0, num_bins), True),
+        "Rotate": (torch.linspace(0.0, 135.0, num_bins), True),
+        "Brightness": (torch.linspace(0.0, 0.99, num_bins), True),
+        "Color": (torch.linspace(0.0, 0.99, num_bins), True),
+        "Contrast": (torch.linspace(0.0, 0.99, num_bins), True),
+        "Sharpness": (torch.linspace(0.0, 0.99, num_bins), True),
+        "Posterize": ((8 - torch.arange(num_bins) / ((num_bins - 1) / 6)).round().int(), False),
+        "Solarize": (torch.linspace(1.0, 0.0, num_bins), False),
+        "AutoContrast": (torch.tensor(0.0), False),
+        "Equalize": (torch.tensor(0.0), False),
+    }
+
+
+def draw_ops(count: int, space: OpSpace, magnitude_bin: int | None,
+             generator: torch.Generator | None = None) -> tuple[list[str], list[float]]:
+    """One op per sample, uniform over `space`, at magnitude bin `magnitude_bin` (RandAugment)
+    or a uniform bin (None: TrivialAugment), negated with probability 1/2 where signed.
+    Returns the op names and their torchvision arguments (`apply_named_ops`' units)."""
+    names = list(space)
+    # the bins as Python floats once: indexing a tensor per sample would cost more than the draw
+    grids = {name: (values.tolist() if values.ndim > 0 else [0.0], signed) for name, (values, signed) in space.items()}
+    num_bins = max(len(grid) for grid, _ in grids.values())
+    ops = torch.randint(len(names), (count,), generator=generator).tolist()
+    bins = ([magnitude_bin] * count if magnitude_bin is not None
+            else torch.randint(num_bins, (count,), generator=generator).tolist())
+    negate = torch.randint(2, (count,), generator=generator).tolist()
+    chosen, arguments = [], []
+    for op, magnitude, flip in zip(ops, bins, negate):
+        name = names[op]
+        grid, signed = grids[name]
+        value = float(grid[magnitude]) if len(grid) > 1 else grid[0]
+        if signed and flip:
+            value = -value
+        if name in ("TranslateX", "TranslateY"):
+            value = float(int(value))  # torchvision translates by whole pixels, truncated
+        elif name in ("Brightness", "Color", "Contrast", "Sharpness"):
+            value = 1.0 + value  # torchvision's enhancement factor
+        chosen.append(name)
+        arguments.append(value)
+    return chosen, arguments
+
+
+def randaugment(images: Tensor, num_ops: int = 2, magnitude: int = 9, num_bins: int = 31,
+                generator: torch.Generator | None = None) -> Tensor:
+    """RandAugment on (B, C, H, W) images in [0, 1]: num_ops rounds, each sample drawing its
+    own op and sign per round, at the global magnitude bin -> (B, C, H, W)."""
+    space = randaugment_space(num_bins, tuple(images.shape[-2:]))
+    for _ in range(num_ops):
+        images = apply_named_ops(images, *draw_ops(images.shape[0], space, magnitude if num_bins > 1 else 0,
+                                                   generator))
+    return images
+
+
+def trivialaugment_wide(images: Tensor, num_bins: int = 31, generator: torch.Generator | None = None) -> Tensor:
+    """TrivialAugment Wide on (B, C, H, W) images in [0, 1]: one op per sample at a uniformly
+    drawn magnitude bin -> (B, C, H, W)."""
+    return apply_named_ops(images, *draw_ops(images.shape[0], trivialaugment_space(num_bins), None, generator))
+
+
+def cutout(images: Tensor, size: int, generator: torch.Generator | None = None) -> Tensor:
+    """Cutout on (B, C, H, W) images: per sample, a size x size square placed uniformly where
+    it fits in the image (RandomErasing's placement) is zeroed -> a new (B, C, H, W)."""
+    count, height, width = images.shape[0], images.shape[-2], images.shape[-1]
+    top = torch.randint(height - size + 1, (count,), generator=generator).to(images.device)
+    left = torch.randint(width - size + 1, (count,), generator=generator).to(images.device)
+    rows = torch.arange(height, device=images.device).view(1, height, 1)
+    cols = torch.arange(width, device=images.device).view(1, 1, width)
+    inside = ((rows >= top.view(-1, 1, 1)) & (rows < (top + size).view(-1, 1, 1))
+              & (cols >= left.view(-1, 1, 1)) & (cols < (left + size).view(-1, 1, 1)))
+    return images.masked_fill(inside.unsqueeze(1), 0.0)
