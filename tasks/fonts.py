@@ -38,7 +38,7 @@ from metaaugment.files import save_torch
 from metaaugment.registry import BENCHMARKS
 from metaaugment.spec import TaskSpec
 from metaaugment.tasks.base import Benchmark
-from metaaugment.tasks.glyphs import cache_folder, font_files
+from metaaugment.tasks.glyphs import cache_folder, font_files, place_glyph
 from metaaugment.tasks.image_files import files_key, load_cache
 
 CACHE_VERSION = 1
@@ -79,23 +79,14 @@ def font_split(fonts: list[Path]) -> dict[str, list[Path]]:
 
 def ink_mask(font: object, character: str) -> np.ndarray:
     """The character's ink (32x32 float in [0, 1]), cropped, fitted into GLYPH_BOX and centred."""
-    from PIL import Image
-
     font.clear()
     font.set_size(RENDER_PIXELS, 72)  # 72 dpi: the size is in pixels
     font.set_text(character, 0.0)
     font.draw_glyphs_to_bitmap(antialiased=True)
-    bitmap = np.asarray(font.get_image())
-    rows, cols = np.flatnonzero(bitmap.max(1) >= 64), np.flatnonzero(bitmap.max(0) >= 64)
-    glyph = bitmap[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
-    if max(glyph.shape) > GLYPH_BOX:
-        scale = GLYPH_BOX / max(glyph.shape)
-        size = (max(1, round(glyph.shape[1] * scale)), max(1, round(glyph.shape[0] * scale)))
-        glyph = np.asarray(Image.fromarray(glyph).resize(size, Image.BILINEAR))
-    canvas = np.zeros((IMAGE_SIZE, IMAGE_SIZE), np.float32)
-    top, left = (IMAGE_SIZE - glyph.shape[0]) // 2, (IMAGE_SIZE - glyph.shape[1]) // 2
-    canvas[top:top + glyph.shape[0], left:left + glyph.shape[1]] = glyph / 255.0
-    return canvas
+    placed = place_glyph(np.asarray(font.get_image()), box=GLYPH_BOX, size=IMAGE_SIZE, min_ink=1)
+    if placed is None:
+        raise ValueError(f"{font.fname} draws no ink for {character!r}")
+    return placed.astype(np.float32) / 255.0
 
 
 def jitter(masks: torch.Tensor, generator: torch.Generator) -> torch.Tensor:

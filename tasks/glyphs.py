@@ -53,22 +53,24 @@ def cache_folder() -> Path:
     return Path(os.environ.get("METAAUG_CACHE", Path.home() / ".cache" / "metaaugment"))
 
 
-def place_glyph(bitmap: np.ndarray) -> np.ndarray | None:
-    """Crop a rendered glyph to its ink, shrink it to fit GLYPH_BOX if needed, and center it
-    in an IMAGE_SIZE square; None when it has no visible ink. bitmap: (H, W) uint8."""
+def place_glyph(bitmap: np.ndarray, box: int = GLYPH_BOX, size: int = IMAGE_SIZE,
+                min_ink: int = MIN_INK_PIXELS) -> np.ndarray | None:
+    """Crop a rendered glyph to its ink, shrink it to fit a box x box square if needed, and
+    center it in a size x size uint8 square; None when it has fewer than `min_ink` inked
+    pixels. bitmap: (H, W) uint8."""
     ink = bitmap >= 64
-    if ink.sum() < MIN_INK_PIXELS:
+    if ink.sum() < min_ink:
         return None
     rows, cols = np.flatnonzero(ink.any(1)), np.flatnonzero(ink.any(0))
     glyph = bitmap[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
-    if max(glyph.shape) > GLYPH_BOX:
+    if max(glyph.shape) > box:
         from PIL import Image
 
-        scale = GLYPH_BOX / max(glyph.shape)
-        size = (max(1, round(glyph.shape[1] * scale)), max(1, round(glyph.shape[0] * scale)))
-        glyph = np.asarray(Image.fromarray(glyph).resize(size, Image.BILINEAR))
-    canvas = np.zeros((IMAGE_SIZE, IMAGE_SIZE), np.uint8)
-    top, left = (IMAGE_SIZE - glyph.shape[0]) // 2, (IMAGE_SIZE - glyph.shape[1]) // 2
+        scale = box / max(glyph.shape)
+        fitted = (max(1, round(glyph.shape[1] * scale)), max(1, round(glyph.shape[0] * scale)))
+        glyph = np.asarray(Image.fromarray(glyph).resize(fitted, Image.BILINEAR))
+    canvas = np.zeros((size, size), np.uint8)
+    top, left = (size - glyph.shape[0]) // 2, (size - glyph.shape[1]) // 2
     canvas[top:top + glyph.shape[0], left:left + glyph.shape[1]] = glyph
     return canvas
 
