@@ -6,7 +6,7 @@
 
 For each policy, in one process and round-robin (`timing.round_robin`), on float images in
 [0, 1] on the device:
-  (a) ours: `randaugment` / `trivialaugment` / `cutout` with backend=batched, one call per
+  (a) ours: `randaugment` / `trivialaugment` / `autoaugment` / `cutout` with backend=batched, one call per
       batch, every sample drawing its own ops, magnitudes and signs;
   (b) torchvision image by image (backend=torchvision): the same per-sample semantics;
   (c) torchvision's transform on the whole batch: one op and magnitude shared by every
@@ -39,7 +39,7 @@ def policy_steps(name: str, images: torch.Tensor, spec: TaskSpec) -> dict[str, o
         policy.setup(ctx)
         steps[backend] = (lambda p=policy: p.augment(batch, ctx))
     whole = {"randaugment": v2.RandAugment(num_ops=2, magnitude=9), "trivialaugment": v2.TrivialAugmentWide(),
-             "cutout": create_policy("cutout", backend="torchvision")}[name]
+             "autoaugment": v2.AutoAugment(), "cutout": create_policy("cutout", backend="torchvision")}[name]
     if name == "cutout":
         whole.setup(ctx)
         steps["whole batch"] = (lambda t=whole.transform: t(images))
@@ -60,7 +60,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="32,224")
     parser.add_argument("--batches", default="128,256")
-    parser.add_argument("--policies", default="randaugment,trivialaugment,cutout")
+    parser.add_argument("--policies", default="randaugment,trivialaugment,autoaugment,cutout")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--repeats", type=int, default=7)
     args = parser.parse_args()

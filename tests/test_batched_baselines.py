@@ -106,7 +106,7 @@ def test_cutout_zeroes_one_square_that_fits_per_sample():
     assert chi_square(positions, torch.full((63,), 500 / 63)) < chi_square_bound(62)
 
 
-@pytest.mark.parametrize("name", ["randaugment", "trivialaugment", "cutout"])
+@pytest.mark.parametrize("name", ["randaugment", "trivialaugment", "autoaugment", "cutout"])
 def test_both_backends_run_and_keep_the_batch(name):
     spec = TaskSpec(num_classes=3, input_shape=(3, *SIZE))
     batch = Batch(torch.rand(8, 3, *SIZE), torch.arange(8) % 3)
@@ -121,16 +121,27 @@ def test_both_backends_run_and_keep_the_batch(name):
         assert policy.describe()["backend"] == backend
 
 
-def test_the_fused_per_pixel_ops_give_each_sample_its_own_op_to_the_bit():
-    """Identity, Brightness, Color, Contrast, Solarize, Posterize and Invert run as one group
-    of whole-batch passes; every sample must still get exactly its own op's result."""
-    from metaaugment.sample_aware.ops import apply_op
-
-    images = torch.rand(64, 3, 16, 20, generator=torch.Generator().manual_seed(0))
-    arguments = {"Identity": 0.0, "Brightness": 1.37, "Color": 0.41, "Contrast": 1.6, "Solarize": 0.55,
-                 "Posterize": 3.0, "Invert": 0.0, "Rotate": 12.0, "Equalize": 0.0}
-    names = list(arguments) * 7 + ["Color"]
-    out = apply_named_ops(images, names, [arguments[n] for n in names])
-    for image, name, result in zip(images, names, out):
-        alone = apply_op(name, image[None], torch.tensor([arguments[name]], dtype=torch.float64))[0]
-        assert torch.equal(result, alone), name
+@pytest.mark.parametrize("policy", ["cifar10", "imagenet", "svhn"])
+def test_autoaugment_follows_torchvision_s_sub_policies(policy, monkeypatch):
+    ours = create_policy("autoaugment", policy=policy)
+    theirs = v2.AutoAugment(v2.AutoAugmentPolicy[policy.upper()])
+    assert [tuple(map(tuple, sub)) for sub in ours.sub_policies] == [tuple(map(tuple, sub)) for sub in theirs._policies]
+    space = batched.autoaugment_space(SIZE)
+    assert list(space) == list(theirs._AUGMENTATION_SPACE)
+    for name, (make, signed) in theirs._AUGMENTATION_SPACE.items():
+        expected = make(10, *SIZE)
+        values, our_signed = space[name]
+        assert our_signed == signed and (torch.equal(values, expected) if expected is not None else values.ndim == 0)
+    # the first step's op frequencies: sub-policies uniform, each step applied with its probability
+    seen = []
+    monkeypatch.setattr(batched, "apply_named_ops", lambda images, names, values: seen.append(names) or images)
+    count = 20_000
+    batched.autoaugment(torch.zeros(count, 1, 1, 1), ours.sub_policies, torch.Generator().manual_seed(0))
+    expected: dict[str, float] = {}
+    for (name, probability, _), _second in ours.sub_policies:
+        expected[name] = expected.get(name, 0.0) + probability / len(ours.sub_policies)
+    expected["Identity"] = 1.0 - sum(expected.values())
+    observed = torch.tensor([seen[0].count(name) for name in expected], dtype=torch.float64)
+    assert observed.sum() == count
+    assert chi_square(observed, torch.tensor(list(expected.values()), dtype=torch.float64) * count) < \
+        chi_square_bound(len(expected) - 1)

@@ -1,4 +1,4 @@
-"""RandAugment, TrivialAugment Wide and Cutout on a whole batch in one call, each sample with its own draws.
+"""RandAugment, TrivialAugment Wide, AutoAugment and Cutout on a whole batch, each sample with its own draws.
 
 torchvision's automatic augmentations draw one op and magnitude per call, so a batch needs
 one call per image (`per_sample.apply_per_sample`), on the host. These functions draw every
@@ -6,9 +6,10 @@ sample's ops, magnitude bins and signs at once (on the host, from torch's genera
 apply them with MetaAugment's batched ops (`sample_aware.ops.apply_named_ops`, one kernel
 per group of samples sharing an op) on the batch's device.
 
-The op spaces are torchvision's definitions (torchvision.transforms.v2.RandAugment and
-TrivialAugmentWide, after Cubuk et al. 2020 and Mueller & Hutter 2021): per op, the
-argument at each of `num_bins` magnitude bins and whether its sign is random. The tests
+The op spaces are torchvision's definitions (torchvision.transforms.v2.RandAugment,
+TrivialAugmentWide and AutoAugment, after Cubuk et al. 2020, Mueller & Hutter 2021 and
+Cubuk et al. 2019): per op, the argument at each magnitude bin and whether its sign is
+random; AutoAugment's searched sub-policies come from torchvision itself. The tests
 check them against torchvision's own and check the drawn frequencies statistically.
 """
 from __future__ import annotations
@@ -62,6 +63,41 @@ def trivialaugment_space(num_bins: int) -> OpSpace:
     }
 
 
+def autoaugment_space(size: tuple[int, int]) -> OpSpace:
+    """AutoAugment's ops and their 10 magnitude bins (torchvision's definition, float images):
+    RandAugment's ranges without Identity, plus Invert."""
+    space = {name: value for name, value in randaugment_space(10, size).items() if name != "Identity"}
+    space["Invert"] = (torch.tensor(0.0), False)
+    return space
+
+
+SubPolicy = tuple[tuple[str, float, "int | None"], tuple[str, float, "int | None"]]
+
+
+def autoaugment(images: Tensor, policies: list[SubPolicy], generator: torch.Generator | None = None) -> Tensor:
+    """AutoAugment on (B, C, H, W) images in [0, 1]: each sample draws one of `policies`
+    uniformly; each of its two (op, probability, magnitude bin) steps is applied with its
+    probability, negated with probability 1/2 where signed -> (B, C, H, W)."""
+    count = images.shape[0]
+    space = autoaugment_space(tuple(images.shape[-2:]))
+    grids = {name: (values.tolist() if values.ndim > 0 else [0.0], signed) for name, (values, signed) in space.items()}
+    chosen = torch.randint(len(policies), (count,), generator=generator).tolist()
+    for position in (0, 1):
+        draws = torch.rand(count, generator=generator).tolist()
+        negate = torch.randint(2, (count,), generator=generator).tolist()
+        names, values = [], []
+        for sub_policy, draw, flip in zip(chosen, draws, negate):
+            name, probability, magnitude = policies[sub_policy][position]
+            if draw <= probability:  # torchvision applies the step when rand <= p
+                names.append(name)
+                values.append(torchvision_argument(name, grids[name], magnitude, bool(flip)))
+            else:
+                names.append("Identity")
+                values.append(0.0)
+        images = apply_named_ops(images, names, values)
+    return images
+
+
 def draw_ops(count: int, space: OpSpace, magnitude_bin: int | None,
              generator: torch.Generator | None = None) -> tuple[list[str], list[float]]:
     """One op per sample, uniform over `space`, at magnitude bin `magnitude_bin` (RandAugment)
@@ -78,17 +114,24 @@ def draw_ops(count: int, space: OpSpace, magnitude_bin: int | None,
     chosen, arguments = [], []
     for op, magnitude, flip in zip(ops, bins, negate):
         name = names[op]
-        grid, signed = grids[name]
-        value = float(grid[magnitude]) if len(grid) > 1 else grid[0]
-        if signed and flip:
-            value = -value
-        if name in ("TranslateX", "TranslateY"):
-            value = float(int(value))  # torchvision translates by whole pixels, truncated
-        elif name in ("Brightness", "Color", "Contrast", "Sharpness"):
-            value = 1.0 + value  # torchvision's enhancement factor
         chosen.append(name)
-        arguments.append(value)
+        arguments.append(torchvision_argument(name, grids[name], magnitude, bool(flip)))
     return chosen, arguments
+
+
+def torchvision_argument(name: str, grid: tuple[list[float], bool], magnitude: int | None, negate: bool) -> float:
+    """Op `name`'s argument in `apply_named_ops`' units at bin `magnitude` of its grid
+    (values per bin, signed), negated if signed and `negate`: whole pixels for the
+    translations (truncated, as torchvision), 1 + magnitude for the enhancement factors."""
+    values, signed = grid
+    value = float(values[magnitude]) if len(values) > 1 and magnitude is not None else values[0]
+    if signed and negate:
+        value = -value
+    if name in ("TranslateX", "TranslateY"):
+        return float(int(value))
+    if name in ("Brightness", "Color", "Contrast", "Sharpness"):
+        return 1.0 + value
+    return value
 
 
 def randaugment(images: Tensor, num_ops: int = 2, magnitude: int = 9, num_bins: int = 31,

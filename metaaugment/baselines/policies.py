@@ -94,17 +94,28 @@ class TrivialAugment(_PerSampleTorchvision):
 
 @POLICIES.register("autoaugment")
 class AutoAugment(_PerSampleTorchvision):
-    """AutoAugment (Cubuk et al. 2019) with its searched cifar10, imagenet or svhn policy."""
+    """AutoAugment (Cubuk et al. 2019) with its searched cifar10, imagenet or svhn policy, per
+    sample; backend=batched (default) or torchvision (image by image), as RandAugment."""
 
-    def __init__(self, *, policy: str = "cifar10"):
+    def __init__(self, *, policy: str = "cifar10", backend: str = "batched"):
         super().__init__()
+        from torchvision import transforms as v1
+
         choices = {p.name.lower(): p for p in v2.AutoAugmentPolicy}
         check_option(policy.lower() in choices, "policy", policy, f"one of {', '.join(sorted(choices))}")
         self.policy_name = policy.lower()
+        self.backend = check_backend(backend)
         self.transform = v2.AutoAugment(choices[self.policy_name])
+        # the searched sub-policies, as torchvision publishes them: ((op, p, bin), (op, p, bin))
+        self.sub_policies = v1.AutoAugment(choices[self.policy_name]).policies
+
+    def augment(self, batch: Batch, ctx: StepContext) -> Batch:
+        if self.backend == "torchvision":
+            return super().augment(batch, ctx)
+        return batch.replace(inputs=batched.autoaugment(batch.inputs, self.sub_policies))
 
     def describe(self) -> dict[str, Any]:
-        return {"name": self.name, "policy": self.policy_name}
+        return {"name": self.name, "policy": self.policy_name, "backend": self.backend}
 
 
 class _BatchMix(BatchPolicy):

@@ -141,42 +141,6 @@ def _sharpness(images: Tensor, factor: Tensor) -> Tensor:
     return out.clamp_(0.0, 1.0)
 
 
-POINTWISE = frozenset({"Identity", "Brightness", "Color", "Contrast", "Solarize", "Posterize", "Invert"})
-
-
-def _pointwise(names: list[str], images: Tensor, values: list[float]) -> Tensor:
-    """The per-pixel ops of a group, each sample its own (names[i], values[i]), in a few
-    whole-group passes instead of one gather and scatter per op: the blends (Brightness with
-    black, Color with the grayscale image, Contrast with its mean; Identity is a blend at
-    ratio 1) in one, then Solarize, Posterize and Invert where chosen. Each sample's result
-    is `apply_op`'s to the bit: the same float32 formulas."""
-    if images.shape[1] != 3:  # Color on grayscale is the identity: the group path handles channels
-        return torch.cat([apply_op(n, images[i:i + 1], torch.tensor([v], dtype=torch.float64))
-                          for i, (n, v) in enumerate(zip(names, values))])
-    device, dtype = images.device, images.dtype
-    shape = (-1, 1, 1, 1)
-    is_ = lambda *ops: torch.tensor([n in ops for n in names], device=device).view(shape)  # noqa: E731
-    blend_ratio = torch.tensor([v if n in ("Brightness", "Color", "Contrast") else 1.0 for n, v in zip(names, values)],
-                               dtype=dtype, device=device).view(shape)
-    gray = _grayscale(images)
-    target = torch.where(is_("Color"), gray, torch.where(is_("Contrast"), gray.mean(dim=(-3, -2, -1), keepdim=True),
-                                                           torch.zeros((), dtype=dtype, device=device)))
-    out = _blend(images, target.expand_as(images), blend_ratio)
-    if "Solarize" in names:
-        threshold = torch.tensor([v if n == "Solarize" else 2.0 for n, v in zip(names, values)], dtype=dtype,
-                                 device=device).view(shape)
-        out = torch.where(out >= threshold, 1.0 - out, out)
-    if "Posterize" in names:
-        bits = torch.tensor([v if n == "Posterize" else 8.0 for n, v in zip(names, values)], dtype=dtype,
-                            device=device).view(shape)
-        levels = torch.exp2(bits)
-        posterized = torch.minimum(out.mul(levels).floor_().clamp_(min=0), levels - 1).mul_(levels.reciprocal())
-        out = torch.where(is_("Posterize"), posterized, out)
-    if "Invert" in names:
-        out = torch.where(is_("Invert"), 1.0 - out, out)
-    return out
-
-
 def _grayscale(images: Tensor) -> Tensor:
     return TF.rgb_to_grayscale(images) if images.shape[1] == 3 else images
 
@@ -239,16 +203,15 @@ def apply_named_ops(images: Tensor, names: list[str], values: list[float]) -> Te
     # which at 224 px is most of the cost.
     groups: dict[str, list[int]] = {}
     for index, name in enumerate(names):
-        key = "~geometric" if name in GEOMETRIC else "~pointwise" if name in POINTWISE else name
-        groups.setdefault(key, []).append(index)
+        groups.setdefault("~geometric" if name in GEOMETRIC else name, []).append(index)
     out = torch.empty_like(images)
     for key, members in groups.items():
         rows = torch.tensor(members, device=images.device)
         chunk = images.index_select(0, rows)
         if key == "~geometric":
             result = _geometric([names[i] for i in members], chunk, [values[i] for i in members])
-        elif key == "~pointwise":
-            result = _pointwise([names[i] for i in members], chunk, [values[i] for i in members])
+        elif key == "Identity":
+            result = chunk
         else:
             result = apply_op(key, chunk, torch.tensor([values[i] for i in members], dtype=torch.float64))
         out.index_copy_(0, rows, result)
