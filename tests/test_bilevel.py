@@ -163,6 +163,14 @@ def validation_loss_after_a_real_step(model, optimizer, policy, x, y, vx, vy, em
     return per_sample(twin(vx), vy).mean().item()
 
 
+def task_optimizer_lookahead(engine, model, weights, alpha, x, y, vx, vy, optimizer, **fast_options):
+    """The lookahead gradients of `engine` (higher, jvp or fd) following the task optimizer."""
+    if engine == "higher":
+        return higher_lookahead(model, weights, alpha, x, y, vx, vy, per_sample, optimizer=optimizer)
+    return fast_lookahead(model, per_sample(model(x), y), weights, alpha, x, y, vx, vy, per_sample, mode=engine,
+                          optimizer=optimizer, **fast_options)
+
+
 @pytest.mark.parametrize("nesterov", [False, True])
 @pytest.mark.parametrize("engine", ["higher", "jvp", "fd"])
 def test_the_task_optimizer_lookahead_matches_central_finite_differences(engine, nesterov):
@@ -170,11 +178,7 @@ def test_the_task_optimizer_lookahead_matches_central_finite_differences(engine,
     optimizer = task_optimizer(model, nesterov)
     policy.zero_grad()
     weights = normalize_weights(policy(x, emb))
-    if engine == "higher":
-        g = higher_lookahead(model, weights, alpha, x, y, vx, vy, per_sample, optimizer=optimizer)
-    else:
-        g = fast_lookahead(model, per_sample(model(x), y), weights, alpha, x, y, vx, vy, per_sample, mode=engine,
-                           fd_step=1e-8, optimizer=optimizer)
+    g = task_optimizer_lookahead(engine, model, weights, alpha, x, y, vx, vy, optimizer, fd_step=1e-8)
     weights.backward(g.weights)
     h = 1e-6
 
@@ -211,11 +215,7 @@ def test_the_task_optimizer_lookahead_of_the_fast_engine_agrees_with_higher_on_a
     def grads(name):
         policy.zero_grad()
         weights = normalize_weights(policy(features, emb))
-        if name == "higher":
-            g = higher_lookahead(model, weights, alpha, x, y, vx, vy, per_sample, optimizer=optimizer)
-        else:
-            g = fast_lookahead(model, per_sample(model(x), y), weights, alpha, x, y, vx, vy, per_sample, mode=name,
-                               optimizer=optimizer)
+        g = task_optimizer_lookahead(name, model, weights, alpha, x, y, vx, vy, optimizer)
         weights.backward(g.weights)
         return torch.cat([p.grad.flatten() for p in policy.parameters()]), g.alpha
 
