@@ -145,3 +145,19 @@ def test_missing_or_unreadable_images_say_what_to_fix_in_one_line(imagenet_root,
                      "--model", "small-cnn", "--workers", "2", "--out", str(tmp_path / "run2"))
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert f"cannot read image {bad}" in " ".join(result.stderr.split())
+
+
+def test_a_validation_stream_of_files_is_decoded_ahead_and_resumes_exactly(imagenet_root):
+    from metaaugment.data.batches import BatchStream, epoch_order
+
+    data = create_benchmark("imagenet").load(imagenet_root, image_size=16)
+    split = FileSplit(data.test.files, data.test.labels, 16, train=False)  # 12 images: passes of 3 batches
+    stream = BatchStream(split, 4, seed=2, workers=2)
+    drawn = [stream.next() for _ in range(5)]  # into the second pass
+    for index, batch in enumerate(drawn):  # what this process decodes alone, batch by batch
+        order = epoch_order(len(split), 2 + 7919, index // 3)
+        expected = split.batch(order[(index % 3) * 4:(index % 3 + 1) * 4])
+        assert torch.equal(batch.inputs, expected.inputs) and torch.equal(batch.targets, expected.targets)
+    resumed = BatchStream(split, 4, seed=2, workers=2)
+    resumed.load_state_dict(stream.state_dict())
+    assert torch.equal(resumed.next().inputs, stream.next().inputs)

@@ -59,11 +59,14 @@ class BatchStream:
     its state is two integers, so a resumed run draws exactly the batches it would have drawn.
     """
 
-    def __init__(self, split: ImageSplit, batch_size: int, seed: int, device: torch.device | str = "cpu"):
-        self.split, self.seed, self.device = split, seed, device
+    def __init__(self, split: ImageSplit | FileSplit, batch_size: int, seed: int, device: torch.device | str = "cpu",
+                 workers: int = 0):
+        self.split, self.seed, self.device, self.workers = split, seed, device, workers
         self.batch_size = min(batch_size, len(split))
         self.epoch, self.position = 0, 0
         self._order: tuple[int, Tensor] | None = None  # (epoch, permutation): drawn once per pass
+        # a FileSplit's batches of the current pass, decoded ahead by `workers` processes
+        self._files: Iterator[Batch] | None = None
 
     def _epoch_order(self) -> Tensor:
         if self._order is None or self._order[0] != self.epoch:
@@ -72,11 +75,17 @@ class BatchStream:
 
     def next(self) -> Batch:
         """The next mini-batch, reshuffling after each pass over the split."""
-        if self.position >= steps_per_epoch(len(self.split), self.batch_size):
-            self.epoch, self.position = self.epoch + 1, 0
+        steps = steps_per_epoch(len(self.split), self.batch_size)
+        if self.position >= steps:
+            self.epoch, self.position, self._files = self.epoch + 1, 0, None
         order = self._epoch_order()
         start = self.position * self.batch_size
         self.position += 1
+        if isinstance(self.split, FileSplit):
+            if self._files is None:  # the rest of this pass, from where the stream stands
+                chunks = [order[i * self.batch_size:(i + 1) * self.batch_size] for i in range(self.position - 1, steps)]
+                self._files = self.split.batches(chunks, self.device, self.workers)
+            return next(self._files)
         return self.split.batch(order[start:start + self.batch_size], self.device)
 
     def state_dict(self) -> dict[str, int]:
@@ -85,4 +94,4 @@ class BatchStream:
 
     def load_state_dict(self, state: dict[str, int]) -> None:
         """Restore a position saved by `state_dict`."""
-        self.epoch, self.position = state["epoch"], state["position"]
+        self.epoch, self.position, self._files = state["epoch"], state["position"], None

@@ -111,7 +111,7 @@ class MiniBatchStrategy(KindStrategy):
         super().__init__(*args, **kwargs)
         cfg = self.config
         self.steps_per_epoch = steps_per_epoch(len(self.data.train), cfg.batch_size)
-        self.val_stream = BatchStream(self.data.val, cfg.batch_size, cfg.seed, self.device)
+        self.val_stream = BatchStream(self.data.val, cfg.batch_size, cfg.seed, self.device, cfg.workers)
         self.subset_generator = torch.Generator().manual_seed(cfg.seed + 104_729)
 
     def epoch_inputs(self, epoch: int, start: int) -> Iterator[Any]:
