@@ -4,8 +4,9 @@
     python perf/augment_throughput.py --sizes 32 --batches 128 --repeats 21
     python perf/augment_throughput.py --device cuda
 
-For each policy, in one process and round-robin (`timing.round_robin`), on float images in
-[0, 1] on the device:
+For each policy, in one process and round-robin (`timing.round_robin`; each turn times
+consecutive calls filling --min-seconds, so that a 1 ms step is not measured just after a
+15 ms one), on float images in [0, 1] on the device:
   (a) ours: `randaugment` / `trivialaugment` / `autoaugment` / `cutout` with backend=batched, one call per
       batch, every sample drawing its own ops, magnitudes and signs;
   (b) torchvision image by image (backend=torchvision): the same per-sample semantics;
@@ -63,18 +64,22 @@ def main() -> None:
     parser.add_argument("--policies", default="randaugment,trivialaugment,autoaugment,cutout")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--min-seconds", type=float, default=0.02,
+                        help="time consecutive calls filling this long per turn (timing.round_robin); 0: one call")
     args = parser.parse_args()
     keep_freed_host_memory()  # as `metaaug` does: no page faults on every batch's fresh tensors
     device = resolve_device(args.device)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
-    print(f"device {device} ({name}), threads {torch.get_num_threads()}, median of {args.repeats} round-robin calls")
+    print(f"device {device} ({name}), threads {torch.get_num_threads()}, median of {args.repeats} round-robin turns"
+          f" of at least {args.min_seconds} s each")
     generator = torch.Generator().manual_seed(0)
     for size in [int(s) for s in args.sizes.split(",")]:
         spec = TaskSpec(num_classes=10, input_shape=(3, size, size))
         for batch_size in [int(b) for b in args.batches.split(",")]:
             images = torch.rand(batch_size, 3, size, size, generator=generator).to(device)
             for policy in args.policies.split(","):
-                medians = round_robin(policy_steps(policy, images, spec), device, args.repeats)
+                medians = round_robin(policy_steps(policy, images, spec), device, args.repeats,
+                                      min_seconds=args.min_seconds)
                 rate = {k: batch_size / v for k, v in medians.items()}
                 line = (f"{policy} batched vs image-by-image: {rate['batched'] / rate['torchvision']:.2f}x  "
                         f"({size}px, batch {batch_size}: {rate['batched']:,.0f} vs {rate['torchvision']:,.0f} "

@@ -48,7 +48,7 @@ def test_ops_signs_and_magnitude_bins_are_drawn_uniformly(policy):
     count = 28_000
     space = batched.randaugment_space(31, SIZE) if policy == "randaugment" else batched.trivialaugment_space(31)
     bin_ = 9 if policy == "randaugment" else None
-    names, values = batched.draw_ops(count, space, bin_, torch.Generator().manual_seed(0))
+    names, values = batched.draw_ops(count, batched.op_table(space), bin_, torch.Generator().manual_seed(0))
     ops = list(space)
     counts = torch.tensor([names.count(op) for op in ops], dtype=torch.float64)
     assert chi_square(counts, torch.full((len(ops),), count / len(ops))) < chi_square_bound(len(ops) - 1)
@@ -69,7 +69,7 @@ def test_ops_signs_and_magnitude_bins_are_drawn_uniformly(policy):
 def test_each_drawn_op_is_torchvision_s_op_on_its_sample():
     g = torch.Generator().manual_seed(3)
     images = torch.rand(64, 3, *SIZE, generator=g)
-    names, values = batched.draw_ops(64, batched.randaugment_space(31, SIZE), 17, g)
+    names, values = batched.draw_ops(64, batched.op_table(batched.randaugment_space(31, SIZE)), 17, g)
     out = apply_named_ops(images, names, values)
     for image, name, value, result in zip(images, names, values, out):
         if name == "ShearX":

@@ -54,6 +54,19 @@ def test_each_batched_op_equals_torchvision_on_every_sample(name, channels):
         torch.testing.assert_close(out[i], expected, atol=1e-6, rtol=0, msg=f"{name} sample {i}")
 
 
+def test_equalize_equals_torchvision_on_flat_and_low_contrast_images():
+    g = torch.Generator().manual_seed(1)
+    images = torch.rand(6, 3, 17, 23, generator=g)
+    images[0] = 0.5  # one level: nothing to equalize, returned as is
+    images[1, 0] = 1.0
+    images[1, 0, 0, 0] = 0.2  # all but one pixel at the brightest level: step 0 too
+    images[2] = images[2] * 0.1 + 0.45  # a narrow range, stretched
+    images[3] = (images[3] * 4).floor() / 4  # four levels
+    out = apply_ops(images, torch.full((6,), OPS.index("Equalize")), torch.zeros(6), torch.ones(6))
+    for i in range(6):
+        assert torch.equal(out[i], TF.equalize(images[i])), f"sample {i}"
+
+
 def test_mixed_ops_in_one_batch_and_input_untouched():
     g = torch.Generator().manual_seed(1)
     images = torch.rand(28, 3, 12, 12, generator=g)

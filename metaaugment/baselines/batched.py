@@ -14,6 +14,9 @@ check them against torchvision's own and check the drawn frequencies statistical
 """
 from __future__ import annotations
 
+import functools
+from dataclasses import dataclass
+
 import torch
 from torch import Tensor
 
@@ -98,25 +101,48 @@ def autoaugment(images: Tensor, policies: list[SubPolicy], generator: torch.Gene
     return images
 
 
-def draw_ops(count: int, space: OpSpace, magnitude_bin: int | None,
+@dataclass(frozen=True)
+class OpTable:
+    """An op space as `apply_named_ops` arguments: names (K,) and arguments (K, bins, 2),
+    [..., 0] at each magnitude bin and [..., 1] the same negated where the op is signed."""
+
+    names: tuple[str, ...]
+    arguments: Tensor
+
+
+def op_table(space: OpSpace) -> OpTable:
+    """Every argument `space` can produce, computed once (`torchvision_argument`) so that a
+    batch's draws are looked up in one indexing call instead of one Python call per sample."""
+    num_bins = max(values.numel() for values, _ in space.values())
+    rows = []
+    for name, (values, signed) in space.items():
+        grid = (values.tolist() if values.ndim > 0 else [0.0], signed)
+        rows.append([[torchvision_argument(name, grid, min(b, len(grid[0]) - 1), flip) for flip in (False, True)]
+                     for b in range(num_bins)])
+    return OpTable(tuple(space), torch.tensor(rows, dtype=torch.float64))
+
+
+@functools.lru_cache(maxsize=64)
+def _randaugment_table(num_bins: int, size: tuple[int, int]) -> OpTable:
+    return op_table(randaugment_space(num_bins, size))
+
+
+@functools.lru_cache(maxsize=8)
+def _trivialaugment_table(num_bins: int) -> OpTable:
+    return op_table(trivialaugment_space(num_bins))
+
+
+def draw_ops(count: int, table: OpTable, magnitude_bin: int | None,
              generator: torch.Generator | None = None) -> tuple[list[str], list[float]]:
-    """One op per sample, uniform over `space`, at magnitude bin `magnitude_bin` (RandAugment)
-    or a uniform bin (None: TrivialAugment), negated with probability 1/2 where signed.
-    Returns the op names and their torchvision arguments (`apply_named_ops`' units)."""
-    names = list(space)
-    # the bins as Python floats once: indexing a tensor per sample would cost more than the draw
-    grids = {name: (values.tolist() if values.ndim > 0 else [0.0], signed) for name, (values, signed) in space.items()}
-    num_bins = max(len(grid) for grid, _ in grids.values())
-    ops = torch.randint(len(names), (count,), generator=generator).tolist()
-    bins = ([magnitude_bin] * count if magnitude_bin is not None
-            else torch.randint(num_bins, (count,), generator=generator).tolist())
-    negate = torch.randint(2, (count,), generator=generator).tolist()
-    chosen, arguments = [], []
-    for op, magnitude, flip in zip(ops, bins, negate):
-        name = names[op]
-        chosen.append(name)
-        arguments.append(torchvision_argument(name, grids[name], magnitude, bool(flip)))
-    return chosen, arguments
+    """One op per sample, uniform over `table` (`op_table`), at magnitude bin `magnitude_bin`
+    (RandAugment) or a uniform bin (None: TrivialAugment), negated with probability 1/2 where
+    signed. Returns the op names and their torchvision arguments (`apply_named_ops`' units)."""
+    ops = torch.randint(len(table.names), (count,), generator=generator)
+    bins = (torch.full((count,), magnitude_bin, dtype=torch.int64) if magnitude_bin is not None
+            else torch.randint(table.arguments.shape[1], (count,), generator=generator))
+    negate = torch.randint(2, (count,), generator=generator)
+    names = [table.names[op] for op in ops.tolist()]
+    return names, table.arguments[ops, bins, negate].tolist()
 
 
 def torchvision_argument(name: str, grid: tuple[list[float], bool], magnitude: int | None, negate: bool) -> float:
@@ -138,9 +164,9 @@ def randaugment(images: Tensor, num_ops: int = 2, magnitude: int = 9, num_bins: 
                 generator: torch.Generator | None = None) -> Tensor:
     """RandAugment on (B, C, H, W) images in [0, 1]: num_ops rounds, each sample drawing its
     own op and sign per round, at the global magnitude bin -> (B, C, H, W)."""
-    space = randaugment_space(num_bins, tuple(images.shape[-2:]))
+    table = _randaugment_table(num_bins, tuple(images.shape[-2:]))
     for _ in range(num_ops):
-        images = apply_named_ops(images, *draw_ops(images.shape[0], space, magnitude if num_bins > 1 else 0,
+        images = apply_named_ops(images, *draw_ops(images.shape[0], table, magnitude if num_bins > 1 else 0,
                                                    generator))
     return images
 
@@ -148,7 +174,7 @@ def randaugment(images: Tensor, num_ops: int = 2, magnitude: int = 9, num_bins: 
 def trivialaugment_wide(images: Tensor, num_bins: int = 31, generator: torch.Generator | None = None) -> Tensor:
     """TrivialAugment Wide on (B, C, H, W) images in [0, 1]: one op per sample at a uniformly
     drawn magnitude bin -> (B, C, H, W)."""
-    return apply_named_ops(images, *draw_ops(images.shape[0], trivialaugment_space(num_bins), None, generator))
+    return apply_named_ops(images, *draw_ops(images.shape[0], _trivialaugment_table(num_bins), None, generator))
 
 
 def cutout(images: Tensor, size: int, generator: torch.Generator | None = None) -> Tensor:
