@@ -1,6 +1,7 @@
 """`metaaug`: the command-line interface, a thin layer over the metaaugment library."""
 from __future__ import annotations
 
+import inspect
 import os
 import sys
 from pathlib import Path
@@ -8,6 +9,7 @@ from typing import Any, List, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 from typing_extensions import Annotated
 
@@ -64,24 +66,55 @@ WorkersOpt = Annotated[int, typer.Option(
     "the results do not depend on it.")]
 
 
-def _base_config(benchmark: str, learner: Optional[str], model: Optional[str], epochs: Optional[int],
-                 batch_size: Optional[int], lr: Optional[float], device: str, data_root: Path,
-                 eval_every: int, checkpoint_every: int, learner_set: Optional[List[str]],
-                 model_set: Optional[List[str]], **episodic: Optional[int]) -> Any:
+# command-line parameters that set the RunConfig field of the same name
+CONFIG_PARAMETERS = ("benchmark", "policy", "learner", "model", "epochs", "batch_size", "seed", "device",
+                     "data_root", "eval_every", "checkpoint_every", "ways", "shots", "query_shots",
+                     "steps_per_epoch", "val_tasks", "test_tasks", "image_size", "val_size", "workers",
+                     "precision", "channels_last", "compile", "policy_from")
+
+
+def _given(ctx: typer.Context, name: str) -> bool:
+    """Whether parameter `name` was given on the command line (or its environment variable)."""
+    source = ctx.get_parameter_source(name)  # by name: typer may carry its own copy of click's enum
+    return getattr(source, "name", None) in ("COMMANDLINE", "ENVIRONMENT")
+
+
+def _settings(ctx: typer.Context, file_settings: dict[str, Any]) -> dict[str, Any]:
+    """RunConfig fields: a file's (--config, --sweep), overridden by the options given on the
+    command line. A policy, learner or model given there drops the file's options for it."""
+    settings = dict(file_settings)
+    for name in CONFIG_PARAMETERS:
+        if name in ctx.params and (_given(ctx, name) or (name == "benchmark" and ctx.params[name] is not None)):
+            value = ctx.params[name]
+            value = str(value) if isinstance(value, Path) else value
+            kind = name if name in ("policy", "learner", "model") else None
+            if kind and settings.get(kind) != value:
+                settings.pop(f"{kind}_options", None)
+            settings[name] = value
+    return settings
+
+
+def _build_config(settings: dict[str, Any], lr: Optional[float], learner_set: Optional[List[str]],
+                  model_set: Optional[List[str]], policy_set: Optional[List[str]] = None) -> Any:
+    """The resolved RunConfig of `settings` with --lr, --learner-set, --model-set and (`run`)
+    --set applied on top."""
     from metaaugment.learners import LEARNERS, EpisodicLearner
-    from metaaugment.registry import MODELS, parse_options
+    from metaaugment.registry import MODELS, POLICIES, parse_options
     from metaaugment.run.config import RunConfig
 
-    config = RunConfig(benchmark=benchmark, learner=learner, model=model, epochs=epochs,
-                       batch_size=batch_size, device=device, data_root=str(data_root),
-                       eval_every=eval_every, checkpoint_every=checkpoint_every, **episodic)
-    config = config.resolve()  # validates values, checks the benchmark name, fills defaults
+    if not settings.get("benchmark"):
+        raise UserError("name a benchmark (e.g. metaaug run digits) or give a --config file that names one")
+    for key in ("policy_options", "learner_options", "model_options"):  # JSON has lists where options take tuples
+        settings[key] = {k: tuple(v) if isinstance(v, list) else v for k, v in settings.get(key, {}).items()}
+    config = RunConfig(**settings).resolve()  # validates values, checks the benchmark name, fills defaults
     config.learner_options.update(parse_options(LEARNERS.get(config.learner).factory, learner_set or []))
     if lr is not None:
         # the outer (meta) learning rate for meta-learners, the SGD rate otherwise
         episodic = issubclass(LEARNERS.get(config.learner).factory, EpisodicLearner)
         config.learner_options["meta_lr" if episodic else "lr"] = lr
     config.model_options.update(parse_options(MODELS.get(config.model).factory, model_set or []))
+    if policy_set:
+        config.policy_options.update(parse_options(POLICIES.get(config.policy).factory, policy_set))
     return config
 
 
@@ -94,28 +127,92 @@ def _results_table(title: str, rows: list[tuple[str, str]]) -> Table:
     return table
 
 
-@app.command("list")
-def list_command() -> None:
-    """List benchmarks, policies, learners and models with one line each."""
-    from metaaugment.learners import list_learners
-    from metaaugment.registry import list_models, list_policies
-    from metaaugment.tasks import list_benchmarks
+KINDS = {"benchmarks": "BENCHMARKS", "policies": "POLICIES", "learners": "LEARNERS", "models": "MODELS"}
+SINGULAR = {"benchmark": "benchmarks", "policy": "policies", "learner": "learners", "model": "models"}
 
-    for title, entries in (("benchmarks", list_benchmarks()), ("policies", list_policies()),
-                           ("learners", list_learners()), ("models", list_models())):
+
+@app.command("list")
+def list_command(
+    kind: Annotated[Optional[str], typer.Argument(
+        help="benchmarks, policies, learners or models: list only those.")] = None,
+    name: Annotated[Optional[str], typer.Argument(
+        help="One entry (or a module.path:Name plug-in): its options with type, default and meaning; "
+        "a benchmark's defaults.")] = None,
+) -> None:
+    """List benchmarks, policies, learners and models (plug-ins with their origin); with KIND NAME,
+    show one entry's options or a benchmark's defaults."""
+    from metaaugment import registry
+
+    kinds = list(KINDS)
+    if kind is not None:
+        chosen = SINGULAR.get(kind, kind)
+        if chosen not in KINDS:
+            raise UserError(f"unknown kind '{kind}'; choose from: {', '.join(KINDS)}")
+        kinds = [chosen]
+    if name is not None:
+        _show_entry(kinds[0], getattr(registry, KINDS[kinds[0]]).get(name))
+        return
+    for title in kinds:
         table = Table(title=title, title_justify="left", show_header=False, box=None, padding=(0, 2))
         table.add_column(style="bold cyan", no_wrap=True)
         table.add_column()
-        for entry in entries:
-            table.add_row(entry.name, entry.summary)
+        for entry in getattr(registry, KINDS[title]):
+            origin = "" if entry.origin == "built-in" else f"  [dim]plug-in: {escape(entry.origin)}[/dim]"
+            table.add_row(entry.name, escape(entry.summary) + origin)
         out_console.print(table)
         out_console.print()
+    out_console.print("One entry's options: metaaug list KIND NAME, e.g. metaaug list policies mixup", highlight=False)
+
+
+def _show_entry(kind: str, entry: Any) -> None:
+    """Print one entry's summary, origin and options (a benchmark: its run defaults)."""
+    from metaaugment.registry import describe_options
+
+    out_console.print(f"[bold cyan]{escape(entry.name)}[/bold cyan] ({kind[:-1] if kind != 'policies' else 'policy'}, "
+                      f"{escape(entry.origin)}): {escape(entry.summary)}", highlight=False)
+    if kind == "benchmarks":
+        _show_benchmark(entry.factory())
+        return
+    options = describe_options(entry.factory)
+    if not options:
+        out_console.print("no options")
+        return
+    table = Table(show_header=True, box=None, padding=(0, 2))
+    for column in ("option", "type", "default", "meaning"):
+        table.add_column(column, style="bold" if column == "option" else None, overflow="fold")
+    for option in options:
+        default = "(required)" if option.default is inspect.Parameter.empty else repr(option.default)
+        table.add_row(option.name, escape(option.type), escape(default), escape(option.meaning))
+    out_console.print(table)
+    flag = {"policies": "--set", "learners": "--learner-set", "models": "--model-set"}[kind]
+    out_console.print(f"change one with {flag} key=value (or in a --config / --sweep file)", highlight=False)
+
+
+def _show_benchmark(bench: Any) -> None:
+    from metaaugment.spec import benchmark_kind
+
+    rows = [("kind", bench.kind), ("model", f"{bench.default_model} {bench.default_model_options or ''}".strip()),
+            ("learner", f"{bench.default_learner} {bench.default_learner_options or ''}".strip()),
+            ("epochs", str(bench.default_epochs)),
+            ("batch size", str(bench.default_batch_size) + (" tasks" if benchmark_kind(bench.kind).episodic else ""))]
+    if benchmark_kind(bench.kind).episodic:
+        rows += [("ways / shots / query shots", f"{bench.default_ways} / {bench.default_shots} / "
+                  f"{bench.default_query_shots}"), ("meta-steps per epoch", str(bench.default_steps_per_epoch))]
+    rows += [(f"{policy} options", str(options)) for policy, options in bench.default_policy_options.items()]
+    for key, value in rows:
+        out_console.print(f"  {key:<28}{escape(value)}", highlight=False)
 
 
 @app.command()
 def run(
-    benchmark: Annotated[str, typer.Argument(help="Benchmark name; see `metaaug list`.")],
-    policy: Annotated[str, typer.Option("--policy", "-p", help="Augmentation policy; see `metaaug list`.")] = "none",
+    ctx: typer.Context,
+    benchmark: Annotated[Optional[str], typer.Argument(
+        help="Benchmark name (or module.path:Name); see `metaaug list`. Optional with --config.")] = None,
+    config_file: Annotated[Optional[Path], typer.Option(
+        "--config", help="A JSON or YAML file of run settings (a run's config.json replays it); options given "
+        "here override it. See docs/workflow.md.")] = None,
+    policy: Annotated[str, typer.Option("--policy", "-p", help="Augmentation policy (or module.path:Name); "
+                                        "see `metaaug list`.")] = "none",
     policy_set: Annotated[Optional[List[str]], typer.Option("--set", "-s",
                                                             help="Policy option key=value (repeatable).")] = None,
     learner: LearnerOpt = None,
@@ -154,10 +251,9 @@ def run(
         "each, gloo on CPU). --batch-size stays the global batch. Several machines: docs/scale.md.")] = 1,
 ) -> None:
     """Train with one policy on a benchmark; writes config.json, metrics.jsonl, results.json."""
-    import dataclasses
-
-    from metaaugment.registry import POLICIES, parse_options
     from metaaugment.run import distributed
+    from metaaugment.run.config_file import run_settings
+    from metaaugment.run.folder import folder_name
     from metaaugment.run.loop import train
 
     if resume and overwrite:
@@ -165,22 +261,17 @@ def run(
     if nproc_per_node < 1:
         raise UserError(f"--nproc-per-node must be a positive integer (got {nproc_per_node})")
     launch = nproc_per_node > 1 and not distributed.launched_by_torchrun()
-    config = _base_config(benchmark, learner, model, epochs, batch_size, lr, device, data_root,
-                          eval_every, checkpoint_every, learner_set, model_set, ways=ways, shots=shots,
-                          query_shots=query_shots, steps_per_epoch=steps_per_epoch, val_tasks=val_tasks,
-                          test_tasks=test_tasks, image_size=image_size, val_size=val_size,
-                          workers=workers, precision=precision, channels_last=channels_last, compile=compile)
-    options = parse_options(POLICIES.get(policy).factory, policy_set or [])
-    config = dataclasses.replace(config, policy=policy, policy_options=options, seed=seed,
-                                 policy_from=None if policy_from is None else str(policy_from))
-    out = out or Path("runs") / benchmark / policy / f"seed{seed}"
+    settings = _settings(ctx, run_settings(config_file) if config_file is not None else {})
+    config = _build_config(settings, lr, learner_set, model_set, policy_set)
+    out = out or Path("runs") / folder_name(config.benchmark) / folder_name(config.policy) / f"seed{config.seed}"
     if launch:  # bad options and folders are reported here, before any process starts
         check_launch(config, out, nproc_per_node, resume=resume, overwrite=overwrite)
         raise typer.Exit(launch_processes(nproc_per_node))
     results = train(config, out, resume=resume, overwrite=overwrite, console=err_console, show_progress=not quiet)
     if not distributed.is_main():  # under torchrun rank 0 reports
         return
-    out_console.print(_results_table(f"{benchmark} · {policy} · seed {seed}", _result_rows(results, out)))
+    out_console.print(_results_table(f"{config.benchmark} · {config.policy} · seed {config.seed}",
+                                     _result_rows(results, out)))
 
 
 def check_launch(config: Any, out: Path, count: int, *, resume: bool, overwrite: bool) -> None:
@@ -274,10 +365,17 @@ def _parse_policy_sets(policies: list[str], assignments: list[str]) -> dict[str,
 
 @app.command()
 def compare(
-    benchmark: Annotated[str, typer.Argument(help="Benchmark name; see `metaaug list`.")],
-    policies: Annotated[str, typer.Option("--policies",
-                                          help="Comma-separated policy names, e.g. none,randaugment,mixup.")],
-    seeds: Annotated[str, typer.Option(help="Comma-separated seeds.")] = "0,1,2",
+    ctx: typer.Context,
+    benchmark: Annotated[Optional[str], typer.Argument(
+        help="Benchmark name; see `metaaug list`. Optional when the --sweep file names one.")] = None,
+    policies: Annotated[Optional[str], typer.Option(
+        "--policies", help="Comma-separated policy names, e.g. none,randaugment,mixup (the short form of "
+        "--sweep).")] = None,
+    sweep: Annotated[Optional[Path], typer.Option(
+        "--sweep", help="A JSON or YAML file of named variants (policy + options, learner and model options) and "
+        "shared settings; see docs/workflow.md.")] = None,
+    seeds: Annotated[Optional[str], typer.Option(help="Comma-separated seeds (default: the sweep file's, else "
+                                                 "0,1,2).")] = None,
     policy_set: Annotated[Optional[List[str]], typer.Option("--set", "-s",
                                                             help="POLICY.key=value (repeatable).")] = None,
     learner: LearnerOpt = None,
@@ -288,6 +386,9 @@ def compare(
     device: DeviceOpt = "auto",
     data_root: DataRootOpt = Path("data"),
     out: Annotated[Optional[Path], typer.Option(help="Comparison folder (default: runs/compare/BENCHMARK).")] = None,
+    overwrite: Annotated[bool, typer.Option(
+        help="Train every run again from the start, replacing its folder (default: reuse finished runs and "
+        "resume unfinished ones).")] = False,
     eval_every: EvalEveryOpt = 1,
     checkpoint_every: CheckpointOpt = 100,
     learner_set: LearnerSetOpt = None,
@@ -306,27 +407,42 @@ def compare(
     compile: CompileOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
-    """Run (or reuse finished) runs of several policies over seeds; print and save a table and plot."""
+    """Run (or reuse finished) runs of several policies or sweep variants over seeds; print and save a
+    table and plot."""
     from metaaugment.registry import POLICIES
     from metaaugment.run.compare import format_stat, run_comparison, summarize, write_comparison
+    from metaaugment.run.config_file import read_sweep
+    from metaaugment.run.folder import folder_name
 
-    names = [p.strip() for p in policies.split(",") if p.strip()]
-    if not names or len(set(names)) != len(names):
-        raise UserError(f"--policies must be distinct comma-separated names (got {policies!r})")
-    for name in names:
-        POLICIES.get(name)  # fail before any training on a misspelt name
-    seed_list = _parse_seeds(seeds)
-    options = _parse_policy_sets(names, policy_set or [])
-    config = _base_config(benchmark, learner, model, epochs, batch_size, lr, device, data_root,
-                          eval_every, checkpoint_every, learner_set, model_set, ways=ways, shots=shots,
-                          query_shots=query_shots, steps_per_epoch=steps_per_epoch, val_tasks=val_tasks,
-                          test_tasks=test_tasks, image_size=image_size, val_size=val_size,
-                          workers=workers, precision=precision, channels_last=channels_last, compile=compile)
-    out = out or Path("runs") / "compare" / benchmark
-    records = run_comparison(config, names, seed_list, out, options, console=err_console, show_progress=not quiet)
-    paths = write_comparison(out, benchmark, records)
-    table = Table(title=f"{benchmark}: mean ± std over seeds {', '.join(map(str, seed_list))}")
-    table.add_column("policy", style="bold")
+    if (policies is None) == (sweep is None):
+        raise UserError("give --policies a,b,... or a --sweep file (one of them)")
+    if sweep is not None:
+        if policy_set:
+            raise UserError("--set applies to --policies; a sweep file sets each variant's policy_options")
+        plan = read_sweep(sweep)
+        variants: list[Any] = plan.variants
+        file_settings, file_seeds = plan.settings, plan.seeds
+        options: dict[str, dict[str, Any]] = {}
+    else:
+        names = [p.strip() for p in (policies or "").split(",") if p.strip()]
+        if not names or len(set(names)) != len(names):
+            raise UserError(f"--policies must be distinct comma-separated names (got {policies!r}); to compare "
+                            f"variants of one policy, use a --sweep file")
+        for name in names:
+            POLICIES.get(name)  # fail before any training on a misspelt name
+        variants, file_settings, file_seeds = names, {}, None
+        options = _parse_policy_sets(names, policy_set or [])
+    seed_list = _parse_seeds(seeds) if seeds is not None else (
+        file_seeds if file_seeds is not None else [0, 1, 2])
+    if seeds is None and file_seeds is not None:
+        _parse_seeds(",".join(map(str, file_seeds)))  # the same checks as --seeds
+    config = _build_config(_settings(ctx, file_settings), lr, learner_set, model_set)
+    out = out or Path("runs") / "compare" / folder_name(config.benchmark)
+    records = run_comparison(config, variants, seed_list, out, options, console=err_console,
+                             show_progress=not quiet, overwrite=overwrite)
+    paths = write_comparison(out, config.benchmark, records)
+    table = Table(title=f"{config.benchmark}: mean ± std over seeds {', '.join(map(str, seed_list))}")
+    table.add_column("variant" if sweep is not None else "policy", style="bold")
     summaries = summarize(records)
     for _, title, percent in summaries[0].metrics:
         table.add_column(title + (" (%)" if percent else ""), justify="right")

@@ -80,7 +80,11 @@ def _conv_block(cin: int, cout: int) -> list[nn.Module]:
 
 @MODELS.register("small-cnn")
 def small_cnn(spec: TaskSpec, *, width: int = 32) -> FeatureClassifier:
-    """Three conv-BN-ReLU stages with pooling and global average pooling; fast on CPU."""
+    """Three conv-BN-ReLU stages with pooling and global average pooling; fast on CPU.
+
+    Options:
+        width: channels of the first stage (doubled per stage)
+    """
     check_option(width >= 1, "width", width, "at least 1")
     body = nn.Sequential(
         *_conv_block(spec.channels, width),
@@ -94,7 +98,11 @@ def small_cnn(spec: TaskSpec, *, width: int = 32) -> FeatureClassifier:
 @MODELS.register("small-convnet")
 def small_convnet(spec: TaskSpec, *, width: int = 32) -> FeatureClassifier:
     """Four conv-BN-ReLU stages, a 2x2 max-pool after each of the first three, global average
-    pooling: its features see a whole 32x32 image at a third of small-cnn's cost; fast on CPU."""
+    pooling: its features see a whole 32x32 image at a third of small-cnn's cost; fast on CPU.
+
+    Options:
+        width: channels of the first stage (doubled per stage)
+    """
     check_option(width >= 1, "width", width, "at least 1")
     body = nn.Sequential(
         *_conv_block(spec.channels, width), nn.MaxPool2d(2),
@@ -219,7 +227,11 @@ def resnet200(spec: TaskSpec) -> FeatureClassifier:
 
 @MODELS.register("wrn-28-10")
 def wrn_28_10(spec: TaskSpec, *, dropout: float = 0.0) -> FeatureClassifier:
-    """Wide ResNet 28-10 (36.5M parameters; the paper's CIFAR model, GPU-scale)."""
+    """Wide ResNet 28-10 (36.5M parameters; the paper's CIFAR model, GPU-scale).
+
+    Options:
+        dropout: dropout between the two convolutions of each block
+    """
     check_option(0 <= dropout < 1, "dropout", dropout, "in [0, 1)")
     body, width = wide_resnet_extractor(spec.channels, 28, 10, dropout)
     return FeatureClassifier(spec, body, width)
@@ -227,7 +239,11 @@ def wrn_28_10(spec: TaskSpec, *, dropout: float = 0.0) -> FeatureClassifier:
 
 @MODELS.register("wrn-40-2")
 def wrn_40_2(spec: TaskSpec, *, dropout: float = 0.0) -> FeatureClassifier:
-    """Wide ResNet 40-2 (2.2M parameters; the paper's smaller CIFAR model)."""
+    """Wide ResNet 40-2 (2.2M parameters; the paper's smaller CIFAR model).
+
+    Options:
+        dropout: dropout between the two convolutions of each block
+    """
     check_option(0 <= dropout < 1, "dropout", dropout, "in [0, 1)")
     body, width = wide_resnet_extractor(spec.channels, 40, 2, dropout)
     return FeatureClassifier(spec, body, width)
@@ -239,7 +255,11 @@ def conv4(spec: TaskSpec, *, hidden_size: int = 64) -> FeatureClassifier:
 
     Each block is conv 3x3 - BatchNorm - ReLU - 2x2 max-pool, as in MAML and ProtoNets; the
     backbone's maps come flattened, (B, hidden_size * (H // 16) * (W // 16)), and the head
-    classifies them as they are (no pooling)."""
+    classifies them as they are (no pooling).
+
+    Options:
+        hidden_size: channels of every conv block
+    """
     from metaaugment.dependencies import learn2learn
 
     check_option(hidden_size >= 1, "hidden_size", hidden_size, "at least 1")
@@ -273,7 +293,11 @@ class MLPRegressor(nn.Module):
 
 @MODELS.register("mlp")
 def mlp(spec: TaskSpec, *, hidden: tuple[int, ...] = (40, 40)) -> MLPRegressor:
-    """MAML's sinusoid regressor: inputs -> 40 -> 40 -> 1 with ReLU (hidden sizes configurable)."""
+    """MAML's sinusoid regressor: inputs -> 40 -> 40 -> 1 with ReLU (hidden sizes configurable).
+
+    Options:
+        hidden: widths of the hidden layers (comma-separated)
+    """
     if len(spec.input_shape) != 1:
         raise UserError("mlp takes flat inputs (a regression benchmark such as sinusoid)")
     check_option(len(hidden) > 0 and all(h >= 1 for h in hidden), "hidden", hidden, "one or more positive widths")

@@ -3,13 +3,25 @@
 The four registries live here; the modules that define the built-in entries register them
 when imported, and a registry imports its built-in modules the first time it is asked for a
 name, so `create_policy("mixup")` works without importing anything else first.
+
+Plug-ins, without touching this package (docs/workflow.md):
+- a reference `module.path:Name`, importable from the environment or the working folder,
+  is resolved on first use and registered under that reference, which is what config.json
+  records, so `--resume` and `compare` find it again;
+- installed distributions declare entry points in the groups `metaaugment.policies`,
+  `metaaugment.learners`, `metaaugment.models` and `metaaugment.benchmarks`; each is loaded
+  the first time its name is asked for.
+A plug-in that fails to import is one UserError line naming it.
 """
 from __future__ import annotations
 
 import contextlib
 import importlib
+import importlib.metadata
 import inspect
+import os
 import re
+import sys
 import types
 import typing
 from dataclasses import dataclass
@@ -22,11 +34,13 @@ T = TypeVar("T")
 
 @dataclass(frozen=True)
 class Entry(Generic[T]):
-    """One registered name: its factory and a one-line summary for `metaaug list`."""
+    """One registered name: its factory, a one-line summary for `metaaug list`, and where it
+    comes from ("built-in", "module:Name" file or module, or "entry point of DIST")."""
 
     name: str
     factory: Callable[..., T]
     summary: str
+    origin: str = "built-in"
 
 
 def _first_doc_line(obj: Any) -> str:
@@ -35,13 +49,16 @@ def _first_doc_line(obj: Any) -> str:
 
 
 class Registry(Generic[T]):
-    """A named collection of factories of one kind (`kind` is used in error messages)."""
+    """A named collection of factories of one kind (`kind` is used in error messages);
+    `group` is the entry-point group installed plug-ins declare their entries in."""
 
-    def __init__(self, kind: str, builtins: tuple[str, ...] = ()):
+    def __init__(self, kind: str, builtins: tuple[str, ...] = (), group: str | None = None):
         self.kind = kind
+        self.group = group
         self._entries: dict[str, Entry[T]] = {}
         self._builtins = builtins  # modules registering the built-in entries, imported on first use
         self._loaded = not builtins
+        self._entry_points: dict[str, importlib.metadata.EntryPoint] | None = None
 
     def _load_builtins(self) -> None:
         if not self._loaded:
@@ -49,7 +66,8 @@ class Registry(Generic[T]):
             for module in self._builtins:
                 importlib.import_module(module)
 
-    def register(self, name: str, summary: str | None = None) -> Callable[[Callable[..., T]], Callable[..., T]]:
+    def register(self, name: str, summary: str | None = None,
+                 origin: str = "built-in") -> Callable[[Callable[..., T]], Callable[..., T]]:
         """Decorator registering a class or function under `name`. A class gets `name` as its
         `name` attribute (what config.json and describe() record), so the name is written once."""
 
@@ -58,10 +76,40 @@ class Registry(Generic[T]):
                 raise ValueError(f"{self.kind} '{name}' is registered twice")
             if inspect.isclass(factory):
                 factory.name = name  # type: ignore[attr-defined]
-            self._entries[name] = Entry(name, factory, summary or _first_doc_line(factory))
+            self._entries[name] = Entry(name, factory, summary or _first_doc_line(factory), origin)
             return factory
 
         return decorate
+
+    # -- plug-ins -------------------------------------------------------------------------
+    def installed_plugins(self) -> dict[str, importlib.metadata.EntryPoint]:
+        """The entry points installed distributions declare in this registry's group, by name
+        (not loaded; a name that is also built in stays the built-in one)."""
+        if self._entry_points is None:
+            found = importlib.metadata.entry_points(group=self.group) if self.group else ()
+            self._entry_points = {point.name: point for point in found}
+        return self._entry_points
+
+    def _load_plugin(self, name: str) -> Entry[T] | None:
+        """Register the plug-in `name` (an installed entry point, or a `module:Name`
+        reference) on first use; None when `name` is neither."""
+        point = self.installed_plugins().get(name)
+        if point is not None:
+            distribution = point.dist.name if point.dist is not None else point.value
+            origin = f"entry point of {distribution} ({point.value})"
+            factory = _import_plugin(self.kind, name, point.load)
+        elif ":" in name:
+            module, _, attribute = name.partition(":")
+            if not module or not attribute:
+                raise UserError(f"{self.kind} '{name}' must look like module.path:Name")
+            factory = _import_plugin(self.kind, name, lambda: _attribute(module, attribute))
+            origin = _module_origin(module)
+        else:
+            return None
+        if not callable(factory):
+            raise UserError(f"{self.kind} plug-in '{name}' is a {type(factory).__name__}, not a class or function")
+        self.register(name, origin=origin)(factory)
+        return self._entries[name]
 
     @contextlib.contextmanager
     def scoped(self) -> Iterator["Registry[T]"]:
@@ -78,8 +126,19 @@ class Registry(Generic[T]):
         return name in self._entries
 
     def __iter__(self) -> Iterator[Entry[T]]:
+        """Every entry, built-in and registered, then the installed plug-ins (loaded here; one
+        that fails to import is listed with the reason as its summary), sorted by name."""
         self._load_builtins()
-        return iter(sorted(self._entries.values(), key=lambda e: e.name))
+        for name in self.installed_plugins():
+            if name not in self._entries:
+                try:
+                    self._load_plugin(name)
+                except UserError as error:
+                    point = self.installed_plugins()[name]
+                    self._entries.pop(name, None)
+                    yield Entry(name, _broken_plugin, f"(cannot be used: {error})",
+                                f"entry point of {point.dist.name if point.dist else point.value}")
+        yield from sorted(self._entries.values(), key=lambda e: e.name)
 
     def names(self) -> list[str]:
         """Sorted registered names."""
@@ -87,11 +146,15 @@ class Registry(Generic[T]):
         return sorted(self._entries)
 
     def get(self, name: str) -> Entry[T]:
-        """The entry for `name`, or a UserError naming the valid choices."""
+        """The entry for `name` (a registered name, an installed plug-in's name, or a
+        `module.path:Name` reference), or a UserError naming the valid choices."""
         self._load_builtins()
-        if name not in self._entries:
-            raise UserError(f"unknown {self.kind} '{name}'; choose from: {', '.join(self.names())}")
-        return self._entries[name]
+        entry = self._entries.get(name) or self._load_plugin(name)
+        if entry is None:
+            choices = sorted(set(self.names()) | set(self.installed_plugins()))
+            raise UserError(f"unknown {self.kind} '{name}'; choose from: {', '.join(choices)} "
+                            f"(or a plug-in, module.path:Name)")
+        return entry
 
     def create(self, name: str, *args: Any, **options: Any) -> T:
         """Build `name` with keyword `options`. Unknown option names, and option values the
@@ -110,6 +173,46 @@ class Registry(Generic[T]):
                 given = ", ".join(f"{key}={value!r}" for key, value in options.items())
                 message = f"rejects {given}: {message}"
             raise UserError(f"{self.kind} '{name}': {message}") from None
+
+
+def _broken_plugin(*args: Any, **options: Any) -> Any:
+    raise UserError("this plug-in cannot be imported")
+
+
+def _attribute(module: str, attribute: str) -> Any:
+    """`module.attribute`, the working folder importable as it is for `python -m`."""
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.append(os.getcwd())  # `metaaug` runs as a script: its sys.path lacks the working folder
+    target = importlib.import_module(module)
+    try:
+        return getattr(target, attribute)
+    except AttributeError:
+        raise UserError(f"module '{module}' ({_module_origin(module)}) has no '{attribute}'") from None
+
+
+def _module_origin(module: str) -> str:
+    """Where `module` was imported from: its file, shortened to the working folder when inside."""
+    path = getattr(sys.modules.get(module), "__file__", None)
+    if not path:
+        return module
+    try:
+        return os.path.relpath(path) if not os.path.relpath(path).startswith("..") else path
+    except ValueError:  # another drive (Windows)
+        return path
+
+
+def _import_plugin(kind: str, name: str, load: Callable[[], Any]) -> Any:
+    """load(), with anything it raises turned into one UserError line naming plug-in `name`."""
+    try:
+        return load()
+    except UserError:
+        raise
+    except ModuleNotFoundError as error:
+        raise UserError(f"{kind} plug-in '{name}' cannot be imported: {error} (looked in the environment and the "
+                        f"working folder {os.getcwd()})") from None
+    except Exception as error:  # a plug-in's own import error: its message, on one line
+        detail = " ".join(str(error).split())
+        raise UserError(f"{kind} plug-in '{name}' failed to import: {type(error).__name__}: {detail}") from None
 
 
 def _signature_of(factory: Callable[..., Any]) -> inspect.Signature:
@@ -132,6 +235,67 @@ def option_types(factory: Callable[..., Any]) -> dict[str, Any]:
         for p in _signature_of(factory).parameters.values()
         if p.kind is p.KEYWORD_ONLY
     }
+
+
+@dataclass(frozen=True)
+class OptionInfo:
+    """One option of a factory as `metaaug list KIND NAME` shows it."""
+
+    name: str
+    type: str
+    default: Any
+    meaning: str
+
+
+def _type_name(kind: Any) -> str:
+    if typing.get_origin(kind) in (typing.Union, types.UnionType):
+        return " | ".join(_type_name(arg) for arg in typing.get_args(kind))
+    if kind is type(None):
+        return "None"
+    if isinstance(kind, type) and not typing.get_args(kind):
+        return kind.__name__
+    return str(kind).replace("typing.", "")
+
+
+def option_meanings(factory: Callable[..., Any]) -> dict[str, str]:
+    """The `Options:` sections of a factory's docstring (a class's and its bases', the class's
+    own winning; or a function's), one `name: meaning` line per option, continued on
+    deeper-indented lines."""
+    meanings: dict[str, str] = {}
+    sources = inspect.getmro(factory) if inspect.isclass(factory) else (factory,)
+    for source in reversed(sources):
+        meanings.update(_options_section(inspect.cleandoc(source.__doc__ or "")))
+    return meanings
+
+
+def _options_section(doc: str) -> dict[str, str]:
+    meanings: dict[str, str] = {}
+    lines = doc.splitlines()
+    stripped = [line.strip() for line in lines]
+    if "Options:" not in stripped:
+        return meanings
+    base = None  # the indent of the option lines; deeper lines continue the option above
+    current = None
+    for line in lines[stripped.index("Options:") + 1:]:
+        indent = len(line) - len(line.lstrip())
+        if not line.strip() or indent == 0:
+            break
+        match = re.match(r"^\s+(\w+): (.*)$", line)
+        if match and (base is None or indent == base):
+            base, current = indent, match.group(1)
+            meanings[current] = match.group(2).strip()
+        elif current is not None:
+            meanings[current] += " " + line.strip()
+    return meanings
+
+
+def describe_options(factory: Callable[..., Any]) -> list[OptionInfo]:
+    """Each keyword option of `factory` with its type, default (from the signature) and
+    one-line meaning (from the docstring's `Options:` section; "" when it has none)."""
+    meanings = option_meanings(factory)
+    parameters = _signature_of(factory).parameters
+    return [OptionInfo(name, _type_name(kind), parameters[name].default, meanings.get(name, ""))
+            for name, kind in option_types(factory).items()]
 
 
 def _coerce(text: str, kind: Any, key: str) -> Any:
@@ -175,10 +339,11 @@ def parse_options(factory: Callable[..., Any], assignments: list[str]) -> dict[s
 
 
 POLICIES: Registry[Any] = Registry("policy", builtins=(
-    "metaaugment.baselines", "metaaugment.sample_aware", "metaaugment.rl_mixup", "metaaugment.task_augmentation"))
-LEARNERS: Registry[Any] = Registry("learner", builtins=("metaaugment.learners",))
-MODELS: Registry[Any] = Registry("model", builtins=("metaaugment.models",))
-BENCHMARKS: Registry[Any] = Registry("benchmark", builtins=("metaaugment.tasks",))
+    "metaaugment.baselines", "metaaugment.sample_aware", "metaaugment.rl_mixup", "metaaugment.task_augmentation"),
+    group="metaaugment.policies")
+LEARNERS: Registry[Any] = Registry("learner", builtins=("metaaugment.learners",), group="metaaugment.learners")
+MODELS: Registry[Any] = Registry("model", builtins=("metaaugment.models",), group="metaaugment.models")
+BENCHMARKS: Registry[Any] = Registry("benchmark", builtins=("metaaugment.tasks",), group="metaaugment.benchmarks")
 
 
 def create_policy(name: str, **options: Any) -> Any:

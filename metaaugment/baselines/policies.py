@@ -48,6 +48,12 @@ class RandAugment(_PerSampleTorchvision):
     backend=batched (default) draws every sample's ops at once and applies them on the
     batch's device (`batched.randaugment`); backend=torchvision calls torchvision's
     transform image by image. Both follow torchvision's definition.
+
+    Options:
+        num_ops: ops applied in sequence to each sample
+        magnitude: the global magnitude bin, in [0, num_magnitude_bins)
+        num_magnitude_bins: bins of each op's range
+        backend: batched (every sample's ops at once on the batch's device) or torchvision (image by image)
     """
 
     def __init__(self, *, num_ops: int = 2, magnitude: int = 9, num_magnitude_bins: int = 31,
@@ -74,7 +80,12 @@ class RandAugment(_PerSampleTorchvision):
 @POLICIES.register("trivialaugment")
 class TrivialAugment(_PerSampleTorchvision):
     """TrivialAugment Wide (Mueller & Hutter 2021): one random op at a random magnitude per
-    sample; backend=batched (default) or torchvision (image by image), as RandAugment."""
+    sample; backend=batched (default) or torchvision (image by image), as RandAugment.
+
+    Options:
+        num_magnitude_bins: bins of each op's (wide) range, one drawn per sample
+        backend: batched or torchvision, as randaugment
+    """
 
     def __init__(self, *, num_magnitude_bins: int = 31, backend: str = "batched"):
         super().__init__()
@@ -95,7 +106,12 @@ class TrivialAugment(_PerSampleTorchvision):
 @POLICIES.register("autoaugment")
 class AutoAugment(_PerSampleTorchvision):
     """AutoAugment (Cubuk et al. 2019) with its searched cifar10, imagenet or svhn policy, per
-    sample; backend=batched (default) or torchvision (image by image), as RandAugment."""
+    sample; backend=batched (default) or torchvision (image by image), as RandAugment.
+
+    Options:
+        policy: the searched policy: cifar10, imagenet or svhn
+        backend: batched (every sample's ops at once on the batch's device) or torchvision (image by image)
+    """
 
     def __init__(self, *, policy: str = "cifar10", backend: str = "batched"):
         super().__init__()
@@ -148,21 +164,34 @@ class _BatchMix(BatchPolicy):
 
 @POLICIES.register("mixup")
 class MixUp(_BatchMix):
-    """MixUp (Zhang et al. 2018): convex combinations of image pairs and their labels."""
+    """MixUp (Zhang et al. 2018): convex combinations of image pairs and their labels.
+
+    Options:
+        alpha: Beta(alpha, alpha) concentration of the mixing weight; 1.0 is uniform
+    """
 
     transform_class = v2.MixUp
 
 
 @POLICIES.register("cutmix")
 class CutMix(_BatchMix):
-    """CutMix (Yun et al. 2019): paste a box from a partner image; labels mixed by area."""
+    """CutMix (Yun et al. 2019): paste a box from a partner image; labels mixed by area.
+
+    Options:
+        alpha: Beta(alpha, alpha) concentration of the pasted box's area fraction
+    """
 
     transform_class = v2.CutMix
 
 
 @POLICIES.register("cutout")
 class Cutout(_PerSampleTorchvision):
-    """Cutout (DeVries & Taylor 2017): zero one size x size square per image."""
+    """Cutout (DeVries & Taylor 2017): zero one size x size square per image.
+
+    Options:
+        size: side of the zeroed square in pixels (default: half the shorter image side, 16 on 32x32)
+        backend: batched or torchvision, as randaugment
+    """
 
     def __init__(self, *, size: int | None = None, backend: str = "batched"):
         super().__init__()

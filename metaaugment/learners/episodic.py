@@ -164,6 +164,18 @@ class _GradientMetaLearner(EpisodicLearner):
     each with `inner_weight_decay`; with `sgd` both loops compute the same losses and
     meta-gradients. First order (`first_order=true`, and always at evaluation) drops the
     second-order terms: the inner gradients are treated as constants.
+
+    Options:
+        inner_lr: the inner (adaptation) learning rate
+        inner_steps: inner gradient steps on the support set while meta-training
+        eval_inner_steps: inner steps at validation and test; default: inner_steps
+        first_order: drop second-order terms while meta-training (FOMAML)
+        meta_lr: the outer (meta) Adam learning rate (--lr sets it)
+        inner_loop: learn2learn (clone/adapt, plain SGD) or higher (a differentiable torch optimizer)
+        inner_optimizer: sgd, momentum or adam (momentum and adam need inner_loop=higher)
+        inner_momentum: momentum of inner_optimizer=momentum
+        inner_betas: Adam betas of inner_optimizer=adam (comma-separated)
+        inner_weight_decay: weight decay of the inner optimizer
     """
 
     has_pre_update = True
@@ -325,7 +337,11 @@ def prototype_logits(support: Tensor, support_labels: Tensor, query: Tensor, way
 
 @LEARNERS.register("protonet")
 class ProtoNetLearner(EpisodicLearner):
-    """Prototypical Networks (Snell et al. 2017): classify queries by the nearest support class mean."""
+    """Prototypical Networks (Snell et al. 2017): classify queries by the nearest support class mean.
+
+    Options:
+        meta_lr: the Adam learning rate (--lr sets it)
+    """
 
     supports_regression = False
 

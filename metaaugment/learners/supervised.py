@@ -92,6 +92,16 @@ class SupervisedLearner(Learner):
     rate starts at lr * initial_lr_ratio, rises to lr over the first warmup_fraction of the
     steps, then falls to lr * final_lr_ratio (RL-Mixup's setting: lr 0.2, from 0.004 up over
     the first third, down to 0.002).
+
+    Options:
+        lr: peak SGD learning rate (--lr sets it)
+        momentum: SGD momentum
+        weight_decay: L2 weight decay
+        nesterov: Nesterov momentum
+        schedule: learning-rate schedule: cosine, constant or onecycle
+        warmup_fraction: onecycle: fraction of the steps rising to lr
+        initial_lr_ratio: onecycle: the starting rate over lr
+        final_lr_ratio: onecycle: the final rate over lr
     """
 
 

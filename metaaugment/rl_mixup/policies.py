@@ -42,7 +42,14 @@ EXAMPLES = 4  # samples of the last batch kept for the Appendix B figure
 
 @POLICIES.register("saliency-mixup")
 class SaliencyMixup(BatchPolicy):
-    """Saliency-guided patch mixup (RL-Mixup Eqs. 1-4) with q drawn uniformly from the agent's 10 values, or fixed."""
+    """Saliency-guided patch mixup (RL-Mixup Eqs. 1-4) with q drawn uniformly from the agent's 10 values, or fixed.
+
+    Options:
+        q: saliency percentile in [0, 100] for every sample; default: drawn per sample from the agent's 10
+            values
+        patches: patches per image side (default: 16, or the image side when smaller)
+        alpha: Dirichlet(alpha, alpha) concentration of the two images' mixing weights
+    """
 
     def __init__(self, *, q: float | None = None, patches: int | None = None, alpha: float = 0.5):
         super().__init__()
@@ -114,7 +121,21 @@ class SaliencyMixup(BatchPolicy):
 
 @POLICIES.register("rl-mixup")
 class RLMixup(SaliencyMixup):
-    """RL-Mixup: saliency patch mixup, q per sample chosen by a PPO agent rewarded by validation accuracy."""
+    """RL-Mixup: saliency patch mixup, q per sample chosen by a PPO agent rewarded by validation accuracy.
+
+    Options:
+        patches: patches per image side (default: 16, or the image side when smaller)
+        alpha: Dirichlet(alpha, alpha) concentration of the two images' mixing weights
+        reward_every: training steps between validation rewards (one agent step each)
+        val_fraction: fraction of the validation split scored for a reward
+        episodes_per_update: episodes (epochs) of rollouts per PPO update
+        agent_lr: the PPO agent's Adam learning rate
+        ppo_epochs: passes over the rollout per PPO update
+        agent_batch_size: PPO mini-batch size
+        gamma: PPO's discount factor (the paper's 1.001)
+        features_dim: width of the agent's feature extractor output
+        extractor_channels: conv channels of the agent's feature extractor (comma-separated)
+    """
 
     def __init__(self, *, patches: int | None = None, alpha: float = 0.5, reward_every: int = 50,
                  val_fraction: float = 0.1, episodes_per_update: int = 2, agent_lr: float = 3e-4,

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import csv
-import dataclasses
 import io
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,9 +9,11 @@ from typing import Any, Sequence
 
 from rich.console import Console
 
+from metaaugment.errors import UserError
 from metaaugment.files import write_bytes, write_text
 from metaaugment.run.config import RunConfig
-from metaaugment.run.folder import RunDirectory
+from metaaugment.run.config_file import Variant
+from metaaugment.run.folder import RunDirectory, folder_name
 from metaaugment.run.loop import policy_and_learner, train
 from metaaugment.run.stats import mean_std
 from metaaugment.spec import BenchmarkKind, benchmark_kind
@@ -28,7 +29,8 @@ def kind_of(records: Sequence["RunRecord"]) -> BenchmarkKind:
 
 @dataclass
 class RunRecord:
-    """One finished run of a comparison: its policy, seed, folder and results.json."""
+    """One finished run of a comparison: its variant's name (the policy's, for the --policies
+    short form), seed, folder and results.json."""
 
     policy: str
     seed: int
@@ -56,25 +58,32 @@ class PolicySummary:
         return mean_std(self.values[metric])
 
 
-def run_comparison(base: RunConfig, policies: Sequence[str], seeds: Sequence[int], out: Path,
+def run_comparison(base: RunConfig, variants: Sequence[str | Variant], seeds: Sequence[int], out: Path,
                    policy_options: dict[str, dict[str, Any]] | None = None,
-                   console: Console | None = None, show_progress: bool = True) -> list[RunRecord]:
-    """Train every (policy, seed) into out/<policy>/seed<k>, reusing finished runs and
-    resuming unfinished ones; a folder holding a different configuration is an error."""
+                   console: Console | None = None, show_progress: bool = True,
+                   overwrite: bool = False) -> list[RunRecord]:
+    """Train every (variant, seed) into out/<variant>/seed<k>, reusing finished runs and
+    resuming unfinished ones (`overwrite`: training every run again from the start); a folder
+    holding a different configuration is an error. A variant given as a policy name takes its
+    options from `policy_options[name]`."""
     console = console or Console(stderr=True)
-    runs = [(policy, seed, dataclasses.replace(base, policy=policy, seed=seed,
-                                               policy_options=(policy_options or {}).get(policy, {})))
-            for policy in policies for seed in seeds]
+    chosen = [v if isinstance(v, Variant) else Variant(folder_name(v), v, dict((policy_options or {}).get(v, {})))
+              for v in variants]
+    names = [v.name for v in chosen]
+    if len(set(names)) != len(names):
+        raise UserError(f"the compared variants need distinct names (got {', '.join(names)})")
+    runs = [(variant.name, seed, variant.apply(base, seed)) for variant in chosen for seed in seeds]
     for _, _, config in runs:  # every run's settings, before any trains
         policy_and_learner(config.resolve())
     records = []
     total = len(runs)
-    for index, (policy, seed, config) in enumerate(runs, start=1):
-        path = Path(out) / policy / f"seed{seed}"
-        state = "reusing" if RunDirectory(path).finished else "running"
-        console.print(f"[{index}/{total}] {state} {policy} seed {seed} -> {path}")
-        results = train(config, path, resume=True, console=console, show_progress=show_progress)
-        records.append(RunRecord(policy, seed, path, results))
+    for index, (name, seed, config) in enumerate(runs, start=1):
+        path = Path(out) / name / f"seed{seed}"
+        state = "reusing" if RunDirectory(path).finished and not overwrite else "running"
+        console.print(f"[{index}/{total}] {state} {name} seed {seed} -> {path}")
+        results = train(config, path, resume=not overwrite, overwrite=overwrite, console=console,
+                        show_progress=show_progress)
+        records.append(RunRecord(name, seed, path, results))
     return records
 
 

@@ -29,6 +29,12 @@ MANIFEST_FORMAT = "metaaugment-run/1"
 NON_IDENTITY_KEYS = frozenset({"device", "data_root", "checkpoint_every", "workers"})
 
 
+def folder_name(name: str) -> str:
+    """`name` as one folder name: a plug-in reference module.path:Name becomes module.path-Name
+    (a colon is not allowed in Windows paths and confuses scp and rsync)."""
+    return name.replace(":", "-").replace("/", "-").replace("\\", "-")
+
+
 def config_differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     """Human-readable 'key: old -> new' for every identity-defining setting that differs.
     Both sides are compared as config.json stores them (tuples become lists)."""

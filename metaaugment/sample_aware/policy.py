@@ -78,7 +78,29 @@ def gather_rows(tensor: Tensor, device: torch.device) -> Tensor:
 
 @POLICIES.register("metaaugment")
 class MetaAugment(BatchPolicy):
-    """MetaAugment (Zhou et al. 2021): a policy network meta-learns per-sample loss weights of sampled op pairs."""
+    """MetaAugment (Zhou et al. 2021): a policy network meta-learns per-sample loss weights of sampled op pairs.
+
+    Options:
+        engine: the lookahead: fast (exact, default), fast-jvp, higher (the reference) or last-layer
+            (approximate, cheaper)
+        policy_lr: Adam learning rate of the policy network theta and of alpha
+        alpha: initial lookahead step size alpha (learned); default: the task optimizer's learning rate
+        window: sampler: steps of losses its op-pair scores average over
+        refresh: sampler: steps between updates of its distribution
+        epsilon: sampler: probability of drawing an op pair uniformly (exploration)
+        embedding: feed the policy network the transformation's embedding beside the features
+        flip: random horizontal flips before the op pair (the paper's CIFAR pipeline)
+        cutout: cutout square side in pixels after the op pair; 0: none
+        copies: augmented copies of each sample per step (the paper's ImageNet setting: 4)
+        extra_ops: ops beyond the paper's 14 (experiments), e.g. Rotate180
+        lookahead_steps: task-network steps unrolled in the lookahead (more than 1 only with engine=higher)
+        extractor: shared: the policy reads the task network's features; own: its own small extractor (Table 5)
+        val_batch_size: n_val, the validation mini-batch of the lookahead; default: the training batch size
+        lookahead_optimizer: sgd: the paper's plain step; task: the task optimizer's SGD update (momentum,
+            weight decay)
+        meta_every: meta-update theta and alpha every k steps; between them samples are weighed by the current
+            network
+    """
 
     def __init__(self, *, engine: str = "fast", policy_lr: float = 1e-3, alpha: float | None = None,
                  window: int = 100, refresh: int = 10, epsilon: float = 0.1, embedding: bool = True,

@@ -32,7 +32,11 @@ from metaaugment.task_augmentation.transforms import (
 
 
 class _LabelConstruction(TaskPolicy):
-    """Shared code of the three task constructions for few-shot classification."""
+    """Shared code of the three task constructions for few-shot classification.
+
+    Options:
+        group_seed: seed of the fixed partition of the classes into groups of N (nme, intrashuffle)
+    """
 
     fixed_groups: ClassVar[bool] = False
     shuffle_labels: ClassVar[bool] = True
@@ -111,7 +115,12 @@ class _TargetShift(TaskPolicy):
 
 @POLICIES.register("target-noise")
 class TargetNoise(_TargetShift):
-    """y' = y + eps on support and query, eps ~ U(-amplitude, amplitude) once per task."""
+    """y' = y + eps on support and query, eps ~ U(-amplitude, amplitude) once per task.
+
+    Options:
+        amplitude: eps ~ U(-amplitude, amplitude), once per task
+        wrap: LOW,HIGH: wrap noisy targets into [LOW, HIGH) (angular targets); none: no wrapping
+    """
 
     def __init__(self, *, amplitude: float = 1.0, wrap: tuple[float, ...] | None = None):
         check_option(math.isfinite(amplitude) and amplitude >= 0, "amplitude", amplitude, "a non-negative number")
@@ -127,7 +136,12 @@ class TargetNoise(_TargetShift):
 
 @POLICIES.register("discrete-noise")
 class DiscreteNoise(_TargetShift):
-    """y' = y + eps on support and query, eps drawn uniformly from `values` once per task."""
+    """y' = y + eps on support and query, eps drawn uniformly from `values` once per task.
+
+    Options:
+        values: the noise values eps is drawn from, once per task (comma-separated)
+        wrap: LOW,HIGH: wrap noisy targets into [LOW, HIGH) (angular targets); none: no wrapping
+    """
 
     def __init__(self, *, values: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75), wrap: tuple[float, ...] | None = None):
         check_option(len(values) > 0 and len(set(values)) == len(values) and all(math.isfinite(v) for v in values),

@@ -1,0 +1,231 @@
+"""The researcher's workflow: plug-ins by reference and by entry point, options you can see,
+config files that replay a run, sweeps of named variants."""
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from metaaugment.cli.main import main
+from metaaugment.errors import UserError
+from metaaugment.registry import LEARNERS, MODELS, POLICIES, Registry, describe_options
+
+PLUGIN_POLICY = '''
+"""A user's policy in a file of the working folder."""
+import torch
+
+from metaaugment import BatchPolicy
+
+
+class MyPolicy(BatchPolicy):
+    """Flip images left-right.
+
+    Options:
+        probability: chance that an image is flipped
+    """
+
+    def __init__(self, *, probability: float = 1.0):
+        super().__init__()
+        self.probability = probability
+
+    def augment(self, batch, ctx):
+        flip = torch.rand(len(batch.inputs), device=batch.inputs.device) < self.probability
+        flipped = torch.where(flip.view(-1, 1, 1, 1), batch.inputs.flip(-1), batch.inputs)
+        return batch.replace(inputs=flipped)
+'''
+
+
+def metaaug(*args, cwd, env=None, code=None):
+    """`metaaug ARGS` in a new process in `cwd` (or `code` run with ARGS as sys.argv[1:])."""
+    command = [sys.executable, "-c", code] if code else [sys.executable, "-m", "metaaugment.cli.main"]
+    return subprocess.run([*command, *args], cwd=cwd, capture_output=True, text=True,
+                          env={**os.environ, "COLUMNS": "250", **(env or {})})
+
+
+def run_in_process(args, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(args)
+    captured = capsys.readouterr()
+    return exit_info.value.code, captured.out, captured.err
+
+
+# Dies at the 5th training step (kill -9), so that --resume continues a half-done run.
+KILL_AT_STEP_5 = '''
+import os, signal, sys
+from metaaugment.run.loop import Trainer
+step = Trainer._step
+def step_or_die(self, inputs):
+    if self.state.step == 5:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return step(self, inputs)
+Trainer._step = step_or_die
+from metaaugment.cli.main import main
+main(sys.argv[1:])
+'''
+
+
+@pytest.mark.slow
+def test_a_policy_file_in_the_working_folder_runs_resumes_and_compares(tmp_path):
+    (tmp_path / "mypol.py").write_text(PLUGIN_POLICY)
+    args = ["run", "digits", "--policy", "mypol:MyPolicy", "--set", "probability=0.5", "--epochs", "2",
+            "--checkpoint-every", "3", "--device", "cpu", "-q"]
+    reference = metaaug(*args, "--out", "reference", cwd=tmp_path)
+    assert reference.returncode == 0, reference.stderr
+    config = json.loads((tmp_path / "reference" / "config.json").read_text())
+    assert config["policy"] == "mypol:MyPolicy" and config["policy_options"] == {"probability": 0.5}
+    killed = metaaug(*args, "--out", "killed", cwd=tmp_path, code=KILL_AT_STEP_5)
+    assert killed.returncode == -9 and not (tmp_path / "killed" / "results.json").exists()
+    resumed = metaaug(*args, "--out", "killed", "--resume", cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    expected = json.loads((tmp_path / "reference" / "results.json").read_text())["metrics"]
+    assert json.loads((tmp_path / "killed" / "results.json").read_text())["metrics"] == expected
+    compared = metaaug("compare", "digits", "--policies", "none,mypol:MyPolicy", "--seeds", "0", "--epochs", "1",
+                       "--device", "cpu", "-q", cwd=tmp_path)
+    assert compared.returncode == 0, compared.stderr
+    assert "mypol-MyPolicy" in (tmp_path / "runs" / "compare" / "digits" / "comparison.md").read_text()
+
+
+@pytest.mark.slow
+def test_an_installed_plugin_distribution_runs_by_its_registered_name(tmp_path):
+    source = tmp_path / "source"
+    (source / "flipper_plugin").mkdir(parents=True)
+    model = textwrap.dedent('''
+
+        import math
+
+
+        def tiny_mlp(spec, *, width: int = 16):
+            """A one-hidden-layer perceptron.
+
+            Options:
+                width: hidden units
+            """
+            inputs = math.prod(spec.input_shape)
+            return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(inputs, width), torch.nn.ReLU(),
+                                       torch.nn.Linear(width, spec.num_classes))
+    ''')
+    (source / "flipper_plugin" / "__init__.py").write_text(PLUGIN_POLICY.replace("MyPolicy", "Flipper") + model)
+    (source / "pyproject.toml").write_text(textwrap.dedent('''
+        [build-system]
+        requires = ["setuptools"]
+        build-backend = "setuptools.build_meta"
+
+        [project]
+        name = "flipper-plugin"
+        version = "0.1"
+
+        [project.entry-points."metaaugment.policies"]
+        flipper = "flipper_plugin:Flipper"
+
+        [project.entry-points."metaaugment.models"]
+        tiny-mlp = "flipper_plugin:tiny_mlp"
+    '''))
+    site = tmp_path / "site"
+    install = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-index", "--no-deps",
+                              "--no-build-isolation", "--target", str(site), str(source)],
+                             capture_output=True, text=True)
+    assert install.returncode == 0, install.stderr
+    env = {"PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")])}
+    work = tmp_path / "work"
+    work.mkdir()
+    listed = metaaug("list", cwd=work, env=env)
+    assert listed.returncode == 0, listed.stderr
+    assert "flipper" in listed.stdout and "entry point of flipper-plugin" in listed.stdout
+    shown = metaaug("list", "models", "tiny-mlp", cwd=work, env=env)
+    assert "width" in shown.stdout and "hidden units" in shown.stdout
+    ran = metaaug("run", "digits", "--policy", "flipper", "--model", "tiny-mlp", "--model-set", "width=8",
+                  "--epochs", "1", "--device", "cpu", "-q", cwd=work, env=env)
+    assert ran.returncode == 0, ran.stderr
+    config = json.loads((work / "runs" / "digits" / "flipper" / "seed0" / "config.json").read_text())
+    assert (config["policy"], config["model"], config["model_options"]) == ("flipper", "tiny-mlp", {"width": 8})
+
+
+def test_a_reference_resolves_from_the_working_folder_and_its_errors_are_one_line(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    (tmp_path / "userpol.py").write_text(PLUGIN_POLICY)
+    (tmp_path / "brokenpol.py").write_text("import not_a_module_anywhere\n")
+    with POLICIES.scoped():
+        entry = POLICIES.get("userpol:MyPolicy")
+        assert entry.origin == "userpol.py" and entry.factory.name == "userpol:MyPolicy"
+        assert POLICIES.create("userpol:MyPolicy", probability=0.25).probability == 0.25
+        with pytest.raises(UserError, match=r"^module 'userpol' \(userpol.py\) has no 'Missing'$"):
+            POLICIES.get("userpol:Missing")
+        with pytest.raises(UserError, match="policy plug-in 'brokenpol:X' cannot be imported: No module named "
+                                            "'not_a_module_anywhere'"):
+            POLICIES.get("brokenpol:X")
+        with pytest.raises(UserError, match="unknown policy 'nosuch'.*or a plug-in, module.path:Name"):
+            POLICIES.get("nosuch")
+
+
+def test_options_come_from_signatures_and_docstrings_and_every_builtin_one_is_explained(capsys):
+    code, out, _ = run_in_process(["list", "policies", "mixup"], capsys)
+    assert code == 0 and "alpha" in out and "1.0" in out and "Beta(alpha, alpha)" in out
+    code, out, _ = run_in_process(["list", "benchmarks", "glyphs"], capsys)
+    assert code == 0 and "5 / 1 / 5" in out and "maml" in out and "conv4" in out
+    for registry in (POLICIES, LEARNERS, MODELS):
+        for entry in registry:
+            for option in describe_options(entry.factory):
+                assert option.meaning, f"{registry.kind} {entry.name}: option {option.name} has no Options: line"
+    things = Registry("thing")
+
+    @things.register("documented")
+    def documented(*, size: int = 3, names: tuple[str, ...] = ()):
+        """Something.
+
+        Options:
+            size: how big,
+                on two lines
+            names: which ones
+        """
+
+    assert [(o.name, o.type, o.default, o.meaning) for o in describe_options(documented)] == [
+        ("size", "int", 3, "how big, on two lines"), ("names", "tuple[str, ...]", (), "which ones")]
+
+
+def test_a_run_s_config_json_replays_it_and_command_line_options_override_the_file(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run_in_process(["run", "digits", "--policy", "mixup", "--set", "alpha=0.4", "--epochs", "2",
+                                   "--seed", "3", "--device", "cpu", "-q", "--out", "first"], capsys)
+    assert code == 0, err
+    code, _, err = run_in_process(["run", "--config", "first/config.json", "--out", "again", "-q"], capsys)
+    assert code == 0, err
+    first = json.loads((tmp_path / "first" / "results.json").read_text())
+    again = json.loads((tmp_path / "again" / "results.json").read_text())
+    assert again["metrics"] == first["metrics"] and again["config"] == first["config"]
+    (tmp_path / "short.yaml").write_text("benchmark: digits\npolicy: mixup\npolicy_options: {alpha: 0.4}\n"
+                                         "epochs: 2\nseed: 3\n")
+    code, _, err = run_in_process(["run", "--config", "short.yaml", "--epochs", "1", "--set", "alpha=0.2",
+                                   "--device", "cpu", "-q"], capsys)
+    assert code == 0, err
+    config = json.loads((tmp_path / "runs" / "digits" / "mixup" / "seed3" / "config.json").read_text())
+    assert (config["epochs"], config["policy_options"]) == (1, {"alpha": 0.2})
+    (tmp_path / "bad.json").write_text('{"benchmark": "digits", "epoch": 2}')
+    code, _, err = run_in_process(["run", "--config", "bad.json"], capsys)
+    assert code == 2 and err.count("\n") == 1 and "unknown setting epoch; valid: benchmark" in err
+
+
+def test_a_sweep_puts_variants_of_one_policy_side_by_side(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "alphas.yaml").write_text(textwrap.dedent('''
+        benchmark: digits
+        epochs: 1
+        seeds: [0, 1]
+        variants:
+          mixup-0.2: {policy: mixup, policy_options: {alpha: 0.2}}
+          mixup-1.0: {policy: mixup, policy_options: {alpha: 1.0}}
+    '''))
+    code, out, err = run_in_process(["compare", "--sweep", "alphas.yaml", "--device", "cpu", "-q"], capsys)
+    assert code == 0, err
+    assert "mixup-0.2" in out and "mixup-1.0" in out
+    table = (tmp_path / "runs" / "compare" / "digits" / "comparison.md").read_text()
+    assert "| mixup-0.2 | 2 |" in table and "| mixup-1.0 | 2 |" in table
+    for name, alpha in (("mixup-0.2", 0.2), ("mixup-1.0", 1.0)):
+        for seed in (0, 1):
+            config = json.loads((tmp_path / "runs" / "compare" / "digits" / name / f"seed{seed}" / "config.json")
+                                .read_text())
+            assert config["policy_options"] == {"alpha": alpha} and config["seed"] == seed
+    code, _, err = run_in_process(["compare", "digits", "--policies", "mixup,mixup"], capsys)
+    assert code == 2 and "use a --sweep file" in err
