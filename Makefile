@@ -21,8 +21,15 @@ $(STAMP): $(BIN)/python pyproject.toml scripts/install_learn2learn.sh
 	$(BIN)/python -m pip install -q -e '.[dev]'
 	touch $(STAMP)
 
+# The framework's main job, short: the learned families side by side on embedded data, one
+# seed each (about 4 minutes of training on 2 CPU cores). Full settings: docs/results.md.
 demo: install
-	$(BIN)/metaaug run fonts --policy metaaugment --out runs/demo --overwrite
+	$(BIN)/metaaug compare fonts --policies none,randaugment,metaaugment,rl-mixup --seeds 0 --epochs 40 \
+		--out runs/demo/fonts --overwrite
+	$(BIN)/metaaug compare glyphs --policies nme,intershuffle --seeds 0 --epochs 3 --val-tasks 50 \
+		--test-tasks 200 --out runs/demo/glyphs --overwrite
+	@echo "figures: runs/demo/fonts/comparison.png, runs/demo/glyphs/comparison.png; what MetaAugment learned:" \
+		"runs/demo/fonts/metaaugment/seed0/sampler_heatmap.png and weighted_samples.png"
 
 test: install
 	$(BIN)/ruff check .

@@ -441,13 +441,15 @@ def compare(
     records = run_comparison(config, variants, seed_list, out, options, console=err_console,
                              show_progress=not quiet, overwrite=overwrite)
     paths = write_comparison(out, config.benchmark, records)
-    table = Table(title=f"{config.benchmark}: mean ± std over seeds {', '.join(map(str, seed_list))}")
+    table = Table(title=f"{config.benchmark}: " + (f"mean ± std over seeds {', '.join(map(str, seed_list))}"
+                                                   if len(seed_list) > 1 else f"seed {seed_list[0]}"))
     table.add_column("variant" if sweep is not None else "policy", style="bold")
     summaries = summarize(records)
     for _, title, percent in summaries[0].metrics:
         table.add_column(title + (" (%)" if percent else ""), justify="right")
     for summary in summaries:
-        table.add_row(summary.policy, *(format_stat(*summary.stat(m), p) for m, _, p in summary.metrics))
+        table.add_row(summary.policy, *(format_stat(*summary.stat(m), p, len(summary.seeds))
+                                        for m, _, p in summary.metrics))
     out_console.print(table)
     out_console.print("wrote " + ", ".join(str(p) for p in paths.values()))
 

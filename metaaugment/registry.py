@@ -126,19 +126,18 @@ class Registry(Generic[T]):
         return name in self._entries
 
     def __iter__(self) -> Iterator[Entry[T]]:
-        """Every entry, built-in and registered, then the installed plug-ins (loaded here; one
+        """Every entry, built-in and registered, and the installed plug-ins (loaded here; one
         that fails to import is listed with the reason as its summary), sorted by name."""
         self._load_builtins()
-        for name in self.installed_plugins():
+        broken = []
+        for name, point in self.installed_plugins().items():
             if name not in self._entries:
                 try:
                     self._load_plugin(name)
                 except UserError as error:
-                    point = self.installed_plugins()[name]
-                    self._entries.pop(name, None)
-                    yield Entry(name, _broken_plugin, f"(cannot be used: {error})",
-                                f"entry point of {point.dist.name if point.dist else point.value}")
-        yield from sorted(self._entries.values(), key=lambda e: e.name)
+                    origin = f"entry point of {point.dist.name if point.dist else point.value}"
+                    broken.append(Entry(name, _broken_plugin, f"(cannot be used: {error})", origin))
+        return iter(sorted([*self._entries.values(), *broken], key=lambda e: e.name))
 
     def names(self) -> list[str]:
         """Sorted registered names."""
@@ -183,7 +182,12 @@ def _attribute(module: str, attribute: str) -> Any:
     """`module.attribute`, the working folder importable as it is for `python -m`."""
     if os.getcwd() not in sys.path and "" not in sys.path:
         sys.path.append(os.getcwd())  # `metaaug` runs as a script: its sys.path lacks the working folder
-    target = importlib.import_module(module)
+    # no __pycache__ in the user's folder: a command that fails must leave nothing behind
+    writes_bytecode, sys.dont_write_bytecode = sys.dont_write_bytecode, True
+    try:
+        target = importlib.import_module(module)
+    finally:
+        sys.dont_write_bytecode = writes_bytecode
     try:
         return getattr(target, attribute)
     except AttributeError:

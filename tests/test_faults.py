@@ -210,6 +210,14 @@ def args(*command):
     return lambda tmp, templates: list(command)
 
 
+def with_file(name, text, *command):
+    """A command line run next to a file `name` holding `text` (written by the setup)."""
+    def setup(tmp, templates):
+        (tmp / name).write_text(text)
+        return list(command)
+    return setup
+
+
 BAD_INPUTS = [
     # command lines
     ("unknown benchmark", args("run", "nosuch"), "unknown benchmark 'nosuch'"),
@@ -268,6 +276,40 @@ BAD_INPUTS = [
                                                      "--epochs", "1", "--device", "cpu"), "does not apply"),
     ("compare with a bad option", args("compare", "digits", "--policies", "none,mixup", "--set", "mixup.alpha=-1",
                                        "--epochs", "1"), "alpha must be a positive number"),
+    # plug-ins, config and sweep files
+    ("plug-in module missing", args("run", "digits", "--policy", "nomodule:Policy"),
+     "policy plug-in 'nomodule:Policy' cannot be imported: No module named 'nomodule'"),
+    ("plug-in that fails to import", with_file("failing.py", "raise RuntimeError('boom')\n", "run", "digits",
+                                              "--policy", "failing:X"),
+     "policy plug-in 'failing:X' failed to import: RuntimeError: boom"),
+    ("plug-in name missing", with_file("emptymod.py", "", "run", "digits", "--model", "emptymod:Net"),
+     "module 'emptymod' (emptymod.py) has no 'Net'"),
+    ("plug-in reference without a name", args("run", "digits", "--policy", "module:"),
+     "must look like module.path:Name"),
+    ("config file missing", args("run", "--config", "nofile.yaml"), "config file nofile.yaml cannot be read"),
+    ("config file not a mapping", with_file("list.json", "[1, 2]", "run", "--config", "list.json"),
+     "must hold a mapping of settings"),
+    ("config file with a typo", with_file("typo.yaml", "benchmark: digits\nepoch: 3\n", "run", "--config",
+                                          "typo.yaml"), "unknown setting epoch"),
+    ("config file broken JSON", with_file("broken.json", "{", "run", "--config", "broken.json"), "is not valid JSON"),
+    ("config file without a benchmark", with_file("nobench.yaml", "epochs: 3\n", "run", "--config", "nobench.yaml"),
+     "name a benchmark"),
+    ("config file with a bad value", with_file("bad.yaml", "benchmark: digits\nepochs: -3\n", "run", "--config",
+                                               "bad.yaml"), "--epochs must be a positive integer (got -3)"),
+    ("sweep without variants", with_file("empty.yaml", "benchmark: digits\n", "compare", "--sweep", "empty.yaml"),
+     "needs 'variants'"),
+    ("sweep variant without a policy", with_file("nopol.yaml", "variants: {a: {policy_options: {}}}\n", "compare",
+                                                 "digits", "--sweep", "nopol.yaml"), "variant a names no policy"),
+    ("sweep variant name with a slash", with_file("slash.yaml", "variants: {'a/b': {policy: none}}\n", "compare",
+                                                  "digits", "--sweep", "slash.yaml"), "must be letters, digits"),
+    ("sweep and policies together", with_file("s.yaml", "variants: {a: {policy: none}}\n", "compare", "digits",
+                                              "--sweep", "s.yaml", "--policies", "none"), "one of them"),
+    ("sweep variant with a bad option", with_file("opt.yaml", "variants: {a: {policy: mixup, policy_options: "
+                                                  "{alpha: -1}}}\n", "compare", "digits", "--sweep", "opt.yaml",
+                                                  "--epochs", "1"), "alpha must be a positive number"),
+    ("compare the same policy twice", args("compare", "digits", "--policies", "mixup,mixup"), "use a --sweep file"),
+    ("list an unknown kind", args("list", "gadgets"), "unknown kind 'gadgets'"),
+    ("list an unknown entry", args("list", "policies", "nosuch"), "unknown policy 'nosuch'"),
     ("missing CIFAR", args("run", "cifar10", "--data-root", "nodata"), "cifar-10-batches-py"),
     ("missing mini-ImageNet", args("run", "mini-imagenet", "--data-root", "nodata"), "mini-imagenet-cache-train.pkl"),
     ("missing Omniglot", args("run", "omniglot", "--data-root", "nodata"), "omniglot data not found"),

@@ -2,9 +2,11 @@
 config files that replay a run, sweeps of named variants."""
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 
@@ -12,29 +14,17 @@ from metaaugment.cli.main import main
 from metaaugment.errors import UserError
 from metaaugment.registry import LEARNERS, MODELS, POLICIES, Registry, describe_options
 
-PLUGIN_POLICY = '''
-"""A user's policy in a file of the working folder."""
-import torch
-
-from metaaugment import BatchPolicy
+WORKFLOW = Path(__file__).resolve().parents[1] / "docs" / "workflow.md"
 
 
-class MyPolicy(BatchPolicy):
-    """Flip images left-right.
+def doc_block(marker: str, language: str = "python") -> str:
+    """The code block of docs/workflow.md after the comment `<!-- MARKER ... -->`."""
+    match = re.search(rf"<!-- {re.escape(marker)}[^>]*-->\s*```{language}\n(.*?)```", WORKFLOW.read_text(), re.S)
+    assert match, f"docs/workflow.md lost its {marker} block"
+    return match.group(1)
 
-    Options:
-        probability: chance that an image is flipped
-    """
 
-    def __init__(self, *, probability: float = 1.0):
-        super().__init__()
-        self.probability = probability
-
-    def augment(self, batch, ctx):
-        flip = torch.rand(len(batch.inputs), device=batch.inputs.device) < self.probability
-        flipped = torch.where(flip.view(-1, 1, 1, 1), batch.inputs.flip(-1), batch.inputs)
-        return batch.replace(inputs=flipped)
-'''
+PLUGIN_POLICY = doc_block("plugin-file")
 
 
 def metaaug(*args, cwd, env=None, code=None):
@@ -107,21 +97,7 @@ def test_an_installed_plugin_distribution_runs_by_its_registered_name(tmp_path):
                                        torch.nn.Linear(width, spec.num_classes))
     ''')
     (source / "flipper_plugin" / "__init__.py").write_text(PLUGIN_POLICY.replace("MyPolicy", "Flipper") + model)
-    (source / "pyproject.toml").write_text(textwrap.dedent('''
-        [build-system]
-        requires = ["setuptools"]
-        build-backend = "setuptools.build_meta"
-
-        [project]
-        name = "flipper-plugin"
-        version = "0.1"
-
-        [project.entry-points."metaaugment.policies"]
-        flipper = "flipper_plugin:Flipper"
-
-        [project.entry-points."metaaugment.models"]
-        tiny-mlp = "flipper_plugin:tiny_mlp"
-    '''))
+    (source / "pyproject.toml").write_text(doc_block("plugin-pyproject", "toml"))
     site = tmp_path / "site"
     install = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-index", "--no-deps",
                               "--no-build-isolation", "--target", str(site), str(source)],
@@ -229,3 +205,22 @@ def test_a_sweep_puts_variants_of_one_policy_side_by_side(tmp_path, monkeypatch,
             assert config["policy_options"] == {"alpha": alpha} and config["seed"] == seed
     code, _, err = run_in_process(["compare", "digits", "--policies", "mixup,mixup"], capsys)
     assert code == 2 and "use a --sweep file" in err
+
+
+@pytest.mark.slow
+def test_the_few_shot_loop_of_the_docs_meta_learns_with_a_task_policy(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    namespace: dict = {}
+    exec(compile(doc_block("workflow-example: fewshot-own-maml"), str(WORKFLOW), "exec"), namespace)
+    assert namespace["accuracy"] > 0.4, namespace["accuracy"]  # chance: 0.2
+    assert "meta-test accuracy" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_the_learned_policies_run_in_the_docs_own_mini_batch_loop(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    namespace: dict = {}
+    exec(compile(doc_block("workflow-example: minibatch-learned"), str(WORKFLOW), "exec"), namespace)
+    assert all(accuracy > 0.9 for accuracy in namespace["accuracies"].values()), namespace["accuracies"]
+    policy = namespace["policy"]  # the last one: RL-Mixup's agent was rewarded and updated
+    assert policy.history and sum(sum(counts) for counts in policy.history) > 0

@@ -12,6 +12,7 @@ every evaluation sees the same tasks and training randomness is left untouched.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import random
 from dataclasses import dataclass
 from typing import Any, Iterator, Sequence
@@ -80,6 +81,22 @@ class FewShotData:
     val: FewShotSplit
     test: FewShotSplit
     spec: TaskSpec
+
+    def task_spec(self, ways: int) -> TaskSpec:
+        """The spec of an N-way task: what a model's head is sized for (num_classes = ways)."""
+        return dataclasses.replace(self.spec, num_classes=ways)
+
+    def sampler(self, split: str, ways: int, shots: int, query_shots: int, policy: Any = None) -> "EpisodeSampler":
+        """Episodes of `split` ("train", "val" or "test"): N-way, K-shot, Q query samples per
+        class. On "train", a TaskPolicy's `task_transforms` build the tasks (nme, intrashuffle,
+        intershuffle); evaluation splits always use the standard protocol, as `metaaug` does."""
+        if split not in ("train", "val", "test"):
+            raise ValueError(f"split must be train, val or test (got {split!r})")
+        chosen = getattr(self, split)
+        transforms = None
+        if policy is not None and split == "train":
+            transforms = policy.task_transforms(chosen.meta_dataset(), ways, shots + query_shots)
+        return EpisodeSampler(chosen, ways, shots, query_shots, transforms)
 
 
 def standard_task_transforms(dataset: Any, ways: int, samples_per_class: int) -> list[Any]:

@@ -101,8 +101,11 @@ def summarize(records: Sequence[RunRecord]) -> list[PolicySummary]:
     return list(summaries.values())
 
 
-def format_stat(mean: float, std: float, percent: bool) -> str:
-    """'97.50 ± 0.31' (percent) or '0.1234 ± 0.0040'."""
+def format_stat(mean: float, std: float, percent: bool, seeds: int = 2) -> str:
+    """'97.50 ± 0.31' (percent) or '0.1234 ± 0.0040'; the mean alone for a single seed,
+    whose spread is unknown, not zero."""
+    if seeds < 2:
+        return format_value(mean, percent)
     return f"{100 * mean:.2f} ± {100 * std:.2f}" if percent else f"{mean:.4f} ± {std:.4f}"
 
 
@@ -130,7 +133,7 @@ def comparison_markdown(benchmark: str, summaries: Sequence[PolicySummary], reco
              "| policy | seeds | " + " | ".join(t for _, t, _ in columns) + " | time / run (s) |",
              "|---|---|" + "---|" * len(columns) + "---|"]
     for s in summaries:
-        cells = [format_stat(*s.stat(m), p) for m, _, p in columns]
+        cells = [format_stat(*s.stat(m), p, len(s.seeds)) for m, _, p in columns]
         lines.append(f"| {s.policy} | {len(s.seeds)} | " + " | ".join(cells) + f" | {mean_std(s.wall_times)[0]:.1f} |")
     lines += ["", "## Runs", "", "| policy | seed | " + " | ".join(t for _, t, _ in columns) + " | folder |",
               "|---|---|" + "---|" * len(columns) + "---|"]

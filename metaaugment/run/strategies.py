@@ -15,7 +15,6 @@ the StepContext, its own checkpointed state, and which metrics a finished run re
 from __future__ import annotations
 
 import copy
-import dataclasses
 import math
 from abc import ABC, abstractmethod
 from typing import Any, Callable, Iterator
@@ -25,7 +24,7 @@ from torch import nn
 
 from metaaugment.batch import Episode
 from metaaugment.data.batches import BatchStream, evaluation_batches, steps_per_epoch, training_batches
-from metaaugment.data.episodes import EpisodeSampler, FewShotData, isolated_random
+from metaaugment.data.episodes import FewShotData, isolated_random
 from metaaugment.data.regression import RegressionTasks
 from metaaugment.run.precision import autocast
 from metaaugment.spec import BenchmarkKind, TaskSpec
@@ -178,7 +177,7 @@ class EpisodicStrategy(KindStrategy):
     def model_spec(data: Any, config: Any) -> TaskSpec:
         """Few-shot classifiers predict the task-local labels 0..N-1: N = --ways classes."""
         if isinstance(data, FewShotData):
-            return dataclasses.replace(data.spec, num_classes=config.ways)
+            return data.task_spec(config.ways)
         return data.spec
 
     def __init__(self, *args: Any, **kwargs: Any):
@@ -198,11 +197,8 @@ class EpisodicStrategy(KindStrategy):
         if isinstance(data, RegressionTasks):
             return tuple(data.sampler(split, cfg.shots, cfg.query_shots) for split in ("train", "val", "test"))
         assert isinstance(data, FewShotData)
-        per_class = cfg.shots + cfg.query_shots
-        train_transforms = self.policy.task_transforms(data.train.meta_dataset(), cfg.ways, per_class)
-        return (EpisodeSampler(data.train, cfg.ways, cfg.shots, cfg.query_shots, train_transforms),
-                EpisodeSampler(data.val, cfg.ways, cfg.shots, cfg.query_shots),
-                EpisodeSampler(data.test, cfg.ways, cfg.shots, cfg.query_shots))
+        return tuple(data.sampler(split, cfg.ways, cfg.shots, cfg.query_shots, self.policy)
+                     for split in ("train", "val", "test"))
 
     def epoch_inputs(self, epoch: int, start: int) -> Iterator[list[Episode]]:
         for _ in range(start, self.steps_per_epoch):
