@@ -61,6 +61,12 @@ PrecisionOpt = Annotated[str, typer.Option(
 ChannelsLastOpt = Annotated[bool, typer.Option(
     "--channels-last", help="Mini-batch benchmarks: the task network in channels-last memory format.")]
 CompileOpt = Annotated[bool, typer.Option("--compile", help="Mini-batch benchmarks: torch.compile the task network.")]
+TensorBoardOpt = Annotated[bool, typer.Option(
+    "--tensorboard", help="Also log metrics (and the figures) to TensorBoard event files in the run folder's "
+    "tensorboard/ (pip install 'metaaugment[tensorboard]').")]
+WandbOpt = Annotated[bool, typer.Option(
+    "--wandb", help="Also log to Weights & Biases (pip install 'metaaugment[wandb]'; WANDB_MODE=offline needs no "
+    "account; WANDB_PROJECT names the project, default metaaugment). --resume continues the same W&B run.")]
 WorkersOpt = Annotated[int, typer.Option(
     "--workers", help="Streamed benchmarks (imagenet, image-classification-folder): processes decoding images; "
     "the results do not depend on it.")]
@@ -70,7 +76,7 @@ WorkersOpt = Annotated[int, typer.Option(
 CONFIG_PARAMETERS = ("benchmark", "policy", "learner", "model", "epochs", "batch_size", "seed", "device",
                      "data_root", "eval_every", "checkpoint_every", "ways", "shots", "query_shots",
                      "steps_per_epoch", "val_tasks", "test_tasks", "image_size", "val_size", "workers",
-                     "precision", "channels_last", "compile", "policy_from")
+                     "precision", "channels_last", "compile", "policy_from", "tensorboard", "wandb")
 
 
 def _given(ctx: typer.Context, name: str) -> bool:
@@ -104,9 +110,7 @@ def _build_config(settings: dict[str, Any], lr: Optional[float], learner_set: Op
 
     if not settings.get("benchmark"):
         raise UserError("name a benchmark (e.g. metaaug run digits) or give a --config file that names one")
-    for key in ("policy_options", "learner_options", "model_options"):  # JSON has lists where options take tuples
-        settings[key] = {k: tuple(v) if isinstance(v, list) else v for k, v in settings.get(key, {}).items()}
-    config = RunConfig(**settings).resolve()  # validates values, checks the benchmark name, fills defaults
+    config = RunConfig.from_dict(settings).resolve()  # validates values, checks the benchmark, fills defaults
     config.learner_options.update(parse_options(LEARNERS.get(config.learner).factory, learner_set or []))
     if lr is not None:
         # the outer (meta) learning rate for meta-learners, the SGD rate otherwise
@@ -243,6 +247,8 @@ def run(
     precision: PrecisionOpt = "32",
     channels_last: ChannelsLastOpt = False,
     compile: CompileOpt = False,
+    tensorboard: TensorBoardOpt = False,
+    wandb: WandbOpt = False,
     policy_from: Annotated[Optional[Path], typer.Option("--policy-from", help="metaaugment: reuse the policy network, "
                            "sampler and task network of this finished run (frozen) to train a new network.")] = None,
     quiet: QuietOpt = False,
@@ -405,6 +411,8 @@ def compare(
     precision: PrecisionOpt = "32",
     channels_last: ChannelsLastOpt = False,
     compile: CompileOpt = False,
+    tensorboard: TensorBoardOpt = False,
+    wandb: WandbOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
     """Run (or reuse finished) runs of several policies or sweep variants over seeds; print and save a
@@ -454,6 +462,53 @@ def compare(
     out_console.print("wrote " + ", ".join(str(p) for p in paths.values()))
 
 
+@app.command("eval")
+def eval_command(
+    run_dir: Annotated[Path, typer.Argument(help="A finished run folder.")],
+    split: Annotated[str, typer.Option(help="test or val.")] = "test",
+    benchmark: Annotated[Optional[str], typer.Option(
+        help="Evaluate on another benchmark whose inputs and classes fit the model.")] = None,
+    device: DeviceOpt = "auto",
+    data_root: Annotated[Optional[Path], typer.Option("--data-root", envvar="METAAUG_DATA_ROOT",
+                                                       help="Folder of on-disk datasets (default: the run's).")] = None,
+) -> None:
+    """Evaluate a finished run's tested model again; on test, the same metrics as its results.json."""
+    from metaaugment.run.evaluate import evaluate_run
+
+    metrics = evaluate_run(run_dir, split, benchmark=benchmark, device=device,
+                           data_root=None if data_root is None else str(data_root))
+    results = {"metrics": metrics, "wall_time_s": float("nan"), "kind": _run_kind(run_dir, benchmark)}
+    rows = [row for row in _result_rows(results, run_dir) if row[0] != "wall time"] if split == "test" else \
+        [(key, f"{value:.4f}") for key, value in metrics.items()]
+    title = f"{run_dir} on {benchmark or 'its benchmark'}, {split} split"
+    out_console.print(_results_table(title, rows))
+
+
+def _run_kind(run_dir: Path, benchmark: Optional[str]) -> str:
+    from metaaugment.registry import create_benchmark
+    from metaaugment.run.folder import RunDirectory
+
+    name = benchmark or RunDirectory(run_dir).read_config()["benchmark"]
+    return create_benchmark(name).kind
+
+
+@app.command("export")
+def export_command(
+    run_dir: Annotated[Path, typer.Argument(help="A finished run folder.")],
+    out: Annotated[Optional[Path], typer.Option(help="Folder for model.pt and policy.pt (default: RUN_DIR/export).")]
+    = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace model.pt and policy.pt in --out.")] = False,
+    data_root: Annotated[Optional[Path], typer.Option("--data-root", envvar="METAAUG_DATA_ROOT",
+                                                       help="Folder of on-disk datasets (default: the run's).")] = None,
+) -> None:
+    """Write a finished run's task network (model.pt) and learned policy (policy.pt), loadable with
+    torch.load(weights_only=True); load them with metaaugment.export (docs/workflow.md)."""
+    from metaaugment.export import export_run
+
+    paths = export_run(run_dir, out, overwrite=overwrite, data_root=None if data_root is None else str(data_root))
+    out_console.print("wrote " + ", ".join(str(p) for p in paths), highlight=False)
+
+
 ARGV: list[str] = []  # the arguments `main` was called with (--nproc-per-node relaunches them)
 
 
@@ -469,10 +524,10 @@ def main(argv: Optional[List[str]] = None) -> None:
         code = app(args=argv, prog_name="metaaug", standalone_mode=False)
     except UserError as error:
         if int(os.environ.get("RANK", "0")) == 0:  # under torchrun every rank raises the same error
-            err_console.print(f"[red]error:[/red] {error}", highlight=False, soft_wrap=True)
+            err_console.print(f"[red]error:[/red] {escape(str(error))}", highlight=False, soft_wrap=True)
         sys.exit(2)
     except TyperException as error:  # click usage errors: unknown option, missing argument...
-        err_console.print(f"[red]error:[/red] {error.format_message()} (see metaaug --help)", highlight=False,
+        err_console.print(f"[red]error:[/red] {escape(error.format_message())} (see metaaug --help)", highlight=False,
                           soft_wrap=True)
         sys.exit(2)
     except KeyboardInterrupt:

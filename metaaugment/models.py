@@ -12,7 +12,7 @@ own model needs only `forward`; policies that need features then use their own e
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator
+from typing import Callable, Iterator
 
 import torch
 from torch import Tensor, nn
@@ -72,6 +72,63 @@ class FeatureClassifier(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.forward_head(self.forward_features(x))
+
+
+class TimmClassifier(nn.Module):
+    """A timm model behind the benchmark's standardization, in timm's three calls
+    (forward_features, forward_head, get_classifier), so learned policies read its features."""
+
+    def __init__(self, spec: TaskSpec, network: nn.Module):
+        super().__init__()
+        self.standardize = Standardize(spec.mean, spec.std)
+        self.network = network
+        self.num_features = network.num_features
+
+    def get_classifier(self) -> nn.Module:
+        """timm's classifier: (B, num_features) -> (B, num_classes)."""
+        return self.network.get_classifier()
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        """(B, C, H, W) images in [0, 1] -> the model's unpooled features."""
+        return self.network.forward_features(self.standardize(x))
+
+    def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
+        """Features -> (B, num_features) pooled when `pre_logits`, else (B, num_classes) logits."""
+        return self.network.forward_head(x, pre_logits=pre_logits)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.forward_head(self.forward_features(x))
+
+
+def timm_factory(architecture: str) -> Callable[..., nn.Module]:
+    """The factory of `--model timm/ARCHITECTURE`: timm's model of that name (pip install
+    timm), built for the benchmark's channels and classes; unknown names are a UserError."""
+    try:
+        import timm
+    except ImportError:
+        raise UserError(f"--model timm/{architecture} needs timm: pip install timm") from None
+    if not timm.is_model(architecture):
+        close = timm.list_models(f"*{architecture.split('_')[0]}*")[:8]
+        raise UserError(f"timm has no model '{architecture}'" + (f"; similar: {', '.join(close)}" if close else ""))
+
+    def build(spec: TaskSpec, *, pretrained: bool = False, drop_rate: float = 0.0) -> TimmClassifier:
+        """A timm model (Wightman, pytorch-image-models) by name.
+
+        Options:
+            pretrained: start from timm's pretrained weights (downloaded from the Hugging Face Hub)
+            drop_rate: dropout before the classifier
+        """
+        if spec.num_classes is None or len(spec.input_shape) != 3:
+            raise UserError(f"timm/{architecture} is an image classifier; this benchmark has no image classes")
+        network = timm.create_model(architecture, pretrained=pretrained, num_classes=spec.num_classes,
+                                    in_chans=spec.input_shape[0], drop_rate=drop_rate)
+        return TimmClassifier(spec, network)
+
+    build.__name__ = f"timm_{architecture}"
+    return build
+
+
+MODELS.register_prefix("timm/", timm_factory, origin="timm")
 
 
 def _conv_block(cin: int, cout: int) -> list[nn.Module]:

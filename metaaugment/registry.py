@@ -59,6 +59,9 @@ class Registry(Generic[T]):
         self._builtins = builtins  # modules registering the built-in entries, imported on first use
         self._loaded = not builtins
         self._entry_points: dict[str, importlib.metadata.EntryPoint] | None = None
+        # name prefix -> resolver(rest of the name) -> factory, e.g. MODELS' "timm/"
+        self._prefixes: dict[str, Callable[[str], Callable[..., T]]] = {}
+        self._prefix_origins: dict[str, str] = {}
 
     def _load_builtins(self) -> None:
         if not self._loaded:
@@ -81,6 +84,12 @@ class Registry(Generic[T]):
 
         return decorate
 
+    def register_prefix(self, prefix: str, resolver: Callable[[str], Callable[..., T]], origin: str) -> None:
+        """Names `prefix` + REST resolve on first use to the factory `resolver(REST)`
+        (which raises UserError for a REST it does not know), registered as `origin`."""
+        self._prefixes[prefix] = resolver
+        self._prefix_origins[prefix] = origin
+
     # -- plug-ins -------------------------------------------------------------------------
     def installed_plugins(self) -> dict[str, importlib.metadata.EntryPoint]:
         """The entry points installed distributions declare in this registry's group, by name
@@ -93,8 +102,13 @@ class Registry(Generic[T]):
     def _load_plugin(self, name: str) -> Entry[T] | None:
         """Register the plug-in `name` (an installed entry point, or a `module:Name`
         reference) on first use; None when `name` is neither."""
+        self._load_builtins()  # the built-in modules register the prefixes
+        prefix = next((p for p in self._prefixes if name.startswith(p) and len(name) > len(p)), None)
         point = self.installed_plugins().get(name)
-        if point is not None:
+        if prefix is not None:
+            factory = self._prefixes[prefix](name[len(prefix):])
+            origin = self._prefix_origins[prefix]
+        elif point is not None:
             distribution = point.dist.name if point.dist is not None else point.value
             origin = f"entry point of {distribution} ({point.value})"
             factory = _import_plugin(self.kind, name, point.load)

@@ -43,7 +43,7 @@ def batch(n: int = 10, seed: int = 0) -> Batch:
     return Batch(torch.rand(n, 3, 12, 12, generator=g), torch.randint(0, 4, (n,), generator=g))
 
 
-@pytest.mark.parametrize("name", ["small-cnn", "resnet18", "preact-resnet18", "wrn-40-2"])
+@pytest.mark.parametrize("name", ["small-cnn", "resnet18", "preact-resnet18", "wrn-40-2", "timm/resnet18"])
 def test_registered_models_return_maps_then_pooled_features_then_logits(name):
     model = create_model(name, SPEC).eval()
     x = batch(2).inputs
@@ -93,6 +93,27 @@ def test_a_real_timm_model_trains_with_metaaugment_through_the_run_loop(tmp_path
     assert results["metrics"]["steps"] == 1257 // 64
     state = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)["policy"]
     assert state["network.feature_branch.0.weight"].shape == (100, 512)  # resnet10t's num_features
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("policy", ["none", "metaaugment"])
+def test_a_timm_model_by_name_trains_on_digits(policy, tmp_path):
+    pytest.importorskip("timm")
+    results = train(quick_config(policy=policy, model="timm/resnet18", epochs=1), tmp_path / "run",
+                    show_progress=False)
+    assert results["metrics"]["steps"] == 1257 // 64 and results["config"]["model"] == "timm/resnet18"
+    state = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
+    assert "network.fc.weight" in state["model"] and "standardize.mean" in state["model"]
+    if policy == "metaaugment":
+        assert state["policy"]["network.feature_branch.0.weight"].shape == (100, 512)  # resnet18's num_features
+
+
+def test_a_timm_name_that_timm_does_not_know_is_one_line():
+    pytest.importorskip("timm")
+    from metaaugment.errors import UserError
+
+    with pytest.raises(UserError, match="timm has no model 'resnet_nope'; similar: "):
+        MODELS.get("timm/resnet_nope")
 
 
 def test_protonets_embed_with_the_pooled_features():

@@ -39,12 +39,12 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     return contents
 
 
-def read_finished_run(folder: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+def read_finished_run(folder: Path, command: str = "--policy-from") -> tuple[dict[str, Any], dict[str, Any]]:
     """(config.json, final checkpoint) of a finished run folder, through the same reader as
-    `--resume`; a UserError when the folder holds no finished run."""
+    `--resume`; a UserError naming `command` when the folder holds no finished run."""
     from metaaugment.run.folder import RunDirectory
 
     run = RunDirectory(Path(folder))
     if not run.finished or not run.checkpoint_path.is_file():
-        raise UserError(f"--policy-from {folder}: not a finished run folder (no results.json / checkpoint.pt)")
+        raise UserError(f"{command} {folder}: not a finished run folder (no results.json / checkpoint.pt)")
     return run.read_config(), load_checkpoint(run.checkpoint_path)

@@ -50,6 +50,9 @@ class RunConfig:
     precision: str = "32"
     channels_last: bool = False
     compile: bool = False
+    # where metrics go besides metrics.jsonl and metrics.csv (run.sinks); not part of a run's identity
+    tensorboard: bool = False
+    wandb: bool = False
 
     def validate(self) -> None:
         """Raise UserError for values no run can use."""
@@ -111,3 +114,13 @@ class RunConfig:
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (what config.json holds)."""
         return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, settings: dict[str, Any]) -> "RunConfig":
+        """A RunConfig from config.json or a config file's settings: JSON has lists where
+        options take tuples, so option lists become tuples (option names are checked later,
+        by the factories)."""
+        settings = dict(settings)
+        for key in ("policy_options", "learner_options", "model_options"):
+            settings[key] = {k: tuple(v) if isinstance(v, list) else v for k, v in settings.get(key, {}).items()}
+        return cls(**settings)

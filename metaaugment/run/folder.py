@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -26,7 +27,7 @@ MANIFEST, LOCK = ".metaaugment-run.json", ".metaaugment.lock"
 MANIFEST_FORMAT = "metaaugment-run/1"
 
 # Settings that may change between a run and its resumption without changing its results.
-NON_IDENTITY_KEYS = frozenset({"device", "data_root", "checkpoint_every", "workers"})
+NON_IDENTITY_KEYS = frozenset({"device", "data_root", "checkpoint_every", "workers", "tensorboard", "wandb"})
 
 
 def folder_name(name: str) -> str:
@@ -197,7 +198,9 @@ class RunDirectory:
         assert self._lock_handle is not None, "prepare runs under locked()"
         if overwrite and self.owned():
             for name in self._manifest():
-                if name not in (LOCK, MANIFEST):
+                if name.endswith("/"):  # a folder the run made (tensorboard/, wandb/), with what it wrote
+                    shutil.rmtree(self.path / name, ignore_errors=True)
+                elif name not in (LOCK, MANIFEST):
                     (self.path / name).unlink(missing_ok=True)
             self.manifest_path.unlink()
         remove_stale_temporary_files(self.path)

@@ -27,7 +27,7 @@ from metaaugment.learners.episodic import EpisodicLearner
 from metaaugment.models import all_finite
 from metaaugment.policy import BatchPolicy, StepContext, TaskPolicy
 from metaaugment.registry import create_benchmark, create_learner, create_model, create_policy
-from metaaugment.run import distributed
+from metaaugment.run import distributed, sinks
 from metaaugment.run.checkpoint import load_checkpoint, read_finished_run, save_checkpoint
 from metaaugment.run.config import RunConfig
 from metaaugment.run.devices import resolve_device
@@ -115,6 +115,8 @@ class Trainer:
         if self.device.type == "cuda" and self.device.index is not None:
             torch.cuda.set_device(self.device)
         self.writes = distributed.is_main()  # rank 0 alone writes the run folder
+        sinks.check_available(config.tensorboard and self.writes, config.wandb and self.writes)
+        self.sinks: sinks.Sinks | None = None
         self.show_progress = show_progress and self.writes
         check_global_batch(config, distributed.world_size())
         seed_everything(config.seed)  # the same seed on every rank: same initialization and draws
@@ -232,7 +234,7 @@ class Trainer:
             for key, value in metrics.items():
                 p.epoch_sums[key] = p.epoch_sums.get(key, 0.0) + float(value)
             if p.step % cfg.log_every == 0 and self.writes:
-                self.run_dir.append_metrics({"kind": "step", "step": p.step, "epoch": p.epoch + 1, **metrics})
+                self._log({"kind": "step", "step": p.step, "epoch": p.epoch + 1, **metrics})
             bar.update(task, completed=p.step, metrics=self._progress_metrics(metrics))
             if p.step % cfg.checkpoint_every == 0 and p.step_in_epoch < self.strategy.steps_per_epoch:
                 self._save_state()
@@ -252,28 +254,48 @@ class Trainer:
                 if self.strategy.tests_best_model:
                     self.best_model = copy.deepcopy(self.model.state_dict())
         if self.writes:
-            self.run_dir.append_metrics(record)
+            self._log(record)
         p.epoch, p.step_in_epoch, p.epoch_sums = p.epoch + 1, 0, {}
         self._save_state()
+
+    def _log(self, record: dict[str, Any]) -> None:
+        """Append a record to metrics.jsonl and hand it to the other sinks (rank 0)."""
+        self.run_dir.append_metrics(record)
+        if self.sinks is not None:
+            self.sinks.record(record)
 
     def run(self) -> dict[str, Any]:
         """Train to the end (continuing from a checkpoint if the folder has one), test, and
         return the results also written to results.json."""
         cfg = self.config
         resumed_at = self.state.step if self._restore_state() else None
+        if self.writes:
+            self.sinks = sinks.Sinks(self.run_dir, cfg.to_dict(), self.state.step, tensorboard=cfg.tensorboard,
+                                     wandb=cfg.wandb)
+        try:
+            return self._train_and_test(resumed_at)
+        finally:
+            if self.sinks is not None:
+                self.sinks.close()
+
+    def _train_and_test(self, resumed_at: int | None) -> dict[str, Any]:
+        cfg = self.config
         started = time.perf_counter()
         description = f"{cfg.benchmark} · {cfg.policy} · {cfg.learner} · seed {cfg.seed}"
-        with training_progress(self.console, disable=not self.show_progress) as bar:
+        with training_progress(self.console, disable=not self.show_progress, every=cfg.log_every) as bar:
             task = bar.add_task(description, total=self.total_steps, completed=self.state.step, metrics="")
             while self.state.epoch < cfg.epochs:
                 self._train_epoch(bar, task)
                 self._finish_epoch()
+                bar.update(task, metrics=self._progress_metrics(self.state.last_train), epoch=self.state.epoch)
             if self.state.artifacts is None:  # figures first: a crash during the test keeps them
                 names = [p.name for p in self.policy.write_artifacts(self.run_dir.path)] if self.writes else []
                 self.state.artifacts = distributed.broadcast_object(names)
                 if self.writes:
                     self.run_dir.record(*self.state.artifacts)
                 self._save_state()
+            if self.sinks is not None:
+                self.sinks.figures(self.state.artifacts, self.state.step)
             test_task = bar.add_task(self.strategy.test_label, total=self.strategy.evaluation_size("test"), metrics="")
             tested = self.best_model if self.strategy.tests_best_model else None
             test = self.strategy.evaluate("test", tested, on_item=lambda: bar.advance(test_task))

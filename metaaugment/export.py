@@ -1,0 +1,102 @@
+"""Export what a finished run learned, and load it again without the run folder.
+
+`metaaug export RUN` (or `export_run`) writes two files that load with
+`torch.load(weights_only=True)`, so a file someone hands you cannot run code:
+
+- model.pt: {"format", "model", "model_options", "spec", "state_dict"}: the task network the
+  run tested (the best-validation one where the run tests that), with what rebuilds it;
+- policy.pt: {"format", "policy", "policy_options", "context", "state_dict"}: the policy's
+  learned state (MetaAugment: its policy network, alpha and sampler distribution;
+  RL-Mixup: its PPO agent), the options it was built with and the loop sizes its setup
+  needs.
+
+`load_exported_model` and `load_exported_policy` rebuild them; an exported MetaAugment
+policy is frozen and weighs samples with the exported task network's features, as
+`--policy-from` does (docs/workflow.md, "Export a run").
+"""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from metaaugment.errors import UserError
+from metaaugment.files import load_torch, save_torch
+from metaaugment.policy import AugmentationPolicy, StepContext
+from metaaugment.registry import create_model, create_policy
+from metaaugment.spec import TaskSpec
+
+EXPORT_FORMAT = "metaaugment.export/1"
+MODEL_FILE, POLICY_FILE = "model.pt", "policy.pt"
+
+
+def export_run(folder: Path, out: Path | None = None, *, overwrite: bool = False, device: str = "cpu",
+               data_root: str | None = None) -> list[Path]:
+    """Write model.pt and policy.pt of the finished run in `folder` into `out` (default:
+    folder/export); returns their paths. Existing files are replaced only with `overwrite`."""
+    from metaaugment.run.evaluate import restored_trainer
+
+    out = Path(out) if out is not None else Path(folder) / "export"
+    paths = [out / MODEL_FILE, out / POLICY_FILE]
+    existing = [str(p) for p in paths if p.exists()]
+    if existing and not overwrite:
+        raise UserError(f"{', '.join(existing)} already exist{'s' if len(existing) == 1 else ''}; pass --overwrite "
+                        f"to replace, or choose another --out")
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file, not a folder")
+    trainer, checkpoint = restored_trainer(Path(folder), "export", device=device, data_root=data_root)
+    config = trainer.config
+    model_state = {k: v.detach().cpu() for k, v in trainer.model.state_dict().items()}
+    save_torch(paths[0], {"format": EXPORT_FORMAT, "model": config.model, "model_options": config.model_options,
+                          "spec": dataclasses.asdict(trainer.spec), "state_dict": model_state})
+    context = {"batch_size": config.batch_size, "steps_per_epoch": trainer.strategy.steps_per_epoch,
+               "epochs": config.epochs}
+    save_torch(paths[1], {"format": EXPORT_FORMAT, "policy": config.policy, "policy_options": config.policy_options,
+                          "context": context, "state_dict": checkpoint["policy"]})
+    return paths
+
+
+def _read(path: Path, what: str) -> dict[str, Any]:
+    contents = load_torch(Path(path))  # weights_only=True
+    if not isinstance(contents, dict) or contents.get("format") != EXPORT_FORMAT or what not in contents:
+        raise UserError(f"{path} is not a metaaugment {what} export ({EXPORT_FORMAT})")
+    return contents
+
+
+def _spec(data: dict[str, Any]) -> TaskSpec:
+    return TaskSpec(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
+
+
+def load_exported_model(path: Path, device: str | torch.device = "cpu") -> nn.Module:
+    """The task network of a model.pt, rebuilt by its registry name and loaded, in eval mode;
+    its `spec` attribute is the TaskSpec it was built for (inputs (B, *spec.input_shape) in [0, 1])."""
+    contents = _read(path, "model")
+    spec = _spec(contents["spec"])
+    model = create_model(contents["model"], spec, **contents["model_options"])
+    model.load_state_dict(contents["state_dict"])
+    model.spec = spec
+    return model.to(device).eval()
+
+
+def load_exported_policy(path: Path, model: nn.Module) -> tuple[AugmentationPolicy, StepContext]:
+    """The policy of a policy.pt and the StepContext to call it with, for `model` (the
+    exported task network: MetaAugment weighs samples by its features). Use it on a batch
+    of images in [0, 1]: `policy.augment(batch, ctx)` draws each sample's transformation
+    from the learned distribution; MetaAugment's `policy.loss_weights(augmented, None, ctx)`
+    gives the frozen policy network's (B,) weights, summing to 1."""
+    contents = _read(path, "policy")
+    spec = getattr(model, "spec", None)
+    if spec is None:
+        raise UserError("load_exported_policy needs the model from load_exported_model (it carries the spec)")
+    policy = create_policy(contents["policy"], **contents["policy_options"])
+    ctx = StepContext(model=model, spec=spec, **contents["context"])
+    policy.setup(ctx)
+    policy.to(next(model.parameters()).device)
+    if callable(getattr(policy, "load_transferred", None)):
+        policy.load_transferred(contents["state_dict"], model)
+    else:
+        policy.load_state_dict(contents["state_dict"])
+    return policy.eval(), ctx
