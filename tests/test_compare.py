@@ -3,6 +3,7 @@ import csv
 import statistics
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -38,3 +39,16 @@ def test_compare_writes_table_csv_markdown_and_png(tmp_path):
     again = subprocess.run(command, capture_output=True, text=True)
     assert again.returncode == 0 and again.stderr.count("reusing") == 4
     assert (out / "none" / "seed0" / "results.json").stat().st_mtime_ns == stamp
+
+
+def test_comparison_markdown_gives_each_column_its_own_unit():
+    from metaaugment.run.compare import RunRecord, comparison_markdown, summarize
+
+    regression = [RunRecord("nme", seed, Path(f"r{seed}"), {"kind": "regression", "wall_time_s": 1.0, "metrics": {
+        "test_mse": 0.5 + seed, "test_mse_ci95": 0.1, "test_pre_mse": 2.0, "best_val_mse": 0.4}}) for seed in (0, 1)]
+    text = comparison_markdown("sinusoid", summarize(regression), regression)
+    assert "| meta-test MSE |" in text and "%" not in text.split("## Runs")[0].replace("95% CI", "")
+    single = [RunRecord("none", 0, Path("r"), {"kind": "classification", "wall_time_s": 1.0, "metrics": {
+        "test_accuracy": 0.9, "best_val_accuracy": 0.8, "test_loss": 0.3}})]
+    text = comparison_markdown("digits", summarize(single), single)
+    assert "| test accuracy (%) |" in text and "| none | 1 | 90.00 | 80.00 | 0.3000 |" in text  # one seed: no ± 0

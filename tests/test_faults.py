@@ -482,7 +482,8 @@ def test_a_crash_during_the_final_test_keeps_the_figures(tmp_path, monkeypatch):
         train(config, tmp_path / "run", show_progress=False)
     monkeypatch.setattr(strategies.MiniBatchStrategy, "evaluate", original)
     resumed = train(config, tmp_path / "run", resume=True, show_progress=False)
-    assert resumed["artifacts"] == reference["artifacts"] == ["sampler_heatmap.png", "weighted_samples.png"]
+    expected = ["sampler_heatmap.png", "weighted_samples.png", "curves.png"]
+    assert resumed["artifacts"] == reference["artifacts"] == expected
     assert all((tmp_path / "run" / name).is_file() for name in resumed["artifacts"])
     assert resumed["metrics"] == reference["metrics"]
 

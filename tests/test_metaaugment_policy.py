@@ -95,7 +95,7 @@ def test_metaaugment_run_writes_figures_and_resumes_exactly(tmp_path, crash_at):
     reference = train(config, tmp_path / "ref", show_progress=False)
     assert (tmp_path / "ref" / "sampler_heatmap.png").is_file()
     assert (tmp_path / "ref" / "weighted_samples.png").is_file()
-    assert set(reference["artifacts"]) == {"sampler_heatmap.png", "weighted_samples.png"}
+    assert set(reference["artifacts"]) == {"sampler_heatmap.png", "weighted_samples.png", "curves.png"}
 
     crash_at(25)
     with pytest.raises(KeyboardInterrupt):

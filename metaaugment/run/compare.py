@@ -128,14 +128,15 @@ def comparison_csv(summaries: Sequence[PolicySummary]) -> str:
 def comparison_markdown(benchmark: str, summaries: Sequence[PolicySummary], records: Sequence[RunRecord]) -> str:
     """A summary table (mean ± std over seeds) and a per-run table."""
     columns = summaries[0].metrics
+    titles = [t + (" (%)" if p else "") for _, t, p in columns]  # units with each column: MSE is not in %
     lines = [f"# {benchmark}: policy comparison", "",
-             "Mean ± sample standard deviation over seeds; accuracies in %.", "",
-             "| policy | seeds | " + " | ".join(t for _, t, _ in columns) + " | time / run (s) |",
+             "Mean ± sample standard deviation over seeds (the mean alone for one seed).", "",
+             "| policy | seeds | " + " | ".join(titles) + " | time / run (s) |",
              "|---|---|" + "---|" * len(columns) + "---|"]
     for s in summaries:
         cells = [format_stat(*s.stat(m), p, len(s.seeds)) for m, _, p in columns]
         lines.append(f"| {s.policy} | {len(s.seeds)} | " + " | ".join(cells) + f" | {mean_std(s.wall_times)[0]:.1f} |")
-    lines += ["", "## Runs", "", "| policy | seed | " + " | ".join(t for _, t, _ in columns) + " | folder |",
+    lines += ["", "## Runs", "", "| policy | seed | " + " | ".join(titles) + " | folder |",
               "|---|---|" + "---|" * len(columns) + "---|"]
     for r in records:
         m = r.results["metrics"]
@@ -159,6 +160,7 @@ def plot_comparison(path: Path, benchmark: str, summaries: Sequence[PolicySummar
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     kind = summaries[0].kind
     metric, title, percent = summaries[0].metrics[0]
@@ -166,22 +168,31 @@ def plot_comparison(path: Path, benchmark: str, summaries: Sequence[PolicySummar
     unit = " (%)" if percent else ""
     curve_key = kind.validation_curve
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
+    # Points with error bars, not bars: a bar's length reads as the value, so a bar chart
+    # must start at 0, where the differences between policies vanish; points may start at a
+    # floor near the values without overstating them.
     for i, s in enumerate(summaries):
         mean, std = s.stat(metric)
-        left.bar(i, scale * mean, yerr=scale * std, capsize=4, color=f"C{i}", alpha=0.75)
+        left.errorbar(i, scale * mean, yerr=scale * std if len(s.seeds) > 1 else None, fmt="o", capsize=5,
+                      color=f"C{i}", markersize=8)
         left.scatter([i] * len(s.seeds), [scale * v for v in s.values[metric]], color="black", s=12, zorder=3)
     left.set_xticks(range(len(summaries)), [s.policy for s in summaries], rotation=20)
+    left.set_xlim(-0.6, len(summaries) - 0.4)
     left.set_ylabel(title + unit)
-    left.set_title(f"{benchmark}: {title} (mean ± std over seeds)")
+    left.set_title(f"{benchmark}: {title} (mean ± std over seeds, seeds as dots)", fontsize=10)
+    left.grid(axis="y", alpha=0.3)
     all_values = [scale * v for s in summaries for v in s.values[metric]]
+    all_values += [scale * (mean + sign * std) for s in summaries for mean, std in [s.stat(metric)] for sign in (-1, 1)]
     low, high = min(all_values), max(all_values)
     if percent:
-        left.set_ylim(max(0.0, low - max(2.0, (high - low))), min(100.0, high + max(1.0, 0.5 * (high - low))))
+        margin = max(1.0, 0.15 * (high - low))
+        left.set_ylim(max(0.0, low - margin), min(100.0, high + margin))
     # Few-shot runs also show the pre-update score on meta-train tasks (dashed): high values
     # there mean the model answers without reading the support set (memorization).
     curve_keys = [(curve_key, "-", "")]
     if kind.pre_update_curve is not None:
         curve_keys.append((kind.pre_update_curve, "--", " train pre-update"))
+    plotted: set[int] = set()
     for i, s in enumerate(summaries):
         for key, style, suffix in curve_keys:
             curves = []
@@ -191,9 +202,14 @@ def plot_comparison(path: Path, benchmark: str, summaries: Sequence[PolicySummar
                     curves.append({x["epoch"]: scale * x[key] for x in epochs})
             common = sorted(set.intersection(*(set(c) for c in curves))) if curves else []
             if common:
-                right.plot(common, [sum(c[e] for c in curves) / len(curves) for e in common], style,
+                right.plot(common, [sum(c[e] for c in curves) / len(curves) for e in common], style, marker=".",
                            label=s.policy + suffix, color=f"C{i}")
+                plotted.update(common)
     right.set_xlabel("epoch")
+    if 0 < len(plotted) <= 12:  # whole epochs only: every epoch a tick, or integer ticks
+        right.set_xticks(sorted(plotted))
+    else:
+        right.xaxis.set_major_locator(MaxNLocator(integer=True))
     right.set_ylabel(curve_key.replace("_", " ") + unit)
     title = curve_key.replace("_", " ") + (" (solid), train pre-update (dashed)" if kind.pre_update_curve else "")
     right.set_title(f"{title}, mean over seeds", fontsize=10)

@@ -30,6 +30,7 @@ from metaaugment.registry import create_benchmark, create_learner, create_model,
 from metaaugment.run import distributed, sinks
 from metaaugment.run.checkpoint import load_checkpoint, read_finished_run, save_checkpoint
 from metaaugment.run.config import RunConfig
+from metaaugment.run.curves import CURVES_FILE, plot_curves
 from metaaugment.run.devices import resolve_device
 from metaaugment.run.environment import describe_environment
 from metaaugment.run.folder import RunDirectory
@@ -290,6 +291,9 @@ class Trainer:
                 bar.update(task, metrics=self._progress_metrics(self.state.last_train), epoch=self.state.epoch)
             if self.state.artifacts is None:  # figures first: a crash during the test keeps them
                 names = [p.name for p in self.policy.write_artifacts(self.run_dir.path)] if self.writes else []
+                if self.writes:  # and the run's own learning curves
+                    plot_curves(self.run_dir.read_metrics(), self.kind, self.run_dir.path / CURVES_FILE, description)
+                    names.append(CURVES_FILE)
                 self.state.artifacts = distributed.broadcast_object(names)
                 if self.writes:
                     self.run_dir.record(*self.state.artifacts)
