@@ -413,12 +413,28 @@ def compare(
     compile: CompileOpt = False,
     tensorboard: TensorBoardOpt = False,
     wandb: WandbOpt = False,
+    launcher: Annotated[str, typer.Option(
+        help="Where the runs train: inline (here, one after another), local (submitit jobs on this machine) or "
+        "slurm (a submitit job array); see docs/workflow.md.")] = "inline",
+    jobs: Annotated[int, typer.Option(help="--launcher local: runs training at once.")] = 1,
+    nproc_per_node: Annotated[int, typer.Option(
+        "--nproc-per-node", help="local/slurm: processes (GPUs) per run, one node each.")] = 1,
+    slurm_partition: Annotated[Optional[str], typer.Option(help="slurm: partition.")] = None,
+    slurm_gpus: Annotated[Optional[int], typer.Option(help="slurm: GPUs per job (default: none).")] = None,
+    slurm_cpus: Annotated[Optional[int], typer.Option(help="slurm: CPUs per process.")] = None,
+    slurm_time: Annotated[int, typer.Option(help="slurm: time limit per job, minutes.")] = 24 * 60,
+    slurm_account: Annotated[Optional[str], typer.Option(help="slurm: account.")] = None,
+    slurm_parallelism: Annotated[int, typer.Option(help="slurm: array jobs running at once.")] = 64,
+    wait: Annotated[bool, typer.Option(
+        help="slurm: wait for the jobs and print the table (--no-wait: submit and return; run the same command "
+        "again later).")] = True,
+    status: Annotated[bool, typer.Option(help="Show each run's state and job, and train nothing.")] = False,
     quiet: QuietOpt = False,
 ) -> None:
     """Run (or reuse finished) runs of several policies or sweep variants over seeds; print and save a
     table and plot."""
     from metaaugment.registry import POLICIES
-    from metaaugment.run.compare import format_stat, run_comparison, summarize, write_comparison
+    from metaaugment.run.compare import format_stat, plan_comparison, run_comparison, summarize, write_comparison
     from metaaugment.run.config_file import read_sweep
     from metaaugment.run.folder import folder_name
 
@@ -446,8 +462,16 @@ def compare(
         _parse_seeds(",".join(map(str, file_seeds)))  # the same checks as --seeds
     config = _build_config(_settings(ctx, file_settings), lr, learner_set, model_set)
     out = out or Path("runs") / "compare" / folder_name(config.benchmark)
+    launch_options = _launch_options(ctx, launcher, jobs, nproc_per_node, wait, {
+        "partition": slurm_partition, "gpus": slurm_gpus, "cpus": slurm_cpus, "time_min": slurm_time,
+        "account": slurm_account, "parallelism": slurm_parallelism})
+    if status:
+        _print_status(plan_comparison(config, variants, seed_list, out, options), out)
+        return
     records = run_comparison(config, variants, seed_list, out, options, console=err_console,
-                             show_progress=not quiet, overwrite=overwrite)
+                             show_progress=not quiet, overwrite=overwrite, launch_options=launch_options)
+    if len(records) < len(variants) * len(seed_list):  # submitted without waiting
+        return
     paths = write_comparison(out, config.benchmark, records)
     table = Table(title=f"{config.benchmark}: " + (f"mean ± std over seeds {', '.join(map(str, seed_list))}"
                                                    if len(seed_list) > 1 else f"seed {seed_list[0]}"))
@@ -507,6 +531,36 @@ def export_command(
 
     paths = export_run(run_dir, out, overwrite=overwrite, data_root=None if data_root is None else str(data_root))
     out_console.print("wrote " + ", ".join(str(p) for p in paths), highlight=False)
+
+
+def _launch_options(ctx: typer.Context, launcher: str, jobs: int, nproc_per_node: int, wait: bool,
+                    slurm: dict[str, Any]) -> Any:
+    """compare's launcher options, checked: SLURM settings only with --launcher slurm."""
+    from metaaugment.run.launch import LAUNCHERS, LaunchOptions
+
+    if launcher not in LAUNCHERS:
+        raise UserError(f"--launcher must be one of {', '.join(LAUNCHERS)} (got {launcher!r})")
+    given = [f"--{name.replace('_', '-')}" for name in ctx.params if name.startswith("slurm_") and _given(ctx, name)]
+    if given and launcher != "slurm":
+        raise UserError(f"{given[0]} applies to --launcher slurm")
+    if not wait and launcher != "slurm":
+        raise UserError("--no-wait applies to --launcher slurm (local jobs end with this command)")
+    if jobs < 1 or nproc_per_node < 1:
+        raise UserError("--jobs and --nproc-per-node must be positive integers")
+    if nproc_per_node > 1 and launcher == "inline":
+        raise UserError("--nproc-per-node in a comparison needs --launcher local or slurm (one job per run)")
+    return LaunchOptions(launcher=launcher, jobs=jobs, nproc_per_node=nproc_per_node, wait=wait, slurm=slurm)
+
+
+def _print_status(runs: Any, out: Path) -> None:
+    from metaaugment.run.launch import status_rows
+
+    table = Table(title=f"{out}: runs and jobs")
+    for column in ("run", "folder", "job"):
+        table.add_column(column)
+    for row in status_rows(runs, out):
+        table.add_row(*(escape(cell) for cell in row))
+    out_console.print(table)
 
 
 ARGV: list[str] = []  # the arguments `main` was called with (--nproc-per-node relaunches them)

@@ -11,37 +11,60 @@ from metaaugment.files import pyplot, save_figure, show_image
 
 
 def mixup_examples_figure(last: dict[str, Tensor], path: Path) -> None:
-    """RL-Mixup's Appendix B figure, one row per sample: the image, its patch saliency, its
-    selected patches (Eq. 1 at its q), the partner with its patches, the mixed (both masks
-    agree) and unmixed regions (Eq. 2), and the mixed image with its two largest soft-label
-    entries (Eqs. 3-4). `last` holds inputs/partners/mixed (N, C, H, W), saliency and masks
-    (N, p, p), q (N,), lambdas (N, 2) and labels (N, K)."""
+    """RL-Mixup's Appendix B figure, one row per sample: the image (with its label), its patch
+    saliency, its selected patches (Eq. 1 at its q), the partner (with its label) and its
+    patches, where each pixel of the mixed image comes from (Eq. 2: the image alone, the
+    partner alone, or their lambda-blend where both masks agree), and the mixed image with its
+    soft label split between the two images' labels (Eqs. 3-4). `last` holds inputs/partners/
+    mixed (N, C, H, W), saliency and masks (N, p, p), q (N,), lambdas (N, 2), labels (N, K),
+    and targets / partner_targets (N,) when known."""
     plt = pyplot()
     n = last["inputs"].shape[0]
-    columns = ("image", "saliency", "selected patches", "partner", "partner patches", "mixed region (white)",
+    columns = ("image", "saliency", "selected patches", "partner", "partner patches", "source of each pixel",
                "mixed image")
-    fig, axes = plt.subplots(n, len(columns), figsize=(1.8 * len(columns), 2.2 * n), squeeze=False)
+    # the source panel's colours: blue from the image, orange from the partner, grey blended
+    from_image, from_partner, blended = (0.12, 0.47, 0.71), (1.0, 0.5, 0.05), (0.6, 0.6, 0.6)
+    fig, axes = plt.subplots(n, len(columns), figsize=(2.0 * len(columns), 2.5 * n), squeeze=False)
     for i in range(n):
-        inter = (last["masks"][i] == last["partner_masks"][i]).float()
-        top = torch.topk(last["labels"][i], 2)
-        label = ", ".join(f"{int(c)}: {float(v):.2f}" for v, c in zip(top.values, top.indices))
+        mask, partner_mask = last["masks"][i].bool(), last["partner_masks"][i].bool()
+        inter = mask == partner_mask
+        source = torch.empty(*mask.shape, 3)
+        source[inter] = torch.tensor(blended)
+        source[~inter & mask] = torch.tensor(from_image)
+        source[~inter & partner_mask] = torch.tensor(from_partner)
         lam = last["lambdas"][i]
+        own = int(last["targets"][i]) if "targets" in last else None
+        other = int(last["partner_targets"][i]) if "partner_targets" in last else None
         panels = [(last["inputs"][i], None), (last["saliency"][i], "magma"), (last["masks"][i].float(), "gray"),
-                  (last["partners"][i], None), (last["partner_masks"][i].float(), "gray"), (inter, "gray"),
+                  (last["partners"][i], None), (last["partner_masks"][i].float(), "gray"), (source, "rgb"),
                   (last["mixed"][i], None)]
         for j, (panel, cmap) in enumerate(panels):
             ax = axes[i][j]
             ax.axis("off")
             if cmap is None:
                 show_image(ax, panel)
+            elif cmap == "rgb":
+                ax.imshow(panel.numpy(), interpolation="nearest")
             else:
                 ax.imshow(panel.numpy(), cmap=cmap, interpolation="nearest")
             if i == 0:
-                ax.set_title(columns[j], fontsize=7)
-        below = dict(ha="center", va="top", fontsize=6)
+                ax.set_title(columns[j], fontsize=8)
+        below = dict(ha="center", va="top", fontsize=7)
+        if own is not None:
+            axes[i][0].text(0.5, -0.03, f"label {own}", transform=axes[i][0].transAxes, **below)
+            axes[i][3].text(0.5, -0.03, f"label {other}", transform=axes[i][3].transAxes, **below)
         axes[i][2].text(0.5, -0.03, f"q = {float(last['q'][i]):.0f}", transform=axes[i][2].transAxes, **below)
-        axes[i][6].text(0.5, -0.03, f"y' = {{{label}}}\nλ = ({float(lam[0]):.2f}, {float(lam[1]):.2f})",
-                        transform=axes[i][6].transAxes, **below)
+        axes[i][5].text(0.5, -0.03, f"blue: image  orange: partner\ngrey: λ blend ({float(lam[0]):.2f} image, "
+                        f"{float(lam[1]):.2f} partner)", transform=axes[i][5].transAxes, **below)
+        soft = last["labels"][i]
+        if own is not None:
+            share = f"y' = {float(soft[own]):.2f} × label {own} (image)"
+            if other != own:
+                share += f"\n   + {float(soft[other]):.2f} × label {other} (partner)"
+        else:
+            top = torch.topk(soft, 2)
+            share = "y' = " + ", ".join(f"{int(c)}: {float(v):.2f}" for v, c in zip(top.values, top.indices))
+        axes[i][6].text(0.5, -0.03, share, transform=axes[i][6].transAxes, **below)
     fig.tight_layout()
     save_figure(fig, path)
 

@@ -98,7 +98,8 @@ class SaliencyMixup(BatchPolicy):
         self.last_mix = {"inputs": batch.inputs[:EXAMPLES], "partners": batch.inputs[index[:EXAMPLES]],
                          "saliency": saliency[:EXAMPLES], "masks": masks[:EXAMPLES],
                          "partner_masks": masks[index[:EXAMPLES]], "q": q[:EXAMPLES], "lambdas": weights[:EXAMPLES],
-                         "mixed": mixed[:EXAMPLES], "labels": soft[:EXAMPLES]}
+                         "mixed": mixed[:EXAMPLES], "labels": soft[:EXAMPLES],
+                         "targets": labels[:EXAMPLES].argmax(1), "partner_targets": labels[index[:EXAMPLES]].argmax(1)}
         info = {**batch.info, "saliency": saliency.detach(), "q": q, "partner": partner, "masks": masks}
         return Batch(mixed.detach(), soft.detach(), batch.weights, info)
 

@@ -14,7 +14,8 @@ from metaaugment.files import write_bytes, write_text
 from metaaugment.run.config import RunConfig
 from metaaugment.run.config_file import Variant
 from metaaugment.run.folder import RunDirectory, folder_name
-from metaaugment.run.loop import policy_and_learner, train
+from metaaugment.run.launch import LaunchOptions, PlannedRun, launch
+from metaaugment.run.loop import policy_and_learner
 from metaaugment.run.stats import mean_std
 from metaaugment.spec import BenchmarkKind, benchmark_kind
 
@@ -58,33 +59,46 @@ class PolicySummary:
         return mean_std(self.values[metric])
 
 
-def run_comparison(base: RunConfig, variants: Sequence[str | Variant], seeds: Sequence[int], out: Path,
-                   policy_options: dict[str, dict[str, Any]] | None = None,
-                   console: Console | None = None, show_progress: bool = True,
-                   overwrite: bool = False) -> list[RunRecord]:
-    """Train every (variant, seed) into out/<variant>/seed<k>, reusing finished runs and
-    resuming unfinished ones (`overwrite`: training every run again from the start); a folder
-    holding a different configuration is an error. A variant given as a policy name takes its
-    options from `policy_options[name]`."""
-    console = console or Console(stderr=True)
+def plan_comparison(base: RunConfig, variants: Sequence[str | Variant], seeds: Sequence[int], out: Path,
+                    policy_options: dict[str, dict[str, Any]] | None = None) -> list[PlannedRun]:
+    """Every (variant, seed) run of a comparison, in table order, in out/<variant>/seed<k>;
+    each run's settings are checked here, before any trains. A variant given as a policy
+    name takes its options from `policy_options[name]`."""
     chosen = [v if isinstance(v, Variant) else Variant(folder_name(v), v, dict((policy_options or {}).get(v, {})))
               for v in variants]
     names = [v.name for v in chosen]
     if len(set(names)) != len(names):
         raise UserError(f"the compared variants need distinct names (got {', '.join(names)})")
-    runs = [(variant.name, seed, variant.apply(base, seed)) for variant in chosen for seed in seeds]
-    for _, _, config in runs:  # every run's settings, before any trains
-        policy_and_learner(config.resolve())
-    records = []
-    total = len(runs)
-    for index, (name, seed, config) in enumerate(runs, start=1):
-        path = Path(out) / name / f"seed{seed}"
-        state = "reusing" if RunDirectory(path).finished and not overwrite else "running"
-        console.print(f"[{index}/{total}] {state} {name} seed {seed} -> {path}")
-        results = train(config, path, resume=not overwrite, overwrite=overwrite, console=console,
-                        show_progress=show_progress)
-        records.append(RunRecord(name, seed, path, results))
-    return records
+    runs = [PlannedRun(v.name, seed, v.apply(base, seed), Path(out) / v.name / f"seed{seed}")
+            for v in chosen for seed in seeds]
+    for run in runs:
+        policy_and_learner(run.config.resolve())
+    return runs
+
+
+def run_comparison(base: RunConfig, variants: Sequence[str | Variant], seeds: Sequence[int], out: Path,
+                   policy_options: dict[str, dict[str, Any]] | None = None,
+                   console: Console | None = None, show_progress: bool = True,
+                   overwrite: bool = False, launch_options: LaunchOptions | None = None) -> list[RunRecord]:
+    """Train every (variant, seed) into out/<variant>/seed<k> (`plan_comparison`), reusing
+    finished runs and resuming unfinished ones; `overwrite` first removes what earlier runs
+    wrote, so every run trains again from the start; a folder holding a different
+    configuration is an error. `launch_options` choose where the runs train (run.launch:
+    here, one after another, by default). Returns the records in table order; a run still
+    training (launched without waiting) has no record."""
+    console = console or Console(stderr=True)
+    options = launch_options or LaunchOptions()
+    runs = plan_comparison(base, variants, seeds, out, policy_options)
+    for run in runs:  # every folder checked before anything trains or is submitted
+        folder = RunDirectory(run.path)
+        if overwrite and folder.owned():  # what earlier runs wrote goes (their own files only)
+            with folder.locked():
+                folder.prepare(run.config.resolve().to_dict(), overwrite=True)
+        else:
+            folder.check(run.config.resolve().to_dict(), resume=True)
+    results = launch(runs, out, options, console, show_progress)
+    return [RunRecord(run.name, run.seed, run.path, results[run.key]) for run in runs
+            if results.get(run.key) is not None]
 
 
 def summarize(records: Sequence[RunRecord]) -> list[PolicySummary]:

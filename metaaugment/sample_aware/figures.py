@@ -30,22 +30,26 @@ def sampler_heatmap(probabilities: Tensor, ops: Sequence[str], path: Path) -> No
 
 
 def weighted_samples_grid(images: Tensor, weights: Tensor, losses: Tensor, labels: Tensor, captions: Sequence[str],
-                          path: Path, per_row: int = 8) -> None:
+                          path: Path, per_row: int = 4) -> None:
     """Augmented samples with their op pair, magnitudes, weight and loss: the highest-weighted
-    first row(s), then the lowest (paper Figs. 3-4). images (N, C, H, W) in [0, 1]."""
+    first half, then the lowest (paper Figs. 3-4). images (N, C, H, W) in [0, 1]."""
     plt = pyplot()
 
     n = images.shape[0]
     rows = (n + per_row - 1) // per_row
-    fig, axes = plt.subplots(rows, per_row, figsize=(1.9 * per_row, 2.3 * rows), squeeze=False)
+    # large enough to read at the default size: four samples a row, captions at 8 pt
+    fig, axes = plt.subplots(rows, per_row, figsize=(2.7 * per_row, 3.0 * rows), squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
+    half = n // 2
     for i in range(n):
         ax = axes.flat[i]
         show_image(ax, images[i])
-        ax.set_title(f"{captions[i]}\ny={int(labels[i])} w={float(weights[i]):.3f} L={float(losses[i]):.2f}",
-                     fontsize=6)
-    fig.suptitle("highest-weighted augmented samples (top) and lowest-weighted (bottom)", fontsize=9)
+        rank = f"highest #{i + 1}" if i < half else f"lowest #{n - i}"
+        ax.set_title(f"{rank}: {captions[i]}\nlabel {int(labels[i])}, weight {float(weights[i]):.3f}, "
+                     f"loss {float(losses[i]):.2f}", fontsize=8)
+    fig.suptitle("MetaAugment's highest-weighted augmented samples (top rows) and lowest-weighted (bottom rows)",
+                 fontsize=10)
     fig.tight_layout()
     save_figure(fig, path)
 
