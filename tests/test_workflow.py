@@ -81,22 +81,7 @@ def test_a_policy_file_in_the_working_folder_runs_resumes_and_compares(tmp_path)
 def test_an_installed_plugin_distribution_runs_by_its_registered_name(tmp_path):
     source = tmp_path / "source"
     (source / "flipper_plugin").mkdir(parents=True)
-    model = textwrap.dedent('''
-
-        import math
-
-
-        def tiny_mlp(spec, *, width: int = 16):
-            """A one-hidden-layer perceptron.
-
-            Options:
-                width: hidden units
-            """
-            inputs = math.prod(spec.input_shape)
-            return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(inputs, width), torch.nn.ReLU(),
-                                       torch.nn.Linear(width, spec.num_classes))
-    ''')
-    (source / "flipper_plugin" / "__init__.py").write_text(PLUGIN_POLICY.replace("MyPolicy", "Flipper") + model)
+    (source / "flipper_plugin" / "__init__.py").write_text(doc_block("plugin-package"))
     (source / "pyproject.toml").write_text(doc_block("plugin-pyproject", "toml"))
     site = tmp_path / "site"
     install = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-index", "--no-deps",
@@ -134,6 +119,14 @@ def test_a_reference_resolves_from_the_working_folder_and_its_errors_are_one_lin
             POLICIES.get("brokenpol:X")
         with pytest.raises(UserError, match="unknown policy 'nosuch'.*or a plug-in, module.path:Name"):
             POLICIES.get("nosuch")
+
+
+def test_the_docs_options_example_reads_its_docstring():
+    namespace: dict = {}
+    exec(compile(doc_block("workflow-example: options-docstring"), str(WORKFLOW), "exec"), namespace)
+    (option,) = namespace["describe_options"](namespace["Flip"])
+    assert (option.name, option.type, option.default, option.meaning) == (
+        "probability", "float", 1.0, "chance that an image is flipped")
 
 
 def test_options_come_from_signatures_and_docstrings_and_every_builtin_one_is_explained(capsys):
