@@ -44,7 +44,8 @@ def test_local_jobs_give_the_same_table_as_training_inline(tmp_path):
 
 @pytest.mark.slow
 def test_an_interrupted_local_comparison_resumes_when_launched_again(tmp_path):
-    args = ["compare", "digits", "--policies", "none", "--seeds", "0", "--epochs", "200", "--checkpoint-every", "5",
+    # 60 epochs: long enough to be interrupted after its first checkpoint (about 18 s of training)
+    args = ["compare", "digits", "--policies", "none", "--seeds", "0", "--epochs", "60", "--checkpoint-every", "5",
             "--device", "cpu", "-q", "--out", "cmp", "--launcher", "local"]
     process = subprocess.Popen([sys.executable, "-m", "metaaugment.cli.main", *args], cwd=tmp_path,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -58,11 +59,11 @@ def test_an_interrupted_local_comparison_resumes_when_launched_again(tmp_path):
     assert process.returncode == 130, err
     assert not (tmp_path / "cmp" / "none" / "seed0" / "results.json").exists()
     resumed = metaaug(*args[:7], "20", *args[8:], cwd=tmp_path)  # the same, at 20 epochs: a different run
-    assert resumed.returncode == 2 and "configuration differs (epochs: 200 -> 20)" in resumed.stderr
+    assert resumed.returncode == 2 and "configuration differs (epochs: 60 -> 20)" in resumed.stderr
     resumed = metaaug(*args, cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr
     results = json.loads((tmp_path / "cmp" / "none" / "seed0" / "results.json").read_text())
-    assert results["resumed_at_step"] > 0 and results["metrics"]["steps"] == 200 * (1257 // 64)
+    assert results["resumed_at_step"] > 0 and results["metrics"]["steps"] == 60 * (1257 // 64)
 
 
 def test_the_slurm_launcher_writes_the_submission_its_options_ask_for(tmp_path):

@@ -52,6 +52,9 @@ def evaluation_batches(split: ImageSplit | FileSplit, batch_size: int, device: t
         yield split.batch(part, device)
 
 
+FILE_BATCHES_AHEAD = 1024  # a file stream's batches per set of decoding workers (keys only until decoded)
+
+
 class BatchStream:
     """An endless stream of shuffled mini-batches whose position is checkpointable.
 
@@ -65,28 +68,44 @@ class BatchStream:
         self.batch_size = min(batch_size, len(split))
         self.epoch, self.position = 0, 0
         self._order: tuple[int, Tensor] | None = None  # (epoch, permutation): drawn once per pass
-        # a FileSplit's batches of the current pass, decoded ahead by `workers` processes
+        # a FileSplit's batches from the stream's position on, over many passes, decoded ahead by
+        # `workers` processes
         self._files: Iterator[Batch] | None = None
 
-    def _epoch_order(self) -> Tensor:
-        if self._order is None or self._order[0] != self.epoch:
-            self._order = (self.epoch, epoch_order(len(self.split), self.seed + 7919, self.epoch))
+    def _epoch_order(self, epoch: int) -> Tensor:
+        if self._order is None or self._order[0] != epoch:
+            self._order = (epoch, epoch_order(len(self.split), self.seed + 7919, epoch))
         return self._order[1]
+
+    def _chunk(self, epoch: int, position: int) -> Tensor:
+        return self._epoch_order(epoch)[position * self.batch_size:(position + 1) * self.batch_size]
 
     def next(self) -> Batch:
         """The next mini-batch, reshuffling after each pass over the split."""
         steps = steps_per_epoch(len(self.split), self.batch_size)
         if self.position >= steps:
-            self.epoch, self.position, self._files = self.epoch + 1, 0, None
-        order = self._epoch_order()
-        start = self.position * self.batch_size
+            self.epoch, self.position = self.epoch + 1, 0
+        epoch, position = self.epoch, self.position
         self.position += 1
         if isinstance(self.split, FileSplit):
-            if self._files is None:  # the rest of this pass, from where the stream stands
-                chunks = [order[i * self.batch_size:(i + 1) * self.batch_size] for i in range(self.position - 1, steps)]
+            if self._files is None:
+                # The rest of this pass and the passes after it, at least FILE_BATCHES_AHEAD batches
+                # for one set of workers: starting workers forks this process, whose every page
+                # written while they live is then copied, so a small split (one batch a pass)
+                # would pay that at every step (2x the run's time measured, docs/scale.md).
+                chunks = []
+                while position < steps or len(chunks) < FILE_BATCHES_AHEAD:
+                    if position >= steps:
+                        epoch, position = epoch + 1, 0
+                    chunks.append(self._chunk(epoch, position))
+                    position += 1
                 self._files = self.split.batches(chunks, self.device, self.workers)
-            return next(self._files)
-        return self.split.batch(order[start:start + self.batch_size], self.device)
+            batch = next(self._files, None)
+            if batch is None:  # those batches are spent: the next ones from where the stream stands
+                self._files, self.position = None, self.position - 1
+                return self.next()
+            return batch
+        return self.split.batch(self._chunk(epoch, position), self.device)
 
     def state_dict(self) -> dict[str, int]:
         """Position in the stream."""

@@ -56,7 +56,14 @@ class LaunchOptions:
     jobs: int = 1  # local: jobs running at once
     nproc_per_node: int = 1
     wait: bool = True  # False: submit and return; launch again when the jobs are done
-    poll_seconds: float = 2.0
+    poll_seconds: float | None = None  # how often job states are read; None: 0.2 s local, 5 s on SLURM
+
+    def poll_interval(self) -> float:
+        """Seconds between reads of the jobs' states: a local job's state is its process's (free
+        to read, and a finished job frees its slot at once); SLURM's comes from sacct."""
+        if self.poll_seconds is not None:
+            return self.poll_seconds
+        return 0.2 if self.launcher == "local" else 5.0
     slurm: dict[str, Any] = field(default_factory=dict)  # partition, gpus, cpus, time_min, account, parallelism
 
 
@@ -164,7 +171,7 @@ def launch(runs: Sequence[PlannedRun], out: Path, options: LaunchOptions, consol
     if not options.wait:
         console.print("submitted; run the same command again (or `compare --status`) when the jobs are done")
         return {**results, **{key: None for key in jobs}}
-    return {**results, **_wait(jobs, console, options.poll_seconds)}
+    return {**results, **_wait(jobs, console, options.poll_interval())}
 
 
 def _job(out: Path, entry: dict[str, Any]) -> Any:

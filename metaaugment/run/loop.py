@@ -34,7 +34,7 @@ from metaaugment.run.curves import CURVES_FILE, plot_curves
 from metaaugment.run.devices import resolve_device
 from metaaugment.run.environment import describe_environment
 from metaaugment.run.folder import RunDirectory
-from metaaugment.run.precision import grad_scaler
+from metaaugment.run.precision import grad_scaler, precision_note
 from metaaugment.run.progress import format_metrics, training_progress
 from metaaugment.run.seeding import capture_rng_state, restore_rng_state, seed_everything
 from metaaugment.run.strategies import KindStrategy, strategy_for
@@ -133,6 +133,9 @@ class Trainer:
         if config.compile:
             compile_model(self.model)
         self.grad_scaler = grad_scaler(self.device, config.precision)
+        note = precision_note(self.device, config.precision)
+        if note and self.writes and self.show_progress:
+            self.console.print(note, markup=False, highlight=False)
         self.policy, self.learner = policy_and_learner(config)
         self.strategy: KindStrategy = strategy_class(config, self.kind, data, self.model, self.learner, self.policy,
                                                      self.device)

@@ -33,3 +33,13 @@ def full_precision(device: torch.device) -> ContextManager:
 def grad_scaler(device: torch.device, precision: str) -> torch.amp.GradScaler | None:
     """The loss scaler float16 needs (its gradients underflow otherwise); None for 32 and bf16."""
     return torch.amp.GradScaler(device.type) if precision == "16" else None
+
+
+def precision_note(device: torch.device, precision: str) -> str | None:
+    """A line for the user when the chosen precision is much slower than float32 on `device`:
+    PyTorch's float16 convolution backward on CPU takes a slow path (70x float32 measured on
+    a 2-core Xeon with torch 2.14, docs/scale.md), while bfloat16 runs at float32's speed."""
+    if precision == "16" and device.type == "cpu":
+        return ("note: --precision 16 on CPU is far slower than 32 in PyTorch (float16 convolution "
+                "gradients); use --precision bf16 on CPU")
+    return None
