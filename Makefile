@@ -31,7 +31,7 @@ demo: install
 		--test-tasks 200 --out runs/demo/glyphs --overwrite
 	@echo "figures: runs/demo/fonts/comparison.png, runs/demo/glyphs/comparison.png; what MetaAugment learned:" \
 		"runs/demo/fonts/metaaugment/seed0/sampler_heatmap.png and weighted_samples.png"
-	@echo "RL-Mixup (its PPO agent learns over 60 epochs, about 5 minutes here):" \
+	@echo "RL-Mixup (its PPO agent learns over 60 epochs, about 6 minutes more):" \
 		"$(BIN)/metaaug compare fonts --policies none,rl-mixup --seeds 0 --epochs 60 --out runs/demo/rl-mixup"
 
 test: install
