@@ -57,6 +57,7 @@ class LaunchOptions:
     nproc_per_node: int = 1
     wait: bool = True  # False: submit and return; launch again when the jobs are done
     poll_seconds: float | None = None  # how often job states are read; None: 0.2 s local, 5 s on SLURM
+    slurm: dict[str, Any] = field(default_factory=dict)  # partition, gpus, cpus, time_min, account, parallelism
 
     def poll_interval(self) -> float:
         """Seconds between reads of the jobs' states: a local job's state is its process's (free
@@ -64,7 +65,6 @@ class LaunchOptions:
         if self.poll_seconds is not None:
             return self.poll_seconds
         return 0.2 if self.launcher == "local" else 5.0
-    slurm: dict[str, Any] = field(default_factory=dict)  # partition, gpus, cpus, time_min, account, parallelism
 
 
 def train_job(config: dict[str, Any], path: str, threads: int | None = None) -> dict[str, Any]:
