@@ -14,6 +14,7 @@ from rich.table import Table
 from typing_extensions import Annotated
 
 from metaaugment.errors import UserError
+from metaaugment.trust import refuse_code_references
 
 app = typer.Typer(
     name="metaaug",
@@ -67,6 +68,10 @@ TensorBoardOpt = Annotated[bool, typer.Option(
 WandbOpt = Annotated[bool, typer.Option(
     "--wandb", help="Also log to Weights & Biases (pip install 'metaaugment[wandb]'; WANDB_MODE=offline needs no "
     "account; WANDB_PROJECT names the project, default metaaugment). --resume continues the same W&B run.")]
+TrustOpt = Annotated[bool, typer.Option(
+    "--trust-code", help="Import code that a file names (a module:Name policy, learner, model or benchmark in a "
+    "--config or --sweep file, a run folder's config.json, a --policy-from folder). Without it such a file is "
+    "refused: a file is data. Pass it only for files you would run as code.")]
 WorkersOpt = Annotated[int, typer.Option(
     "--workers", help="Streamed benchmarks (imagenet, image-classification-folder): processes decoding images; "
     "the results do not depend on it.")]
@@ -85,18 +90,23 @@ def _given(ctx: typer.Context, name: str) -> bool:
     return getattr(source, "name", None) in ("COMMANDLINE", "ENVIRONMENT")
 
 
-def _settings(ctx: typer.Context, file_settings: dict[str, Any]) -> dict[str, Any]:
+def _settings(ctx: typer.Context, file_settings: dict[str, Any], source: str = "", trust_code: bool = False
+              ) -> dict[str, Any]:
     """RunConfig fields: a file's (--config, --sweep), overridden by the options given on the
-    command line. A policy, learner or model given there drops the file's options for it."""
+    command line. A policy, learner or model given there drops the file's options for it.
+    A code reference that comes from the file (`source`), not from the command line, is
+    refused unless `trust_code`."""
     settings = dict(file_settings)
-    for name in CONFIG_PARAMETERS:
-        if name in ctx.params and (_given(ctx, name) or (name == "benchmark" and ctx.params[name] is not None)):
-            value = ctx.params[name]
-            value = str(value) if isinstance(value, Path) else value
-            kind = name if name in ("policy", "learner", "model") else None
-            if kind and settings.get(kind) != value:
-                settings.pop(f"{kind}_options", None)
-            settings[name] = value
+    given = [name for name in CONFIG_PARAMETERS
+             if name in ctx.params and (_given(ctx, name) or (name == "benchmark" and ctx.params[name] is not None))]
+    refuse_code_references({k: v for k, v in file_settings.items() if k not in given}, source, trust_code=trust_code)
+    for name in given:
+        value = ctx.params[name]
+        value = str(value) if isinstance(value, Path) else value
+        kind = name if name in ("policy", "learner", "model") else None
+        if kind and settings.get(kind) != value:
+            settings.pop(f"{kind}_options", None)
+        settings[name] = value
     return settings
 
 
@@ -175,7 +185,9 @@ def _show_entry(kind: str, entry: Any) -> None:
     out_console.print(f"[bold cyan]{escape(entry.name)}[/bold cyan] ({kind[:-1] if kind != 'policies' else 'policy'}, "
                       f"{escape(entry.origin)}): {escape(entry.summary)}", highlight=False)
     if kind == "benchmarks":
-        _show_benchmark(entry.factory())
+        from metaaugment.registry import BENCHMARKS
+
+        _show_benchmark(BENCHMARKS.create(entry.name))
         return
     options = describe_options(entry.factory)
     if not options:
@@ -251,6 +263,7 @@ def run(
     wandb: WandbOpt = False,
     policy_from: Annotated[Optional[Path], typer.Option("--policy-from", help="metaaugment: reuse the policy network, "
                            "sampler and task network of this finished run (frozen) to train a new network.")] = None,
+    trust_code: TrustOpt = False,
     quiet: QuietOpt = False,
     nproc_per_node: Annotated[int, typer.Option(
         "--nproc-per-node", help="Train one run on N processes of this machine (torchrun; NCCL on CUDA, one GPU "
@@ -267,13 +280,15 @@ def run(
     if nproc_per_node < 1:
         raise UserError(f"--nproc-per-node must be a positive integer (got {nproc_per_node})")
     launch = nproc_per_node > 1 and not distributed.launched_by_torchrun()
-    settings = _settings(ctx, run_settings(config_file) if config_file is not None else {})
+    settings = _settings(ctx, run_settings(config_file) if config_file is not None else {},
+                         f"config file {config_file}", trust_code)
     config = _build_config(settings, lr, learner_set, model_set, policy_set)
     out = out or Path("runs") / folder_name(config.benchmark) / folder_name(config.policy) / f"seed{config.seed}"
     if launch:  # bad options and folders are reported here, before any process starts
         check_launch(config, out, nproc_per_node, resume=resume, overwrite=overwrite)
         raise typer.Exit(launch_processes(nproc_per_node))
-    results = train(config, out, resume=resume, overwrite=overwrite, console=err_console, show_progress=not quiet)
+    results = train(config, out, resume=resume, overwrite=overwrite, console=err_console, show_progress=not quiet,
+                    trust_code=trust_code)
     if not distributed.is_main():  # under torchrun rank 0 reports
         return
     out_console.print(_results_table(f"{config.benchmark} · {config.policy} · seed {config.seed}",
@@ -429,6 +444,7 @@ def compare(
         help="slurm: wait for the jobs and print the table (--no-wait: submit and return; run the same command "
         "again later).")] = True,
     status: Annotated[bool, typer.Option(help="Show each run's state and job, and train nothing.")] = False,
+    trust_code: TrustOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
     """Run (or reuse finished) runs of several policies or sweep variants over seeds; print and save a
@@ -443,7 +459,7 @@ def compare(
     if sweep is not None:
         if policy_set:
             raise UserError("--set applies to --policies; a sweep file sets each variant's policy_options")
-        plan = read_sweep(sweep)
+        plan = read_sweep(sweep, trust_code=trust_code)
         variants: list[Any] = plan.variants
         file_settings, file_seeds = plan.settings, plan.seeds
         options: dict[str, dict[str, Any]] = {}
@@ -460,7 +476,8 @@ def compare(
         file_seeds if file_seeds is not None else [0, 1, 2])
     if seeds is None and file_seeds is not None:
         _parse_seeds(",".join(map(str, file_seeds)))  # the same checks as --seeds
-    config = _build_config(_settings(ctx, file_settings), lr, learner_set, model_set)
+    config = _build_config(_settings(ctx, file_settings, f"sweep file {sweep}", trust_code), lr, learner_set,
+                           model_set)
     out = out or Path("runs") / "compare" / folder_name(config.benchmark)
     launch_options = _launch_options(ctx, launcher, jobs, nproc_per_node, wait, {
         "partition": slurm_partition, "gpus": slurm_gpus, "cpus": slurm_cpus, "time_min": slurm_time,
@@ -469,7 +486,8 @@ def compare(
         _print_status(plan_comparison(config, variants, seed_list, out, options), out)
         return
     records = run_comparison(config, variants, seed_list, out, options, console=err_console,
-                             show_progress=not quiet, overwrite=overwrite, launch_options=launch_options)
+                             show_progress=not quiet, overwrite=overwrite, launch_options=launch_options,
+                             trust_code=trust_code)
     if len(records) < len(variants) * len(seed_list):  # submitted without waiting
         return
     paths = write_comparison(out, config.benchmark, records)
@@ -495,25 +513,27 @@ def eval_command(
     device: DeviceOpt = "auto",
     data_root: Annotated[Optional[Path], typer.Option("--data-root", envvar="METAAUG_DATA_ROOT",
                                                        help="Folder of on-disk datasets (default: the run's).")] = None,
+    trust_code: TrustOpt = False,
 ) -> None:
     """Evaluate a finished run's tested model again; on test, the same metrics as its results.json."""
     from metaaugment.run.evaluate import evaluate_run
 
     metrics = evaluate_run(run_dir, split, benchmark=benchmark, device=device,
-                           data_root=None if data_root is None else str(data_root))
-    results = {"metrics": metrics, "wall_time_s": float("nan"), "kind": _run_kind(run_dir, benchmark)}
+                           data_root=None if data_root is None else str(data_root), trust_code=trust_code)
+    results = {"metrics": metrics, "wall_time_s": float("nan"), "kind": _run_kind(run_dir, benchmark, trust_code)}
     rows = [row for row in _result_rows(results, run_dir) if row[0] != "wall time"] if split == "test" else \
         [(key, f"{value:.4f}") for key, value in metrics.items()]
     title = f"{run_dir} on {benchmark or 'its benchmark'}, {split} split"
     out_console.print(_results_table(title, rows))
 
 
-def _run_kind(run_dir: Path, benchmark: Optional[str]) -> str:
+def _run_kind(run_dir: Path, benchmark: Optional[str], trust_code: bool) -> str:
     from metaaugment.registry import create_benchmark
     from metaaugment.run.folder import RunDirectory
 
-    name = benchmark or RunDirectory(run_dir).read_config()["benchmark"]
-    return create_benchmark(name).kind
+    config = RunDirectory(run_dir).read_config()
+    refuse_code_references(config, f"eval {run_dir}: its config.json", trust_code=trust_code, keys=("benchmark",))
+    return create_benchmark(benchmark or config["benchmark"]).kind
 
 
 @app.command("export")
@@ -524,12 +544,14 @@ def export_command(
     overwrite: Annotated[bool, typer.Option(help="Replace model.pt and policy.pt in --out.")] = False,
     data_root: Annotated[Optional[Path], typer.Option("--data-root", envvar="METAAUG_DATA_ROOT",
                                                        help="Folder of on-disk datasets (default: the run's).")] = None,
+    trust_code: TrustOpt = False,
 ) -> None:
     """Write a finished run's task network (model.pt) and learned policy (policy.pt), loadable with
     torch.load(weights_only=True); load them with metaaugment.export (docs/workflow.md)."""
     from metaaugment.export import export_run
 
-    paths = export_run(run_dir, out, overwrite=overwrite, data_root=None if data_root is None else str(data_root))
+    paths = export_run(run_dir, out, overwrite=overwrite, data_root=None if data_root is None else str(data_root),
+                       trust_code=trust_code)
     out_console.print("wrote " + ", ".join(str(p) for p in paths), highlight=False)
 
 

@@ -13,6 +13,10 @@
 `load_exported_model` and `load_exported_policy` rebuild them; an exported MetaAugment
 policy is frozen and weighs samples with the exported task network's features, as
 `--policy-from` does (docs/workflow.md, "Export a run").
+
+An exported file is data: the model and policy it names are built by their registered
+names; a `module:Name` reference in it is refused unless the caller passes `trust_code=True`
+(metaaugment.trust), and its options are held to the factory's declared types.
 """
 from __future__ import annotations
 
@@ -27,16 +31,19 @@ from metaaugment.errors import UserError
 from metaaugment.files import load_torch, save_torch
 from metaaugment.policy import AugmentationPolicy, StepContext
 from metaaugment.registry import create_model, create_policy
+from metaaugment.schema import SchemaError, check_value, clip, short
 from metaaugment.spec import TaskSpec
+from metaaugment.trust import refuse_code_references
 
 EXPORT_FORMAT = "metaaugment.export/1"
 MODEL_FILE, POLICY_FILE = "model.pt", "policy.pt"
 
 
 def export_run(folder: Path, out: Path | None = None, *, overwrite: bool = False, device: str = "cpu",
-               data_root: str | None = None) -> list[Path]:
+               data_root: str | None = None, trust_code: bool = False) -> list[Path]:
     """Write model.pt and policy.pt of the finished run in `folder` into `out` (default:
-    folder/export); returns their paths. Existing files are replaced only with `overwrite`."""
+    folder/export); returns their paths. Existing files are replaced only with `overwrite`.
+    A run whose config.json names code is exported only with `trust_code`."""
     from metaaugment.run.evaluate import restored_trainer
 
     out = Path(out) if out is not None else Path(folder) / "export"
@@ -47,7 +54,8 @@ def export_run(folder: Path, out: Path | None = None, *, overwrite: bool = False
                         f"to replace, or choose another --out")
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} is a file, not a folder")
-    trainer, checkpoint = restored_trainer(Path(folder), "export", device=device, data_root=data_root)
+    trainer, checkpoint = restored_trainer(Path(folder), "export", device=device, data_root=data_root,
+                                           trust_code=trust_code)
     config = trainer.config
     model_state = {k: v.detach().cpu() for k, v in trainer.model.state_dict().items()}
     save_torch(paths[0], {"format": EXPORT_FORMAT, "model": config.model, "model_options": config.model_options,
@@ -59,44 +67,85 @@ def export_run(folder: Path, out: Path | None = None, *, overwrite: bool = False
     return paths
 
 
-def _read(path: Path, what: str) -> dict[str, Any]:
-    contents = load_torch(Path(path))  # weights_only=True
+# What each exported file holds, checked before anything is built from it.
+MODEL_SCHEMA = {"model": str, "model_options": dict[str, Any], "spec": dict[str, Any],
+                "state_dict": dict[str, torch.Tensor]}
+POLICY_SCHEMA = {"policy": str, "policy_options": dict[str, Any], "context": dict[str, int | None],
+                 "state_dict": dict[str, Any]}
+SPEC_SCHEMA = {"num_classes": int | None, "input_shape": tuple[int, ...], "mean": tuple[float, ...],
+               "std": tuple[float, ...], "kind": str}
+CONTEXT_FIELDS = ("batch_size", "steps_per_epoch", "epochs")
+
+
+def _read(path: Path, what: str, schema: dict[str, Any], trust_code: bool) -> dict[str, Any]:
+    """An export file's contents, loaded with weights_only, held to `schema`, its code
+    references refused unless `trust_code`."""
+    try:
+        contents = load_torch(Path(path))  # weights_only=True
+    except Exception as error:  # missing, truncated, or objects beyond weights_only
+        raise UserError(f"{path} cannot be read as a metaaugment {what} export ({type(error).__name__}: "
+                        f"{clip(str(error), 160)})") from None
     if not isinstance(contents, dict) or contents.get("format") != EXPORT_FORMAT or what not in contents:
         raise UserError(f"{path} is not a metaaugment {what} export ({EXPORT_FORMAT})")
-    return contents
+    try:
+        checked = {key: check_value(contents.get(key), kind, key) for key, kind in schema.items()}
+    except SchemaError as error:
+        raise UserError(f"{path} is a damaged {what} export ({error})") from None
+    refuse_code_references(checked, str(path), trust_code=trust_code, keys=(what,))
+    return checked
 
 
-def _spec(data: dict[str, Any]) -> TaskSpec:
-    return TaskSpec(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
+def _spec(data: dict[str, Any], path: Path) -> TaskSpec:
+    unknown = sorted(set(data) - set(SPEC_SCHEMA))
+    try:
+        if unknown:
+            raise SchemaError(f"spec has unknown fields {', '.join(map(short, unknown))}")
+        return TaskSpec(**{key: check_value(value, SPEC_SCHEMA[key], f"spec {key}") for key, value in data.items()})
+    except (SchemaError, TypeError) as error:
+        raise UserError(f"{path} is a damaged model export ({error})") from None
 
 
-def load_exported_model(path: Path, device: str | torch.device = "cpu") -> nn.Module:
+def load_exported_model(path: Path, device: str | torch.device = "cpu", *, trust_code: bool = False) -> nn.Module:
     """The task network of a model.pt, rebuilt by its registry name and loaded, in eval mode;
-    its `spec` attribute is the TaskSpec it was built for (inputs (B, *spec.input_shape) in [0, 1])."""
-    contents = _read(path, "model")
-    spec = _spec(contents["spec"])
+    its `spec` attribute is the TaskSpec it was built for (inputs (B, *spec.input_shape) in [0, 1]).
+    A model named by module:Name is built only with `trust_code`."""
+    contents = _read(path, "model", MODEL_SCHEMA, trust_code)
+    spec = _spec(contents["spec"], Path(path))
     model = create_model(contents["model"], spec, **contents["model_options"])
-    model.load_state_dict(contents["state_dict"])
+    try:
+        model.load_state_dict(contents["state_dict"])
+    except RuntimeError as error:
+        raise UserError(f"{path}: its weights do not fit its model ({clip(str(error), 160)})"
+                        ) from None
     model.spec = spec
     return model.to(device).eval()
 
 
-def load_exported_policy(path: Path, model: nn.Module) -> tuple[AugmentationPolicy, StepContext]:
+def load_exported_policy(path: Path, model: nn.Module, *, trust_code: bool = False
+                         ) -> tuple[AugmentationPolicy, StepContext]:
     """The policy of a policy.pt and the StepContext to call it with, for `model` (the
     exported task network: MetaAugment weighs samples by its features). Use it on a batch
     of images in [0, 1]: `policy.augment(batch, ctx)` draws each sample's transformation
     from the learned distribution; MetaAugment's `policy.loss_weights(augmented, None, ctx)`
-    gives the frozen policy network's (B,) weights, summing to 1."""
-    contents = _read(path, "policy")
+    gives the frozen policy network's (B,) weights, summing to 1. A policy named by
+    module:Name is built only with `trust_code`."""
+    contents = _read(path, "policy", POLICY_SCHEMA, trust_code)
     spec = getattr(model, "spec", None)
     if spec is None:
         raise UserError("load_exported_policy needs the model from load_exported_model (it carries the spec)")
+    context = contents["context"]
+    if set(context) - set(CONTEXT_FIELDS):
+        raise UserError(f"{path} is a damaged policy export (context may hold only {', '.join(CONTEXT_FIELDS)})")
     policy = create_policy(contents["policy"], **contents["policy_options"])
-    ctx = StepContext(model=model, spec=spec, **contents["context"])
+    ctx = StepContext(model=model, spec=spec, **context)
     policy.setup(ctx)
     policy.to(next(model.parameters()).device)
-    if callable(getattr(policy, "load_transferred", None)):
-        policy.load_transferred(contents["state_dict"], model)
-    else:
-        policy.load_state_dict(contents["state_dict"])
+    try:
+        if callable(getattr(policy, "load_transferred", None)):
+            policy.load_transferred(contents["state_dict"], model)
+        else:
+            policy.load_state_dict(contents["state_dict"])
+    except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as error:
+        raise UserError(f"{path}: its state does not fit policy '{contents['policy']}' "
+                        f"({clip(str(error), 160)})") from None
     return policy.eval(), ctx

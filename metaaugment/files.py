@@ -2,8 +2,10 @@
 or a crash, never sees a half-written file; and loads that cannot run code.
 
 Writes go to a temporary file beside the target (`.<name>.<random>.metaaug-tmp`), synced,
-then renamed over it. A write killed midway leaves only such a temporary file, which
-`remove_stale_temporary_files` recognizes by its name and removes at the next start.
+then renamed over it: a link in the target's place is replaced, never written through. A
+write killed midway leaves only such a temporary file, which `remove_stale_temporary_files`
+recognizes by its name and removes at the next start. A write the system refuses (disk
+full, read-only or unwritable folder) is one UserError naming the file.
 
 Loads: torch files with `weights_only=True` (tensors, plain containers, strings and numbers);
 dataset pickles (CIFAR, mini-ImageNet) through an unpickler that builds numpy arrays and
@@ -16,10 +18,13 @@ import json
 import os
 import pickle
 import tempfile
+import warnings
 from pathlib import Path
 from typing import IO, Any, BinaryIO, Callable
 
 import torch
+
+from metaaugment.errors import UserError
 
 TEMPORARY_SUFFIX = ".metaaug-tmp"
 
@@ -32,20 +37,48 @@ def _default_file_mode() -> int:
     return 0o666 & ~umask
 
 
+class _RecordingWriter:
+    """A binary file's `write`, remembering the OSError it raised: torch.save reports a failed
+    write (disk full) as a RuntimeError of its own, which this lets us name."""
+
+    def __init__(self, handle: IO[bytes]):
+        self.handle, self.error = handle, None
+
+    def write(self, data: bytes) -> int:
+        try:
+            return self.handle.write(data)
+        except OSError as error:
+            self.error = error
+            raise
+
+    def flush(self) -> None:
+        try:
+            self.handle.flush()
+        except OSError as error:
+            self.error = error
+            raise
+
+
 def _write_atomically(path: Path, write: Callable[[IO[bytes]], None]) -> None:
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TEMPORARY_SUFFIX)
+    tmp, writer = None, None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TEMPORARY_SUFFIX)
         if hasattr(os, "fchmod"):  # POSIX
             os.fchmod(fd, _default_file_mode())
         with os.fdopen(fd, "wb") as handle:
-            write(handle)
+            writer = _RecordingWriter(handle)
+            write(writer)  # type: ignore[arg-type]
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)  # atomic on POSIX and Windows
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+    except BaseException as error:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+        cause = error if isinstance(error, OSError) else getattr(writer, "error", None)
+        if cause is not None:  # the previous file, if any, is intact
+            raise UserError(f"cannot write {path}: {cause.strerror or ' '.join(str(cause).split())}") from None
         raise
 
 
@@ -109,10 +142,21 @@ def remove_stale_temporary_files(folder: Path) -> list[Path]:
     return stale
 
 
+def load_json(path: Path, what: str) -> Any:
+    """The JSON of a file this program wrote (a run's records, a job file), or one UserError
+    line naming it and `what` it is when it cannot be read or parsed."""
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as error:
+        raise UserError(f"{path} cannot be read as the {what} ({' '.join(str(error).split())[:200]})") from None
+
+
 def load_torch(path: Path) -> Any:
     """torch.load of a file written by `save_torch`, on the CPU, with weights_only=True: only
     tensors, plain containers, strings and numbers are built, so a crafted file runs no code."""
-    return torch.load(Path(path), map_location="cpu", weights_only=True)
+    with warnings.catch_warnings():  # a crafted file's protocol warning: its refusal is reported as one line
+        warnings.simplefilter("ignore")
+        return torch.load(Path(path), map_location="cpu", weights_only=True)
 
 
 class _DataUnpickler(pickle.Unpickler):
@@ -124,6 +168,7 @@ class _DataUnpickler(pickle.Unpickler):
         ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
         ("_codecs", "encode"),  # how protocol 2 stores bytes
         ("builtins", "bytearray"), ("__builtin__", "bytearray"),
+        ("builtins", "bytes"), ("__builtin__", "bytes"),  # how protocol 2 stores empty bytes (an empty array)
     }
 
     def find_class(self, module: str, name: str) -> Any:

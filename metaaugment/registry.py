@@ -12,6 +12,12 @@ Plug-ins, without touching this package (docs/workflow.md):
   `metaaugment.learners`, `metaaugment.models` and `metaaugment.benchmarks`; each is loaded
   the first time its name is asked for.
 A plug-in that fails to import is one UserError line naming it.
+
+Every factory, built-in or plug-in, is checked to be what its registry's role needs (a
+policy class, a learner class, a model factory, a benchmark factory) before it is called,
+its keyword options are held to the types its signature declares (`schema.check_value`),
+and what it builds is checked to be of the role's type. A `module:Name` reference read
+from a file never reaches a registry unless the user trusted it (`metaaugment.trust`).
 """
 from __future__ import annotations
 
@@ -28,8 +34,91 @@ from dataclasses import dataclass
 from typing import Any, Callable, Generic, Iterator, TypeVar
 
 from metaaugment.errors import UserError
+from metaaugment.schema import SchemaError, check_value, clip, short
 
 T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Role:
+    """What a registry's factories must be and build: `accepts(factory)` is checked before a
+    factory is called (described by `factory`), `produces(obj)` after (described by `product`)."""
+
+    factory: str
+    accepts: Callable[[Any], bool]
+    product: str
+    produces: Callable[[Any], bool]
+
+
+def _subclass_of(base: type) -> Callable[[Any], bool]:
+    return lambda factory: inspect.isclass(factory) and issubclass(factory, base)
+
+
+def _first_parameter(function: Callable[..., Any]) -> str | None:
+    try:
+        parameters = list(inspect.signature(function).parameters.values())
+    except (TypeError, ValueError):
+        return None
+    first = parameters[0] if parameters else None
+    return first.name if first is not None and first.kind in (first.POSITIONAL_ONLY,
+                                                              first.POSITIONAL_OR_KEYWORD) else None
+
+
+def _takes_no_required_arguments(function: Callable[..., Any]) -> bool:
+    try:
+        parameters = inspect.signature(function).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    return all(p.default is not p.empty or p.kind is p.VAR_KEYWORD for p in parameters)
+
+
+def policy_role() -> Role:
+    """Policies: AugmentationPolicy subclasses."""
+    from metaaugment.policy import AugmentationPolicy
+
+    return Role("an AugmentationPolicy subclass (BatchPolicy or TaskPolicy)", _subclass_of(AugmentationPolicy),
+                "an AugmentationPolicy", lambda obj: isinstance(obj, AugmentationPolicy))
+
+
+def learner_role() -> Role:
+    """Learners: Learner subclasses."""
+    from metaaugment.learners.base import Learner
+
+    return Role("a Learner subclass", _subclass_of(Learner), "a Learner", lambda obj: isinstance(obj, Learner))
+
+
+def model_role() -> Role:
+    """Models: an nn.Module subclass, or a Python function factory(spec, **options)."""
+    from torch import nn
+
+    def accepts(factory: Any) -> bool:
+        if inspect.isclass(factory):
+            return issubclass(factory, nn.Module)
+        return inspect.isfunction(factory) and _first_parameter(factory) == "spec"
+
+    return Role("an nn.Module subclass or a function factory(spec, **options) whose first parameter is spec",
+                accepts, "an nn.Module", lambda obj: isinstance(obj, nn.Module))
+
+
+def benchmark_role() -> Role:
+    """Benchmarks: a Python function of no arguments (or a Benchmark subclass) building a Benchmark."""
+    from metaaugment.tasks.base import Benchmark
+
+    def accepts(factory: Any) -> bool:
+        if inspect.isclass(factory):
+            return issubclass(factory, Benchmark)
+        return inspect.isfunction(factory) and _takes_no_required_arguments(factory)
+
+    return Role("a function of no arguments returning a metaaugment.tasks.Benchmark", accepts,
+                "a metaaugment.tasks.Benchmark", lambda obj: isinstance(obj, Benchmark))
+
+
+def _what(obj: Any) -> str:
+    if inspect.isclass(obj):
+        return f"the class {obj.__module__}.{obj.__qualname__}"
+    if inspect.isroutine(obj):  # a function, builtin or method
+        return f"the {type(obj).__name__} {getattr(obj, '__module__', None) or '?'}.{getattr(obj, '__qualname__', '?')}"
+    return f"a {type(obj).__name__}"
 
 
 @dataclass(frozen=True)
@@ -52,9 +141,11 @@ class Registry(Generic[T]):
     """A named collection of factories of one kind (`kind` is used in error messages);
     `group` is the entry-point group installed plug-ins declare their entries in."""
 
-    def __init__(self, kind: str, builtins: tuple[str, ...] = (), group: str | None = None):
+    def __init__(self, kind: str, builtins: tuple[str, ...] = (), group: str | None = None,
+                 role: Callable[[], Role] | None = None):
         self.kind = kind
         self.group = group
+        self._role = role  # built on first use: its base classes import torch
         self._entries: dict[str, Entry[T]] = {}
         self._builtins = builtins  # modules registering the built-in entries, imported on first use
         self._loaded = not builtins
@@ -120,10 +211,16 @@ class Registry(Generic[T]):
             origin = _module_origin(module)
         else:
             return None
-        if not callable(factory):
-            raise UserError(f"{self.kind} plug-in '{name}' is a {type(factory).__name__}, not a class or function")
+        self.check_factory(name, factory)
         self.register(name, origin=origin)(factory)
         return self._entries[name]
+
+    def check_factory(self, name: str, factory: Any) -> None:
+        """A UserError unless `factory` is what this registry's role needs; checked before it
+        is ever called."""
+        role = self._role() if self._role is not None else None
+        if role is not None and not role.accepts(factory):
+            raise UserError(f"{self.kind} '{name}' is {_what(factory)}, not {role.factory}")
 
     @contextlib.contextmanager
     def scoped(self) -> Iterator["Registry[T]"]:
@@ -170,22 +267,41 @@ class Registry(Generic[T]):
         return entry
 
     def create(self, name: str, *args: Any, **options: Any) -> T:
-        """Build `name` with keyword `options`. Unknown option names, and option values the
-        factory rejects with a ValueError or TypeError, give a one-line UserError naming them."""
+        """Build `name` with keyword `options`. The factory is checked against the role first;
+        unknown option names, option values of another type than the signature declares, and
+        values the factory rejects with a ValueError or TypeError give a one-line UserError
+        naming them; so does a factory that builds something other than the role's type."""
         factory = self.get(name).factory
+        self.check_factory(name, factory)
+        options = self.check_options(name, factory, options)
+        try:
+            product = factory(*args, **options)
+        except (ValueError, TypeError) as error:
+            message = " ".join(str(error).split())  # one line, even from a multi-line message
+            if options and not any(re.search(rf"\b{re.escape(key)}\b", message) for key in options):
+                given = ", ".join(f"{key}={short(value)}" for key, value in options.items())
+                message = f"rejects {given}: {message}"
+            raise UserError(f"{self.kind} '{name}': {clip(message, 300)}") from None
+        role = self._role() if self._role is not None else None
+        if role is not None and not role.produces(product):
+            raise UserError(f"{self.kind} '{name}' built {_what(product)}, not {role.product}")
+        return product
+
+    def check_options(self, name: str, factory: Callable[..., Any], options: dict[str, Any]) -> dict[str, Any]:
+        """`options` checked against the factory's keyword options: known names (unless it
+        takes **kwargs) and values of the declared types (schema.check_value)."""
+        strange = [key for key in options if not isinstance(key, str) or not key.isidentifier()]
+        if strange:
+            raise UserError(f"{self.kind} '{name}': option names must be identifiers (got {short(strange[0])})")
         accepted = option_types(factory)
         unknown = sorted(set(options) - set(accepted))
         if unknown and not _accepts_var_kwargs(factory):
             valid = f"its options: {', '.join(accepted)}" if accepted else "it takes no options"
             raise UserError(f"{self.kind} '{name}' has no option {', '.join(unknown)}; {valid}")
         try:
-            return factory(*args, **options)
-        except (ValueError, TypeError) as error:
-            message = " ".join(str(error).split())  # one line, even from a multi-line message
-            if options and not any(re.search(rf"\b{re.escape(key)}\b", message) for key in options):
-                given = ", ".join(f"{key}={value!r}" for key, value in options.items())
-                message = f"rejects {given}: {message}"
-            raise UserError(f"{self.kind} '{name}': {message}") from None
+            return {key: check_value(value, accepted.get(key, Any), f"option {key}") for key, value in options.items()}
+        except SchemaError as error:
+            raise UserError(f"{self.kind} '{name}': {error}") from None
 
 
 def _broken_plugin(*args: Any, **options: Any) -> Any:
@@ -242,17 +358,22 @@ def _accepts_var_kwargs(factory: Callable[..., Any]) -> bool:
 
 
 def option_types(factory: Callable[..., Any]) -> dict[str, Any]:
-    """Keyword-only options of a factory and their annotated types (what `--set` accepts)."""
+    """Keyword-only options of a factory and their types (what `--set` parses and a file's
+    values are held to): the annotation, else the default's type, else any value."""
     target = factory.__init__ if inspect.isclass(factory) else factory
     try:
         hints = typing.get_type_hints(target)
-    except Exception:  # unresolvable forward references: fall back to strings
+    except Exception:  # unresolvable forward references: inferred from the defaults
         hints = {}
-    return {
-        p.name: hints.get(p.name, str)
-        for p in _signature_of(factory).parameters.values()
-        if p.kind is p.KEYWORD_ONLY
-    }
+
+    def declared(p: inspect.Parameter) -> Any:
+        if p.name in hints:
+            return hints[p.name]
+        if type(p.default) in (bool, int, float, str):
+            return type(p.default)
+        return Any
+
+    return {p.name: declared(p) for p in _signature_of(factory).parameters.values() if p.kind is p.KEYWORD_ONLY}
 
 
 @dataclass(frozen=True)
@@ -327,6 +448,8 @@ def _coerce(text: str, kind: Any, key: str) -> Any:
     if origin in (tuple, list):
         inner = (typing.get_args(kind) or (str,))[0]
         return tuple(_coerce(part, inner, key) for part in text.split(",") if part)
+    if kind is Any:
+        return text
     try:
         if kind is bool:
             if text.lower() in ("1", "true", "yes", "on"):
@@ -358,10 +481,13 @@ def parse_options(factory: Callable[..., Any], assignments: list[str]) -> dict[s
 
 POLICIES: Registry[Any] = Registry("policy", builtins=(
     "metaaugment.baselines", "metaaugment.sample_aware", "metaaugment.rl_mixup", "metaaugment.task_augmentation"),
-    group="metaaugment.policies")
-LEARNERS: Registry[Any] = Registry("learner", builtins=("metaaugment.learners",), group="metaaugment.learners")
-MODELS: Registry[Any] = Registry("model", builtins=("metaaugment.models",), group="metaaugment.models")
-BENCHMARKS: Registry[Any] = Registry("benchmark", builtins=("metaaugment.tasks",), group="metaaugment.benchmarks")
+    group="metaaugment.policies", role=policy_role)
+LEARNERS: Registry[Any] = Registry("learner", builtins=("metaaugment.learners",), group="metaaugment.learners",
+                                   role=learner_role)
+MODELS: Registry[Any] = Registry("model", builtins=("metaaugment.models",), group="metaaugment.models",
+                                 role=model_role)
+BENCHMARKS: Registry[Any] = Registry("benchmark", builtins=("metaaugment.tasks",), group="metaaugment.benchmarks",
+                                     role=benchmark_role)
 
 
 def create_policy(name: str, **options: Any) -> Any:

@@ -19,6 +19,7 @@ from rich.console import Console
 from rich.progress import Progress
 
 from metaaugment.data.episodes import FewShotData, FewShotSplit
+from metaaugment.data.streaming import image_errors, unreadable
 from metaaugment.errors import UserError
 from metaaugment.files import save_torch
 from metaaugment.registry import BENCHMARKS
@@ -51,7 +52,7 @@ def class_folders(root: Path) -> dict[str, list[Path]]:
 
 def _colour_mode(folders: list[Path]) -> str:
     """"RGB" unless the first image of each of the first 20 classes is grayscale."""
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image
 
     for folder in folders[:20]:
         path = image_paths(folder)[0]
@@ -59,8 +60,8 @@ def _colour_mode(folders: list[Path]) -> str:
             with Image.open(path) as image:
                 if image.mode not in ("L", "LA", "1", "I", "I;16"):
                     return "RGB"
-        except (UnidentifiedImageError, OSError) as error:
-            raise UserError(f"cannot read image {path}: {' '.join(str(error).split())}") from None
+        except image_errors() as error:
+            raise unreadable(path, error) from None
     return "L"
 
 

@@ -28,11 +28,13 @@ from pathlib import Path
 import torch
 
 from metaaugment.data.splits import ClassificationData
-from metaaugment.data.streaming import FileSplit, image_files
+from metaaugment.data.streaming import FileSplit, check_image_headers, image_files
 from metaaugment.errors import UserError
 from metaaugment.registry import BENCHMARKS
 from metaaugment.spec import TaskSpec
 from metaaugment.tasks.base import Benchmark
+from metaaugment.tasks.glyphs import cache_folder
+from metaaugment.tasks.image_files import listing_key
 
 DEFAULT_IMAGE_SIZE = 224
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -92,6 +94,10 @@ def load_class_folders(root: Path, *, name: str, image_size: int, val_fraction: 
     for split, files in (("test", test), ("val", val)):
         if not any(files):
             raise UserError(f"the {split} split of {name} at {root} has no images")
+    # every header read before training: a bad test image found after a week of training is a lost week
+    paths = [str(p) for split in (train, val, test) for paths in split for p in paths]
+    folders = sorted({Path(p).parent for p in paths})
+    check_image_headers(paths, cache_folder() / f"headers-{listing_key(paths, folders, Path(root).resolve())}.ok")
     spec = TaskSpec(num_classes=len(classes), input_shape=(3, image_size, image_size), mean=IMAGENET_MEAN,
                     std=IMAGENET_STD)
     return ClassificationData(file_split(train, image_size, True), file_split(val, image_size, False),

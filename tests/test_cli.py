@@ -60,7 +60,7 @@ BAD_OPTION_VALUES = [
      "policy 'randaugment': num_ops must be a non-negative integer (got -1)"),
     (["digits", "--policy", "randaugment", "--set", "magnitude=40"], "magnitude must be in [0, 30] (got 40)"),
     (["digits", "--policy", "trivialaugment", "--set", "num_magnitude_bins=0"],
-     "num_magnitude_bins must be at least 1 (got 0)"),
+     "num_magnitude_bins must be at least 2 (bins span each op's range) (got 0)"),
     (["digits", "--policy", "autoaugment", "--set", "policy=mnist"],
      "policy must be one of cifar10, imagenet, svhn (got 'mnist')"),
     (["digits", "--policy", "mixup", "--set", "alpha=nan"],

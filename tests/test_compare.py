@@ -36,9 +36,12 @@ def test_compare_writes_table_csv_markdown_and_png(tmp_path):
     assert (out / "comparison.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
     stamp = (out / "none" / "seed0" / "results.json").stat().st_mtime_ns
+    killed_write = out / ".comparison.md.x1y2z3.metaaug-tmp"  # what a table write killed midway leaves
+    killed_write.write_text("half a table")
     again = subprocess.run(command, capture_output=True, text=True)
     assert again.returncode == 0 and again.stderr.count("reusing") == 4
     assert (out / "none" / "seed0" / "results.json").stat().st_mtime_ns == stamp
+    assert not killed_write.exists()
 
 
 def test_comparison_markdown_gives_each_column_its_own_unit():

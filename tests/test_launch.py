@@ -36,9 +36,10 @@ def test_local_jobs_give_the_same_table_as_training_inline(tmp_path):
     jobs = json.loads((tmp_path / "local" / "jobs.json").read_text())
     assert sorted(jobs) == ["mixup/seed0", "mixup/seed1", "none/seed0", "none/seed1"]
     status = metaaug(*COMPARE, "--out", "local", "--status", cwd=tmp_path)
-    assert status.returncode == 0 and status.stdout.count("finished") == 4 and status.stdout.count("FINISHED") == 4
+    # local jobs end with the command that started them
+    assert status.returncode == 0 and status.stdout.count("finished") == 4 and status.stdout.count("ended") == 4
     again = metaaug(*COMPARE, "--out", "local", "--launcher", "local", cwd=tmp_path)  # finished runs are reused
-    assert again.returncode == 0 and "submitting" not in again.stderr and table(tmp_path / "local") == table(
+    assert again.returncode == 0 and "starting" not in again.stderr and table(tmp_path / "local") == table(
         tmp_path / "inline")
 
 

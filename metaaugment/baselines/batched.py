@@ -164,16 +164,19 @@ def randaugment(images: Tensor, num_ops: int = 2, magnitude: int = 9, num_bins: 
                 generator: torch.Generator | None = None) -> Tensor:
     """RandAugment on (B, C, H, W) images in [0, 1]: num_ops rounds, each sample drawing its
     own op and sign per round, at the global magnitude bin -> (B, C, H, W)."""
+    if num_bins < 2:
+        raise ValueError(f"num_bins must be at least 2 (got {num_bins})")  # the bins span each op's range
     table = _randaugment_table(num_bins, tuple(images.shape[-2:]))
     for _ in range(num_ops):
-        images = apply_named_ops(images, *draw_ops(images.shape[0], table, magnitude if num_bins > 1 else 0,
-                                                   generator))
+        images = apply_named_ops(images, *draw_ops(images.shape[0], table, magnitude, generator))
     return images
 
 
 def trivialaugment_wide(images: Tensor, num_bins: int = 31, generator: torch.Generator | None = None) -> Tensor:
     """TrivialAugment Wide on (B, C, H, W) images in [0, 1]: one op per sample at a uniformly
     drawn magnitude bin -> (B, C, H, W)."""
+    if num_bins < 2:
+        raise ValueError(f"num_bins must be at least 2 (got {num_bins})")  # the bins span each op's range
     return apply_named_ops(images, *draw_ops(images.shape[0], _trivialaugment_table(num_bins), None, generator))
 
 

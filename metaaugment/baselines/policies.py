@@ -1,7 +1,6 @@
 """Fixed baseline policies, thin wrappers over torchvision.transforms.v2."""
 from __future__ import annotations
 
-import math
 from typing import Any
 
 from torchvision.transforms import v2
@@ -9,7 +8,7 @@ from torchvision.transforms import v2
 from metaaugment.baselines import batched
 from metaaugment.baselines.per_sample import apply_per_sample
 from metaaugment.batch import Batch
-from metaaugment.errors import UserError, check_option
+from metaaugment.errors import UserError, check_option, representable
 from metaaugment.policy import BatchPolicy, StepContext, TaskPolicy
 from metaaugment.registry import POLICIES
 
@@ -60,7 +59,8 @@ class RandAugment(_PerSampleTorchvision):
                  backend: str = "batched"):
         super().__init__()
         check_option(num_ops >= 0, "num_ops", num_ops, "a non-negative integer")
-        check_option(num_magnitude_bins >= 1, "num_magnitude_bins", num_magnitude_bins, "at least 1")
+        check_option(num_magnitude_bins >= 2, "num_magnitude_bins", num_magnitude_bins,
+                     "at least 2 (bins span each op's range)")
         check_option(0 <= magnitude < num_magnitude_bins, "magnitude", magnitude, f"in [0, {num_magnitude_bins - 1}]")
         self.options = dict(num_ops=num_ops, magnitude=magnitude, num_magnitude_bins=num_magnitude_bins)
         self.backend = check_backend(backend)
@@ -89,7 +89,8 @@ class TrivialAugment(_PerSampleTorchvision):
 
     def __init__(self, *, num_magnitude_bins: int = 31, backend: str = "batched"):
         super().__init__()
-        check_option(num_magnitude_bins >= 1, "num_magnitude_bins", num_magnitude_bins, "at least 1")
+        check_option(num_magnitude_bins >= 2, "num_magnitude_bins", num_magnitude_bins,
+                     "at least 2 (bins span each op's range)")
         self.num_magnitude_bins = num_magnitude_bins
         self.backend = check_backend(backend)
         self.transform = v2.TrivialAugmentWide(num_magnitude_bins=num_magnitude_bins)
@@ -141,7 +142,7 @@ class _BatchMix(BatchPolicy):
 
     def __init__(self, *, alpha: float = 1.0):
         super().__init__()
-        check_option(math.isfinite(alpha) and alpha > 0, "alpha", alpha, "a positive number")
+        check_option(representable(alpha) and alpha > 0, "alpha", alpha, "a positive number")
         self.alpha = alpha
         self.transform: Any = None
 

@@ -36,6 +36,52 @@ CROP_SCALE = (0.08, 1.0)          # Inception-style random resized crop (Szegedy
 CROP_RATIO = (3 / 4, 4 / 3)
 CENTRE_CROP_FRACTION = 0.875      # evaluation: resize to size / 0.875, then centre crop (224 of 256)
 UNREADABLE = "cannot read image"
+HEADER_THREADS = 8  # the header check reads a few bytes per file: bound by file-system latency, not CPU
+
+
+def image_errors() -> tuple[type[BaseException], ...]:
+    """What PIL raises for a file it cannot decode: unreadable, truncated or not an image
+    (OSError and its subclass UnidentifiedImageError, ValueError, SyntaxError), or one whose
+    size exceeds its decompression-bomb limit (`Image.MAX_IMAGE_PIXELS`, twice over)."""
+    from PIL import Image
+
+    return OSError, ValueError, SyntaxError, Image.DecompressionBombError
+
+
+def unreadable(path: str | Path, error: BaseException) -> UserError:
+    """The one-line error for an image file that cannot be read."""
+    return UserError(f"{UNREADABLE} {path}: {' '.join(str(error).split())[:200]}")
+
+
+def check_image_headers(paths: Sequence[str], cache: Path | None = None) -> None:
+    """Open every image's header (a few bytes each, on HEADER_THREADS threads) so that a file
+    that is not an image, or too large to decode safely, stops the run before it trains, not
+    when its split is first read (the test split: after training). `cache`: a marker file
+    written once every header has been read, so the check runs once per set of files."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from PIL import Image
+
+    if cache is not None and cache.is_file():
+        return
+    errors = image_errors()
+
+    def header(path: str) -> BaseException | None:
+        try:
+            with Image.open(path) as image:
+                image.size  # noqa: B018 (parsed with the header)
+        except errors as error:
+            return error
+        return None
+
+    with ThreadPoolExecutor(HEADER_THREADS) as pool:
+        for path, error in zip(paths, pool.map(header, paths, chunksize=256)):
+            if error is not None:
+                raise unreadable(path, error)
+    if cache is not None:
+        from metaaugment.files import write_bytes
+
+        write_bytes(cache, b"")
 
 
 Region = tuple[float, float, float, float]  # left, top, right, bottom in the image's pixels
@@ -136,8 +182,8 @@ class DecodedImages(Dataset):
                 image = train_crop(path, self.image_size, draw_seed(self.seed, draw, index))
             else:
                 image = eval_crop(path, self.image_size)
-        except (OSError, ValueError, SyntaxError) as error:  # PIL's errors for unreadable files
-            raise UserError(f"{UNREADABLE} {path}: {' '.join(str(error).split())[:200]}") from None
+        except image_errors() as error:
+            raise unreadable(path, error) from None
         return image, self.labels[index]
 
 

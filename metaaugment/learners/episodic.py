@@ -8,7 +8,6 @@ set) from learner overfitting by exactly these two curves on meta-train and meta
 """
 from __future__ import annotations
 
-import math
 from abc import abstractmethod
 from typing import Any, Callable, Iterable, Sequence
 
@@ -18,7 +17,7 @@ from torch import Tensor, nn
 
 from metaaugment.batch import Episode
 from metaaugment.dependencies import learn2learn
-from metaaugment.errors import UserError, check_option
+from metaaugment.errors import UserError, check_option, representable
 from metaaugment.learners.base import Learner
 from metaaugment.models import has_features, pooled_features
 from metaaugment.policy import StepContext, TaskPolicy
@@ -58,7 +57,7 @@ class EpisodicLearner(Learner):
     has_pre_update = False  # True where score_task reports pre-update scores (pre_loss, ...)
 
     def __init__(self, *, meta_lr: float = 1e-3):
-        check_option(math.isfinite(meta_lr) and meta_lr > 0, "meta_lr", meta_lr, "a positive number")
+        check_option(representable(meta_lr) and meta_lr > 0, "meta_lr", meta_lr, "a positive number")
         self.meta_lr = meta_lr
         self.spec: TaskSpec | None = None
         self._optimizer: torch.optim.Optimizer | None = None
@@ -185,7 +184,7 @@ class _GradientMetaLearner(EpisodicLearner):
                  inner_optimizer: str = "sgd", inner_momentum: float = 0.9,
                  inner_betas: tuple[float, ...] = (0.9, 0.999), inner_weight_decay: float = 0.0):
         super().__init__(meta_lr=meta_lr)
-        check_option(math.isfinite(inner_lr) and inner_lr > 0, "inner_lr", inner_lr, "a positive number")
+        check_option(representable(inner_lr) and inner_lr > 0, "inner_lr", inner_lr, "a positive number")
         check_option(inner_steps >= 1, "inner_steps", inner_steps, "at least 1")
         check_option(eval_inner_steps is None or eval_inner_steps >= 1, "eval_inner_steps", eval_inner_steps,
                      "at least 1")
@@ -197,7 +196,7 @@ class _GradientMetaLearner(EpisodicLearner):
         check_option(0 <= inner_momentum < 1, "inner_momentum", inner_momentum, "in [0, 1)")
         check_option(len(inner_betas) == 2 and all(0 <= b < 1 for b in inner_betas), "inner_betas", inner_betas,
                      "two numbers in [0, 1), e.g. 0.9,0.999")
-        check_option(math.isfinite(inner_weight_decay) and inner_weight_decay >= 0, "inner_weight_decay",
+        check_option(representable(inner_weight_decay) and inner_weight_decay >= 0, "inner_weight_decay",
                      inner_weight_decay, "a non-negative number")
         self.inner_lr, self.inner_steps, self.first_order = inner_lr, inner_steps, first_order
         self.eval_inner_steps = eval_inner_steps or inner_steps

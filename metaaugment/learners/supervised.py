@@ -8,7 +8,7 @@ import torch
 from torch import Tensor, nn
 
 from metaaugment.batch import Batch
-from metaaugment.errors import check_option
+from metaaugment.errors import check_option, representable
 from metaaugment.learners.base import Learner
 from metaaugment.losses import accuracy, per_sample_cross_entropy, weighted_mean
 from metaaugment.models import classifier, has_features
@@ -108,9 +108,9 @@ class SupervisedLearner(Learner):
     def __init__(self, *, lr: float = 0.05, momentum: float = 0.9, weight_decay: float = 5e-4,
                  nesterov: bool = True, schedule: str = "cosine", warmup_fraction: float = 1 / 3,
                  initial_lr_ratio: float = 0.02, final_lr_ratio: float = 0.01):
-        check_option(math.isfinite(lr) and lr > 0, "lr", lr, "a positive number")
-        check_option(math.isfinite(momentum) and momentum >= 0, "momentum", momentum, "a non-negative number")
-        check_option(math.isfinite(weight_decay) and weight_decay >= 0, "weight_decay", weight_decay,
+        check_option(representable(lr) and lr > 0, "lr", lr, "a positive number")
+        check_option(representable(momentum) and momentum >= 0, "momentum", momentum, "a non-negative number")
+        check_option(representable(weight_decay) and weight_decay >= 0, "weight_decay", weight_decay,
                      "a non-negative number")
         check_option(schedule in ("cosine", "constant", "onecycle"), "schedule", schedule,
                      "cosine, constant or onecycle")

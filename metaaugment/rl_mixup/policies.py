@@ -14,14 +14,13 @@ RL-Mixup through the policy hooks (Algorithm 1):
 """
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from metaaugment.batch import Batch
-from metaaugment.errors import UserError, check_option
+from metaaugment.errors import UserError, check_option, representable
 from metaaugment.models import scratch_buffers
 from metaaugment.policy import BatchPolicy, StepContext, StepResult
 from metaaugment.registry import POLICIES
@@ -55,7 +54,7 @@ class SaliencyMixup(BatchPolicy):
         super().__init__()
         check_option(q is None or 0 <= q <= 100, "q", q, "a percentile in [0, 100]")
         check_option(patches is None or patches >= 1, "patches", patches, "at least 1")
-        check_option(math.isfinite(alpha) and alpha > 0, "alpha", alpha, "a positive number")
+        check_option(representable(alpha) and alpha > 0, "alpha", alpha, "a positive number")
         self.q, self.requested_patches, self.alpha = q, patches, alpha
         self.patches = patches or DEFAULT_PATCHES
         self.last_mix: dict[str, torch.Tensor] = {}
@@ -146,10 +145,10 @@ class RLMixup(SaliencyMixup):
         check_option(reward_every >= 1, "reward_every", reward_every, "at least 1")
         check_option(0 < val_fraction <= 1, "val_fraction", val_fraction, "in (0, 1]")
         check_option(episodes_per_update >= 1, "episodes_per_update", episodes_per_update, "at least 1")
-        check_option(math.isfinite(agent_lr) and agent_lr > 0, "agent_lr", agent_lr, "a positive number")
+        check_option(representable(agent_lr) and agent_lr > 0, "agent_lr", agent_lr, "a positive number")
         check_option(ppo_epochs >= 1, "ppo_epochs", ppo_epochs, "at least 1")
         check_option(agent_batch_size >= 2, "agent_batch_size", agent_batch_size, "at least 2")
-        check_option(math.isfinite(gamma) and gamma > 0, "gamma", gamma, "a positive number")
+        check_option(representable(gamma) and gamma > 0, "gamma", gamma, "a positive number")
         check_option(features_dim >= 1, "features_dim", features_dim, "at least 1")
         check_option(len(extractor_channels) > 0 and all(c >= 1 for c in extractor_channels), "extractor_channels",
                      extractor_channels, "one or more positive channel counts")

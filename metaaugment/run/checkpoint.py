@@ -9,10 +9,19 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from metaaugment.errors import UserError
 from metaaugment.files import load_torch, save_torch
+from metaaugment.schema import SchemaError, check_value, short
+from metaaugment.trust import refuse_code_references
 
 CHECKPOINT_FORMAT = "metaaugment-checkpoint/2"
+# What the run loop restores from a checkpoint: each entry's type (state dicts are mappings).
+CHECKPOINT_SCHEMA = {"training": dict[str, object], "model": dict[str, torch.Tensor],
+                     "best_model": dict[str, torch.Tensor] | None, "learner": dict[str, object],
+                     "policy": dict[str, object], "data": dict[str, object], "rng": dict[str, object],
+                     "grad_scaler": dict[str, object] | None}
 
 
 def save_checkpoint(path: Path, contents: dict[str, Any]) -> None:
@@ -34,17 +43,29 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
                         "it is damaged or was not written by metaaugment") from None
     if not isinstance(contents, dict) or contents.get("format") != CHECKPOINT_FORMAT:
         found = contents.get("format", "no format tag") if isinstance(contents, dict) else type(contents).__name__
-        raise UserError(f"{path} is not a checkpoint this version of metaaugment can read ({found}; expected "
+        raise UserError(f"{path} is not a checkpoint this version of metaaugment can read ({short(found)}; expected "
                         f"{CHECKPOINT_FORMAT}); rerun without --resume, with --overwrite")
+    try:
+        for key, kind in CHECKPOINT_SCHEMA.items():
+            check_value(contents.get(key), kind, key)
+    except SchemaError as error:
+        raise UserError(f"{path} is damaged ({error}); rerun without --resume, with --overwrite") from None
     return contents
 
 
-def read_finished_run(folder: Path, command: str = "--policy-from") -> tuple[dict[str, Any], dict[str, Any]]:
-    """(config.json, final checkpoint) of a finished run folder, through the same reader as
-    `--resume`; a UserError naming `command` when the folder holds no finished run."""
+def read_finished_run(folder: Path, command: str = "--policy-from", *, trust_code: bool = False,
+                      imported: tuple[str, ...] = ("benchmark", "policy", "learner", "model")
+                      ) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(config.json, final checkpoint) of a finished run folder, through the same readers as
+    `--resume` (both checked against their schemas); a UserError naming `command` when the
+    folder holds no finished run, or when its config names code in one of the `imported`
+    settings the caller will build and the user has not passed --trust-code."""
     from metaaugment.run.folder import RunDirectory
 
     run = RunDirectory(Path(folder))
     if not run.finished or not run.checkpoint_path.is_file():
         raise UserError(f"{command} {folder}: not a finished run folder (no results.json / checkpoint.pt)")
-    return run.read_config(), load_checkpoint(run.checkpoint_path)
+    config = run.read_config()
+    refuse_code_references(config, f"{command} {folder}: its {run.config_path.name}", trust_code=trust_code,
+                           keys=imported)
+    return config, load_checkpoint(run.checkpoint_path)

@@ -10,7 +10,7 @@ from typing import Any, Sequence
 from rich.console import Console
 
 from metaaugment.errors import UserError
-from metaaugment.files import write_bytes, write_text
+from metaaugment.files import remove_stale_temporary_files, write_bytes, write_text
 from metaaugment.run.config import RunConfig
 from metaaugment.run.config_file import Variant
 from metaaugment.run.folder import RunDirectory, folder_name
@@ -79,13 +79,14 @@ def plan_comparison(base: RunConfig, variants: Sequence[str | Variant], seeds: S
 def run_comparison(base: RunConfig, variants: Sequence[str | Variant], seeds: Sequence[int], out: Path,
                    policy_options: dict[str, dict[str, Any]] | None = None,
                    console: Console | None = None, show_progress: bool = True,
-                   overwrite: bool = False, launch_options: LaunchOptions | None = None) -> list[RunRecord]:
+                   overwrite: bool = False, launch_options: LaunchOptions | None = None,
+                   trust_code: bool = False) -> list[RunRecord]:
     """Train every (variant, seed) into out/<variant>/seed<k> (`plan_comparison`), reusing
     finished runs and resuming unfinished ones; `overwrite` first removes what earlier runs
     wrote, so every run trains again from the start; a folder holding a different
     configuration is an error. `launch_options` choose where the runs train (run.launch:
     here, one after another, by default). Returns the records in table order; a run still
-    training (launched without waiting) has no record."""
+    training (launched without waiting) has no record. `trust_code` reaches `train`."""
     console = console or Console(stderr=True)
     options = launch_options or LaunchOptions()
     runs = plan_comparison(base, variants, seeds, out, policy_options)
@@ -94,9 +95,9 @@ def run_comparison(base: RunConfig, variants: Sequence[str | Variant], seeds: Se
         if overwrite and folder.owned():  # what earlier runs wrote goes (their own files only)
             with folder.locked():
                 folder.prepare(run.config.resolve().to_dict(), overwrite=True)
-        else:
-            folder.check(run.config.resolve().to_dict(), resume=True)
-    results = launch(runs, out, options, console, show_progress)
+        elif folder.check(run.config.resolve().to_dict(), resume=True) and folder.finished:
+            folder.read_results()  # a finished run's results are read back: damaged ones stop us here
+    results = launch(runs, out, options, console, show_progress, trust_code)
     return [RunRecord(run.name, run.seed, run.path, results[run.key]) for run in runs
             if results.get(run.key) is not None]
 
@@ -239,6 +240,7 @@ def write_comparison(out: Path, benchmark: str, records: Sequence[RunRecord]) ->
     """Write comparison.csv, comparison.md and comparison.png into `out`; returns their paths."""
     summaries = summarize(records)
     out = Path(out)
+    remove_stale_temporary_files(out)  # of a table write killed midway
     paths = {"csv": out / "comparison.csv", "md": out / "comparison.md", "png": out / "comparison.png"}
     write_text(paths["csv"], comparison_csv(summaries))
     write_text(paths["md"], comparison_markdown(benchmark, summaries, records))

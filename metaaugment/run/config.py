@@ -2,11 +2,14 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
+import typing
 from dataclasses import dataclass, field
 from typing import Any
 
 from metaaugment.errors import UserError
 from metaaugment.registry import create_benchmark
+from metaaugment.schema import SchemaError, check_value
 from metaaugment.spec import benchmark_kind
 
 DEFAULT_VAL_TASKS = 100
@@ -54,8 +57,35 @@ class RunConfig:
     tensorboard: bool = False
     wandb: bool = False
 
+    @classmethod
+    @functools.cache
+    def field_types(cls) -> dict[str, Any]:
+        """Each field's declared type: the schema of config and sweep files."""
+        hints = typing.get_type_hints(cls)
+        return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+
+    @classmethod
+    def check_settings(cls, settings: dict[str, Any], where: str) -> dict[str, Any]:
+        """`settings` (field name -> value, e.g. read from a file) held to the fields' types:
+        a UserError "WHERE: KEY must be ... (got ...)" for an unknown key or a value of another
+        type; option mappings copied, their lists as tuples (options take tuples)."""
+        types = cls.field_types()
+        checked: dict[str, Any] = {}
+        for key, value in settings.items():
+            if key not in types:
+                raise UserError(f"{where} has unknown setting {key!r}; valid: {', '.join(types)}")
+            try:
+                checked[key] = check_value(value, types[key], key)
+            except SchemaError as error:
+                raise UserError(f"{where}: {error}") from None
+            if key.endswith("_options"):
+                checked[key] = {k: tuple(v) if isinstance(v, list) else v for k, v in checked[key].items()}
+        return checked
+
     def validate(self) -> None:
-        """Raise UserError for values no run can use."""
+        """Raise UserError for values no run can use: a field of another type than declared, or
+        out of its range."""
+        self.check_settings({f.name: getattr(self, f.name) for f in dataclasses.fields(self)}, "run configuration")
         for name in ("epochs", "batch_size", "eval_every", "checkpoint_every", "log_every", "ways", "shots",
                      "query_shots", "steps_per_epoch", "val_tasks", "test_tasks", "image_size", "val_size"):
             value = getattr(self, name)
@@ -116,11 +146,9 @@ class RunConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, settings: dict[str, Any]) -> "RunConfig":
-        """A RunConfig from config.json or a config file's settings: JSON has lists where
-        options take tuples, so option lists become tuples (option names are checked later,
-        by the factories)."""
-        settings = dict(settings)
-        for key in ("policy_options", "learner_options", "model_options"):
-            settings[key] = {k: tuple(v) if isinstance(v, list) else v for k, v in settings.get(key, {}).items()}
-        return cls(**settings)
+    def from_dict(cls, settings: dict[str, Any], where: str = "run configuration") -> "RunConfig":
+        """A RunConfig from config.json or a config file's settings, held to the fields' types
+        (`check_settings`; option names and values are checked later, by the factories)."""
+        if not isinstance(settings, dict):
+            raise UserError(f"{where} must be a mapping of settings, not {type(settings).__name__}")
+        return cls(**cls.check_settings(settings, where))

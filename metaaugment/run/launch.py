@@ -1,21 +1,32 @@
 """Where the runs of a comparison train: in this process, as local jobs, or as SLURM jobs.
 
-`inline` trains them one after another here. `local` and `slurm` hand each unfinished
-(variant, seed) run to submitit (pip install 'metaaugment[cluster]'), the field's launcher
-for this (DeiT, DINO, DETR, ConvNeXt): `local` runs jobs as subprocesses of this machine,
-at most `jobs` at a time; `slurm` submits one job array whose tasks train one run each.
-Every job trains with `resume=True`, so a job that is interrupted, or a comparison
-launched again, continues each run from its last checkpoint, and finished runs are reused.
+`inline` trains them one after another here. `local` starts each unfinished (variant, seed)
+run as a child process of this command (`python -m metaaugment.run.job`, through torchrun
+for `--nproc-per-node` > 1), at most `jobs` at a time, each in its own session with its
+output in a log of its own (`.jobs/VARIANT-seedK.log` in the comparison folder): Ctrl-C
+reaches this command alone, which then stops its jobs (SIGINT, then SIGKILL after a grace
+period) and prints one line. `slurm` submits one job array through submitit (pip install
+'metaaugment[cluster]'), the field's SLURM launcher (DeiT, DINO, DETR, ConvNeXt), whose
+tasks train one run each. Every job trains with `resume=True`, so a job that is
+interrupted, or a comparison launched again, continues each run from its last checkpoint,
+and finished runs are reused.
 
 The submitted jobs are listed in the comparison folder's jobs.json (run -> job id), so
-launching the same comparison again waits for jobs still queued or running instead of
+launching the same comparison again waits for SLURM jobs still queued or running instead of
 submitting them twice, and `compare --status` shows each run with its job's state.
+
+Nothing is unpickled from a job's folder: a job's outcome is its run folder's results.json
+(our own JSON, checked), and its state is its process's (local jobs, children of this
+command) or SLURM's accounting (`sacct`, through submitit's public `state`); jobs.json is
+checked against its schema before any id in it is used.
 """
 from __future__ import annotations
 
-import json
 import os
+import re
 import signal
+import subprocess
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,13 +35,16 @@ from typing import Any, Callable, Sequence
 from rich.console import Console
 
 from metaaugment.errors import UserError
-from metaaugment.files import write_json
+from metaaugment.files import load_json, write_json
 from metaaugment.run.config import RunConfig
-from metaaugment.run.folder import RunDirectory
+from metaaugment.run.folder import RunDirectory, folder_name
+from metaaugment.schema import short
 
 LAUNCHERS = ("inline", "local", "slurm")
-JOBS_FILE, SUBMITIT_DIR = "jobs.json", ".submitit"
+JOBS_FILE, SUBMITIT_DIR, LOCAL_JOBS_DIR = "jobs.json", ".submitit", ".jobs"
 ACTIVE_STATES = ("PENDING", "RUNNING", "REQUEUED", "CONFIGURING", "COMPLETING", "RESIZING", "SUSPENDED", "UNKNOWN")
+JOB_ID = re.compile(r"^[0-9]{1,20}(_[0-9]{1,10})?$")  # a SLURM job (array task) id or a local job's PID
+STOP_GRACE_SECONDS = 30.0  # a stopped local job's time to write its checkpoint and exit before SIGKILL
 
 
 @dataclass(frozen=True)
@@ -67,36 +81,71 @@ class LaunchOptions:
         return 0.2 if self.launcher == "local" else 5.0
 
 
-def train_job(config: dict[str, Any], path: str, threads: int | None = None) -> dict[str, Any]:
-    """The body of one job: train (or resume, or reuse) one run, on `threads` CPU threads
-    when given. Under SLURM with several tasks per job, the tasks form the run's process
-    group through the torchrun variables."""
+def train_job(config: dict[str, Any], path: str, threads: int | None = None, trust_code: bool = False) -> None:
+    """The body of one SLURM job: train (or resume, or reuse) one run, on `threads` CPU threads
+    when given. With several tasks per job, the tasks form the run's process group through the
+    torchrun variables. Its outcome is the run folder's results.json (nothing is returned
+    through submitit's result pickle)."""
     import submitit
-    import torch
 
-    from metaaugment.run.host_memory import keep_freed_host_memory
-    from metaaugment.run.loop import train
+    from metaaugment.run.job import run_job
 
-    if threads is not None:  # jobs sharing a machine: every job spinning on every core slowed all 10-50x
-        torch.set_num_threads(threads)
     if submitit.JobEnvironment().num_tasks > 1:
         # every rank chooses its GPU from LOCAL_RANK, so all of them stay visible
         submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
-    keep_freed_host_memory()
-    return train(RunConfig.from_dict(config), Path(path), resume=True, show_progress=False)
+    run_job(config, path, threads=threads, trust_code=trust_code, show_progress=True)
 
 
-def executor_for(options: LaunchOptions, folder: Path) -> Any:
-    """A submitit executor for `options.launcher` ("local" or "slurm"), sized by `options`."""
+class LocalJob:
+    """One run trained by a child process of this command, in a session of its own (the
+    terminal's Ctrl-C reaches only this command, which stops the job), its stdout and stderr
+    in `log`. `done`, `state`, `cancel` and `job_id` as submitit's jobs have them."""
+
+    def __init__(self, run: PlannedRun, folder: Path, nproc_per_node: int, threads: int | None, trust_code: bool):
+        folder.mkdir(parents=True, exist_ok=True)
+        stem = folder_name(run.key.replace("/", "-"))
+        self.log = folder / f"{stem}.log"
+        spec = folder / f"{stem}.json"
+        write_json(spec, {"config": run.config.to_dict(), "out": str(run.path)})
+        command = ["-m", "metaaugment.run.job", str(spec), *(["--trust-code"] if trust_code else []),
+                   *(["--threads", str(threads)] if threads else [])]
+        if nproc_per_node > 1:  # the run's processes, as `metaaug run --nproc-per-node` starts them
+            command = ["-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc_per_node}", *command]
+        with open(self.log, "ab") as log:
+            self.process = subprocess.Popen([sys.executable, *command], stdout=log, stderr=subprocess.STDOUT,
+                                            stdin=subprocess.DEVNULL, start_new_session=True)
+        self.job_id = str(self.process.pid)
+
+    def done(self) -> bool:
+        return self.process.poll() is not None
+
+    @property
+    def state(self) -> str:
+        code = self.process.poll()
+        return "RUNNING" if code is None else "FINISHED" if code == 0 else f"FAILED (exit code {code})"
+
+    def cancel(self, check: bool = False) -> None:
+        """Stop the job's processes with SIGINT: each exits as after Ctrl-C, its last checkpoint kept."""
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGINT)
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait()
+
+
+def log_path(job: Any) -> Path:
+    """Where a job's output goes: a local job's log, a SLURM job's stderr file."""
+    return job.log if isinstance(job, LocalJob) else Path(job.paths.stderr)
+
+
+def slurm_executor(options: LaunchOptions, folder: Path) -> Any:
+    """A submitit SLURM executor sized by `options`."""
     try:
         import submitit
     except ImportError:
-        raise UserError(f"--launcher {options.launcher} needs submitit: pip install 'metaaugment[cluster]'") from None
-    if options.launcher == "local":
-        executor = submitit.LocalExecutor(folder=str(folder))
-        executor.update_parameters(timeout_min=int(options.slurm.get("time_min", 60 * 24 * 7)),
-                                   tasks_per_node=options.nproc_per_node)
-        return executor
+        raise UserError("--launcher slurm needs submitit: pip install 'metaaugment[cluster]'") from None
     try:
         executor = submitit.SlurmExecutor(folder=str(folder))
     except RuntimeError as error:  # no srun on PATH: not a SLURM login node
@@ -118,28 +167,42 @@ def executor_for(options: LaunchOptions, folder: Path) -> Any:
     return executor
 
 
-def read_jobs(out: Path) -> dict[str, dict[str, Any]]:
-    """jobs.json of a comparison folder: run key -> {"job_id", "launcher"}."""
+def read_jobs(out: Path) -> dict[str, dict[str, str]]:
+    """jobs.json of a comparison folder: run key -> {"job_id", "launcher"}, checked (a
+    UserError naming the file when it is damaged)."""
     path = Path(out) / JOBS_FILE
-    return json.loads(path.read_text()) if path.is_file() else {}
+    if not path.is_file():
+        return {}
+    jobs = load_json(path, "record of the comparison's jobs")
+    valid = isinstance(jobs, dict) and all(
+        isinstance(key, str) and isinstance(entry, dict) and set(entry) == {"job_id", "launcher"}
+        and isinstance(entry["job_id"], str) and JOB_ID.match(entry["job_id"]) is not None
+        and entry["launcher"] in ("local", "slurm") for key, entry in jobs.items())
+    if not valid:
+        raise UserError(f"{path} is damaged (it must map each run to {{\"job_id\": digits, \"launcher\": local or "
+                        f"slurm}}; got {short(jobs)}); remove it and launch the comparison again")
+    return jobs
 
 
-def job_state(out: Path, entry: dict[str, Any]) -> str:
-    """The state of a recorded job as submitit sees it (SLURM's states; local jobs: RUNNING,
-    FINISHED...), or "UNKNOWN" when it cannot be asked."""
+def job_state(out: Path, entry: dict[str, str]) -> str:
+    """The state of a recorded job: SLURM's (from sacct, through submitit), or for a local job
+    of an earlier command "ended" (local jobs end with the command that started them);
+    "UNKNOWN" when it cannot be asked."""
+    if entry["launcher"] != "slurm":
+        return "ended"
     try:
         import submitit
 
-        job_class = submitit.SlurmJob if entry["launcher"] == "slurm" else submitit.LocalJob
-        return str(job_class(Path(out) / SUBMITIT_DIR, entry["job_id"]).state)
-    except Exception:  # no submitit, no sacct, a job folder removed
+        return str(submitit.SlurmJob(Path(out) / SUBMITIT_DIR, entry["job_id"]).state)
+    except Exception:  # no submitit, no sacct
         return "UNKNOWN"
 
 
 def launch(runs: Sequence[PlannedRun], out: Path, options: LaunchOptions, console: Console,
-           show_progress: bool = True) -> dict[str, dict[str, Any] | None]:
+           show_progress: bool = True, trust_code: bool = False) -> dict[str, dict[str, Any] | None]:
     """Train the unfinished `runs` with `options.launcher`; returns run key -> results (None
-    for runs still training when `options.wait` is False)."""
+    for runs still training when `options.wait` is False). `trust_code` reaches `train`
+    (a --policy-from folder naming code)."""
     from metaaugment.run.loop import train
 
     results: dict[str, dict[str, Any] | None] = {}
@@ -153,65 +216,75 @@ def launch(runs: Sequence[PlannedRun], out: Path, options: LaunchOptions, consol
         for index, run in enumerate(pending, start=1):
             state = "reusing" if RunDirectory(run.path).finished else "running"
             console.print(f"[{index}/{len(pending)}] {state} {run.name} seed {run.seed} -> {run.path}")
-            results[run.key] = train(run.config, run.path, resume=True, console=console, show_progress=show_progress)
+            results[run.key] = train(run.config, run.path, resume=True, console=console, show_progress=show_progress,
+                                     trust_code=trust_code)
         return results
-    folder = Path(out) / SUBMITIT_DIR
-    executor = executor_for(options, folder)
     recorded = read_jobs(out)
-    # SLURM jobs outlive this command: one still queued or running is waited for, not
-    # submitted twice. Local jobs end with it (Ctrl-C and SIGTERM cancel them).
-    active = {run.key: recorded[run.key] for run in pending
-              if options.launcher == "slurm" and recorded.get(run.key, {}).get("launcher") == "slurm"
-              and job_state(out, recorded[run.key]) in ACTIVE_STATES}
-    to_submit = [run for run in pending if run.key not in active]
-    if active:
-        console.print(f"waiting for {len(active)} job(s) still queued or running: {', '.join(sorted(active))}")
-    jobs = _submit(executor, to_submit, options, out, console) if to_submit else {}
-    jobs.update({key: _job(out, entry) for key, entry in active.items()})
+    if not pending:
+        return results
+    if options.launcher == "local":
+        jobs: dict[str, Any] = LocalJobs(pending, Path(out) / LOCAL_JOBS_DIR, options,
+                                         lambda key, job: _record(out, recorded, key, job, "local"), trust_code)
+        console.print(f"starting {len(pending)} local job(s), {jobs.limit} at a time; their logs: "
+                      f"{Path(out) / LOCAL_JOBS_DIR}")
+    else:
+        executor = slurm_executor(options, Path(out) / SUBMITIT_DIR)
+        # SLURM jobs outlive this command: one still queued or running is waited for, not submitted twice
+        active = {run.key: recorded[run.key] for run in pending if recorded.get(run.key, {}).get("launcher") == "slurm"
+                  and job_state(out, recorded[run.key]) in ACTIVE_STATES}
+        to_submit = [run for run in pending if run.key not in active]
+        if active:
+            console.print(f"waiting for {len(active)} job(s) still queued or running: {', '.join(sorted(active))}")
+        jobs = _submit_slurm(executor, to_submit, out, recorded, trust_code) if to_submit else {}
+        if to_submit:
+            console.print(f"submitted {len(to_submit)} SLURM job(s); their logs: {Path(out) / SUBMITIT_DIR}")
+        jobs.update({key: _slurm_job(out, entry) for key, entry in active.items()})
     if not options.wait:
         console.print("submitted; run the same command again (or `compare --status`) when the jobs are done")
         return {**results, **{key: None for key in jobs}}
-    return {**results, **_wait(jobs, console, options.poll_interval())}
+    folders = {run.key: RunDirectory(run.path) for run in pending}
+    return {**results, **_wait(jobs, folders, console, options.poll_interval())}
 
 
-def _job(out: Path, entry: dict[str, Any]) -> Any:
+def _record(out: Path, recorded: dict[str, dict[str, str]], key: str, job: Any, launcher: str) -> None:
+    """Add a submitted job to jobs.json."""
+    recorded[key] = {"job_id": str(job.job_id), "launcher": launcher}
+    Path(out).mkdir(parents=True, exist_ok=True)
+    write_json(Path(out) / JOBS_FILE, recorded)
+
+
+def _slurm_job(out: Path, entry: dict[str, str]) -> Any:
     import submitit
 
-    job_class = submitit.SlurmJob if entry["launcher"] == "slurm" else submitit.LocalJob
-    return job_class(Path(out) / SUBMITIT_DIR, entry["job_id"])
+    return submitit.SlurmJob(Path(out) / SUBMITIT_DIR, entry["job_id"])
 
 
-def _submit(executor: Any, runs: Sequence[PlannedRun], options: LaunchOptions, out: Path,
-            console: Console) -> dict[str, Any]:
-    """Submit one job per run (SLURM: one job array; local: `options.jobs` at a time, the
-    rest as jobs finish) and record each job's id in jobs.json; returns run key -> job."""
-    recorded = read_jobs(out)
-
-    def record(key: str, job: Any) -> None:
-        recorded[key] = {"job_id": str(job.job_id), "launcher": options.launcher}
-        Path(out).mkdir(parents=True, exist_ok=True)
-        write_json(Path(out) / JOBS_FILE, recorded)
-
-    if options.launcher == "slurm":
-        with executor.batch():
-            submitted = [executor.submit(train_job, run.config.to_dict(), str(run.path)) for run in runs]
-        jobs: dict[str, Any] = dict(zip((run.key for run in runs), submitted))
-        for key, job in jobs.items():
-            record(key, job)
-    else:
-        jobs = LocalJobs(executor, runs, options.jobs, record)
-    console.print(f"submitting {len(runs)} {options.launcher} job(s); their logs: {Path(out) / SUBMITIT_DIR}")
+def _submit_slurm(executor: Any, runs: Sequence[PlannedRun], out: Path, recorded: dict[str, dict[str, str]],
+                  trust_code: bool) -> dict[str, Any]:
+    """Submit one job array, a task per run, and record each task's id in jobs.json."""
+    with executor.batch():
+        submitted = [executor.submit(train_job, run.config.to_dict(), str(run.path), None, trust_code)
+                     for run in runs]
+    jobs: dict[str, Any] = dict(zip((run.key for run in runs), submitted))
+    for key, job in jobs.items():
+        _record(out, recorded, key, job, "slurm")
     return jobs
 
 
 class LocalJobs(dict):
-    """Run key -> local job, started `limit` at a time: `fill` starts queued runs as slots free up."""
+    """Run key -> LocalJob, started `options.jobs` at a time: `fill` starts queued runs as slots
+    free up."""
 
-    def __init__(self, executor: Any, runs: Sequence[PlannedRun], limit: int, on_submit: Callable[[str, Any], None]):
+    def __init__(self, runs: Sequence[PlannedRun], folder: Path, options: LaunchOptions,
+                 on_start: Callable[[str, Any], None], trust_code: bool = False):
         super().__init__()
-        self.executor, self.limit, self.on_submit = executor, max(1, limit), on_submit
-        # one job at a time keeps torch's own thread count, and with it inline's exact numbers
-        self.threads = None if self.limit == 1 else max(1, (os.cpu_count() or 1) // self.limit)
+        self.folder, self.options, self.on_start, self.trust_code = folder, options, on_start, trust_code
+        self.limit = max(1, options.jobs)
+        # one job at a time keeps torch's own thread count, and with it inline's exact numbers;
+        # jobs sharing a machine each take their share (every job spinning on every core slowed all 10-50x)
+        cores = os.cpu_count() or 1
+        self.threads = None if self.limit == 1 and options.nproc_per_node == 1 else max(
+            1, cores // (self.limit * options.nproc_per_node))
         self.queued = list(runs)
         self.fill()
 
@@ -219,38 +292,55 @@ class LocalJobs(dict):
         running = sum(1 for job in self.values() if not job.done())
         while self.queued and running < self.limit:
             run = self.queued.pop(0)
-            self[run.key] = self.executor.submit(train_job, run.config.to_dict(), str(run.path), self.threads)
-            self.on_submit(run.key, self[run.key])
+            self[run.key] = LocalJob(run, self.folder, self.options.nproc_per_node, self.threads, self.trust_code)
+            self.on_start(run.key, self[run.key])
             running += 1
 
 
-def _wait(jobs: dict[str, Any], console: Console, poll_seconds: float) -> dict[str, dict[str, Any]]:
-    """Each job's results as it finishes; a failed job is one UserError naming its log. Ctrl-C
-    (or SIGTERM) cancels the jobs still running: the same command resumes them."""
+def _wait(jobs: dict[str, Any], folders: dict[str, RunDirectory], console: Console,
+          poll_seconds: float) -> dict[str, dict[str, Any]]:
+    """Each job's results, read from its run folder as the job ends; a job that ends without
+    finishing its run is one UserError naming its log. Ctrl-C (or SIGTERM) stops the jobs
+    still running (local jobs: SIGINT, then SIGKILL after STOP_GRACE_SECONDS; SLURM jobs:
+    scancel): the same command resumes them."""
     results: dict[str, dict[str, Any]] = {}
     previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         while True:
             for key, job in list(jobs.items()):
                 if key not in results and job.done():
-                    try:
-                        results[key] = job.result()
-                    except Exception as error:
-                        raise UserError(f"the job of {key} failed ({type(error).__name__}); its log: "
-                                        f"{job.paths.stderr}") from None
+                    if not folders[key].finished:
+                        raise UserError(f"the job of {key} ended without finishing its run ({job.state}); its log: "
+                                        f"{log_path(job)}")
+                    results[key] = folders[key].read_results()
                     console.print(f"finished {key} (job {job.job_id}) [{len(results)}/{_total(jobs)}]")
             if isinstance(jobs, LocalJobs):
                 jobs.fill()
             if len(results) == _total(jobs):
                 return results
             time.sleep(poll_seconds)
-    except KeyboardInterrupt:
-        for key, job in jobs.items():
-            if key not in results and not job.done():
-                job.cancel(check=False)
+    except (KeyboardInterrupt, UserError):
+        _stop(jobs, results)
         raise
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def _stop(jobs: dict[str, Any], finished: dict[str, Any]) -> None:
+    """Stop every job still running: a signal to each, then (local jobs) SIGKILL to those still
+    alive after STOP_GRACE_SECONDS. A second Ctrl-C meanwhile kills them at once."""
+    running = [job for key, job in jobs.items() if key not in finished and not job.done()]
+    for job in running:
+        job.cancel(check=False)
+    local = [job for job in running if isinstance(job, LocalJob)]
+    deadline = time.monotonic() + STOP_GRACE_SECONDS
+    try:
+        while any(not job.done() for job in local) and time.monotonic() < deadline:
+            time.sleep(0.1)
+    except KeyboardInterrupt:
+        pass
+    for job in local:
+        job.kill()
 
 
 def _total(jobs: dict[str, Any]) -> int:

@@ -39,6 +39,7 @@ from metaaugment.run.progress import format_metrics, training_progress
 from metaaugment.run.seeding import capture_rng_state, restore_rng_state, seed_everything
 from metaaugment.run.strategies import KindStrategy, strategy_for
 from metaaugment.run.sync_batchnorm import synchronize_batchnorm
+from metaaugment.schema import clip
 from metaaugment.spec import benchmark_kind
 
 
@@ -104,8 +105,9 @@ class Trainer:
     """Builds the parts of a run from a resolved RunConfig and trains them."""
 
     def __init__(self, config: RunConfig, run_dir: RunDirectory, *, console: Console | None = None,
-                 show_progress: bool = True):
+                 show_progress: bool = True, trust_code: bool = False):
         self.config, self.run_dir = config, run_dir
+        self.trust_code = trust_code  # --policy-from: import a model its folder names by module:Name
         self.console = console or Console(stderr=True)
         self.show_progress = show_progress
         bench = create_benchmark(config.benchmark)
@@ -123,6 +125,7 @@ class Trainer:
         seed_everything(config.seed)  # the same seed on every rank: same initialization and draws
         load_options = {name: getattr(config, name) for name in ("image_size", "val_size") if getattr(config, name)}
         data = bench.load(Path(config.data_root), **load_options)
+        strategy_class.check_data(data, config.benchmark)
         self.spec = spec = strategy_class.model_spec(data, config)
         self.model = create_model(config.model, spec, **config.model_options).to(self.device)
         if not self.kind.episodic:  # a task's forward stays on one rank: its BatchNorm is already the one process's
@@ -158,7 +161,7 @@ class Trainer:
     def _transfer_policy(self, source: Path) -> None:
         """--policy-from: give the policy the trained state of a finished run of the same policy,
         with that run's task network (loaded, on this run's spec) as its feature source."""
-        config, checkpoint = read_finished_run(source)
+        config, checkpoint = read_finished_run(source, trust_code=self.trust_code, imported=("model",))
         if config.get("policy") != self.config.policy:
             raise UserError(f"--policy-from {source}: that run used policy '{config.get('policy')}', "
                             f"not '{self.config.policy}'")
@@ -199,15 +202,21 @@ class Trainer:
                 self.run_dir.truncate_metrics(0)  # records of a start killed before its first checkpoint
             return False
         state = load_checkpoint(path)
-        self.state = TrainingState(**state["training"])
-        self.model.load_state_dict(state["model"])
-        self.best_model = state["best_model"]
-        self.learner.load_state_dict(state["learner"])
-        self.policy.load_state_dict(state["policy"])
-        self.strategy.load_state_dict(state["data"])
-        restore_rng_state(state["rng"])
-        if self.grad_scaler is not None and state.get("grad_scaler"):
-            self.grad_scaler.load_state_dict(state["grad_scaler"])
+        try:
+            self.state = TrainingState(**state["training"])
+            self.model.load_state_dict(state["model"])
+            self.best_model = state["best_model"]
+            self.learner.load_state_dict(state["learner"])
+            self.policy.load_state_dict(state["policy"])
+            self.strategy.load_state_dict(state["data"])
+            restore_rng_state(state["rng"])
+            if self.grad_scaler is not None and state.get("grad_scaler"):
+                self.grad_scaler.load_state_dict(state["grad_scaler"])
+        except (KeyError, TypeError, ValueError, RuntimeError, IndexError, AttributeError) as error:
+            # a checkpoint of the right format whose contents do not fit this run: damaged or crafted
+            raise UserError(f"{path} cannot be restored into this run ({type(error).__name__}: "
+                            f"{clip(str(error), 160)}); it is damaged, or not this run's: rerun "
+                            f"with --overwrite") from None
         if self.writes:
             self.run_dir.truncate_metrics(self.state.step)
         return True
@@ -332,23 +341,26 @@ def compile_model(model: torch.nn.Module) -> None:
 
 
 def train(config: RunConfig, out: Path | str, *, resume: bool = False, overwrite: bool = False,
-          console: Console | None = None, show_progress: bool = True) -> dict[str, Any]:
+          console: Console | None = None, show_progress: bool = True, trust_code: bool = False) -> dict[str, Any]:
     """Run `config` into the folder `out` and return its results.
 
     A finished folder with `resume=True` returns its stored results without training; an
     unfinished one continues from its checkpoint. See RunDirectory.check for the rules.
     Under torchrun every rank calls this; rank 0 checks, locks and prepares the folder.
+    `trust_code`: a `--policy-from` folder may name its task network by module:Name
+    (metaaugment.trust); the config's own names are the caller's, trusted.
     """
     config = config.resolve()
     run_dir = RunDirectory(Path(out))
     if distributed.launched_by_torchrun():
         distributed.init_process_group(resolve_device(config.device))
         return _train_ranks(config, run_dir, resume=resume, overwrite=overwrite, console=console,
-                            show_progress=show_progress)
+                            show_progress=show_progress, trust_code=trust_code)
     reuse = run_dir.check(config.to_dict(), resume=resume, overwrite=overwrite)
     if reuse and run_dir.finished:
         return run_dir.read_results()
-    trainer = Trainer(config, run_dir, console=console, show_progress=show_progress)  # may raise UserError
+    trainer = Trainer(config, run_dir, console=console, show_progress=show_progress,
+                      trust_code=trust_code)  # may raise UserError
     with run_dir.locked():
         # again under the lock: another process may have started or finished a run here meanwhile
         reuse = run_dir.check(config.to_dict(), resume=resume, overwrite=overwrite)
@@ -359,10 +371,11 @@ def train(config: RunConfig, out: Path | str, *, resume: bool = False, overwrite
 
 
 def _train_ranks(config: RunConfig, run_dir: RunDirectory, *, resume: bool, overwrite: bool,
-                 console: Console | None, show_progress: bool) -> dict[str, Any]:
+                 console: Console | None, show_progress: bool, trust_code: bool) -> dict[str, Any]:
     """`train` on every rank of a torchrun job: rank 0 locks and prepares the folder and tells
     the others the outcome (an error ends every rank with the same message)."""
-    trainer = Trainer(config, run_dir, console=console, show_progress=show_progress)  # the same on every rank
+    trainer = Trainer(config, run_dir, console=console, show_progress=show_progress,
+                      trust_code=trust_code)  # the same on every rank
     with contextlib.ExitStack() as stack:
         status: tuple[str, str] = ("train", "")
         if distributed.is_main():

@@ -11,6 +11,11 @@ policy_* values). Sinks:
 - Weights & Biases (`--wandb`, `pip install metaaugment[wandb]`; WANDB_MODE=offline works
   without an account): the same values, the W&B run id kept in wandb.json so `--resume`
   continues the same W&B run.
+
+The run's manifest lists exactly what each sink wrote (each event file; W&B's folder for this
+run and its links), so `--overwrite` removes those and leaves anything else a user put in
+tensorboard/ or wandb/. A tool folder that is a link is refused: a run never writes through
+one.
 """
 from __future__ import annotations
 
@@ -18,17 +23,20 @@ import csv
 import io
 import json
 import os
+import re
 import uuid
 from pathlib import Path
 from typing import Any, Sequence
 
 from metaaugment.errors import UserError
 from metaaugment.files import write_json, write_text
-from metaaugment.run.folder import RunDirectory
+from metaaugment.run.folder import TREE_SUFFIX, RunDirectory
+from metaaugment.schema import short
 
 CSV_FILE, TENSORBOARD_DIR, WANDB_DIR, WANDB_FILE = "metrics.csv", "tensorboard", "wandb", "wandb.json"
 POSITION_KEYS = ("kind", "step", "epoch")
 STEP_METRIC = "train_step"
+WANDB_ID = re.compile(r"^[a-z0-9]{1,64}$")
 
 
 def scalars(record: dict[str, Any]) -> dict[str, float]:
@@ -101,13 +109,21 @@ class Sinks:
             self.wandb.finish()
 
 
-def _created_folder(run_dir: RunDirectory, name: str) -> Path:
-    """run_dir/name, recorded as the run's own (removed by --overwrite) when the run makes it."""
+def _tool_folder(run_dir: RunDirectory, name: str) -> Path:
+    """run_dir/name, a real folder (a link in its place is refused), recorded as the run's
+    own (removed by --overwrite once empty of other files) when the run makes it."""
     folder = run_dir.path / name
+    if folder.is_symlink() or (folder.exists() and not folder.is_dir()):
+        raise UserError(f"{folder} is a link or a file: a run writes its {name} files only into a folder of its own")
     if not folder.exists():
         folder.mkdir()
         run_dir.record(name + "/")
     return folder
+
+
+def _new_entries(folder: Path, before: set[str]) -> list[str]:
+    """Names that appeared directly in `folder` since `before` was listed."""
+    return sorted(p.name for p in folder.iterdir() if p.name not in before) if folder.is_dir() else []
 
 
 def check_available(tensorboard: bool, wandb: bool) -> None:
@@ -129,20 +145,38 @@ def check_available(tensorboard: bool, wandb: bool) -> None:
 def _open_tensorboard(run_dir: RunDirectory, resumed_step: int) -> Any:
     from torch.utils.tensorboard import SummaryWriter
 
-    folder = _created_folder(run_dir, TENSORBOARD_DIR)
+    folder = _tool_folder(run_dir, TENSORBOARD_DIR)
+    before = {p.name for p in folder.iterdir()}
     # events past the checkpoint were written by the interrupted process and come again:
     # TensorBoard drops every earlier event at a step >= purge_step
-    return SummaryWriter(str(folder), purge_step=resumed_step + 1)
+    writer = SummaryWriter(str(folder), purge_step=resumed_step + 1)
+    run_dir.record(*(f"{TENSORBOARD_DIR}/{name}" for name in _new_entries(folder, before)))  # its event file
+    return writer
+
+
+def _stored_wandb_id(path: Path) -> str | None:
+    """The W&B run id of wandb.json, or None when there is none; a UserError when it is damaged."""
+    if not path.is_file():
+        return None
+    try:
+        run_id = json.loads(path.read_text()).get("id")
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError, AttributeError):
+        run_id = None
+    if not isinstance(run_id, str) or not WANDB_ID.match(run_id):
+        raise UserError(f"{path} is damaged (it must hold {{\"id\": a W&B run id of lowercase letters and digits}}, "
+                        f"got {short(path.read_text(errors='replace'))}); remove it to start a new W&B run")
+    return run_id
 
 
 def _open_wandb(run_dir: RunDirectory, config: dict[str, Any]) -> Any:
     import wandb
 
-    if not (run_dir.path / WANDB_DIR).exists():
-        run_dir.record(WANDB_DIR + "/")  # wandb.init makes it
     stored = run_dir.path / WANDB_FILE
-    run_id = json.loads(stored.read_text())["id"] if stored.is_file() else uuid.uuid4().hex[:12]
-    if not stored.is_file():
+    run_id = _stored_wandb_id(stored)
+    folder = _tool_folder(run_dir, WANDB_DIR)
+    before = {p.name for p in folder.iterdir()}
+    if run_id is None:
+        run_id = uuid.uuid4().hex[:12]
         write_json(stored, {"id": run_id})
         run_dir.record(WANDB_FILE)
     name = f"{config['benchmark']}/{config['policy']}/seed{config['seed']}"
@@ -152,6 +186,10 @@ def _open_wandb(run_dir: RunDirectory, config: dict[str, Any]) -> Any:
     except Exception as error:  # no login, no network: one line
         raise UserError(f"--wandb could not start a W&B run ({type(error).__name__}: {' '.join(str(error).split())}); "
                         f"log in with `wandb login`, or set WANDB_MODE=offline") from None
+    # what wandb.init made for this run: its run folder (named after the run id) whole, and
+    # the links it keeps beside it (latest-run, debug logs)
+    run_dir.record(*(f"{WANDB_DIR}/{name}" + (TREE_SUFFIX if name.endswith(run_id) else "")
+                     for name in _new_entries(folder, before)))
     # the run's own step as the x axis: after --resume, steps repeat from the checkpoint's,
     # which W&B's internal step (always increasing) would drop
     run.define_metric(STEP_METRIC)

@@ -26,6 +26,8 @@ from metaaugment.batch import Episode
 from metaaugment.data.batches import BatchStream, evaluation_batches, steps_per_epoch, training_batches
 from metaaugment.data.episodes import FewShotData, isolated_random
 from metaaugment.data.regression import RegressionTasks
+from metaaugment.data.splits import ClassificationData
+from metaaugment.errors import UserError
 from metaaugment.run.precision import autocast
 from metaaugment.spec import BenchmarkKind, TaskSpec
 
@@ -46,11 +48,20 @@ class KindStrategy(ABC):
     steps_per_epoch: int
     tests_best_model: bool = False
     test_label: str = "test"
+    data_types: tuple[type, ...] = ()  # what the benchmark's load must return for this kind
 
     def __init__(self, config: Any, kind: BenchmarkKind, data: Any, model: nn.Module, learner: Any,
                  policy: Any, device: torch.device):
         self.config, self.kind, self.data = config, kind, data
         self.model, self.learner, self.policy, self.device = model, learner, policy, device
+
+    @classmethod
+    def check_data(cls, data: Any, benchmark: str) -> None:
+        """A UserError unless the benchmark's `load` returned data of this kind (a plug-in
+        benchmark returning something else stops here, not in the middle of a step)."""
+        if not isinstance(data, cls.data_types):
+            expected = " or ".join(t.__name__ for t in cls.data_types)
+            raise UserError(f"benchmark '{benchmark}' loaded a {type(data).__name__}, not {expected}")
 
     @staticmethod
     def model_spec(data: Any, config: Any) -> TaskSpec:
@@ -106,9 +117,19 @@ class KindStrategy(ABC):
 class MiniBatchStrategy(KindStrategy):
     """Classification on shuffled mini-batches of an in-memory ClassificationData."""
 
+    data_types = (ClassificationData,)
+
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
         cfg = self.config
+        # checked here, not discovered as a NaN loss (an empty batch) or after training (an empty test split)
+        for name in ("train", "val", "test"):
+            if len(getattr(self.data, name)) == 0:
+                raise UserError(f"the {name} split of '{cfg.benchmark}' holds no samples; check its files under "
+                                f"--data-root {cfg.data_root}")
+        if len(self.data.train) < cfg.batch_size:
+            raise UserError(f"--batch-size {cfg.batch_size} exceeds the {len(self.data.train)} training samples of "
+                            f"'{cfg.benchmark}'; use a smaller --batch-size")
         self.steps_per_epoch = steps_per_epoch(len(self.data.train), cfg.batch_size)
         self.val_stream = BatchStream(self.data.val, cfg.batch_size, cfg.seed, self.device, cfg.workers)
         self.subset_generator = torch.Generator().manual_seed(cfg.seed + 104_729)
@@ -172,6 +193,7 @@ class EpisodicStrategy(KindStrategy):
 
     tests_best_model = True
     test_label = "meta-test (best-validation model)"
+    data_types = (FewShotData, RegressionTasks)
 
     @staticmethod
     def model_spec(data: Any, config: Any) -> TaskSpec:

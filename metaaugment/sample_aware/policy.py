@@ -11,7 +11,6 @@ the sampler, which refreshes its distribution every s steps.
 """
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +18,7 @@ import torch
 from torch import Tensor
 
 from metaaugment.batch import Batch
-from metaaugment.errors import UserError, check_option
+from metaaugment.errors import UserError, check_option, representable
 from metaaugment.models import classifier, feature_width, pooled_features, scratch_buffers
 from metaaugment.policy import BatchPolicy, ForwardOutput, StepContext, StepResult
 from metaaugment.registry import POLICIES
@@ -112,8 +111,8 @@ class MetaAugment(BatchPolicy):
         check_option(engine in ENGINES, "engine", engine, f"one of {', '.join(ENGINES)}")
         extra = [op for op in ALL_OPS if op not in OPS]
         check_option(all(op in extra for op in extra_ops), "extra_ops", extra_ops, f"among {', '.join(extra)}")
-        check_option(math.isfinite(policy_lr) and policy_lr > 0, "policy_lr", policy_lr, "a positive number")
-        check_option(alpha is None or (math.isfinite(alpha) and alpha > 0), "alpha", alpha, "a positive number")
+        check_option(representable(policy_lr) and policy_lr > 0, "policy_lr", policy_lr, "a positive number")
+        check_option(alpha is None or (representable(alpha) and alpha > 0), "alpha", alpha, "a positive number")
         check_option(window >= 1, "window", window, "at least 1")
         check_option(refresh >= 1, "refresh", refresh, "at least 1")
         check_option(0 <= epsilon <= 1, "epsilon", epsilon, "in [0, 1]")
@@ -187,7 +186,11 @@ class MetaAugment(BatchPolicy):
                                          embedding_dim=2 * len(self.pool)).to(device)
         self.optimizer = None
         own = {key: value for key, value in policy_state.items() if not key.startswith("feature_model.")}
-        self.load_state_dict(own, strict=False)
+        outcome = self.load_state_dict(own, strict=False)  # the feature model's own weights are loaded already
+        missing = [key for key in outcome.missing_keys if not key.startswith("feature_model.")]
+        if missing or outcome.unexpected_keys:
+            raise ValueError(f"the transferred state is not a MetaAugment policy's (missing {missing[:3]}, "
+                             f"unexpected {outcome.unexpected_keys[:3]})")
 
     # -- augmentation ---------------------------------------------------------------------
     def augment(self, batch: Batch, ctx: StepContext) -> Batch:

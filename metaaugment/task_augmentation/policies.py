@@ -12,7 +12,6 @@ Both noises can wrap targets into a range for angular targets (--set wrap=0,10).
 """
 from __future__ import annotations
 
-import math
 from typing import Any, ClassVar, Sequence
 
 import torch
@@ -20,7 +19,7 @@ import torch
 from metaaugment.batch import Episode
 from metaaugment.data.episodes import standard_task_transforms
 from metaaugment.dependencies import learn2learn
-from metaaugment.errors import UserError, check_option
+from metaaugment.errors import UserError, check_option, representable
 from metaaugment.policy import TaskPolicy
 from metaaugment.registry import POLICIES
 from metaaugment.task_augmentation.label_noise import shift_targets
@@ -101,8 +100,8 @@ class _TargetShift(TaskPolicy):
 
     def __init__(self, wrap: tuple[float, ...] | None):
         super().__init__()
-        check_option(wrap is None or (len(wrap) == 2 and math.isfinite(wrap[0]) and wrap[0] < wrap[1]
-                                      and math.isfinite(wrap[1])), "wrap", wrap, "LOW,HIGH with LOW < HIGH")
+        check_option(wrap is None or (len(wrap) == 2 and representable(wrap[0]) and wrap[0] < wrap[1]
+                                      and representable(wrap[1])), "wrap", wrap, "LOW,HIGH with LOW < HIGH")
         self.wrap = (float(wrap[0]), float(wrap[1])) if wrap is not None else None
 
     def draw_epsilon(self, generator: torch.Generator) -> float:
@@ -123,7 +122,7 @@ class TargetNoise(_TargetShift):
     """
 
     def __init__(self, *, amplitude: float = 1.0, wrap: tuple[float, ...] | None = None):
-        check_option(math.isfinite(amplitude) and amplitude >= 0, "amplitude", amplitude, "a non-negative number")
+        check_option(representable(amplitude) and amplitude >= 0, "amplitude", amplitude, "a non-negative number")
         self.amplitude = amplitude
         super().__init__(wrap)
 
@@ -144,7 +143,7 @@ class DiscreteNoise(_TargetShift):
     """
 
     def __init__(self, *, values: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75), wrap: tuple[float, ...] | None = None):
-        check_option(len(values) > 0 and len(set(values)) == len(values) and all(math.isfinite(v) for v in values),
+        check_option(len(values) > 0 and len(set(values)) == len(values) and all(representable(v) for v in values),
                      "values", values, "distinct numbers, e.g. 0,0.25,0.5,0.75")
         self.values = tuple(float(v) for v in values)
         super().__init__(wrap)
