@@ -15,7 +15,7 @@ install: $(STAMP)
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
-$(STAMP): $(BIN)/python pyproject.toml scripts/install_learn2learn.sh
+$(STAMP): $(BIN)/python pyproject.toml setup.py scripts/install_learn2learn.sh
 	$(BIN)/python -c "import torch, torchvision" >/dev/null 2>&1 || $(BIN)/python -m pip install -q $(TORCH_SPEC)
 	bash scripts/install_learn2learn.sh $(BIN)/python
 	$(BIN)/python -m pip install -q -e '.[dev]'
@@ -36,7 +36,7 @@ demo: install
 
 test: install
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=15
 
 clean:
 	rm -rf $(VENV) runs build *.egg-info

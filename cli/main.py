@@ -114,7 +114,7 @@ def _build_config(settings: dict[str, Any], lr: Optional[float], learner_set: Op
                   model_set: Optional[List[str]], policy_set: Optional[List[str]] = None) -> Any:
     """The resolved RunConfig of `settings` with --lr, --learner-set, --model-set and (`run`)
     --set applied on top."""
-    from metaaugment.learners import LEARNERS, EpisodicLearner
+    from metaaugment.learners import LEARNERS
     from metaaugment.registry import MODELS, POLICIES, parse_options
     from metaaugment.run.config import RunConfig
 
@@ -122,10 +122,8 @@ def _build_config(settings: dict[str, Any], lr: Optional[float], learner_set: Op
         raise UserError("name a benchmark (e.g. metaaug run digits) or give a --config file that names one")
     config = RunConfig.from_dict(settings).resolve()  # validates values, checks the benchmark, fills defaults
     config.learner_options.update(parse_options(LEARNERS.get(config.learner).factory, learner_set or []))
-    if lr is not None:
-        # the outer (meta) learning rate for meta-learners, the SGD rate otherwise
-        episodic = issubclass(LEARNERS.get(config.learner).factory, EpisodicLearner)
-        config.learner_options["meta_lr" if episodic else "lr"] = lr
+    if lr is not None:  # the option the learner names (the SGD rate; a meta-learner's outer rate)
+        config.learner_options[LEARNERS.get(config.learner).factory.rate_option] = lr
     config.model_options.update(parse_options(MODELS.get(config.model).factory, model_set or []))
     if policy_set:
         config.policy_options.update(parse_options(POLICIES.get(config.policy).factory, policy_set))
@@ -270,7 +268,7 @@ def run(
         "each, gloo on CPU). --batch-size stays the global batch. Several machines: docs/scale.md.")] = 1,
 ) -> None:
     """Train with one policy on a benchmark; writes config.json, metrics.jsonl, results.json."""
-    from metaaugment.run import distributed
+    from metaaugment.parallel.process_group import is_main_process, launched_by_torchrun
     from metaaugment.run.config_file import run_settings
     from metaaugment.run.folder import folder_name
     from metaaugment.run.loop import train
@@ -279,7 +277,7 @@ def run(
         raise UserError("--resume and --overwrite exclude each other")
     if nproc_per_node < 1:
         raise UserError(f"--nproc-per-node must be a positive integer (got {nproc_per_node})")
-    launch = nproc_per_node > 1 and not distributed.launched_by_torchrun()
+    launch = nproc_per_node > 1 and not launched_by_torchrun()
     settings = _settings(ctx, run_settings(config_file) if config_file is not None else {},
                          f"config file {config_file}", trust_code)
     config = _build_config(settings, lr, learner_set, model_set, policy_set)
@@ -289,7 +287,7 @@ def run(
         raise typer.Exit(launch_processes(nproc_per_node))
     results = train(config, out, resume=resume, overwrite=overwrite, console=err_console, show_progress=not quiet,
                     trust_code=trust_code)
-    if not distributed.is_main():  # under torchrun rank 0 reports
+    if not is_main_process():  # under torchrun rank 0 reports
         return
     out_console.print(_results_table(f"{config.benchmark} · {config.policy} · seed {config.seed}",
                                      _result_rows(results, out)))
@@ -548,7 +546,7 @@ def export_command(
 ) -> None:
     """Write a finished run's task network (model.pt) and learned policy (policy.pt), loadable with
     torch.load(weights_only=True); load them with metaaugment.export (docs/workflow.md)."""
-    from metaaugment.export import export_run
+    from metaaugment.run.export import export_run
 
     paths = export_run(run_dir, out, overwrite=overwrite, data_root=None if data_root is None else str(data_root),
                        trust_code=trust_code)
@@ -599,7 +597,9 @@ def main(argv: Optional[List[str]] = None) -> None:
     try:
         code = app(args=argv, prog_name="metaaug", standalone_mode=False)
     except UserError as error:
-        if int(os.environ.get("RANK", "0")) == 0:  # under torchrun every rank raises the same error
+        from metaaugment.parallel.process_group import is_main_process
+
+        if is_main_process():  # under torchrun every rank raises the same error
             err_console.print(f"[red]error:[/red] {escape(str(error))}", highlight=False, soft_wrap=True)
         sys.exit(2)
     except TyperException as error:  # click usage errors: unknown option, missing argument...

@@ -1,6 +1,6 @@
-"""Export what a finished run learned, and load it again without the run folder.
+"""Load what a finished run exported, without the run folder.
 
-`metaaug export RUN` (or `export_run`) writes two files that load with
+`metaaug export RUN` (or `metaaugment.run.export.export_run`) writes two files that load with
 `torch.load(weights_only=True)`, so a file someone hands you cannot run code:
 
 - model.pt: {"format", "model", "model_options", "spec", "state_dict"}: the task network the
@@ -20,7 +20,6 @@ names; a `module:Name` reference in it is refused unless the caller passes `trus
 """
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +27,7 @@ import torch
 from torch import nn
 
 from metaaugment.errors import UserError
-from metaaugment.files import load_torch, save_torch
+from metaaugment.files import load_torch
 from metaaugment.policy import AugmentationPolicy, StepContext
 from metaaugment.registry import create_model, create_policy
 from metaaugment.schema import SchemaError, check_value, clip, short
@@ -39,41 +38,13 @@ EXPORT_FORMAT = "metaaugment.export/1"
 MODEL_FILE, POLICY_FILE = "model.pt", "policy.pt"
 
 
-def export_run(folder: Path, out: Path | None = None, *, overwrite: bool = False, device: str = "cpu",
-               data_root: str | None = None, trust_code: bool = False) -> list[Path]:
-    """Write model.pt and policy.pt of the finished run in `folder` into `out` (default:
-    folder/export); returns their paths. Existing files are replaced only with `overwrite`.
-    A run whose config.json names code is exported only with `trust_code`."""
-    from metaaugment.run.evaluate import restored_trainer
-
-    out = Path(out) if out is not None else Path(folder) / "export"
-    paths = [out / MODEL_FILE, out / POLICY_FILE]
-    existing = [str(p) for p in paths if p.exists()]
-    if existing and not overwrite:
-        raise UserError(f"{', '.join(existing)} already exist{'s' if len(existing) == 1 else ''}; pass --overwrite "
-                        f"to replace, or choose another --out")
-    if out.exists() and not out.is_dir():
-        raise UserError(f"--out {out} is a file, not a folder")
-    trainer, checkpoint = restored_trainer(Path(folder), "export", device=device, data_root=data_root,
-                                           trust_code=trust_code)
-    config = trainer.config
-    model_state = {k: v.detach().cpu() for k, v in trainer.model.state_dict().items()}
-    save_torch(paths[0], {"format": EXPORT_FORMAT, "model": config.model, "model_options": config.model_options,
-                          "spec": dataclasses.asdict(trainer.spec), "state_dict": model_state})
-    context = {"batch_size": config.batch_size, "steps_per_epoch": trainer.strategy.steps_per_epoch,
-               "epochs": config.epochs}
-    save_torch(paths[1], {"format": EXPORT_FORMAT, "policy": config.policy, "policy_options": config.policy_options,
-                          "context": context, "state_dict": checkpoint["policy"]})
-    return paths
-
-
 # What each exported file holds, checked before anything is built from it.
 MODEL_SCHEMA = {"model": str, "model_options": dict[str, Any], "spec": dict[str, Any],
                 "state_dict": dict[str, torch.Tensor]}
 POLICY_SCHEMA = {"policy": str, "policy_options": dict[str, Any], "context": dict[str, int | None],
                  "state_dict": dict[str, Any]}
 SPEC_SCHEMA = {"num_classes": int | None, "input_shape": tuple[int, ...], "mean": tuple[float, ...],
-               "std": tuple[float, ...], "kind": str}
+               "std": tuple[float, ...], "kind": str}  # kind: in files of earlier versions, not used
 CONTEXT_FIELDS = ("batch_size", "steps_per_epoch", "epochs")
 
 
@@ -100,7 +71,8 @@ def _spec(data: dict[str, Any], path: Path) -> TaskSpec:
     try:
         if unknown:
             raise SchemaError(f"spec has unknown fields {', '.join(map(short, unknown))}")
-        return TaskSpec(**{key: check_value(value, SPEC_SCHEMA[key], f"spec {key}") for key, value in data.items()})
+        return TaskSpec(**{key: check_value(value, SPEC_SCHEMA[key], f"spec {key}") for key, value in data.items()
+                           if key != "kind"})
     except (SchemaError, TypeError) as error:
         raise UserError(f"{path} is a damaged model export ({error})") from None
 
@@ -141,7 +113,7 @@ def load_exported_policy(path: Path, model: nn.Module, *, trust_code: bool = Fal
     policy.setup(ctx)
     policy.to(next(model.parameters()).device)
     try:
-        if callable(getattr(policy, "load_transferred", None)):
+        if policy.transferable:
             policy.load_transferred(contents["state_dict"], model)
         else:
             policy.load_state_dict(contents["state_dict"])

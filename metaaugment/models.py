@@ -6,13 +6,13 @@ and follows timm's convention, so a timm model can stand in for any of them:
 pre_logits=True)` the pooled (B, D) features and `forward_head(maps)` the logits;
 `get_classifier()` is the final linear layer and `num_features` its input width D.
 Feature-based policies (MetaAugment's policy network and last-layer lookahead, RL-Mixup's
-saliency does not need them) read the pooled features through `pooled_features`. A user's
-own model needs only `forward`; policies that need features then use their own extractor.
+saliency does not need them) read the pooled features through `metaaugment.features`. A
+user's own model needs only `forward`; policies that need features then use their own
+extractor.
 """
 from __future__ import annotations
 
-import contextlib
-from typing import Callable, Iterator
+from typing import Callable
 
 import torch
 from torch import Tensor, nn
@@ -359,66 +359,3 @@ def mlp(spec: TaskSpec, *, hidden: tuple[int, ...] = (40, 40)) -> MLPRegressor:
         raise UserError("mlp takes flat inputs (a regression benchmark such as sinusoid)")
     check_option(len(hidden) > 0 and all(h >= 1 for h in hidden), "hidden", hidden, "one or more positive widths")
     return MLPRegressor(spec.input_shape[0], tuple(hidden))
-
-
-@contextlib.contextmanager
-def scratch_buffers(model: nn.Module) -> Iterator[None]:
-    """Give every module scratch copies of its buffers for the block, then put the original
-    tensors back. The lookahead passes then update no running statistics, and the originals
-    are never written in place: the training forward's graph has saved them, and an in-place
-    write would invalidate its backward."""
-    originals = []
-    for module in model.modules():
-        for name, buffer in list(module._buffers.items()):
-            if buffer is not None:
-                originals.append((module, name, buffer))
-                module._buffers[name] = buffer.detach().clone()
-    try:
-        yield
-    finally:
-        for module, name, buffer in originals:
-            module._buffers[name] = buffer
-
-
-def has_features(model: nn.Module) -> bool:
-    """Whether `model` exposes its features the timm way (forward_features and forward_head)."""
-    return callable(getattr(model, "forward_features", None)) and callable(getattr(model, "forward_head", None))
-
-
-def pooled_features(model: nn.Module, inputs: Tensor) -> Tensor:
-    """(B, ...) inputs -> (B, D) pooled features, the input of the model's final linear layer:
-    timm's forward_head(forward_features(x), pre_logits=True)."""
-    return model.forward_head(model.forward_features(inputs), pre_logits=True)
-
-
-def classifier(model: nn.Module) -> nn.Module | None:
-    """The model's final linear layer (timm's `get_classifier()`), or None."""
-    get = getattr(model, "get_classifier", None)
-    return get() if callable(get) else None
-
-
-def feature_width(model: nn.Module, spec: TaskSpec, needed_by: str = "this policy") -> int:
-    """D of the model's pooled features: timm's `num_features`, else measured on one blank
-    input (in eval mode, with scratch buffers, so the model is left exactly as it was)."""
-    if not has_features(model):
-        raise UserError(f"{needed_by} needs a task network exposing forward_features / forward_head "
-                        "(the timm convention; every registered model does)")
-    width = getattr(model, "num_features", None)
-    if isinstance(width, int):
-        return width
-    first = next(model.parameters(), None)
-    device = first.device if first is not None else torch.device("cpu")
-    was_training = model.training
-    with torch.no_grad(), scratch_buffers(model):
-        model.eval()
-        width = pooled_features(model, torch.zeros(1, *spec.input_shape, device=device)).shape[1]
-    model.train(was_training)
-    return int(width)
-
-
-def all_finite(model: nn.Module) -> bool:
-    """Whether every parameter and buffer of `model` is finite (one device sync)."""
-    tensors = [t for t in list(model.parameters()) + list(model.buffers()) if t.is_floating_point()]
-    if not tensors:
-        return True
-    return bool(torch.stack([torch.isfinite(t).all() for t in tensors]).all())

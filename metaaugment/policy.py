@@ -52,6 +52,7 @@ from torch import Tensor, nn
 from metaaugment.batch import Batch, Episode
 from metaaugment.errors import UserError
 from metaaugment.losses import per_sample_cross_entropy
+from metaaugment.parallel.comm import SINGLE_PROCESS, Communicator
 from metaaugment.spec import TaskSpec
 
 
@@ -105,6 +106,9 @@ class StepContext:
     task_generator: the generator `augment_task` draws each task's key from (checkpointed).
     precision: "32", "bf16" or "16": the task network's forward runs under `autocast()`.
     grad_scaler: the float16 loss scaler (None otherwise).
+    comm: the ranks of the run (metaaugment.parallel): one process by default; under torchrun
+        every rank sees the global batch, works on `comm.local_rows` of it and combines what
+        the others hold through `comm`'s collectives.
     """
 
     model: nn.Module
@@ -122,10 +126,11 @@ class StepContext:
     task_generator: torch.Generator | None = None
     precision: str = "32"
     grad_scaler: Any = None
+    comm: Communicator = SINGLE_PROCESS
 
     def autocast(self) -> Any:
         """The context of the task network's forward at this run's precision."""
-        from metaaugment.run.precision import autocast
+        from metaaugment.precision import autocast
 
         return autocast(self.device, self.precision)
 
@@ -148,10 +153,13 @@ class AugmentationPolicy(nn.Module):
 
     benchmark_kinds: the benchmark kinds (keys of metaaugment.spec.KINDS) the policy applies
     to; a run on any other kind stops with one clear line before it starts.
+    transferable: whether `load_transferred` can reuse what a finished run of this policy
+    learned, frozen, to train another network (`--policy-from`; MetaAugment's Table 4).
     """
 
     name: ClassVar[str] = "policy"  # set by the registry to the CLI name
     benchmark_kinds: ClassVar[tuple[str, ...]] = ()
+    transferable: ClassVar[bool] = False
 
     def __init__(self) -> None:
         super().__init__()
@@ -171,6 +179,16 @@ class AugmentationPolicy(nn.Module):
         if self.spec is None:
             raise RuntimeError(f"call {type(self).__name__}.setup(ctx) before using the policy")
         return self.spec
+
+    def on_epoch_end(self, ctx: StepContext) -> dict[str, float]:
+        """Called by the run loop after the last step of each epoch; returns metrics to log."""
+        return {}
+
+    def load_transferred(self, policy_state: dict[str, Any], feature_model: nn.Module) -> None:
+        """Reuse the learned state of a finished run of this policy (`policy_state`, its
+        state_dict), frozen, with that run's task network (`feature_model`, loaded) where the
+        policy reads features. Called after `setup`; only where `transferable` is True."""
+        raise UserError(f"policy '{self.name}' cannot be transferred to another run")
 
     def write_artifacts(self, folder: Path) -> list[Path]:
         """Write figures of what the policy learned into the run folder at the end of a run
@@ -205,10 +223,6 @@ class BatchPolicy(AugmentationPolicy):
 
     def after_step(self, result: StepResult, ctx: StepContext) -> dict[str, float]:
         """Learn from the finished step (rewards, statistics); returns metrics to log."""
-        return {}
-
-    def on_epoch_end(self, ctx: StepContext) -> dict[str, float]:
-        """Called by the run loop after the last step of each epoch; returns metrics to log."""
         return {}
 
 

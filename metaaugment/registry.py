@@ -41,27 +41,44 @@ T = TypeVar("T")
 
 @dataclass(frozen=True)
 class Role:
-    """What a registry's factories must be and build: `accepts(factory)` is checked before a
-    factory is called (described by `factory`), `produces(obj)` after (described by `product`)."""
+    """What a registry's factories must be and build. `base` ("module:Class") is the class a
+    factory may subclass and whose instance it must build; `functions`, when given, says which
+    plain Python functions may be factories too (a model's factory(spec, ...)); `what` is how
+    an error names an acceptable factory. The base class is imported when first needed, by
+    name: the registries sit below the modules that define the bases (no import cycle)."""
 
-    factory: str
-    accepts: Callable[[Any], bool]
-    product: str
-    produces: Callable[[Any], bool]
+    base: str
+    what: str
+    functions: Callable[[Callable[..., Any]], bool] | None = None
+
+    def base_class(self) -> type:
+        """The class `base` names."""
+        module, _, name = self.base.partition(":")
+        return getattr(importlib.import_module(module), name)
+
+    def accepts(self, factory: Any) -> bool:
+        """Whether `factory` may be called to build an entry of this role."""
+        if inspect.isclass(factory):
+            return issubclass(factory, self.base_class())
+        return self.functions is not None and inspect.isfunction(factory) and self.functions(factory)
+
+    def produces(self, obj: Any) -> bool:
+        """Whether `obj` is what a factory of this role must build."""
+        return isinstance(obj, self.base_class())
+
+    @property
+    def product(self) -> str:
+        """The built type's name, for error messages."""
+        return self.base.replace(":", ".")
 
 
-def _subclass_of(base: type) -> Callable[[Any], bool]:
-    return lambda factory: inspect.isclass(factory) and issubclass(factory, base)
-
-
-def _first_parameter(function: Callable[..., Any]) -> str | None:
+def _first_parameter_is_spec(function: Callable[..., Any]) -> bool:
     try:
         parameters = list(inspect.signature(function).parameters.values())
     except (TypeError, ValueError):
-        return None
-    first = parameters[0] if parameters else None
-    return first.name if first is not None and first.kind in (first.POSITIONAL_ONLY,
-                                                              first.POSITIONAL_OR_KEYWORD) else None
+        return False
+    return bool(parameters) and parameters[0].name == "spec" and parameters[0].kind in (
+        parameters[0].POSITIONAL_ONLY, parameters[0].POSITIONAL_OR_KEYWORD)
 
 
 def _takes_no_required_arguments(function: Callable[..., Any]) -> bool:
@@ -72,45 +89,14 @@ def _takes_no_required_arguments(function: Callable[..., Any]) -> bool:
     return all(p.default is not p.empty or p.kind is p.VAR_KEYWORD for p in parameters)
 
 
-def policy_role() -> Role:
-    """Policies: AugmentationPolicy subclasses."""
-    from metaaugment.policy import AugmentationPolicy
-
-    return Role("an AugmentationPolicy subclass (BatchPolicy or TaskPolicy)", _subclass_of(AugmentationPolicy),
-                "an AugmentationPolicy", lambda obj: isinstance(obj, AugmentationPolicy))
-
-
-def learner_role() -> Role:
-    """Learners: Learner subclasses."""
-    from metaaugment.learners.base import Learner
-
-    return Role("a Learner subclass", _subclass_of(Learner), "a Learner", lambda obj: isinstance(obj, Learner))
-
-
-def model_role() -> Role:
-    """Models: an nn.Module subclass, or a Python function factory(spec, **options)."""
-    from torch import nn
-
-    def accepts(factory: Any) -> bool:
-        if inspect.isclass(factory):
-            return issubclass(factory, nn.Module)
-        return inspect.isfunction(factory) and _first_parameter(factory) == "spec"
-
-    return Role("an nn.Module subclass or a function factory(spec, **options) whose first parameter is spec",
-                accepts, "an nn.Module", lambda obj: isinstance(obj, nn.Module))
-
-
-def benchmark_role() -> Role:
-    """Benchmarks: a Python function of no arguments (or a Benchmark subclass) building a Benchmark."""
-    from metaaugment.tasks.base import Benchmark
-
-    def accepts(factory: Any) -> bool:
-        if inspect.isclass(factory):
-            return issubclass(factory, Benchmark)
-        return inspect.isfunction(factory) and _takes_no_required_arguments(factory)
-
-    return Role("a function of no arguments returning a metaaugment.tasks.Benchmark", accepts,
-                "a metaaugment.tasks.Benchmark", lambda obj: isinstance(obj, Benchmark))
+POLICY_ROLE = Role("metaaugment.policy:AugmentationPolicy",
+                   "an AugmentationPolicy subclass (BatchPolicy or TaskPolicy)")
+LEARNER_ROLE = Role("metaaugment.learners:Learner", "a Learner subclass")
+MODEL_ROLE = Role("torch.nn:Module", "an nn.Module subclass or a function factory(spec, **options) whose first "
+                  "parameter is spec", functions=_first_parameter_is_spec)
+BENCHMARK_ROLE = Role("metaaugment.tasks:Benchmark",
+                      "a function of no arguments returning a metaaugment.tasks.Benchmark",
+                      functions=_takes_no_required_arguments)
 
 
 def _what(obj: Any) -> str:
@@ -142,10 +128,10 @@ class Registry(Generic[T]):
     `group` is the entry-point group installed plug-ins declare their entries in."""
 
     def __init__(self, kind: str, builtins: tuple[str, ...] = (), group: str | None = None,
-                 role: Callable[[], Role] | None = None):
+                 role: Role | None = None):
         self.kind = kind
         self.group = group
-        self._role = role  # built on first use: its base classes import torch
+        self.role = role
         self._entries: dict[str, Entry[T]] = {}
         self._builtins = builtins  # modules registering the built-in entries, imported on first use
         self._loaded = not builtins
@@ -218,9 +204,8 @@ class Registry(Generic[T]):
     def check_factory(self, name: str, factory: Any) -> None:
         """A UserError unless `factory` is what this registry's role needs; checked before it
         is ever called."""
-        role = self._role() if self._role is not None else None
-        if role is not None and not role.accepts(factory):
-            raise UserError(f"{self.kind} '{name}' is {_what(factory)}, not {role.factory}")
+        if self.role is not None and not self.role.accepts(factory):
+            raise UserError(f"{self.kind} '{name}' is {_what(factory)}, not {self.role.what}")
 
     @contextlib.contextmanager
     def scoped(self) -> Iterator["Registry[T]"]:
@@ -282,9 +267,8 @@ class Registry(Generic[T]):
                 given = ", ".join(f"{key}={short(value)}" for key, value in options.items())
                 message = f"rejects {given}: {message}"
             raise UserError(f"{self.kind} '{name}': {clip(message, 300)}") from None
-        role = self._role() if self._role is not None else None
-        if role is not None and not role.produces(product):
-            raise UserError(f"{self.kind} '{name}' built {_what(product)}, not {role.product}")
+        if self.role is not None and not self.role.produces(product):
+            raise UserError(f"{self.kind} '{name}' built {_what(product)}, not {self.role.product}")
         return product
 
     def check_options(self, name: str, factory: Callable[..., Any], options: dict[str, Any]) -> dict[str, Any]:
@@ -481,13 +465,13 @@ def parse_options(factory: Callable[..., Any], assignments: list[str]) -> dict[s
 
 POLICIES: Registry[Any] = Registry("policy", builtins=(
     "metaaugment.baselines", "metaaugment.sample_aware", "metaaugment.rl_mixup", "metaaugment.task_augmentation"),
-    group="metaaugment.policies", role=policy_role)
+    group="metaaugment.policies", role=POLICY_ROLE)
 LEARNERS: Registry[Any] = Registry("learner", builtins=("metaaugment.learners",), group="metaaugment.learners",
-                                   role=learner_role)
+                                   role=LEARNER_ROLE)
 MODELS: Registry[Any] = Registry("model", builtins=("metaaugment.models",), group="metaaugment.models",
-                                 role=model_role)
+                                 role=MODEL_ROLE)
 BENCHMARKS: Registry[Any] = Registry("benchmark", builtins=("metaaugment.tasks",), group="metaaugment.benchmarks",
-                                     role=benchmark_role)
+                                     role=BENCHMARK_ROLE)
 
 
 def create_policy(name: str, **options: Any) -> Any:

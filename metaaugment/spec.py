@@ -17,22 +17,30 @@ from metaaugment.errors import UserError
 class TaskSpec:
     """Static description of a benchmark's inputs and outputs.
 
-    num_classes: number of classes (None for regression).
+    num_classes: number of classes the model predicts; None when it predicts one real value
+        per input (regression). A few-shot dataset's spec leaves it None: its tasks' spec
+        gives the ways (`FewShotData.task_spec`).
     input_shape: shape of one input, (C, H, W) for images.
     mean, std: per-channel statistics models use to standardize [0, 1] inputs.
-    kind: a key of `KINDS`: "classification", "few-shot" or "regression".
+
+    The benchmark's kind (how runs on it are trained and reported) is the Benchmark's, not
+    the spec's: `metaaugment.tasks.Benchmark.kind`.
     """
 
     num_classes: int | None
     input_shape: tuple[int, ...]
     mean: tuple[float, ...] = (0.5,)
     std: tuple[float, ...] = (0.25,)
-    kind: str = "classification"
 
     @property
     def channels(self) -> int:
         """Number of input channels (first entry of input_shape)."""
         return self.input_shape[0]
+
+    @property
+    def predicts_values(self) -> bool:
+        """Whether a model for this spec predicts real values (regression), not classes."""
+        return self.num_classes is None
 
 
 @dataclass(frozen=True)

@@ -35,7 +35,6 @@ def count_collectives(args: argparse.Namespace) -> None:
     import torch
     import torch.distributed as dist
 
-    from metaaugment.run import distributed
     from metaaugment.run.config import RunConfig
     from metaaugment.run.folder import RunDirectory
     from metaaugment.run.loop import Trainer
@@ -67,8 +66,9 @@ def count_collectives(args: argparse.Namespace) -> None:
             per_step = {k: (counts[k] / args.steps, sizes[k] / args.steps) for k in counts}
             parameters = sum(p.numel() for p in trainer.model.parameters())
             rows.append((label, config.batch_size, parameters, per_step))
-    if distributed.is_main():
-        print(f"collectives per training step on {distributed.world_size()} processes (gloo), "
+            comm = trainer.comm
+    if comm.is_main:
+        print(f"collectives per training step on {comm.world_size} processes (gloo), "
               f"mean over {args.steps} steps after {args.warmup}")
         print(f"{'family':26} {'batch':>5} {'model params':>12} {'collectives':>11} {'MB':>8}  kinds")
         for label, batch, parameters, per_step in rows:

@@ -46,8 +46,7 @@ def make_step(args: argparse.Namespace, backend: str, steps: int, first_order: b
     """A closure running one meta-iteration of MAML with `backend`'s inner loop."""
     device = resolve_device(args.device)
     torch.manual_seed(0)
-    spec = TaskSpec(num_classes=args.ways, input_shape=(args.channels, args.image_size, args.image_size),
-                    kind="few-shot")
+    spec = TaskSpec(num_classes=args.ways, input_shape=(args.channels, args.image_size, args.image_size))
     model = create_model("conv4", spec, hidden_size=args.hidden).to(device)
     learner = create_learner("maml", inner_lr=0.01, inner_steps=steps, first_order=first_order, **BACKENDS[backend])
     learner.setup(model, spec, 1000)

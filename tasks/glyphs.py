@@ -187,8 +187,7 @@ def load_glyphs(data_root: Path | None = None) -> FewShotData:
     train = split("train")
     mean = float(train.images.float().mean() / 255)
     std = float(train.images.float().std() / 255)
-    spec = TaskSpec(num_classes=None, input_shape=(1, IMAGE_SIZE, IMAGE_SIZE), mean=(mean,), std=(std,),
-                    kind="few-shot")
+    spec = TaskSpec(num_classes=None, input_shape=(1, IMAGE_SIZE, IMAGE_SIZE), mean=(mean,), std=(std,))
     return FewShotData(train, split("val"), split("test"), spec)
 
 

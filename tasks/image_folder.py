@@ -90,8 +90,7 @@ def load_image_folder(root: Path, image_size: int = DEFAULT_IMAGE_SIZE) -> FewSh
     channels = train.shape[1]
     mean = tuple(train.mean(dim=(0, 2, 3)).tolist())
     std = tuple(train.std(dim=(0, 2, 3)).clamp_min(1e-3).tolist())
-    spec = TaskSpec(num_classes=None, input_shape=(channels, image_size, image_size), mean=mean, std=std,
-                    kind="few-shot")
+    spec = TaskSpec(num_classes=None, input_shape=(channels, image_size, image_size), mean=mean, std=std)
     return FewShotData(splits["train"], splits["val"], splits["test"], spec)
 
 

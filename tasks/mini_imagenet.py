@@ -82,7 +82,7 @@ def load_mini_imagenet(root: Path) -> FewShotData:
             f"or pass --data-root DIR")
     train, val, test = (read_cache(root / SPLIT_FILES[s]) for s in ("train", "val", "test"))
     size = train.images.shape[-1]
-    spec = TaskSpec(num_classes=None, input_shape=(3, size, size), mean=MEAN, std=STD, kind="few-shot")
+    spec = TaskSpec(num_classes=None, input_shape=(3, size, size), mean=MEAN, std=STD)
     return FewShotData(train, val, test, spec)
 
 

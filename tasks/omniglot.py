@@ -85,11 +85,10 @@ def read_omniglot(root: Path) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
     return images, labels, [f"{f.parent.name}/{f.name}" for f in folders]
 
 
-def _spec(images: torch.Tensor, num_classes: int | None, kind: str) -> TaskSpec:
+def _spec(images: torch.Tensor, num_classes: int | None) -> TaskSpec:
     mean = float(images.float().mean() / 255)
     std = float(images.float().std() / 255)
-    return TaskSpec(num_classes=num_classes, input_shape=(1, IMAGE_SIZE, IMAGE_SIZE), mean=(mean,), std=(std,),
-                    kind=kind)
+    return TaskSpec(num_classes=num_classes, input_shape=(1, IMAGE_SIZE, IMAGE_SIZE), mean=(mean,), std=(std,))
 
 
 def load_omniglot(root: Path) -> FewShotData:
@@ -97,7 +96,7 @@ def load_omniglot(root: Path) -> FewShotData:
     images, labels, names = read_omniglot(root)
     members = [torch.isin(labels, torch.tensor(c)) for c in split_classes(len(names))]
     train, val, test = (FewShotSplit(images[m], labels[m], names) for m in members)
-    return FewShotData(train, val, test, _spec(train.images, None, "few-shot"))
+    return FewShotData(train, val, test, _spec(train.images, None))
 
 
 def load_omniglot_classification(root: Path) -> ClassificationData:
@@ -113,7 +112,7 @@ def load_omniglot_classification(root: Path) -> ClassificationData:
         raise UserError(f"omniglot-classification needs 20 drawings per character; one has {int(per_class.min())}")
     parts = [rank < 15, (rank >= 15) & (rank < 17), rank >= 17]
     train, val, test = (ImageSplit(images[m], labels[m]) for m in parts)
-    return ClassificationData(train, val, test, _spec(train.images, len(names), "classification"))
+    return ClassificationData(train, val, test, _spec(train.images, len(names)))
 
 
 @BENCHMARKS.register("omniglot")

@@ -30,7 +30,7 @@ PHASE = (0.0, math.pi)
 INTERVAL_STARTS = (4.0, -1.0, -2.0, 1.0, 3.0, -3.0, -5.0, 2.0, 0.0, -4.0)
 INTERVAL_WIDTH = 0.5
 SPLIT_BINS = {"train": range(0, 6), "val": range(6, 8), "test": range(8, 10)}
-SPEC = TaskSpec(num_classes=None, input_shape=(1,), mean=(0.0,), std=(1.0,), kind="regression")
+SPEC = TaskSpec(num_classes=None, input_shape=(1,), mean=(0.0,), std=(1.0,))
 
 
 def sinusoid(x: torch.Tensor, amplitude: float, phase: float) -> torch.Tensor:

@@ -10,7 +10,7 @@ from torchvision.transforms.v2 import functional as TF
 
 from metaaugment import Batch, StepContext, TaskSpec, create_policy
 from metaaugment.baselines import batched
-from metaaugment.sample_aware.ops import apply_named_ops
+from metaaugment.imageops import apply_named_ops, cutout, draw_ops, op_table
 
 SIZE = (24, 28)
 
@@ -48,7 +48,7 @@ def test_ops_signs_and_magnitude_bins_are_drawn_uniformly(policy):
     count = 28_000
     space = batched.randaugment_space(31, SIZE) if policy == "randaugment" else batched.trivialaugment_space(31)
     bin_ = 9 if policy == "randaugment" else None
-    names, values = batched.draw_ops(count, batched.op_table(space), bin_, torch.Generator().manual_seed(0))
+    names, values = draw_ops(count, op_table(space), bin_, torch.Generator().manual_seed(0))
     ops = list(space)
     counts = torch.tensor([names.count(op) for op in ops], dtype=torch.float64)
     assert chi_square(counts, torch.full((len(ops),), count / len(ops))) < chi_square_bound(len(ops) - 1)
@@ -69,7 +69,7 @@ def test_ops_signs_and_magnitude_bins_are_drawn_uniformly(policy):
 def test_each_drawn_op_is_torchvision_s_op_on_its_sample():
     g = torch.Generator().manual_seed(3)
     images = torch.rand(64, 3, *SIZE, generator=g)
-    names, values = batched.draw_ops(64, batched.op_table(batched.randaugment_space(31, SIZE)), 17, g)
+    names, values = draw_ops(64, op_table(batched.randaugment_space(31, SIZE)), 17, g)
     out = apply_named_ops(images, names, values)
     for image, name, value, result in zip(images, names, values, out):
         if name == "ShearX":
@@ -96,7 +96,7 @@ def test_each_drawn_op_is_torchvision_s_op_on_its_sample():
 
 def test_cutout_zeroes_one_square_that_fits_per_sample():
     images = torch.rand(500, 2, 10, 12) + 0.1
-    out = batched.cutout(images, 4, torch.Generator().manual_seed(0))
+    out = cutout(images, 4, torch.Generator().manual_seed(0), placement="inside")
     zeroed = out[:, 0] == 0
     assert torch.equal(zeroed, out[:, 1] == 0) and (zeroed.sum(dim=(1, 2)) == 16).all()
     rows, cols = zeroed.any(2).float().argmax(1), zeroed.any(1).float().argmax(1)

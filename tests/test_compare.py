@@ -1,14 +1,12 @@
 """`metaaug compare`: runs or reuses runs, aggregates mean ± std, writes CSV/Markdown/PNG."""
 import csv
 import statistics
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from metaaugment.run.folder import RunDirectory
-from metaaugment.run.stats import mean_std
+from metaaugment.stats import mean_std
 
 
 def test_mean_std_is_the_sample_standard_deviation():
@@ -17,14 +15,22 @@ def test_mean_std_is_the_sample_standard_deviation():
     assert mean_std([0.5]) == (0.5, 0.0)
 
 
-@pytest.mark.slow
-def test_compare_writes_table_csv_markdown_and_png(tmp_path):
+def compare(command, capsys):
+    from metaaugment.cli.main import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(command)
+    captured = capsys.readouterr()
+    return exit_info.value.code, captured.out, captured.err
+
+
+def test_compare_writes_table_csv_markdown_and_png(tmp_path, capsys):
     out = tmp_path / "cmp"
-    command = [sys.executable, "-m", "metaaugment.cli.main", "compare", "digits", "--policies", "none,mixup",
-               "--seeds", "0,1", "--epochs", "2", "--device", "cpu", "--quiet", "--out", str(out)]
-    result = subprocess.run(command, capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr
-    assert "none" in result.stdout and "mixup" in result.stdout and "±" in result.stdout
+    command = ["compare", "digits", "--policies", "none,mixup", "--seeds", "0,1", "--epochs", "1", "--batch-size",
+               "256", "--device", "cpu", "--quiet", "--out", str(out)]
+    code, stdout, stderr = compare(command, capsys)
+    assert code == 0, stderr
+    assert "none" in stdout and "mixup" in stdout and "±" in stdout
     rows = list(csv.DictReader((out / "comparison.csv").open()))
     assert [r["policy"] for r in rows] == ["none", "mixup"] and all(r["n_seeds"] == "2" for r in rows)
     # the CSV's statistics are those of the runs' own results.json files
@@ -38,8 +44,8 @@ def test_compare_writes_table_csv_markdown_and_png(tmp_path):
     stamp = (out / "none" / "seed0" / "results.json").stat().st_mtime_ns
     killed_write = out / ".comparison.md.x1y2z3.metaaug-tmp"  # what a table write killed midway leaves
     killed_write.write_text("half a table")
-    again = subprocess.run(command, capture_output=True, text=True)
-    assert again.returncode == 0 and again.stderr.count("reusing") == 4
+    code, _, stderr = compare(command, capsys)
+    assert code == 0 and stderr.count("reusing") == 4
     assert (out / "none" / "seed0" / "results.json").stat().st_mtime_ns == stamp
     assert not killed_write.exists()
 

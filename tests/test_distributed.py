@@ -1,4 +1,6 @@
-"""One run on two processes (torchrun, gloo on CPU) against one process on the same global batch."""
+"""One run on two ranks against one process on the same global batch: real two-process gloo
+runs (one torchrun session trains every family), and `LockstepRanks`, two ranks as threads of
+this process, which must match the real group to the bit."""
 from __future__ import annotations
 
 import json
@@ -11,21 +13,35 @@ import pytest
 import torch
 
 from metaaugment.batch import Batch
-from metaaugment.run import distributed
+from metaaugment.cli.main import main
+from metaaugment.parallel import SINGLE_PROCESS
+from metaaugment.parallel.lockstep import LockstepRanks
+from metaaugment.run.config import RunConfig
+from metaaugment.run.loop import train
 
-SHORT = ["--epochs", "1", "--batch-size", "512", "--seed", "3"]  # digits: 2 steps of the global batch
-RUNS = {
-    "none": ["digits", "--policy", "none", *SHORT],
-    "mixup": ["digits", "--policy", "mixup", *SHORT],
-    "metaaugment-fast": ["digits", "--policy", "metaaugment", *SHORT],
-    "metaaugment-higher": ["digits", "--policy", "metaaugment", "--set", "engine=higher", *SHORT],
-    "metaaugment-fast-jvp": ["digits", "--policy", "metaaugment", "--set", "engine=fast-jvp", *SHORT],
-    "metaaugment-last-layer": ["digits", "--policy", "metaaugment", "--set", "engine=last-layer", *SHORT],
-    "rl-mixup": ["digits", "--policy", "rl-mixup", *SHORT],
-    "maml-intershuffle": ["glyphs", "--policy", "intershuffle", "--epochs", "1", "--steps-per-epoch", "2",
-                          "--batch-size", "4", "--val-tasks", "4", "--test-tasks", "6", "--seed", "3"],
+SHORT = dict(benchmark="digits", epochs=1, batch_size=512, seed=3, device="cpu")  # digits: 2 global batches
+FAMILIES = {
+    "none": dict(SHORT, policy="none"),
+    "mixup": dict(SHORT, policy="mixup"),
+    "metaaugment-fast": dict(SHORT, policy="metaaugment"),
+    "metaaugment-higher": dict(SHORT, policy="metaaugment", policy_options={"engine": "higher"}),
+    "metaaugment-fast-jvp": dict(SHORT, policy="metaaugment", policy_options={"engine": "fast-jvp"}),
+    "metaaugment-last-layer": dict(SHORT, policy="metaaugment", policy_options={"engine": "last-layer"}),
+    "rl-mixup": dict(SHORT, policy="rl-mixup"),
+    "maml-intershuffle": dict(benchmark="glyphs", policy="intershuffle", epochs=1, steps_per_epoch=2, batch_size=4,
+                              val_tasks=4, test_tasks=6, seed=3, device="cpu"),
 }
 BUFFERS = ("running_mean", "running_var", "num_batches_tracked")
+
+# Under torchrun: every rank trains every family of the JSON file argv[1] into argv[2]/<name>.
+SESSION = '''
+import json, sys
+from pathlib import Path
+from metaaugment.run.config import RunConfig
+from metaaugment.run.loop import train
+for name, settings in json.loads(Path(sys.argv[1]).read_text()).items():
+    train(RunConfig(**settings), Path(sys.argv[2]) / name, show_progress=False)
+'''
 
 
 def environment(cache: Path) -> dict[str, str]:
@@ -34,22 +50,41 @@ def environment(cache: Path) -> dict[str, str]:
     return {**os.environ, "METAAUG_CACHE": str(cache), "OMP_NUM_THREADS": "1"}
 
 
-def one_process(args: list[str], out: Path, env: dict[str, str], *extra: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "metaaugment.cli", "run", *args, "--device", "cpu", "--quiet",
-                           "--out", str(out), *extra], capture_output=True, text=True, env=env, timeout=600)
-
-
-def two_ranks(args: list[str], out: Path, env: dict[str, str], *extra: str, script: list[str] | None = None
-              ) -> subprocess.CompletedProcess:
-    target = script or ["-m", "metaaugment.cli"]
+def torchrun(*command: str, env: dict[str, str]) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
-                           *target, "run", *args, "--device", "cpu", "--quiet", "--out", str(out), *extra],
-                          capture_output=True, text=True, env=env, timeout=600)
+                           *command], capture_output=True, text=True, env=env, timeout=900)
+
+
+class one_thread:
+    """torch on one thread for a block (the gloo runs' OMP_NUM_THREADS=1)."""
+
+    def __enter__(self):
+        self.threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+
+    def __exit__(self, *exc):
+        torch.set_num_threads(self.threads)
+
+
+def checkpoint(folder: Path) -> dict:
+    return torch.load(folder / "checkpoint.pt", weights_only=True)
 
 
 def flat(state: dict, skip: tuple[str, ...] = ()) -> torch.Tensor:
     return torch.cat([v.flatten().double() for k, v in sorted(state.items())
                       if torch.is_tensor(v) and v.is_floating_point() and not any(s in k for s in skip)])
+
+
+def tensors_of(state, path: str = ""):
+    """(path, tensor) of every tensor in a nested state (dicts, lists)."""
+    if torch.is_tensor(state):
+        yield path, state
+    elif isinstance(state, dict):
+        for key, value in state.items():
+            yield from tensors_of(value, f"{path}/{key}")
+    elif isinstance(state, (list, tuple)):
+        for index, value in enumerate(state):
+            yield from tensors_of(value, f"{path}/{index}")
 
 
 def relative(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -61,17 +96,32 @@ def cache(tmp_path_factory):
     return tmp_path_factory.mktemp("cache")
 
 
+@pytest.fixture(scope="module")
+def gloo_runs(tmp_path_factory, cache) -> Path:
+    """Every family trained on two gloo processes, in one torchrun session."""
+    folder = tmp_path_factory.mktemp("gloo")
+    (folder / "families.json").write_text(json.dumps(FAMILIES))
+    (folder / "session.py").write_text(SESSION)
+    session = torchrun(str(folder / "session.py"), str(folder / "families.json"), str(folder), env=environment(cache))
+    assert session.returncode == 0, session.stderr[-3000:]
+    return folder
+
+
+@pytest.fixture(scope="module")
+def one_process_runs(tmp_path_factory, cache) -> Path:
+    folder = tmp_path_factory.mktemp("one")
+    with pytest.MonkeyPatch.context() as patch, one_thread():
+        patch.setenv("METAAUG_CACHE", str(cache))
+        for name, settings in FAMILIES.items():
+            train(RunConfig(**settings), folder / name, show_progress=False)
+    return folder
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("run", list(RUNS))
-def test_two_ranks_train_as_one_process_on_the_global_batch(run, tmp_path, cache):
-    env = environment(cache)
-    single = one_process(RUNS[run], tmp_path / "one", env)
-    assert single.returncode == 0, single.stderr
-    ranks = two_ranks(RUNS[run], tmp_path / "two", env)
-    assert ranks.returncode == 0, ranks.stderr
-    assert ranks.stdout.count("test accuracy") == 1, "rank 0 alone reports"
-    one = torch.load(tmp_path / "one" / "checkpoint.pt", weights_only=True)
-    two = torch.load(tmp_path / "two" / "checkpoint.pt", weights_only=True)
+@pytest.mark.multiprocess
+@pytest.mark.parametrize("run", list(FAMILIES))
+def test_two_ranks_train_as_one_process_on_the_global_batch(run, gloo_runs, one_process_runs):
+    one, two = checkpoint(one_process_runs / run), checkpoint(gloo_runs / run)
     # MAML: each task's forward runs on one rank, so the tasks' BatchNorm running statistics
     # (which MAML's batch-statistics scoring never reads) accumulate in another order; and a
     # conv bias followed by BatchNorm has a zero gradient that Adam turns into steps of the
@@ -81,8 +131,8 @@ def test_two_ranks_train_as_one_process_on_the_global_batch(run, tmp_path, cache
     # the saliency flips near-ties, so its parameters agree to the rounding of a discontinuity
     tolerance = 1e-3 if run == "rl-mixup" else 1e-5
     assert relative(flat(one["model"], skip), flat(two["model"], skip)) < tolerance
-    metrics_one = json.loads((tmp_path / "one" / "results.json").read_text())["metrics"]
-    metrics_two = json.loads((tmp_path / "two" / "results.json").read_text())["metrics"]
+    metrics_one = json.loads((one_process_runs / run / "results.json").read_text())["metrics"]
+    metrics_two = json.loads((gloo_runs / run / "results.json").read_text())["metrics"]
     assert metrics_one.keys() == metrics_two.keys()
     for key, value in metrics_one.items():
         assert metrics_two[key] == pytest.approx(value, rel=tolerance, abs=1e-12 if "loss" in key else 0.01), key
@@ -101,6 +151,25 @@ def test_two_ranks_train_as_one_process_on_the_global_batch(run, tmp_path, cache
         assert torch.allclose(agent_one["buffer"]["rewards"], agent_two["buffer"]["rewards"], rtol=1e-6)
 
 
+@pytest.mark.slow
+@pytest.mark.multiprocess
+@pytest.mark.parametrize("run", ["metaaugment-fast", "rl-mixup", "maml-intershuffle"])
+def test_lockstep_ranks_in_one_process_match_the_real_two_process_group(run, gloo_runs, tmp_path, monkeypatch, cache):
+    """A policy or learner is tested on two ranks in one process (parallel.lockstep), one
+    family per paper: every tensor of the checkpoint equals the gloo run's to the bit."""
+    monkeypatch.setenv("METAAUG_CACHE", str(cache))
+    with one_thread():
+        LockstepRanks(2).run(lambda comm: train(RunConfig(**FAMILIES[run]), tmp_path / "run", comm=comm,
+                                                show_progress=False))
+    fake, real = checkpoint(tmp_path / "run"), checkpoint(gloo_runs / run)
+    for part in ("model", "policy", "learner"):
+        expected = dict(tensors_of(real[part]))
+        assert dict(tensors_of(fake[part])).keys() == expected.keys() and (expected or part != "model"), part
+        assert all(torch.equal(value, expected[key]) for key, value in tensors_of(fake[part])), part
+    assert json.loads((tmp_path / "run" / "results.json").read_text())["metrics"] == json.loads(
+        (gloo_runs / run / "results.json").read_text())["metrics"]
+
+
 KILLER = '''
 import os, signal, sys
 from metaaugment.run.loop import Trainer
@@ -113,22 +182,27 @@ Trainer._step = step_or_die
 from metaaugment.cli.main import main
 main(sys.argv[1:])
 '''
+KILLED_RUN = dict(benchmark="digits", policy="metaaugment", epochs=2, batch_size=128, checkpoint_every=4, seed=1,
+                  device="cpu")
 
 
 @pytest.mark.slow
+@pytest.mark.multiprocess
 @pytest.mark.parametrize("rank", ["0", "1"])
-def test_two_ranks_killed_then_resumed_end_as_the_uninterrupted_run(rank, tmp_path, cache):
-    args = ["digits", "--policy", "metaaugment", "--epochs", "2", "--batch-size", "128", "--checkpoint-every", "4",
-            "--seed", "1"]
+def test_two_ranks_killed_then_resumed_end_as_the_uninterrupted_run(rank, tmp_path, cache, monkeypatch):
+    args = ["run", "digits", "--policy", "metaaugment", "--epochs", "2", "--batch-size", "128", "--checkpoint-every",
+            "4", "--seed", "1", "--device", "cpu", "--quiet", "--out", str(tmp_path / "run")]
     env = environment(cache)
-    reference = two_ranks(args, tmp_path / "reference", env)
-    assert reference.returncode == 0, reference.stderr
     killer = tmp_path / "killer.py"
     killer.write_text(KILLER)
-    killed = two_ranks(args, tmp_path / "run", {**env, "KILL_AT_STEP": "14", "KILL_RANK": rank}, script=[str(killer)])
+    killed = torchrun(str(killer), *args, env={**env, "KILL_AT_STEP": "14", "KILL_RANK": rank})
     assert killed.returncode != 0 and not (tmp_path / "run" / "results.json").exists()
-    resumed = two_ranks(args, tmp_path / "run", env, "--resume")
+    resumed = torchrun("-m", "metaaugment.cli", *args, "--resume", env=env)
     assert resumed.returncode == 0, resumed.stderr
+    monkeypatch.setenv("METAAUG_CACHE", str(cache))
+    with one_thread():  # the uninterrupted run on two ranks: lockstep's, the gloo run's to the bit
+        LockstepRanks(2).run(lambda comm: train(RunConfig(**KILLED_RUN), tmp_path / "reference", comm=comm,
+                                                show_progress=False))
     expected = json.loads((tmp_path / "reference" / "results.json").read_text())
     results = json.loads((tmp_path / "run" / "results.json").read_text())
     assert results["resumed_at_step"] == 12  # the last checkpoint before the kill
@@ -136,16 +210,29 @@ def test_two_ranks_killed_then_resumed_end_as_the_uninterrupted_run(rank, tmp_pa
     assert (tmp_path / "run" / "metrics.jsonl").read_text() == (tmp_path / "reference" / "metrics.jsonl").read_text()
 
 
-def test_a_process_s_rows_partition_the_global_batch(monkeypatch):
+def test_a_process_s_rows_partition_the_global_batch():
     for size, count in ((2, 64), (3, 10), (4, 7)):
-        monkeypatch.setattr(distributed, "world_size", lambda size=size: size)
-        rows = []
-        for index in range(size):
-            monkeypatch.setattr(distributed, "rank", lambda index=index: index)
-            part = distributed.local_rows(count)
-            rows += list(range(count))[part]
-            assert abs((part.stop - part.start) - count / size) < 1
+        parts = LockstepRanks(size).run(lambda comm, count=count: comm.local_rows(count))
+        rows = [row for part in parts for row in list(range(count))[part]]
         assert rows == list(range(count))
+        assert all(abs((part.stop - part.start) - count / size) < 1 for part in parts)
+
+
+def test_lockstep_ranks_keep_their_own_random_state_and_sum_in_rank_order():
+    """Each rank draws from its own copy of the global generators, as a process would."""
+    def body(comm):
+        own = torch.rand(3)
+        total = comm.sum(torch.full((2,), float(comm.rank + 1)))
+        return own, total, comm.gather_rows(torch.tensor([comm.rank])), comm.broadcast_object({"from": comm.rank})
+
+    torch.manual_seed(5)
+    expected = torch.rand(3)
+    torch.manual_seed(5)
+    results = LockstepRanks(3).run(body)
+    for own, total, gathered, broadcast in results:
+        assert torch.equal(own, expected) and torch.equal(total, torch.full((2,), 6.0))
+        assert gathered.tolist() == [0, 1, 2] and broadcast == {"from": 0}
+    assert torch.equal(torch.rand(3), expected), "the caller's random state is left as it was"
 
 
 def test_a_batch_s_rows_keep_their_per_sample_annotations():
@@ -159,19 +246,21 @@ def test_a_batch_s_rows_keep_their_per_sample_annotations():
 
 
 def test_outside_torchrun_the_collectives_are_the_identity():
-    assert (distributed.rank(), distributed.world_size(), distributed.is_main()) == (0, 1, True)
+    comm = SINGLE_PROCESS
+    assert (comm.rank, comm.world_size, comm.is_main) == (0, 1, True)
     value = torch.tensor([1.0, 2.0], requires_grad=True)
-    assert distributed.sum_over_ranks(value) is value
-    assert distributed.local_rows(5) == slice(0, 5) and distributed.local_items([1, 2, 3]) == [1, 2, 3]
-    assert distributed.sum_floats({"a": 1.5}) == {"a": 1.5}
+    assert comm.sum_differentiable(value) is value
+    assert comm.local_rows(5) == slice(0, 5) and comm.local_items([1, 2, 3]) == [1, 2, 3]
+    assert comm.sum_floats({"a": 1.5}) == {"a": 1.5}
 
 
 @pytest.mark.parametrize("args, message", [
     (["--batch-size", "63", "--nproc-per-node", "2"], "--batch-size 63 is the global batch: it must divide by the 2"),
     (["--nproc-per-node", "0"], "--nproc-per-node must be a positive integer"),
 ])
-def test_a_launch_with_bad_options_fails_before_any_process_starts(args, message, tmp_path):
-    result = subprocess.run([sys.executable, "-m", "metaaugment.cli", "run", "digits", "--device", "cpu",
-                             "--out", str(tmp_path / "run"), *args], capture_output=True, text=True, timeout=120)
-    assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr
+def test_a_launch_with_bad_options_fails_before_any_process_starts(args, message, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["run", "digits", "--device", "cpu", "--out", str(tmp_path / "run"), *args])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and message in err and "Traceback" not in err
     assert not (tmp_path / "run").exists()

@@ -5,10 +5,11 @@ import torch
 from conftest import quick_config, write_omniglot_fixture
 
 from metaaugment.errors import UserError
-from metaaugment.export import export_run, load_exported_model, load_exported_policy
+from metaaugment.export import load_exported_model, load_exported_policy
 from metaaugment.run.checkpoint import load_checkpoint
 from metaaugment.run.config import RunConfig
 from metaaugment.run.evaluate import evaluate_run
+from metaaugment.run.export import export_run
 from metaaugment.run.loop import train
 
 
@@ -26,7 +27,6 @@ def test_eval_reproduces_the_test_metrics_of_results_json(metaaugment_run):
     assert val["val_accuracy"] == pytest.approx(results["metrics"]["final_val_accuracy"])
 
 
-@pytest.mark.slow
 def test_eval_of_a_few_shot_run_scores_the_best_model_on_the_same_tasks(tmp_path, monkeypatch):
     config = RunConfig(benchmark="glyphs", epochs=2, steps_per_epoch=4, batch_size=2, val_tasks=6, test_tasks=12,
                        device="cpu", checkpoint_every=4)
@@ -82,7 +82,6 @@ def test_the_documented_loader_applies_an_exported_metaaugment_policy(metaaugmen
     assert len(set(weights.tolist())) > 1
 
 
-@pytest.mark.slow
 def test_an_exported_rl_mixup_agent_loads_and_mixes(tmp_path):
     train(quick_config(policy="rl-mixup", epochs=2), tmp_path / "run", show_progress=False)
     model_file, policy_file = export_run(tmp_path / "run")

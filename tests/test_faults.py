@@ -57,6 +57,11 @@ def finished_run(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
+def table_cache(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("cache")
+
+
+@pytest.fixture(scope="module")
 def finished_glyphs_run(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("template-glyphs") / "run"
     train(quick_config(benchmark="glyphs", epochs=1, steps_per_epoch=2, batch_size=2, val_tasks=2, test_tasks=2),
@@ -436,11 +441,13 @@ def failing_writes(error_number: int):
 
 
 COMMAND_LINE = [
-    ("unknown benchmark", args("run", "nosuch"), "unknown benchmark 'nosuch'"),
-    ("unknown policy", args("run", "digits", "--policy", "nosuch"), "unknown policy 'nosuch'"),
+    ("unknown benchmark", args("run", "nosuch"), "unknown benchmark 'nosuch'; choose from: cifar10, cifar100, digits"),
+    ("unknown policy", args("run", "digits", "--policy", "nosuch"),
+     "unknown policy 'nosuch'; choose from: autoaugment,"),
     ("unknown learner", args("run", "digits", "--learner", "nosuch"), "unknown learner 'nosuch'"),
     ("unknown model", args("run", "digits", "--model", "nosuch"), "unknown model 'nosuch'"),
-    ("negative epochs", args("run", "digits", "--epochs", "-1"), "--epochs must be a positive integer"),
+    ("negative epochs", args("run", "digits", "--epochs", "-1"), "--epochs must be a positive integer (got -1)"),
+    ("zero epochs", args("run", "digits", "--epochs", "0"), "--epochs must be a positive integer (got 0)"),
     ("zero batch size", args("run", "digits", "--batch-size", "0"), "--batch-size must be a positive integer"),
     ("zero eval-every", args("run", "digits", "--eval-every", "0"), "--eval-every must be a positive integer"),
     ("zero checkpoint-every", args("run", "digits", "--checkpoint-every", "0"), "--checkpoint-every must be"),
@@ -542,12 +549,13 @@ PLUGINS = [
         "--policy", "PLUGIN:INSTANCE"), "is a P, not an AugmentationPolicy subclass"),
     ("a model factory that builds a string", plugin_file("def net(spec):\n    return 'a network'\n", "run", "digits",
                                                          "--model", "PLUGIN:net", "--epochs", "1", "--device", "cpu"),
-     "built a str, not an nn.Module"),
+     "built a str, not torch.nn.Module"),
     ("a model factory whose first parameter is not spec", plugin_file(
         "import torch\n\ndef net(shape):\n    return torch.nn.Linear(1, 1)\n", "run", "digits", "--model",
         "PLUGIN:net"), "whose first parameter is spec"),
     ("a benchmark factory that builds a dict", plugin_file("def bench():\n    return {'name': 'x'}\n", "run",
-                                                           "PLUGIN:bench"), "built a dict, not a metaaugment.tasks"),
+                                                           "PLUGIN:bench"),
+     "built a dict, not metaaugment.tasks.Benchmark"),
     ("a benchmark factory that needs arguments", plugin_file("def bench(root):\n    return None\n", "run",
                                                              "PLUGIN:bench"), "not a function of no arguments"),
     ("a benchmark whose data is of another kind", plugin_file(
@@ -914,9 +922,9 @@ BAD_INPUTS = [(f"{surface}: {name}", setup, expected) for surface, cases in SURF
 
 @pytest.mark.parametrize("setup, expected", [case[1:] for case in BAD_INPUTS], ids=[case[0] for case in BAD_INPUTS])
 def test_bad_input_is_one_line_exit_2_and_changes_nothing(setup, expected, tmp_path, monkeypatch, capsys,
-                                                          finished_run, finished_glyphs_run):
+                                                          finished_run, finished_glyphs_run, table_cache):
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("METAAUG_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("METAAUG_CACHE", str(table_cache))  # rendered glyphs once for the table, not per case
     command = setup(tmp_path, {"digits": finished_run, "glyphs": finished_glyphs_run, "monkeypatch": monkeypatch})
     before = snapshot(tmp_path)
     with pytest.raises(SystemExit) as exit_info:
@@ -944,7 +952,7 @@ def test_docs_state_the_number_of_cases_per_surface():
 # -- exported files: read by the Python API (load_exported_model / load_exported_policy) ---------
 @pytest.fixture(scope="module")
 def exported(finished_run, tmp_path_factory) -> Path:
-    from metaaugment.export import export_run
+    from metaaugment.run.export import export_run
 
     folder = tmp_path_factory.mktemp("export")
     export_run(finished_run, folder)
@@ -1102,6 +1110,7 @@ def test_overwrite_removes_only_the_files_the_run_created(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.multiprocess
 def test_a_second_process_on_the_same_folder_is_refused(tmp_path):
     import subprocess
     import time
@@ -1180,41 +1189,6 @@ def test_a_disk_that_fills_during_a_run_stops_it_in_one_line_and_keeps_the_last_
     assert resumed["metrics"] == reference["metrics"]
 
 
-def test_a_start_killed_before_its_first_checkpoint_leaves_no_duplicate_records(tmp_path, crash_at):
-    config = quick_config(epochs=1, checkpoint_every=100, log_every=2)
-    reference = train(config, tmp_path / "ref", show_progress=False)
-    crash_at(8)
-    with pytest.raises(KeyboardInterrupt):
-        train(config, tmp_path / "run", show_progress=False)
-    assert not (tmp_path / "run" / "checkpoint.pt").exists()
-    resumed = train(config, tmp_path / "run", resume=True, show_progress=False)
-    assert resumed["metrics"] == reference["metrics"]
-    assert (tmp_path / "run" / "metrics.jsonl").read_text() == (tmp_path / "ref" / "metrics.jsonl").read_text()
-
-
-def test_a_crash_during_the_final_test_keeps_the_figures(tmp_path, monkeypatch):
-    from metaaugment.run import strategies
-
-    config = quick_config(epochs=1, policy="metaaugment")
-    reference = train(config, tmp_path / "ref", show_progress=False)
-    original = strategies.MiniBatchStrategy.evaluate
-
-    def crash_on_test(self, split, *args, **kwargs):
-        if split == "test":
-            raise KeyboardInterrupt
-        return original(self, split, *args, **kwargs)
-
-    monkeypatch.setattr(strategies.MiniBatchStrategy, "evaluate", crash_on_test)
-    with pytest.raises(KeyboardInterrupt):
-        train(config, tmp_path / "run", show_progress=False)
-    monkeypatch.setattr(strategies.MiniBatchStrategy, "evaluate", original)
-    resumed = train(config, tmp_path / "run", resume=True, show_progress=False)
-    expected = ["sampler_heatmap.png", "weighted_samples.png", "curves.png"]
-    assert resumed["artifacts"] == reference["artifacts"] == expected
-    assert all((tmp_path / "run" / name).is_file() for name in resumed["artifacts"])
-    assert resumed["metrics"] == reference["metrics"]
-
-
 def test_cache_is_rebuilt_when_a_drawing_changes(tmp_path, monkeypatch):
     from conftest import write_omniglot_fixture
 
@@ -1245,92 +1219,3 @@ def test_a_damaged_cache_is_rebuilt_and_a_crafted_one_runs_nothing(tmp_path, mon
     torch.save(Payload(tmp_path / MARKER), cache)  # crafted
     assert torch.equal(read_omniglot(tmp_path)[0], images)
     assert not (tmp_path / MARKER).exists()
-
-
-# -- kill -9 at chosen points, then --resume --------------------------------------------------
-KILLER = '''
-import io, os, signal, sys, tempfile
-point, count, args = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
-import metaaugment.files as files
-from metaaugment.run.folder import RunDirectory
-from metaaugment.run.loop import Trainer
-
-def die():
-    os.kill(os.getpid(), signal.SIGKILL)
-
-if point == "start-up":  # the folder, manifest and config.json exist; no step has run
-    prepare = RunDirectory.prepare
-    def prepare_then_die(self, *a, **k):
-        prepare(self, *a, **k)
-        die()
-    RunDirectory.prepare = prepare_then_die
-elif point == "mid-epoch":
-    step = Trainer._step
-    def step_or_die(self, inputs):
-        if self.state.step == count:
-            die()
-        return step(self, inputs)
-    Trainer._step = step_or_die
-else:  # killed while writing the count-th checkpoint, or results.json: half a temporary file
-    target = {"checkpoint-write": "checkpoint.pt", "results-write": "results.json"}[point]
-    write = files._write_atomically
-    seen = [0]
-    def write_or_die(path, produce):
-        if path.name == target:
-            seen[0] += 1
-            if seen[0] == count:
-                buffer = io.BytesIO()
-                produce(buffer)
-                fd, _ = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=files.TEMPORARY_SUFFIX)
-                os.write(fd, buffer.getvalue()[: len(buffer.getvalue()) // 2])
-                die()
-        return write(path, produce)
-    files._write_atomically = write_or_die
-
-from metaaugment.cli.main import main
-main(args)
-'''
-
-RUNS = {
-    "mini-batch": ["run", "digits", "--epochs", "3", "--seed", "5", "--checkpoint-every", "7"],
-    "metaaugment": ["run", "digits", "--policy", "metaaugment", "--epochs", "2", "--seed", "5",
-                    "--checkpoint-every", "7"],
-    "few-shot": ["run", "glyphs", "--epochs", "2", "--steps-per-epoch", "6", "--batch-size", "2", "--val-tasks", "4",
-                 "--test-tasks", "8", "--checkpoint-every", "4", "--seed", "5"],
-}
-KILL_POINTS = [("start-up", 0), ("mid-epoch", 9), ("checkpoint-write", 2), ("results-write", 1)]
-
-
-@pytest.fixture(scope="module")
-def shared_cache(tmp_path_factory):
-    return tmp_path_factory.mktemp("cache")
-
-
-def metaaug_process(*args, env, killer=None):
-    import subprocess
-
-    command = [sys.executable, "-c", KILLER, *killer] if killer else [sys.executable, "-m", "metaaugment.cli.main"]
-    return subprocess.run([*command, *args, "--device", "cpu", "--quiet"], capture_output=True, text=True, env=env)
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("run", list(RUNS))
-def test_kill_9_at_any_point_then_resume_gives_the_uninterrupted_results(run, tmp_path, shared_cache):
-    import json
-
-    env = {**os.environ, "METAAUG_CACHE": str(shared_cache)}
-    reference = metaaug_process(*RUNS[run], "--out", str(tmp_path / "reference"), env=env)
-    assert reference.returncode == 0, reference.stderr
-    expected = json.loads((tmp_path / "reference" / "results.json").read_text())
-    for point, count in KILL_POINTS:
-        out = tmp_path / point
-        killed = metaaug_process(*RUNS[run], "--out", str(out), env=env, killer=[point, str(count)])
-        assert killed.returncode == -9, f"{point}: {killed.stderr}"
-        assert not (out / "results.json").exists()
-        resumed = metaaug_process(*RUNS[run], "--out", str(out), "--resume", env=env)
-        assert resumed.returncode == 0, f"{point}: {resumed.stderr}"
-        results = json.loads((out / "results.json").read_text())
-        assert results["metrics"] == expected["metrics"], point
-        assert results["artifacts"] == expected["artifacts"], point
-        assert (out / "metrics.jsonl").read_text() == (tmp_path / "reference" / "metrics.jsonl").read_text(), point
-        assert not list(out.glob("*.metaaug-tmp")), f"{point}: a temporary file was left"

@@ -126,7 +126,7 @@ def test_the_image_ops_use_only_public_torchvision_functions():
     import ast
     from pathlib import Path
 
-    import metaaugment.sample_aware.ops as ops
+    import metaaugment.imageops.ops as ops
 
     tree = ast.parse(Path(ops.__file__).read_text())
     for node in ast.walk(tree):

@@ -89,23 +89,6 @@ def test_policy_outputs_move_and_alpha_is_learned():
     assert int(policy.sampler.iteration) == 3
 
 
-@pytest.mark.slow
-def test_metaaugment_run_writes_figures_and_resumes_exactly(tmp_path, crash_at):
-    config = quick_config(policy="metaaugment", epochs=2, checkpoint_every=10)
-    reference = train(config, tmp_path / "ref", show_progress=False)
-    assert (tmp_path / "ref" / "sampler_heatmap.png").is_file()
-    assert (tmp_path / "ref" / "weighted_samples.png").is_file()
-    assert set(reference["artifacts"]) == {"sampler_heatmap.png", "weighted_samples.png", "curves.png"}
-
-    crash_at(25)
-    with pytest.raises(KeyboardInterrupt):
-        train(config, tmp_path / "crashed", show_progress=False)
-    resumed = train(config, tmp_path / "crashed", resume=True, show_progress=False)
-    assert resumed["resumed_at_step"] == 20
-    assert resumed["metrics"] == reference["metrics"]
-
-
-@pytest.mark.slow
 def test_transfer_reuses_a_trained_policy_frozen_to_train_another_network(tmp_path, crash_at):
     source = quick_config(policy="metaaugment", epochs=1)
     train(source, tmp_path / "source", show_progress=False)

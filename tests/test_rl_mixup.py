@@ -2,12 +2,10 @@
 and the policy inside the trainer (metrics, figures, exact resume)."""
 import pytest
 import torch
-from conftest import quick_config
 
-from metaaugment import Batch, StepContext, TaskSpec, create_model, create_policy, train
+from metaaugment import Batch, StepContext, TaskSpec, create_model, create_policy
 from metaaugment.policy import StepResult
 from metaaugment.rl_mixup.agent import PercentileAgent, reward_steps, scaled_reward
-from metaaugment.run.folder import RunDirectory
 
 SMALL_AGENT = dict(extractor_channels=(8, 8, 8), features_dim=16)
 
@@ -97,28 +95,6 @@ def test_policy_rewards_every_period_by_eq5_and_records_episode_starts():
     metrics = policy.on_epoch_end(ctx)
     assert sum(v for k, v in metrics.items() if k.startswith("action_q")) == pytest.approx(1.0)
     assert metrics["reward_sum"] == pytest.approx(0.125) and metrics["reward_count"] == 3
-
-
-@pytest.mark.slow
-def test_rl_mixup_in_the_trainer_logs_actions_and_ppo_and_resumes_exactly(tmp_path, crash_at):
-    config = quick_config(policy="rl-mixup", epochs=3, checkpoint_every=10,
-                          policy_options={**SMALL_AGENT, "reward_every": 5})
-    reference = train(config, tmp_path / "ref", show_progress=False)
-    epochs = [r for r in RunDirectory(tmp_path / "ref").read_metrics() if r["kind"] == "epoch"]
-    assert [("policy_ppo_value_loss" in r) for r in epochs] == [False, True, False]  # two episodes per update
-    for record in epochs:
-        assert sum(v for k, v in record.items() if k.startswith("policy_action_q")) == pytest.approx(1.0)
-        assert record["policy_reward_count"] == 3  # 19 steps, a reward every 5
-    assert {"mixup_examples.png", "action_histogram.png"} <= set(reference["artifacts"])
-
-    # crash in the middle of the second epoch, then resume: identical metrics and results
-    crash_at(25, RuntimeError("crash"))
-    with pytest.raises(RuntimeError):
-        train(config, tmp_path / "crashed", show_progress=False)
-    resumed = train(config, tmp_path / "crashed", resume=True, show_progress=False)
-    assert resumed["resumed_at_step"] == 20
-    assert resumed["metrics"] == reference["metrics"]
-    assert RunDirectory(tmp_path / "crashed").read_metrics() == RunDirectory(tmp_path / "ref").read_metrics()
 
 
 def test_preact_resnet18_has_the_published_size_and_preactivation_blocks():

@@ -1,8 +1,6 @@
 """Metrics beyond metrics.jsonl: metrics.csv, TensorBoard, W&B offline, and progress in a log file."""
 import csv
 import json
-import os
-import signal
 import subprocess
 import sys
 import time
@@ -57,57 +55,35 @@ def test_metrics_csv_and_tensorboard_mirror_metrics_jsonl(tmp_path):
     assert {"figures/sampler_heatmap", "figures/weighted_samples"} <= set(events.Tags()["images"])
 
 
-KILL_AT_STEP = '''
-import os, signal, sys
-from metaaugment.run.loop import Trainer
-step = Trainer._step
-def step_or_die(self, inputs):
-    if self.state.step == int(os.environ["KILL_AT"]):
-        os.kill(os.getpid(), signal.SIGKILL)
-    return step(self, inputs)
-Trainer._step = step_or_die
-from metaaugment.cli.main import main
-main(sys.argv[1:])
-'''
-
-
-def metaaug_process(*args, cwd, kill_at=None, env=None):
-    code = ["-c", KILL_AT_STEP] if kill_at is not None else ["-m", "metaaugment.cli.main"]
-    return subprocess.run([sys.executable, *code, *args], cwd=cwd, capture_output=True, text=True,
-                          env={**os.environ, **(env or {}), "KILL_AT": str(kill_at)})
-
-
-@pytest.mark.slow
-def test_a_resumed_run_s_tensorboard_events_equal_its_metrics_jsonl(tmp_path):
+def test_a_resumed_run_s_tensorboard_events_equal_its_metrics_jsonl(tmp_path, crash_at):
+    """The events the killed run wrote past its last checkpoint are purged on resume."""
     pytest.importorskip("tensorboard")
-    args = ["run", "digits", "--epochs", "3", "--checkpoint-every", "7", "--device", "cpu", "-q", "--tensorboard",
-            "--out", "run"]
-    killed = metaaug_process(*args, cwd=tmp_path, kill_at=30)
-    assert killed.returncode == -signal.SIGKILL
-    resumed = metaaug_process(*args, "--resume", cwd=tmp_path)
-    assert resumed.returncode == 0, resumed.stderr
+    config = quick_config(epochs=3, batch_size=256, checkpoint_every=5, log_every=1, tensorboard=True)
+    crash_at(7)  # after the checkpoint of step 5: steps 6 and 7 were logged and come again
+    with pytest.raises(KeyboardInterrupt):
+        train(config, tmp_path / "run", show_progress=False)
+    train(config, tmp_path / "run", resume=True, show_progress=False)
     found, _ = tensorboard_scalars(tmp_path / "run")
-    assert_same_scalars(found, expected_scalars(tmp_path / "run"))  # step 30 of the killed run, purged
+    assert_same_scalars(found, expected_scalars(tmp_path / "run"))
 
 
-@pytest.mark.slow
-def test_wandb_offline_writes_a_run_and_resume_continues_it(tmp_path):
+def test_wandb_offline_writes_a_run_and_resume_continues_it(tmp_path, crash_at, monkeypatch):
     pytest.importorskip("wandb")
-    env = {"WANDB_MODE": "offline", "WANDB_SILENT": "true"}
-    args = ["run", "digits", "--epochs", "2", "--checkpoint-every", "7", "--device", "cpu", "-q", "--wandb",
-            "--out", "run"]
-    killed = metaaug_process(*args, cwd=tmp_path, kill_at=25, env=env)
-    assert killed.returncode == -signal.SIGKILL
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    config = quick_config(epochs=2, batch_size=256, checkpoint_every=5, wandb=True)
+    crash_at(6)
+    with pytest.raises(KeyboardInterrupt):
+        train(config, tmp_path / "run", show_progress=False)
     run_id = json.loads((tmp_path / "run" / "wandb.json").read_text())["id"]
-    resumed = metaaug_process(*args, "--resume", cwd=tmp_path, env=env)
-    assert resumed.returncode == 0, resumed.stderr
+    train(config, tmp_path / "run", resume=True, show_progress=False)
     assert json.loads((tmp_path / "run" / "wandb.json").read_text())["id"] == run_id
     offline_runs = sorted((tmp_path / "run" / "wandb").glob("offline-run-*"))
     assert len(offline_runs) == 2 and all(path.name.endswith(run_id) for path in offline_runs)
     assert all(list(path.glob("*.wandb")) for path in offline_runs)  # each holds its logged history
 
 
-@pytest.mark.slow
+@pytest.mark.multiprocess
 def test_progress_reaches_a_log_file_while_the_run_is_going(tmp_path):
     log = tmp_path / "log.txt"
     with open(log, "w") as handle:

@@ -1,7 +1,6 @@
 """Streamed benchmarks: tiny JPEG trees in the exact on-disk layouts, read by the real code."""
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 from pathlib import Path
@@ -83,36 +82,24 @@ def test_crops_are_a_function_of_the_seed_alone(tmp_path):
     assert (centre - expected).abs().mean() < 8  # 3.6 measured; another crop of this noise: about 60
 
 
-@pytest.mark.slow
 def test_imagenet_trains_end_to_end_the_same_with_0_and_2_workers(imagenet_root, tmp_path):
-    common = ["run", "imagenet", "--data-root", str(imagenet_root), "--image-size", "32", "--epochs", "2",
-              "--batch-size", "8", "--lr", "0.01", "--seed", "4"]
     # MetaAugment draws ops, copies and its sampler from the training process's generators while
     # workers decode: equal results show the loader neither consumes nor reorders those draws.
     results = {}
-    for workers in ("0", "2"):
-        out = tmp_path / f"metaaugment-{workers}"
-        done = metaaug(*common, "--policy", "metaaugment", "--workers", workers, "--out", str(out))
-        assert done.returncode == 0, done.stderr
-        results[workers] = json.loads((out / "results.json").read_text())
-    assert results["0"]["metrics"] == results["2"]["metrics"]
-    meta = results["2"]
-    assert meta["config"]["model"] == "resnet50"
-    assert meta["config"]["policy_options"]["copies"] == 4  # the paper's ImageNet setting
-    assert meta["metrics"]["steps"] == 10 and np.isfinite(meta["metrics"]["test_loss"])
+    for workers in (0, 2):
+        config = RunConfig(benchmark="imagenet", data_root=str(imagenet_root), image_size=16, model="small-cnn",
+                           model_options={"width": 4}, policy="metaaugment", epochs=2, batch_size=8,
+                           learner_options={"lr": 0.01}, seed=4, workers=workers, device="cpu")
+        results[workers] = train(config, tmp_path / f"workers-{workers}", show_progress=False)
+    assert results[0]["metrics"] == results[2]["metrics"]
+    assert results[2]["metrics"]["steps"] == 10 and np.isfinite(results[2]["metrics"]["test_loss"])
+    assert results[2]["config"]["policy_options"]["copies"] == 4  # the paper's ImageNet setting
 
 
-def test_a_streamed_run_resumes_mid_epoch_exactly(imagenet_root, tmp_path, crash_at):
-    config = RunConfig(benchmark="imagenet", data_root=str(imagenet_root), image_size=32, model="small-cnn",
-                       epochs=2, batch_size=8, device="cpu", checkpoint_every=2, workers=2, seed=1,
-                       policy="randaugment")
-    expected = train(config, tmp_path / "reference", show_progress=False)
-    crash_at(7)  # in the second epoch, after the checkpoint of step 6
-    with pytest.raises(KeyboardInterrupt):
-        train(config, tmp_path / "run", show_progress=False)
-    resumed = train(config, tmp_path / "run", resume=True, show_progress=False)
-    assert resumed["resumed_at_step"] == 6
-    assert resumed["metrics"] == expected["metrics"]
+def test_imagenet_runs_the_papers_model_by_default():
+    config = RunConfig(benchmark="imagenet").resolve()
+    assert config.model == "resnet50" and config.policy_options == {}
+    assert RunConfig(benchmark="imagenet", policy="metaaugment").resolve().policy_options == {"copies": 4}
 
 
 def test_image_classification_folder_uses_val_when_present_else_holds_out_10_percent(tmp_path):

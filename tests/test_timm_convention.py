@@ -6,7 +6,7 @@ from conftest import quick_config
 from torch import nn
 
 from metaaugment import Batch, StepContext, TaskSpec, create_model, create_policy, forward_pass, supervised_step, train
-from metaaugment.models import pooled_features
+from metaaugment.features import pooled_features
 from metaaugment.registry import MODELS
 
 SPEC = TaskSpec(num_classes=4, input_shape=(3, 12, 12), mean=(0.5,) * 3, std=(0.25,) * 3)

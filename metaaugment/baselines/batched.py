@@ -3,7 +3,7 @@
 torchvision's automatic augmentations draw one op and magnitude per call, so a batch needs
 one call per image (`per_sample.apply_per_sample`), on the host. These functions draw every
 sample's ops, magnitude bins and signs at once (on the host, from torch's generator) and
-apply them with MetaAugment's batched ops (`sample_aware.ops.apply_named_ops`, one kernel
+apply them with the shared batched ops (`imageops.apply_named_ops`, one kernel
 per group of samples sharing an op) on the batch's device.
 
 The op spaces are torchvision's definitions (torchvision.transforms.v2.RandAugment,
@@ -15,14 +15,12 @@ check them against torchvision's own and check the drawn frequencies statistical
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
-from metaaugment.sample_aware.ops import apply_named_ops
-
-OpSpace = dict[str, tuple[Tensor, bool]]  # op -> (argument per magnitude bin, signed)
+from metaaugment.imageops.ops import apply_named_ops
+from metaaugment.imageops.table import OpSpace, OpTable, draw_ops, op_table, torchvision_argument
 
 
 def randaugment_space(num_bins: int, size: tuple[int, int]) -> OpSpace:
@@ -101,27 +99,6 @@ def autoaugment(images: Tensor, policies: list[SubPolicy], generator: torch.Gene
     return images
 
 
-@dataclass(frozen=True)
-class OpTable:
-    """An op space as `apply_named_ops` arguments: names (K,) and arguments (K, bins, 2),
-    [..., 0] at each magnitude bin and [..., 1] the same negated where the op is signed."""
-
-    names: tuple[str, ...]
-    arguments: Tensor
-
-
-def op_table(space: OpSpace) -> OpTable:
-    """Every argument `space` can produce, computed once (`torchvision_argument`) so that a
-    batch's draws are looked up in one indexing call instead of one Python call per sample."""
-    num_bins = max(values.numel() for values, _ in space.values())
-    rows = []
-    for name, (values, signed) in space.items():
-        grid = (values.tolist() if values.ndim > 0 else [0.0], signed)
-        rows.append([[torchvision_argument(name, grid, min(b, len(grid[0]) - 1), flip) for flip in (False, True)]
-                     for b in range(num_bins)])
-    return OpTable(tuple(space), torch.tensor(rows, dtype=torch.float64))
-
-
 @functools.lru_cache(maxsize=64)
 def _randaugment_table(num_bins: int, size: tuple[int, int]) -> OpTable:
     return op_table(randaugment_space(num_bins, size))
@@ -130,34 +107,6 @@ def _randaugment_table(num_bins: int, size: tuple[int, int]) -> OpTable:
 @functools.lru_cache(maxsize=8)
 def _trivialaugment_table(num_bins: int) -> OpTable:
     return op_table(trivialaugment_space(num_bins))
-
-
-def draw_ops(count: int, table: OpTable, magnitude_bin: int | None,
-             generator: torch.Generator | None = None) -> tuple[list[str], list[float]]:
-    """One op per sample, uniform over `table` (`op_table`), at magnitude bin `magnitude_bin`
-    (RandAugment) or a uniform bin (None: TrivialAugment), negated with probability 1/2 where
-    signed. Returns the op names and their torchvision arguments (`apply_named_ops`' units)."""
-    ops = torch.randint(len(table.names), (count,), generator=generator)
-    bins = (torch.full((count,), magnitude_bin, dtype=torch.int64) if magnitude_bin is not None
-            else torch.randint(table.arguments.shape[1], (count,), generator=generator))
-    negate = torch.randint(2, (count,), generator=generator)
-    names = [table.names[op] for op in ops.tolist()]
-    return names, table.arguments[ops, bins, negate].tolist()
-
-
-def torchvision_argument(name: str, grid: tuple[list[float], bool], magnitude: int | None, negate: bool) -> float:
-    """Op `name`'s argument in `apply_named_ops`' units at bin `magnitude` of its grid
-    (values per bin, signed), negated if signed and `negate`: whole pixels for the
-    translations (truncated, as torchvision), 1 + magnitude for the enhancement factors."""
-    values, signed = grid
-    value = float(values[magnitude]) if len(values) > 1 and magnitude is not None else values[0]
-    if signed and negate:
-        value = -value
-    if name in ("TranslateX", "TranslateY"):
-        return float(int(value))
-    if name in ("Brightness", "Color", "Contrast", "Sharpness"):
-        return 1.0 + value
-    return value
 
 
 def randaugment(images: Tensor, num_ops: int = 2, magnitude: int = 9, num_bins: int = 31,
@@ -178,16 +127,3 @@ def trivialaugment_wide(images: Tensor, num_bins: int = 31, generator: torch.Gen
     if num_bins < 2:
         raise ValueError(f"num_bins must be at least 2 (got {num_bins})")  # the bins span each op's range
     return apply_named_ops(images, *draw_ops(images.shape[0], _trivialaugment_table(num_bins), None, generator))
-
-
-def cutout(images: Tensor, size: int, generator: torch.Generator | None = None) -> Tensor:
-    """Cutout on (B, C, H, W) images: per sample, a size x size square placed uniformly where
-    it fits in the image (RandomErasing's placement) is zeroed -> a new (B, C, H, W)."""
-    count, height, width = images.shape[0], images.shape[-2], images.shape[-1]
-    top = torch.randint(height - size + 1, (count,), generator=generator).to(images.device)
-    left = torch.randint(width - size + 1, (count,), generator=generator).to(images.device)
-    rows = torch.arange(height, device=images.device).view(1, height, 1)
-    cols = torch.arange(width, device=images.device).view(1, 1, width)
-    inside = ((rows >= top.view(-1, 1, 1)) & (rows < (top + size).view(-1, 1, 1))
-              & (cols >= left.view(-1, 1, 1)) & (cols < (left + size).view(-1, 1, 1)))
-    return images.masked_fill(inside.unsqueeze(1), 0.0)

@@ -9,6 +9,7 @@ from metaaugment.baselines import batched
 from metaaugment.baselines.per_sample import apply_per_sample
 from metaaugment.batch import Batch
 from metaaugment.errors import UserError, check_option, representable
+from metaaugment.imageops import cutout
 from metaaugment.policy import BatchPolicy, StepContext, TaskPolicy
 from metaaugment.registry import POLICIES
 
@@ -215,7 +216,7 @@ class Cutout(_PerSampleTorchvision):
             self.require_spec()
         if self.backend == "torchvision":
             return super().augment(batch, ctx)
-        return batch.replace(inputs=batched.cutout(batch.inputs, self.size))
+        return batch.replace(inputs=cutout(batch.inputs, self.size, placement="inside"))
 
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "size": self.size, "backend": self.backend}

@@ -19,7 +19,7 @@ SPLITS = ("train", "val", "test")
 class RegressionTasks(ABC):
     """A family of scalar regression tasks split into meta-train / meta-val / meta-test.
 
-    spec: TaskSpec with kind "regression", num_classes None and input_shape (D,).
+    spec: TaskSpec with num_classes None (a real value per input) and input_shape (D,).
     """
 
     spec: TaskSpec

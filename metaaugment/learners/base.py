@@ -22,6 +22,7 @@ class Learner(ABC):
     """
 
     name: ClassVar[str] = "learner"  # set by the registry to the CLI name
+    rate_option: ClassVar[str] = "lr"  # the option `--lr` sets: the learning rate the user tunes first
 
     @abstractmethod
     def setup(self, model: nn.Module, spec: TaskSpec, total_steps: int) -> None:

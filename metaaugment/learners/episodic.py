@@ -18,29 +18,28 @@ from torch import Tensor, nn
 from metaaugment.batch import Episode
 from metaaugment.dependencies import learn2learn
 from metaaugment.errors import UserError, check_option, representable
+from metaaugment.features import has_features, pooled_features
 from metaaugment.learners.base import Learner
-from metaaugment.models import has_features, pooled_features
 from metaaugment.policy import StepContext, TaskPolicy
 from metaaugment.registry import LEARNERS
-from metaaugment.run import distributed
-from metaaugment.run.stats import mean_and_ci95
 from metaaugment.spec import TaskSpec
+from metaaugment.stats import mean_and_ci95
 
 
 def task_loss(spec: TaskSpec) -> Callable[[Tensor, Tensor], Tensor]:
     """Mean loss of a task's predictions: cross-entropy for classification, MSE for regression.
     outputs (M, N) logits or (M, 1) predictions; targets (M,) labels or (M, 1) values."""
-    return F.mse_loss if spec.kind == "regression" else F.cross_entropy
+    return F.mse_loss if spec.predicts_values else F.cross_entropy
 
 
 def metric_name(spec: TaskSpec) -> str:
     """'mse' for regression benchmarks, 'accuracy' otherwise."""
-    return "mse" if spec.kind == "regression" else "accuracy"
+    return "mse" if spec.predicts_values else "accuracy"
 
 
 def task_metric(spec: TaskSpec, outputs: Tensor, targets: Tensor) -> float:
     """Accuracy (classification) or MSE (regression) of one task's query predictions."""
-    if spec.kind == "regression":
+    if spec.predicts_values:
         return float(F.mse_loss(outputs, targets))
     return float((outputs.argmax(dim=1) == targets).float().mean())
 
@@ -55,6 +54,7 @@ class EpisodicLearner(Learner):
 
     supports_regression = True
     has_pre_update = False  # True where score_task reports pre-update scores (pre_loss, ...)
+    rate_option = "meta_lr"  # --lr: the outer (meta) rate
 
     def __init__(self, *, meta_lr: float = 1e-3):
         check_option(representable(meta_lr) and meta_lr > 0, "meta_lr", meta_lr, "a positive number")
@@ -64,7 +64,7 @@ class EpisodicLearner(Learner):
 
     # -- setup and state ------------------------------------------------------------------
     def setup(self, model: nn.Module, spec: TaskSpec, total_steps: int) -> None:
-        if spec.kind == "regression" and not self.supports_regression:
+        if spec.predicts_values and not self.supports_regression:
             raise UserError(f"learner '{self.name}' classifies; use maml or metasgd for regression benchmarks")
         self.spec = spec
         self.loss_fn = task_loss(spec)
@@ -108,9 +108,10 @@ class EpisodicLearner(Learner):
         self._optimizer.zero_grad(set_to_none=True)
         # every rank augments every task (the same keys in the same order as one process)
         # and scores its share; the summed gradients are the meta-batch's mean gradient
+        comm = ctx.comm
         augmented = list(enumerate(policy.augment_task(episode, generator) for episode in batch))
         totals: dict[str, float] = {}
-        for index, episode in distributed.local_items(augmented):
+        for index, episode in comm.local_items(augmented):
             # the pre-update scores (memorization's signature, Rajendran et al. Fig. 4) from the
             # meta-batch's first task: an unbiased estimate at an eighth of a query forward's cost
             loss, metrics = self.score_task(model, episode, training=True, pre_update=index == 0)
@@ -122,10 +123,10 @@ class EpisodicLearner(Learner):
             for key in [k for k in totals if not k.startswith(("#", "pre_"))]:
                 totals.setdefault("pre_" + key, 0.0)
                 totals.setdefault("#pre_" + key, 0.0)
-        distributed.all_reduce_gradients(self.meta_parameters(model))
+        comm.sum_gradients(self.meta_parameters(model))
         self._optimizer.step()
-        distributed.broadcast_buffers(model)
-        summed = distributed.sum_floats(totals)
+        comm.broadcast_buffers(model)
+        summed = comm.sum_floats(totals)
         return {key: value / summed["#" + key] for key, value in summed.items() if not key.startswith("#")}
 
     def evaluate(self, model: nn.Module, batches: Iterable[Episode]) -> dict[str, Any]:
@@ -145,7 +146,7 @@ class EpisodicLearner(Learner):
 
     def _scores(self, prefix: str, outputs: Tensor, targets: Tensor, loss: Tensor) -> dict[str, float]:
         assert self.spec is not None
-        if self.spec.kind == "regression":  # the loss is the MSE: report it once
+        if self.spec.predicts_values:  # the loss is the MSE: report it once
             return {f"{prefix}mse": float(loss)}
         return {f"{prefix}loss": float(loss), f"{prefix}accuracy": task_metric(self.spec, outputs, targets)}
 

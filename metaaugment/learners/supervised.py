@@ -9,12 +9,12 @@ from torch import Tensor, nn
 
 from metaaugment.batch import Batch
 from metaaugment.errors import check_option, representable
+from metaaugment.features import classifier, has_features
 from metaaugment.learners.base import Learner
 from metaaugment.losses import accuracy, per_sample_cross_entropy, weighted_mean
-from metaaugment.models import classifier, has_features
+from metaaugment.parallel.comm import Communicator
 from metaaugment.policy import BatchPolicy, ForwardOutput, StepContext, StepResult
 from metaaugment.registry import LEARNERS
-from metaaugment.run import distributed
 from metaaugment.spec import TaskSpec
 
 
@@ -38,23 +38,24 @@ def supervised_step(model: nn.Module, optimizer: torch.optim.Optimizer, batch: B
     """One policy-aware SGD step: augment, forward, weigh, backward, update, feed back.
 
     This is the whole batch-level policy contract in one function; a user's own training
-    loop can call it, or copy its lines to interleave its own logic. Under torchrun, `batch`
-    is the global batch (the same on every rank): the policy augments it with the same
-    draws on every rank, each rank trains on its rows, and the summed gradients make the
-    update the one-process update (`metaaugment.run.distributed`). BatchNorm layers must
-    use the global batch's statistics (`run.sync_batchnorm.synchronize_batchnorm`, which the
-    run loop applies) for the running statistics to stay equal on every rank.
+    loop can call it, or copy its lines to interleave its own logic. On many ranks
+    (`ctx.comm`), `batch` is the global batch (the same on every rank): the policy augments
+    it with the same draws on every rank, each rank trains on its rows, and the summed
+    gradients make the update the one-process update (`metaaugment.parallel`). BatchNorm
+    layers must use the global batch's statistics (`parallel.sync_batchnorm`, which the run
+    loop applies) for the running statistics to stay equal on every rank.
     """
+    comm = ctx.comm
     batch = policy.augment(batch, ctx)
-    local = batch.rows(distributed.local_rows(len(batch))) if distributed.is_distributed() else batch
+    local = batch.rows(comm.local_rows(len(batch))) if comm.distributed else batch
     with ctx.autocast():
         output = forward_pass(model, local, ctx.loss_fn)
     weights = policy.loss_weights(local, output, ctx)
-    loss = global_weighted_mean(output.losses.float(), weights, len(batch))
+    loss = global_weighted_mean(output.losses.float(), weights, len(batch), comm)
     optimizer.zero_grad(set_to_none=True)
     scaler = ctx.grad_scaler
     (scaler.scale(loss) if scaler is not None else loss).backward()
-    distributed.all_reduce_gradients(model.parameters())
+    comm.sum_gradients(model.parameters())
     if scaler is not None:  # the same scale on every rank: the summed gradients unscale alike
         scaler.step(optimizer)
         scaler.update()
@@ -62,25 +63,25 @@ def supervised_step(model: nn.Module, optimizer: torch.optim.Optimizer, batch: B
         optimizer.step()
     detached = ForwardOutput(output.logits.detach(), output.losses.detach(),
                              None if output.features is None else output.features.detach())
-    global_loss = float(distributed.all_reduce_sum(loss.detach().clone()))
+    global_loss = float(comm.sum(loss.detach().clone()))
     result = StepResult(local, detached, None if weights is None else weights.detach(), global_loss)
     metrics = {"accuracy": accuracy(detached.logits, local.targets), **policy.after_step(result, ctx)}
-    if distributed.is_distributed():  # equal shares (checked at start): the mean of the ranks' means
-        metrics = {k: v / distributed.world_size() for k, v in distributed.sum_floats(metrics).items()}
+    if comm.distributed:  # equal shares (checked at start): the mean of the ranks' means
+        metrics = {k: v / comm.world_size for k, v in comm.sum_floats(metrics).items()}
     return result, {"loss": global_loss, **metrics}
 
 
-def global_weighted_mean(losses: Tensor, weights: Tensor | None, global_count: int) -> Tensor:
+def global_weighted_mean(losses: Tensor, weights: Tensor | None, global_count: int, comm: Communicator) -> Tensor:
     """This rank's share of the global batch's weighted mean loss (`weighted_mean` in one
     process): sum_local w_i L_i / sum_global w_j, whose sum over ranks is the global loss.
     losses, weights: (b,) this rank's rows; global_count: B, the global batch size."""
-    if not distributed.is_distributed():
+    if not comm.distributed:
         return weighted_mean(losses, weights)
     if weights is None:
         return losses.sum() / global_count
     if weights.shape != losses.shape:
         raise ValueError(f"weights {tuple(weights.shape)} must match losses {tuple(losses.shape)}")
-    total = distributed.sum_over_ranks(weights.sum())
+    total = comm.sum_differentiable(weights.sum())
     return (weights * losses).sum() / total.clamp_min(torch.finfo(losses.dtype).tiny)
 
 

@@ -21,7 +21,6 @@ import torch
 
 from metaaugment.batch import Batch
 from metaaugment.errors import UserError, check_option, representable
-from metaaugment.models import scratch_buffers
 from metaaugment.policy import BatchPolicy, StepContext, StepResult
 from metaaugment.registry import POLICIES
 from metaaugment.rl_mixup.figures import action_histogram_figure, mixup_examples_figure
@@ -34,6 +33,7 @@ from metaaugment.rl_mixup.saliency import (
     patch_saliency,
     percentile_masks,
 )
+from metaaugment.scratch import scratch_buffers
 
 DEFAULT_PATCHES = 16
 EXAMPLES = 4  # samples of the last batch kept for the Appendix B figure

@@ -16,8 +16,8 @@ from metaaugment.run.config_file import Variant
 from metaaugment.run.folder import RunDirectory, folder_name
 from metaaugment.run.launch import LaunchOptions, PlannedRun, launch
 from metaaugment.run.loop import policy_and_learner
-from metaaugment.run.stats import mean_std
 from metaaugment.spec import BenchmarkKind, benchmark_kind
+from metaaugment.stats import mean_std
 
 
 def kind_of(records: Sequence["RunRecord"]) -> BenchmarkKind:

@@ -32,7 +32,6 @@ from metaaugment.schema import SchemaError, check_value, clip, count_values, sho
 from metaaugment.trust import refuse_code_references
 
 RUN_FIELDS = tuple(f.name for f in dataclasses.fields(RunConfig))
-OPTION_FIELDS = ("policy_options", "learner_options", "model_options")
 VARIANT_FIELDS = ("policy", "policy_options", "learner", "learner_options", "model", "model_options")
 VARIANT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._=+-]*$")
 MAX_FILE_BYTES = 1 << 20  # a settings file is a page of text; anything larger is not one

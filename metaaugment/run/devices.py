@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 
 from metaaugment.errors import UserError
-from metaaugment.run.distributed import launched_by_torchrun, local_rank
+from metaaugment.parallel.process_group import launched_by_torchrun, local_rank
 
 
 def resolve_device(name: str = "auto") -> torch.device:

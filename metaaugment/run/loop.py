@@ -24,51 +24,56 @@ from rich.console import Console
 
 from metaaugment.errors import UserError
 from metaaugment.learners.episodic import EpisodicLearner
-from metaaugment.models import all_finite
+from metaaugment.parallel.comm import Communicator
+from metaaugment.parallel.process_group import communicator, launched_by_torchrun
+from metaaugment.parallel.sync_batchnorm import synchronize_batchnorm
 from metaaugment.policy import BatchPolicy, StepContext, TaskPolicy
+from metaaugment.precision import grad_scaler, precision_note
 from metaaugment.registry import create_benchmark, create_learner, create_model, create_policy
-from metaaugment.run import distributed, sinks
+from metaaugment.run import sinks
 from metaaugment.run.checkpoint import load_checkpoint, read_finished_run, save_checkpoint
 from metaaugment.run.config import RunConfig
 from metaaugment.run.curves import CURVES_FILE, plot_curves
 from metaaugment.run.devices import resolve_device
 from metaaugment.run.environment import describe_environment
 from metaaugment.run.folder import RunDirectory
-from metaaugment.run.precision import grad_scaler, precision_note
 from metaaugment.run.progress import format_metrics, training_progress
 from metaaugment.run.seeding import capture_rng_state, restore_rng_state, seed_everything
 from metaaugment.run.strategies import KindStrategy, strategy_for
-from metaaugment.run.sync_batchnorm import synchronize_batchnorm
 from metaaugment.schema import clip
-from metaaugment.spec import benchmark_kind
+from metaaugment.spec import BenchmarkKind, benchmark_kind
 
 
-def policy_and_learner(config: RunConfig) -> tuple[Any, Any]:
+def run_kind(config: RunConfig) -> BenchmarkKind:
+    """The kind of the run's benchmark (the row of metaaugment.spec.KINDS)."""
+    return benchmark_kind(create_benchmark(config.benchmark).kind)
+
+
+def policy_and_learner(config: RunConfig, kind: BenchmarkKind | None = None) -> tuple[Any, Any]:
     """The run's policy and learner built from a resolved config, checked to apply to its
     benchmark's kind (a UserError otherwise); reads no data, so `compare` checks every run
     this way before it trains any."""
-    bench = create_benchmark(config.benchmark)
-    kind = benchmark_kind(bench.kind)
+    kind = kind or run_kind(config)
     policy = create_policy(config.policy, **config.policy_options)
     policy_type = TaskPolicy if kind.episodic else BatchPolicy
-    if not isinstance(policy, policy_type) or bench.kind not in policy.benchmark_kinds:
-        raise UserError(f"policy '{config.policy}' does not apply to {bench.kind} benchmark "
+    if not isinstance(policy, policy_type) or kind.name not in policy.benchmark_kinds:
+        raise UserError(f"policy '{config.policy}' does not apply to {kind.name} benchmark "
                         f"'{config.benchmark}' (it applies to: {', '.join(policy.benchmark_kinds) or 'none'})")
     learner = create_learner(config.learner, **config.learner_options)
     if isinstance(learner, EpisodicLearner) != kind.episodic:
         needed = "a meta-learner (maml, metasgd, protonet)" if kind.episodic else "a mini-batch learner"
-        raise UserError(f"learner '{config.learner}' does not train {bench.kind} benchmark "
+        raise UserError(f"learner '{config.learner}' does not train {kind.name} benchmark "
                         f"'{config.benchmark}': it needs {needed}")
-    if config.policy_from is not None and not callable(getattr(policy, "load_transferred", None)):
+    if config.policy_from is not None and not policy.transferable:
         raise UserError(f"--policy-from applies to policies that can be transferred (metaaugment), "
                         f"not '{config.policy}'")
     return policy, learner
 
 
-def check_global_batch(config: RunConfig, processes: int) -> None:
+def check_global_batch(config: RunConfig, processes: int, kind: BenchmarkKind | None = None) -> None:
     """A UserError unless a mini-batch run's global batch divides by the number of processes
     (each trains on an equal share) and a few-shot meta-batch gives each process a task."""
-    episodic = benchmark_kind(create_benchmark(config.benchmark).kind).episodic
+    episodic = (kind or run_kind(config)).episodic
     if processes > 1 and not episodic and config.batch_size % processes:
         raise UserError(f"--batch-size {config.batch_size} is the global batch: it must divide by the "
                         f"{processes} processes (each trains on an equal share)")
@@ -105,7 +110,7 @@ class Trainer:
     """Builds the parts of a run from a resolved RunConfig and trains them."""
 
     def __init__(self, config: RunConfig, run_dir: RunDirectory, *, console: Console | None = None,
-                 show_progress: bool = True, trust_code: bool = False):
+                 show_progress: bool = True, trust_code: bool = False, comm: Communicator | None = None):
         self.config, self.run_dir = config, run_dir
         self.trust_code = trust_code  # --policy-from: import a model its folder names by module:Name
         self.console = console or Console(stderr=True)
@@ -114,14 +119,16 @@ class Trainer:
         self.kind = benchmark_kind(bench.kind)
         strategy_class = strategy_for(self.kind)
         self.device = resolve_device(config.device)
-        distributed.init_process_group(self.device)
+        # the run's ranks: the torchrun group under torchrun (joined here), else one process;
+        # policies and learners see it as ctx.comm, and know no ranks otherwise
+        self.comm = comm or communicator(self.device)
         if self.device.type == "cuda" and self.device.index is not None:
             torch.cuda.set_device(self.device)
-        self.writes = distributed.is_main()  # rank 0 alone writes the run folder
+        self.writes = self.comm.is_main  # rank 0 alone writes the run folder
         sinks.check_available(config.tensorboard and self.writes, config.wandb and self.writes)
         self.sinks: sinks.Sinks | None = None
         self.show_progress = show_progress and self.writes
-        check_global_batch(config, distributed.world_size())
+        check_global_batch(config, self.comm.world_size, self.kind)
         seed_everything(config.seed)  # the same seed on every rank: same initialization and draws
         load_options = {name: getattr(config, name) for name in ("image_size", "val_size") if getattr(config, name)}
         data = bench.load(Path(config.data_root), **load_options)
@@ -129,8 +136,8 @@ class Trainer:
         self.spec = spec = strategy_class.model_spec(data, config)
         self.model = create_model(config.model, spec, **config.model_options).to(self.device)
         if not self.kind.episodic:  # a task's forward stays on one rank: its BatchNorm is already the one process's
-            self.model = synchronize_batchnorm(self.model, self.device)
-        distributed.broadcast_module(self.model)
+            self.model = synchronize_batchnorm(self.model, self.device, self.comm)
+        self.comm.broadcast_module(self.model)
         if config.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         if config.compile:
@@ -139,19 +146,19 @@ class Trainer:
         note = precision_note(self.device, config.precision)
         if note and self.writes and self.show_progress:
             self.console.print(note, markup=False, highlight=False)
-        self.policy, self.learner = policy_and_learner(config)
+        self.policy, self.learner = policy_and_learner(config, self.kind)
         self.strategy: KindStrategy = strategy_class(config, self.kind, data, self.model, self.learner, self.policy,
                                                      self.device)
         self.total_steps = self.strategy.steps_per_epoch * config.epochs
         self.learner.setup(self.model, spec, self.total_steps)
         self.ctx = StepContext(model=self.model, spec=spec, steps_per_epoch=self.strategy.steps_per_epoch,
                                epochs=config.epochs, batch_size=config.batch_size, optimizer=self.learner.optimizer,
-                               precision=config.precision, grad_scaler=self.grad_scaler,
+                               precision=config.precision, grad_scaler=self.grad_scaler, comm=self.comm,
                                **self.strategy.context_services())
         self.policy.setup(self.ctx)
         self.policy.to(self.device)
         if not self.kind.episodic:
-            synchronize_batchnorm(self.policy, self.device)
+            synchronize_batchnorm(self.policy, self.device, self.comm)
         if config.policy_from is not None:
             self._transfer_policy(Path(config.policy_from))
         self.strategy.prepare()
@@ -257,8 +264,7 @@ class Trainer:
         p.last_train = {k: v / max(p.step_in_epoch, 1) for k, v in p.epoch_sums.items()}
         record: dict[str, Any] = {"kind": "epoch", "step": p.step, "epoch": p.epoch + 1}
         record.update({f"train_{k}": v for k, v in p.last_train.items()})
-        if isinstance(self.policy, BatchPolicy):
-            record.update({f"policy_{k}": v for k, v in self.policy.on_epoch_end(self.ctx).items()})
+        record.update({f"policy_{k}": v for k, v in self.policy.on_epoch_end(self.ctx).items()})
         if (p.epoch + 1) % cfg.eval_every == 0 or p.epoch + 1 == cfg.epochs:
             p.last_val = {k: float(v) for k, v in self.strategy.evaluate("val").items()}
             record.update({f"val_{k}": v for k, v in p.last_val.items()})
@@ -306,7 +312,7 @@ class Trainer:
                 if self.writes:  # and the run's own learning curves
                     plot_curves(self.run_dir.read_metrics(), self.kind, self.run_dir.path / CURVES_FILE, description)
                     names.append(CURVES_FILE)
-                self.state.artifacts = distributed.broadcast_object(names)
+                self.state.artifacts = self.comm.broadcast_object(names)
                 if self.writes:
                     self.run_dir.record(*self.state.artifacts)
                 self._save_state()
@@ -320,7 +326,7 @@ class Trainer:
                    "config": cfg.to_dict(), "policy": self.policy.describe(), "learner": self.learner.describe(),
                    "environment": describe_environment(self.device)}
         results["artifacts"] = self.state.artifacts
-        results["environment"]["processes"] = distributed.world_size()
+        results["environment"]["processes"] = self.comm.world_size
         if self.writes:
             self.run_dir.write_results(results)
         return results
@@ -332,6 +338,14 @@ class Trainer:
         return "no checkpoint was written yet; lower --lr and rerun with --overwrite"
 
 
+def all_finite(model: torch.nn.Module) -> bool:
+    """Whether every parameter and buffer of `model` is finite (one device sync)."""
+    tensors = [t for t in list(model.parameters()) + list(model.buffers()) if t.is_floating_point()]
+    if not tensors:
+        return True
+    return bool(torch.stack([torch.isfinite(t).all() for t in tensors]).all())
+
+
 def compile_model(model: torch.nn.Module) -> None:
     """torch.compile the model in place, keeping its parameter names (checkpoints load either
     way): a model with a `body` (every registered classifier) compiles its body, which the
@@ -341,21 +355,22 @@ def compile_model(model: torch.nn.Module) -> None:
 
 
 def train(config: RunConfig, out: Path | str, *, resume: bool = False, overwrite: bool = False,
-          console: Console | None = None, show_progress: bool = True, trust_code: bool = False) -> dict[str, Any]:
+          console: Console | None = None, show_progress: bool = True, trust_code: bool = False,
+          comm: Communicator | None = None) -> dict[str, Any]:
     """Run `config` into the folder `out` and return its results.
 
     A finished folder with `resume=True` returns its stored results without training; an
     unfinished one continues from its checkpoint. See RunDirectory.check for the rules.
-    Under torchrun every rank calls this; rank 0 checks, locks and prepares the folder.
+    On many ranks (under torchrun, or `comm` given, e.g. parallel.lockstep's ranks) every
+    rank calls this; rank 0 checks, locks and prepares the folder.
     `trust_code`: a `--policy-from` folder may name its task network by module:Name
     (metaaugment.trust); the config's own names are the caller's, trusted.
     """
     config = config.resolve()
     run_dir = RunDirectory(Path(out))
-    if distributed.launched_by_torchrun():
-        distributed.init_process_group(resolve_device(config.device))
+    if launched_by_torchrun() or (comm is not None and comm.distributed):
         return _train_ranks(config, run_dir, resume=resume, overwrite=overwrite, console=console,
-                            show_progress=show_progress, trust_code=trust_code)
+                            show_progress=show_progress, trust_code=trust_code, comm=comm)
     reuse = run_dir.check(config.to_dict(), resume=resume, overwrite=overwrite)
     if reuse and run_dir.finished:
         return run_dir.read_results()
@@ -371,14 +386,15 @@ def train(config: RunConfig, out: Path | str, *, resume: bool = False, overwrite
 
 
 def _train_ranks(config: RunConfig, run_dir: RunDirectory, *, resume: bool, overwrite: bool,
-                 console: Console | None, show_progress: bool, trust_code: bool) -> dict[str, Any]:
-    """`train` on every rank of a torchrun job: rank 0 locks and prepares the folder and tells
+                 console: Console | None, show_progress: bool, trust_code: bool,
+                 comm: Communicator | None) -> dict[str, Any]:
+    """`train` on every rank of a multi-rank run: rank 0 locks and prepares the folder and tells
     the others the outcome (an error ends every rank with the same message)."""
     trainer = Trainer(config, run_dir, console=console, show_progress=show_progress,
-                      trust_code=trust_code)  # the same on every rank
+                      trust_code=trust_code, comm=comm)  # the same on every rank
     with contextlib.ExitStack() as stack:
         status: tuple[str, str] = ("train", "")
-        if distributed.is_main():
+        if trainer.comm.is_main:
             try:
                 stack.enter_context(run_dir.locked())
                 reuse = run_dir.check(config.to_dict(), resume=resume, overwrite=overwrite)
@@ -388,9 +404,9 @@ def _train_ranks(config: RunConfig, run_dir: RunDirectory, *, resume: bool, over
                     run_dir.prepare(config.to_dict(), overwrite=overwrite)
             except UserError as error:
                 status = ("error", str(error))
-        status = distributed.broadcast_object(status)
+        status = trainer.comm.broadcast_object(status)
         if status[0] == "error":
             raise UserError(status[1])
         if status[0] == "finished":
-            return distributed.broadcast_object(run_dir.read_results() if distributed.is_main() else None)
+            return trainer.comm.broadcast_object(run_dir.read_results() if trainer.comm.is_main else None)
         return trainer.run()

@@ -28,7 +28,7 @@ from metaaugment.data.episodes import FewShotData, isolated_random
 from metaaugment.data.regression import RegressionTasks
 from metaaugment.data.splits import ClassificationData
 from metaaugment.errors import UserError
-from metaaugment.run.precision import autocast
+from metaaugment.precision import autocast
 from metaaugment.spec import BenchmarkKind, TaskSpec
 
 EVAL_BATCH_SIZE = 512

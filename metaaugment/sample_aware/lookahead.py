@@ -44,8 +44,8 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call, jvp
 
-from metaaugment.models import scratch_buffers
-from metaaugment.run import distributed
+from metaaugment.parallel.comm import SINGLE_PROCESS, Communicator
+from metaaugment.scratch import scratch_buffers
 
 LossFn = Callable[[Tensor, Tensor], Tensor]  # (outputs, targets) -> (B,) per-sample losses
 
@@ -114,7 +114,8 @@ class LookaheadGradients:
 def fast_lookahead(model: nn.Module, train_losses: Tensor, weights: Tensor, alpha: Tensor,
                    train_inputs: Tensor, train_targets: Tensor, val_inputs: Tensor, val_targets: Tensor,
                    loss_fn: LossFn, mode: str = "fd", fd_step: float = 1e-3,
-                   optimizer: torch.optim.Optimizer | None = None, val_count: int | None = None) -> LookaheadGradients:
+                   optimizer: torch.optim.Optimizer | None = None, val_count: int | None = None,
+                   comm: Communicator = SINGLE_PROCESS) -> LookaheadGradients:
     """The one-step lookahead gradients without a second-order backward.
 
     train_losses: (B,) per-sample losses of the training forward pass, still attached to the
@@ -124,7 +125,7 @@ def fast_lookahead(model: nn.Module, train_losses: Tensor, weights: Tensor, alph
     lookahead then takes. mode "fd" moves the parameters by a step of norm `fd_step` along
     s * grad L_val(w_hat) (one forward pass); "jvp" is exact.
 
-    Under torchrun the inputs are this rank's rows, the weights are normalized over the
+    On many ranks (`comm`) the inputs are this rank's rows, the weights are normalized over the
     global batch and val_count is the global validation batch's size: the weighted gradient
     and the validation gradient are summed over ranks before use (two all-reduces of the
     parameters' size), the per-sample dots stay local, alpha's gradient is summed.
@@ -135,13 +136,13 @@ def fast_lookahead(model: nn.Module, train_losses: Tensor, weights: Tensor, alph
     step = optimizer_step(optimizer, list(params)) if optimizer is not None else sgd_step(len(params))
     w_fixed, alpha_fixed = weights.detach(), alpha.detach()
     val_count = val_count or val_inputs.shape[0]
-    weighted_grad = summed_over_ranks(
-        torch.autograd.grad((w_fixed * train_losses).sum(), params, retain_graph=True))
+    weighted_grad = comm.sum_all(torch.autograd.grad((w_fixed * train_losses).sum(), params, retain_graph=True))
     with scratch_buffers(model):
         lookahead = {n: (p.detach() - alpha_fixed * d).requires_grad_()
                      for n, p, d in zip(names, params, step.direction(weighted_grad))}
-        val_loss = share_of_mean(loss_fn(functional_call(model, lookahead, (val_inputs,)), val_targets), val_count)
-        val_grad = summed_over_ranks(torch.autograd.grad(val_loss, list(lookahead.values())))
+        val_loss = share_of_mean(loss_fn(functional_call(model, lookahead, (val_inputs,)), val_targets), val_count,
+                                 comm)
+        val_grad = comm.sum_all(torch.autograd.grad(val_loss, list(lookahead.values())))
         # dw_hat / dw_i = -alpha * s * grad L_i: the per-sample dots are taken along s * grad L_val
         tangent = [g if scale == 1 else scale * g for scale, g in zip(step.scales, val_grad)]
         base = {n: p.detach() for n, p in zip(names, params)}
@@ -163,8 +164,8 @@ def fast_lookahead(model: nn.Module, train_losses: Tensor, weights: Tensor, alph
                 losses_shifted = loss_fn(functional_call(model, shifted, (train_inputs,)), train_targets)
             dots = (losses_shifted - train_losses.detach()) / h
     dots = dots.detach()
-    alpha_grad = distributed.all_reduce_sum(-(w_fixed * dots).sum())
-    val_loss = distributed.all_reduce_sum(val_loss.detach())
+    alpha_grad = comm.sum(-(w_fixed * dots).sum())
+    val_loss = comm.sum(val_loss.detach())
     offsets = [(o * g).sum() for o, g in zip(step.offsets, val_grad) if o is not None]
     if offsets:
         alpha_grad = alpha_grad - torch.stack(offsets).sum()
@@ -174,25 +175,25 @@ def fast_lookahead(model: nn.Module, train_losses: Tensor, weights: Tensor, alph
 def last_layer_lookahead(head: nn.Module, features: Tensor, weights: Tensor, alpha: Tensor, train_targets: Tensor,
                          val_features: Tensor, val_targets: Tensor, loss_fn: LossFn,
                          mode: str = "fd", optimizer: torch.optim.Optimizer | None = None,
-                         val_count: int | None = None) -> LookaheadGradients:
+                         val_count: int | None = None, comm: Communicator = SINGLE_PROCESS) -> LookaheadGradients:
     """The cheap approximation: the lookahead of the head alone on fixed features (B, D);
     with `optimizer`, the head's step follows it (`optimizer_step`)."""
     features, val_features = features.detach(), val_features.detach()
     losses = loss_fn(head(features), train_targets)
     return fast_lookahead(head, losses, weights, alpha, features, train_targets, val_features, val_targets, loss_fn,
-                          mode, optimizer=optimizer, val_count=val_count)
+                          mode, optimizer=optimizer, val_count=val_count, comm=comm)
 
 
 def higher_lookahead(model: nn.Module, weights: Tensor, alpha: Tensor, train_inputs: Tensor, train_targets: Tensor,
                      val_inputs: Tensor, val_targets: Tensor, loss_fn: LossFn, steps: int = 1,
-                     optimizer: torch.optim.Optimizer | None = None, val_count: int | None = None
-                     ) -> LookaheadGradients:
+                     optimizer: torch.optim.Optimizer | None = None, val_count: int | None = None,
+                     comm: Communicator = SINGLE_PROCESS) -> LookaheadGradients:
     """The reference: unroll `steps` differentiable steps at rate alpha with `higher` (plain
     SGD, or a differentiable copy of `optimizer` with its current state: momentum buffers,
     weight decay, Nesterov) and differentiate the validation loss with respect to the weights
     and alpha.
 
-    Under torchrun (this rank's rows; val_count the global validation batch's size) each
+    On many ranks (`comm`; this rank's rows; val_count the global validation batch's size) each
     inner gradient is summed over ranks by a differentiable all-reduce, whose backward
     brings every rank's share of dL_val/dw_i to the rank that holds sample i."""
     import higher
@@ -205,28 +206,14 @@ def higher_lookahead(model: nn.Module, weights: Tensor, alpha: Tensor, train_inp
         for _ in range(steps):
             losses = loss_fn(fmodel(train_inputs), train_targets)
             diffopt.step((weights_leaf * losses).sum(), override={"lr": [alpha_leaf] * len(inner.param_groups)},
-                         grad_callback=differentiable_sum_over_ranks if distributed.is_distributed() else None)
-        val_loss = share_of_mean(loss_fn(fmodel(val_inputs), val_targets), val_count or val_inputs.shape[0])
+                         grad_callback=comm.sum_all_differentiable if comm.distributed else None)
+        val_loss = share_of_mean(loss_fn(fmodel(val_inputs), val_targets), val_count or val_inputs.shape[0], comm)
         grad_w, grad_alpha = torch.autograd.grad(val_loss, [weights_leaf, alpha_leaf])
-    return LookaheadGradients(weights=grad_w.detach(), alpha=distributed.all_reduce_sum(grad_alpha.detach()),
-                              val_loss=float(distributed.all_reduce_sum(val_loss.detach())))
+    return LookaheadGradients(weights=grad_w.detach(), alpha=comm.sum(grad_alpha.detach()),
+                              val_loss=float(comm.sum(val_loss.detach())))
 
 
-def share_of_mean(losses: Tensor, count: int) -> Tensor:
+def share_of_mean(losses: Tensor, count: int, comm: Communicator = SINGLE_PROCESS) -> Tensor:
     """This rank's share of the mean of a global batch of `count` (b,) losses: the plain mean
-    in one process, sum / count under torchrun (the shares sum to the global mean)."""
-    return losses.sum() / count if distributed.is_distributed() else losses.mean()
-
-
-def summed_over_ranks(grads: tuple[Tensor, ...]) -> list[Tensor]:
-    """Each gradient summed over ranks, in one flattened all-reduce (unchanged in one process)."""
-    if not distributed.is_distributed():
-        return list(grads)
-    flat = distributed.all_reduce_sum(torch.cat([g.reshape(-1) for g in grads]))
-    return [part.view_as(g) for part, g in zip(flat.split([g.numel() for g in grads]), grads)]
-
-
-def differentiable_sum_over_ranks(grads: list[Tensor]) -> list[Tensor]:
-    """`summed_over_ranks` that autograd differentiates through (higher's inner gradients)."""
-    flat = distributed.sum_over_ranks(torch.cat([g.reshape(-1) for g in grads]))
-    return [part.view_as(g) for part, g in zip(flat.split([g.numel() for g in grads]), grads)]
+    on one rank, sum / count on many (the shares sum to the global mean)."""
+    return losses.sum() / count if comm.distributed else losses.mean()

@@ -19,11 +19,12 @@ from torch import Tensor
 
 from metaaugment.batch import Batch
 from metaaugment.errors import UserError, check_option, representable
-from metaaugment.models import classifier, feature_width, pooled_features, scratch_buffers
+from metaaugment.features import classifier, feature_width, pooled_features
+from metaaugment.imageops import cutout, random_flip
+from metaaugment.parallel.comm import Communicator
 from metaaugment.policy import BatchPolicy, ForwardOutput, StepContext, StepResult
+from metaaugment.precision import full_precision
 from metaaugment.registry import POLICIES
-from metaaugment.run import distributed
-from metaaugment.run.precision import full_precision
 from metaaugment.sample_aware.figures import sampler_heatmap, select_extremes, weighted_samples_grid
 from metaaugment.sample_aware.lookahead import (
     LookaheadGradients,
@@ -34,25 +35,9 @@ from metaaugment.sample_aware.lookahead import (
 from metaaugment.sample_aware.ops import ALL_OPS, MAGNITUDE_FREE, OPS, apply_transformations
 from metaaugment.sample_aware.policy_network import PolicyNetwork, normalize_weights
 from metaaugment.sample_aware.transformations import TransformationSampler, embed_transformations
+from metaaugment.scratch import scratch_buffers
 
 ENGINES = ("fast", "fast-jvp", "higher", "last-layer")
-
-
-def random_flip(images: Tensor, generator: torch.Generator | None = None) -> Tensor:
-    """Horizontal flip of each image with probability 1/2. images (B, C, H, W)."""
-    flip = torch.rand(images.shape[0], generator=generator) < 0.5
-    return torch.where(flip.view(-1, 1, 1, 1).to(images.device), images.flip(-1), images)
-
-
-def random_cutout(images: Tensor, size: int, generator: torch.Generator | None = None) -> Tensor:
-    """Zero one size x size square per image at a uniform center (DeVries & Taylor 2017;
-    the square may be clipped by the border). images (B, C, H, W)."""
-    b, _, h, w = images.shape
-    top = torch.randint(h, (b,), generator=generator).view(-1, 1, 1) - size // 2
-    left = torch.randint(w, (b,), generator=generator).view(-1, 1, 1) - size // 2
-    ys, xs = torch.arange(h).view(1, -1, 1), torch.arange(w).view(1, 1, -1)
-    inside = (ys >= top) & (ys < top + size) & (xs >= left) & (xs < left + size)
-    return images * (~inside).unsqueeze(1).to(images.device, images.dtype)
 
 
 OWN_EXTRACTOR_WIDTH = 32
@@ -67,12 +52,12 @@ def own_feature_extractor(channels: int, width: int = OWN_EXTRACTOR_WIDTH) -> to
                                torch.nn.Flatten())
 
 
-def gather_rows(tensor: Tensor, device: torch.device) -> Tensor:
+def gather_rows(tensor: Tensor, device: torch.device, comm: Communicator) -> Tensor:
     """The global batch's rows of a per-sample tensor kept on the host (the op pairs): gathered
     on `device` (NCCL gathers device tensors), returned on the host."""
-    if not distributed.is_distributed():
+    if not comm.distributed:
         return tensor
-    return distributed.all_gather_rows(tensor.to(device)).to(tensor.device)
+    return comm.gather_rows(tensor.to(device)).to(tensor.device)
 
 
 @POLICIES.register("metaaugment")
@@ -169,6 +154,8 @@ class MetaAugment(BatchPolicy):
         theta = list(self.network.parameters()) + (list(self.own_extractor.parameters()) if self.own_extractor else [])
         self.optimizer = torch.optim.Adam(theta + [self.log_alpha], lr=self.policy_lr)
 
+    transferable = True
+
     def load_transferred(self, policy_state: dict[str, Any], feature_model: torch.nn.Module) -> None:
         """Reuse a trained MetaAugment policy, frozen: its policy network, alpha and sampler
         distribution from `policy_state` (its state_dict), with the task network it was
@@ -204,7 +191,7 @@ class MetaAugment(BatchPolicy):
         # pairs stay on the CPU: ops are grouped on the host, images indexed on their device
         inputs = apply_transformations(inputs, pairs, magnitudes, signs, self.pool)
         if self.cutout:
-            inputs = random_cutout(inputs, self.cutout)
+            inputs = cutout(inputs, self.cutout, placement="center")
         info = {**batch.info, "pairs": pairs, "magnitudes": magnitudes}
         return Batch(inputs, targets, None, info)
 
@@ -220,8 +207,8 @@ class MetaAugment(BatchPolicy):
         n = self.val_batch_size
         if n is not None and n < len(val):
             val = val.rows(slice(0, n))
-        if distributed.is_distributed():
-            return val.rows(distributed.local_rows(len(val))), len(val)
+        if ctx.comm.distributed:
+            return val.rows(ctx.comm.local_rows(len(val))), len(val)
         return val, len(val)
 
     def _lookahead(self, ctx: StepContext, batch: Batch, output: ForwardOutput, weights: Tensor) -> LookaheadGradients:
@@ -237,7 +224,8 @@ class MetaAugment(BatchPolicy):
         optimizer = ctx.optimizer if self.lookahead_optimizer == "task" else None
         if self.engine == "higher":
             return higher_lookahead(model, weights, self.alpha, batch.inputs, batch.targets, val.inputs, val.targets,
-                                    loss_fn, steps=self.lookahead_steps, optimizer=optimizer, val_count=val_count)
+                                    loss_fn, steps=self.lookahead_steps, optimizer=optimizer, val_count=val_count,
+                                    comm=ctx.comm)
         if self.engine == "last-layer":
             head = classifier(model)
             if head is None:
@@ -246,14 +234,15 @@ class MetaAugment(BatchPolicy):
             with torch.no_grad(), scratch_buffers(model):  # validation data must not move BN statistics
                 val_features = pooled_features(model, val.inputs)
             return last_layer_lookahead(head, output.features.float(), weights, self.alpha, batch.targets, val_features,
-                                        val.targets, loss_fn, optimizer=optimizer, val_count=val_count)
+                                        val.targets, loss_fn, optimizer=optimizer, val_count=val_count,
+                                        comm=ctx.comm)
         train_losses = output.losses
         if ctx.precision != "32":  # the training forward ran under autocast: again in float32 (one more forward)
             with scratch_buffers(model):
                 train_losses = loss_fn(model(batch.inputs), batch.targets)
         return fast_lookahead(model, train_losses, weights, self.alpha, batch.inputs, batch.targets, val.inputs,
                               val.targets, loss_fn, mode="jvp" if self.engine == "fast-jvp" else "fd",
-                              optimizer=optimizer, val_count=val_count)
+                              optimizer=optimizer, val_count=val_count, comm=ctx.comm)
 
     def _features(self, batch: Batch, output: ForwardOutput | None) -> Tensor:
         """What the policy network sees: its own extractor's features of the augmented images
@@ -286,14 +275,15 @@ class MetaAugment(BatchPolicy):
         # under torchrun: normalized over the global batch, so every rank's share of the
         # lookahead and of theta's gradient is that of one process
         if ctx.step % self.meta_every:
-            return self._weights_without_lookahead(batch, output, features, embeddings)
-        weights = normalize_weights(self.network(features, embeddings), total=distributed.sum_over_ranks)
+            return self._weights_without_lookahead(batch, output, features, embeddings, ctx.comm)
+        comm = ctx.comm
+        weights = normalize_weights(self.network(features, embeddings), total=comm.sum_differentiable)
         grads = self._lookahead(ctx, batch, output, weights)
         self.optimizer.zero_grad(set_to_none=True)
         weights.backward(grads.weights)
-        distributed.all_reduce_gradients(self.network.parameters())
+        comm.sum_gradients(self.network.parameters())
         if self.own_extractor is not None:
-            distributed.all_reduce_gradients(self.own_extractor.parameters())
+            comm.sum_gradients(self.own_extractor.parameters())
         # dL/dlog(alpha) = dL/dalpha * alpha
         self.log_alpha.grad = (grads.alpha * self.alpha.detach()).to(self.log_alpha)
         self.optimizer.step()
@@ -301,9 +291,9 @@ class MetaAugment(BatchPolicy):
             if self.own_extractor is not None:
                 features = self._features(batch, output)
             outputs = self.network(features, embeddings)
-            final = normalize_weights(outputs, total=distributed.all_reduce_sum).detach()
+            final = normalize_weights(outputs, total=comm.sum).detach()
         # the sampler learns from the global batch: every rank records the same statistics
-        self.sampler.record(gather_rows(batch.info["pairs"], outputs.device), distributed.all_gather_rows(outputs))
+        self.sampler.record(gather_rows(batch.info["pairs"], outputs.device, comm), comm.gather_rows(outputs))
         # what the weighted-samples figure needs, kept on the device: the extremes are picked
         # and copied to the host only when the figure is drawn, not at every step
         self.last = {"val_loss": grads.val_loss, "outputs": outputs.detach(), "images": batch.inputs.detach(),
@@ -312,14 +302,14 @@ class MetaAugment(BatchPolicy):
         return final
 
     def _weights_without_lookahead(self, batch: Batch, output: ForwardOutput, features: Tensor,
-                                   embeddings: Tensor) -> Tensor:
+                                   embeddings: Tensor, comm: Communicator) -> Tensor:
         """A step between meta-updates: the current policy network's weights, recorded by the
         sampler as at a meta-update; no lookahead, theta and alpha unchanged."""
         assert self.network is not None
         with torch.no_grad():
             outputs = self.network(features, embeddings)
-            final = normalize_weights(outputs, total=distributed.all_reduce_sum).detach()
-        self.sampler.record(gather_rows(batch.info["pairs"], outputs.device), distributed.all_gather_rows(outputs))
+            final = normalize_weights(outputs, total=comm.sum).detach()
+        self.sampler.record(gather_rows(batch.info["pairs"], outputs.device, comm), comm.gather_rows(outputs))
         self.last = {**self.last, "outputs": outputs.detach(), "images": batch.inputs.detach(), "weights": final,
                      "losses": output.losses.detach(), "labels": batch.hard_targets(),
                      "pairs": batch.info["pairs"], "magnitudes": batch.info["magnitudes"]}

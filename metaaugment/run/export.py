@@ -1,0 +1,37 @@
+"""`metaaug export`: write what a finished run learned as files that load without the run
+folder (their format and loaders: `metaaugment.export`)."""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from metaaugment.errors import UserError
+from metaaugment.export import EXPORT_FORMAT, MODEL_FILE, POLICY_FILE
+from metaaugment.files import save_torch
+from metaaugment.run.evaluate import restored_trainer
+
+
+def export_run(folder: Path, out: Path | None = None, *, overwrite: bool = False, device: str = "cpu",
+               data_root: str | None = None, trust_code: bool = False) -> list[Path]:
+    """Write model.pt and policy.pt of the finished run in `folder` into `out` (default:
+    folder/export); returns their paths. Existing files are replaced only with `overwrite`.
+    A run whose config.json names code is exported only with `trust_code`."""
+    out = Path(out) if out is not None else Path(folder) / "export"
+    paths = [out / MODEL_FILE, out / POLICY_FILE]
+    existing = [str(p) for p in paths if p.exists()]
+    if existing and not overwrite:
+        raise UserError(f"{', '.join(existing)} already exist{'s' if len(existing) == 1 else ''}; pass --overwrite "
+                        f"to replace, or choose another --out")
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file, not a folder")
+    trainer, checkpoint = restored_trainer(Path(folder), "export", device=device, data_root=data_root,
+                                           trust_code=trust_code)
+    config = trainer.config
+    model_state = {k: v.detach().cpu() for k, v in trainer.model.state_dict().items()}
+    save_torch(paths[0], {"format": EXPORT_FORMAT, "model": config.model, "model_options": config.model_options,
+                          "spec": dataclasses.asdict(trainer.spec), "state_dict": model_state})
+    context = {"batch_size": config.batch_size, "steps_per_epoch": trainer.strategy.steps_per_epoch,
+               "epochs": config.epochs}
+    save_torch(paths[1], {"format": EXPORT_FORMAT, "policy": config.policy, "policy_options": config.policy_options,
+                          "context": context, "state_dict": checkpoint["policy"]})
+    return paths
