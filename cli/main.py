@@ -431,7 +431,8 @@ def compare(
         "slurm (a submitit job array); see docs/workflow.md.")] = "inline",
     jobs: Annotated[int, typer.Option(help="--launcher local: runs training at once.")] = 1,
     nproc_per_node: Annotated[int, typer.Option(
-        "--nproc-per-node", help="local/slurm: processes (GPUs) per run, one node each.")] = 1,
+        "--nproc-per-node", help="Processes (GPUs) per run, one node each: each run trains on N processes (torchrun; "
+        "--batch-size stays the global batch).")] = 1,
     slurm_partition: Annotated[Optional[str], typer.Option(help="slurm: partition.")] = None,
     slurm_gpus: Annotated[Optional[int], typer.Option(help="slurm: GPUs per job (default: none).")] = None,
     slurm_cpus: Annotated[Optional[int], typer.Option(help="slurm: CPUs per process.")] = None,
@@ -567,8 +568,6 @@ def _launch_options(ctx: typer.Context, launcher: str, jobs: int, nproc_per_node
         raise UserError("--no-wait applies to --launcher slurm (local jobs end with this command)")
     if jobs < 1 or nproc_per_node < 1:
         raise UserError("--jobs and --nproc-per-node must be positive integers")
-    if nproc_per_node > 1 and launcher == "inline":
-        raise UserError("--nproc-per-node in a comparison needs --launcher local or slurm (one job per run)")
     return LaunchOptions(launcher=launcher, jobs=jobs, nproc_per_node=nproc_per_node, wait=wait, slurm=slurm)
 
 
@@ -590,12 +589,14 @@ def main(argv: Optional[List[str]] = None) -> None:
     """Console-script entry point: one line and exit code 2 for any user error."""
     from typer.exceptions import TyperException
 
+    from metaaugment.parallel.process_group import leave as leave_process_group
     from metaaugment.run.host_memory import keep_freed_host_memory
 
     keep_freed_host_memory()  # training processes reuse freed host memory (no page fault per step)
     ARGV[:] = list(sys.argv[1:] if argv is None else argv)
     try:
         code = app(args=argv, prog_name="metaaug", standalone_mode=False)
+        leave_process_group()
     except UserError as error:
         from metaaugment.parallel.process_group import is_main_process
 

@@ -4,7 +4,7 @@ Compose any policy with your own model and loop::
 
     from metaaugment import Batch, StepContext, TaskSpec, create_policy, supervised_step
 """
-from metaaugment.batch import Batch, Episode
+from metaaugment.batch import Batch, Episode, Share, Tasks
 from metaaugment.errors import UserError
 from metaaugment.learners import (
     EpisodicLearner,
@@ -27,7 +27,8 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AugmentationPolicy", "Batch", "BatchPolicy", "Episode", "EpisodicLearner", "ForwardOutput", "KINDS", "Learner",
-    "RunConfig", "StepContext", "StepResult", "SupervisedLearner", "TaskPolicy", "TaskSpec", "Trainer", "UserError",
+    "RunConfig", "Share", "StepContext", "StepResult", "SupervisedLearner", "TaskPolicy", "TaskSpec", "Tasks", "Trainer",
+    "UserError",
     "accuracy", "create_learner",
     "create_model", "create_policy", "forward_pass", "keep_freed_host_memory", "list_learners", "list_models",
     "list_policies", "per_sample_cross_entropy", "supervised_step", "train", "weighted_mean",

@@ -1,12 +1,42 @@
-"""The data containers policies and learners exchange: Batch and Episode."""
+"""The data containers policies and learners exchange: Batch (and the Share of a global
+batch it holds), Episode and Tasks."""
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Iterable, Sequence, TypeVar
 
 import torch
 from torch import Tensor
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Share:
+    """Which rows of a global batch a Batch holds, on one of many ranks.
+
+    index: (b,) int64 positions of the held rows in the global batch, in the held order.
+    total: B, the global batch's size.
+
+    A policy draws its randomness for all B rows, the same draws on every rank, and applies
+    the draws of `index` (`take`), so N ranks together do what one process does.
+    """
+
+    index: Tensor
+    total: int
+
+    @staticmethod
+    def rows(rows: slice, total: int) -> "Share":
+        """The contiguous rows `rows` of a global batch of `total`."""
+        return Share(torch.arange(total)[rows], total)
+
+    def take(self, values: T) -> T:
+        """The held rows of `values` drawn for the global batch: a tensor whose first
+        dimension is `total`, or a list of `total` items."""
+        if isinstance(values, Tensor):
+            return values[self.index.to(values.device)]
+        return [values[i] for i in self.index.tolist()]  # type: ignore[index, return-value]
 
 
 @dataclass
@@ -19,15 +49,29 @@ class Batch:
              is sum_i w_i L_i / sum_i w_i, so only relative weights matter.
     info:    per-sample annotations a policy keeps for logging or figures (e.g. the op pair
              applied to each sample as a (B, 2) tensor). Learners pass it through untouched.
+    share:   on one of many ranks, which rows of the global batch these are (`Share`);
+             None: the batch is whole (one process). `global_size` and `take` hide the
+             difference from a policy.
     """
 
     inputs: Tensor
     targets: Tensor
     weights: Tensor | None = None
     info: dict[str, Any] = field(default_factory=dict)
+    share: Share | None = None
 
     def __len__(self) -> int:
         return self.inputs.shape[0]
+
+    @property
+    def global_size(self) -> int:
+        """B of the global batch these rows belong to (len(self) for a whole batch)."""
+        return self.share.total if self.share is not None else len(self)
+
+    def take(self, values: T) -> T:
+        """This batch's rows of `values` drawn for the whole global batch (first dimension, or
+        length, `global_size`): the values themselves for a whole batch."""
+        return self.share.take(values) if self.share is not None else values
 
     def replace(self, **changes: Any) -> "Batch":
         """A copy with some fields replaced (the original is left untouched)."""
@@ -37,15 +81,18 @@ class Batch:
         """The same batch with its tensors on `device`."""
         move = lambda t: t.to(device, non_blocking=True) if isinstance(t, Tensor) else t  # noqa: E731
         return Batch(move(self.inputs), move(self.targets), move(self.weights),
-                     {k: move(v) for k, v in self.info.items()})
+                     {k: move(v) for k, v in self.info.items()}, self.share)
 
     def rows(self, index: slice) -> "Batch":
         """The batch's rows `index`: inputs, targets, weights and every per-sample annotation
-        (a tensor in `info` whose first dimension is B); other annotations are kept whole."""
+        (a tensor in `info` whose first dimension is B); other annotations are kept whole.
+        The rows keep their places in the global batch (`share`)."""
         n = len(self)
         take = lambda t: t[index] if isinstance(t, Tensor) and t.dim() > 0 and t.shape[0] == n else t  # noqa: E731
+        share = Share(self.share.index[index], self.share.total) if self.share is not None else Share(
+            torch.arange(n)[index], n)
         return Batch(self.inputs[index], self.targets[index], None if self.weights is None else self.weights[index],
-                     {k: take(v) for k, v in self.info.items()})
+                     {k: take(v) for k, v in self.info.items()}, share)
 
     @property
     def is_soft(self) -> bool:
@@ -75,3 +122,20 @@ class Episode:
     def replace(self, **changes: Any) -> "Episode":
         """A copy with some fields replaced (the original is left untouched)."""
         return dataclasses.replace(self, **changes)
+
+
+class Tasks(list):
+    """A meta-batch of episodes, or one rank's share of it: `index[i]` is the i-th episode's
+    position among the meta-batch's `total` tasks. A plain list of episodes is a whole
+    meta-batch (`of`)."""
+
+    def __init__(self, episodes: Iterable[Episode], index: Sequence[int], total: int):
+        super().__init__(episodes)
+        if len(self) != len(index):
+            raise ValueError(f"{len(self)} episodes but {len(index)} positions")
+        self.index, self.total = list(index), total
+
+    @staticmethod
+    def of(episodes: Sequence[Episode]) -> "Tasks":
+        """`episodes` as Tasks: itself if it is one, else the whole meta-batch."""
+        return episodes if isinstance(episodes, Tasks) else Tasks(episodes, range(len(episodes)), len(episodes))

@@ -101,14 +101,16 @@ class StepContext:
     batch_size: samples per training batch (tasks per meta-batch on episodic benchmarks).
     optimizer: the task network's optimizer (lookahead policies read its learning rate).
     loss_fn: per-sample loss, (logits, targets) -> (B,).
-    validation_batch: () -> Batch, a fresh held-out mini-batch on the model's device.
+    validation_batch: (size=None) -> Batch, a fresh held-out mini-batch on the model's device
+        (its first `size` rows; on many ranks, this rank's share of them, `Batch.share`).
     evaluate: (fraction) -> {"accuracy", "loss"} on a random fraction of the validation split.
     task_generator: the generator `augment_task` draws each task's key from (checkpointed).
     precision: "32", "bf16" or "16": the task network's forward runs under `autocast()`.
     grad_scaler: the float16 loss scaler (None otherwise).
     comm: the ranks of the run (metaaugment.parallel): one process by default; under torchrun
-        every rank sees the global batch, works on `comm.local_rows` of it and combines what
-        the others hold through `comm`'s collectives.
+        each rank holds its rows of the global batch (`Batch.share`) and its tasks of the
+        meta-batch (`Tasks`), draws every random number for the global batch, and combines
+        what the others hold through `comm`'s collectives.
     """
 
     model: nn.Module
@@ -121,7 +123,7 @@ class StepContext:
     batch_size: int | None = None
     optimizer: torch.optim.Optimizer | None = None
     loss_fn: Callable[[Tensor, Tensor], Tensor] = per_sample_cross_entropy
-    validation_batch: Callable[[], Batch] | None = None
+    validation_batch: Callable[..., Batch] | None = None
     evaluate: Callable[[float], dict[str, float]] | None = None
     task_generator: torch.Generator | None = None
     precision: str = "32"

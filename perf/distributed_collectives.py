@@ -5,8 +5,9 @@
 
 It starts itself under torch.distributed's launcher, builds each family's run with the
 library (digits or glyphs; the model and batch size of the benchmark unless given), runs
-`--warmup` steps, then counts every all_reduce / broadcast / all_gather the next `--steps`
-steps make, with the bytes each moves, and prints one row per family (rank 0). The count is
+`--warmup` steps, then counts every all_reduce / broadcast / all_gather / all_to_all the
+next `--steps` steps make, with the bytes each leaves on a rank (an all_gather's output, an
+all_to_all's received rows), and prints one row per family (rank 0). The count is
 a property of the code, not of the machine: it is what a GPU run makes too.
 """
 from __future__ import annotations
@@ -41,7 +42,7 @@ def count_collectives(args: argparse.Namespace) -> None:
 
     counts: Counter = Counter()
     sizes: Counter = Counter()
-    for name in ("all_reduce", "broadcast", "all_gather", "broadcast_object_list"):
+    for name in ("all_reduce", "broadcast", "all_gather", "broadcast_object_list", "all_to_all_single"):
         original = getattr(dist, name)
 
         def counting(*a, _original=original, _name=name, **k):
@@ -74,7 +75,7 @@ def count_collectives(args: argparse.Namespace) -> None:
         for label, batch, parameters, per_step in rows:
             total = sum(c for c, _ in per_step.values())
             megabytes = sum(b for _, b in per_step.values()) / 1e6
-            kinds = ", ".join(f"{k} {c:g}" for k, (c, _) in sorted(per_step.items()))
+            kinds = ", ".join(f"{k} {c:g} ({b / 1e3:.1f} kB)" for k, (c, b) in sorted(per_step.items()))
             print(f"{label:26} {batch:>5} {parameters:>12,} {total:>11g} {megabytes:>8.3f}  {kinds}")
 
 

@@ -3,6 +3,7 @@ runs (one torchrun session trains every family), and `LockstepRanks`, two ranks 
 this process, which must match the real group to the bit."""
 from __future__ import annotations
 
+import csv
 import json
 import os
 import subprocess
@@ -30,17 +31,27 @@ FAMILIES = {
     "rl-mixup": dict(SHORT, policy="rl-mixup"),
     "maml-intershuffle": dict(benchmark="glyphs", policy="intershuffle", epochs=1, steps_per_epoch=2, batch_size=4,
                               val_tasks=4, test_tasks=6, seed=3, device="cpu"),
+    "streamed-randaugment": dict(benchmark="image-classification-folder", data_root="STREAMED", image_size=32,
+                                 model="small-cnn", model_options={"width": 8}, policy="randaugment", epochs=1,
+                                 batch_size=16, seed=3, device="cpu"),
 }
+PERF = Path(__file__).resolve().parents[1] / "perf"  # rank_work.py: what a rank's data work is, counted
 BUFFERS = ("running_mean", "running_var", "num_batches_tracked")
 
-# Under torchrun: every rank trains every family of the JSON file argv[1] into argv[2]/<name>.
+# Under torchrun: every rank trains every family of the JSON file argv[1] into argv[2]/<name>,
+# counting its data work (perf/rank_work.py, on argv[3]) into argv[2]/work/<name>-rank<R>.json.
 SESSION = '''
-import json, sys
+import json, os, sys
 from pathlib import Path
+sys.path.insert(0, sys.argv[3])
+from rank_work import count_work
 from metaaugment.run.config import RunConfig
 from metaaugment.run.loop import train
 for name, settings in json.loads(Path(sys.argv[1]).read_text()).items():
-    train(RunConfig(**settings), Path(sys.argv[2]) / name, show_progress=False)
+    with count_work() as counts:
+        train(RunConfig(**settings), Path(sys.argv[2]) / name, show_progress=False)
+    (Path(sys.argv[2]) / "work").mkdir(exist_ok=True)
+    (Path(sys.argv[2]) / "work" / f"{name}-rank{os.environ['RANK']}.json").write_text(json.dumps(counts))
 '''
 
 
@@ -97,24 +108,55 @@ def cache(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def gloo_runs(tmp_path_factory, cache) -> Path:
+def families(tmp_path_factory) -> dict[str, dict]:
+    """FAMILIES with the streamed family's image tree written (PNGs in the on-disk layout)."""
+    sys.path.insert(0, str(PERF))
+    from rank_work import classification_tree
+
+    tree = classification_tree(tmp_path_factory.mktemp("streamed"), 40, 40)
+    return {name: {**settings, **({"data_root": str(tree)} if settings.get("data_root") == "STREAMED" else {})}
+            for name, settings in FAMILIES.items()}
+
+
+@pytest.fixture(scope="module")
+def gloo_runs(tmp_path_factory, cache, families) -> Path:
     """Every family trained on two gloo processes, in one torchrun session."""
     folder = tmp_path_factory.mktemp("gloo")
-    (folder / "families.json").write_text(json.dumps(FAMILIES))
+    (folder / "families.json").write_text(json.dumps(families))
     (folder / "session.py").write_text(SESSION)
-    session = torchrun(str(folder / "session.py"), str(folder / "families.json"), str(folder), env=environment(cache))
+    session = torchrun(str(folder / "session.py"), str(folder / "families.json"), str(folder), str(PERF),
+                       env=environment(cache))
     assert session.returncode == 0, session.stderr[-3000:]
     return folder
 
 
 @pytest.fixture(scope="module")
-def one_process_runs(tmp_path_factory, cache) -> Path:
+def one_process_runs(tmp_path_factory, cache, families) -> Path:
+    from rank_work import count_work
+
     folder = tmp_path_factory.mktemp("one")
+    (folder / "work").mkdir()
     with pytest.MonkeyPatch.context() as patch, one_thread():
         patch.setenv("METAAUG_CACHE", str(cache))
-        for name, settings in FAMILIES.items():
-            train(RunConfig(**settings), folder / name, show_progress=False)
+        for name, settings in families.items():
+            with count_work() as counts:
+                train(RunConfig(**settings), folder / name, show_progress=False)
+            (folder / "work" / f"{name}-rank0.json").write_text(json.dumps(counts))
     return folder
+
+
+@pytest.mark.slow
+@pytest.mark.multiprocess
+@pytest.mark.parametrize("run", list(FAMILIES))
+def test_each_rank_decodes_augments_and_evaluates_only_its_share(run, gloo_runs, one_process_runs):
+    """Per rank: images (or tasks) decoded, augmented and evaluated are the one process's
+    divided by the ranks (an odd count splits as evenly as it can); together, all of them."""
+    one = json.loads((one_process_runs / "work" / f"{run}-rank0.json").read_text())
+    ranks = [json.loads((gloo_runs / "work" / f"{run}-rank{rank}.json").read_text()) for rank in (0, 1)]
+    assert {"augmented", "evaluated"} <= set(one) and ("decoded" in one or "tasks built" in one)
+    for what, count in one.items():
+        assert sum(rank.get(what, 0) for rank in ranks) == count, what
+        assert max(rank.get(what, 0) for rank in ranks) <= -(-count // 2), what
 
 
 @pytest.mark.slow
@@ -154,12 +196,13 @@ def test_two_ranks_train_as_one_process_on_the_global_batch(run, gloo_runs, one_
 @pytest.mark.slow
 @pytest.mark.multiprocess
 @pytest.mark.parametrize("run", ["metaaugment-fast", "rl-mixup", "maml-intershuffle"])
-def test_lockstep_ranks_in_one_process_match_the_real_two_process_group(run, gloo_runs, tmp_path, monkeypatch, cache):
+def test_lockstep_ranks_in_one_process_match_the_real_two_process_group(run, gloo_runs, tmp_path, monkeypatch, cache,
+                                                                        families):
     """A policy or learner is tested on two ranks in one process (parallel.lockstep), one
     family per paper: every tensor of the checkpoint equals the gloo run's to the bit."""
     monkeypatch.setenv("METAAUG_CACHE", str(cache))
     with one_thread():
-        LockstepRanks(2).run(lambda comm: train(RunConfig(**FAMILIES[run]), tmp_path / "run", comm=comm,
+        LockstepRanks(2).run(lambda comm: train(RunConfig(**families[run]), tmp_path / "run", comm=comm,
                                                 show_progress=False))
     fake, real = checkpoint(tmp_path / "run"), checkpoint(gloo_runs / run)
     for part in ("model", "policy", "learner"):
@@ -168,6 +211,35 @@ def test_lockstep_ranks_in_one_process_match_the_real_two_process_group(run, glo
         assert all(torch.equal(value, expected[key]) for key, value in tensors_of(fake[part])), part
     assert json.loads((tmp_path / "run" / "results.json").read_text())["metrics"] == json.loads(
         (gloo_runs / run / "results.json").read_text())["metrics"]
+
+
+@pytest.mark.slow
+@pytest.mark.multiprocess
+def test_a_comparison_on_two_processes_per_run_gives_the_one_process_table(tmp_path, cache, monkeypatch):
+    """`compare --nproc-per-node 2`: every run on two gloo processes; the table is the
+    one-process table (accuracies exactly, losses to float rounding of the summation order)."""
+    args = ["compare", "digits", "--policies", "none,mixup", "--seeds", "3", "--epochs", "1", "--batch-size", "512",
+            "--device", "cpu", "-q"]
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("METAAUG_CACHE", str(cache))
+    with one_thread(), pytest.raises(SystemExit) as one:
+        main([*args, "--out", "one"])
+    assert one.value.code == 0
+    two = subprocess.run([sys.executable, "-m", "metaaugment.cli", *args, "--out", "two", "--nproc-per-node", "2"],
+                         capture_output=True, text=True, env=environment(cache), cwd=tmp_path, timeout=600)
+    assert two.returncode == 0, two.stderr[-3000:]
+    assert "2 process(es) each" in two.stderr
+
+    def rows(folder):  # comparison.csv without its wall-time column
+        table = csv.DictReader((tmp_path / folder / "comparison.csv").open())
+        return [dict(row, wall_time_s_mean=None) for row in table]
+
+    for expected, got in zip(rows("one"), rows("two"), strict=True):
+        for column, value in expected.items():
+            if column.startswith("test_loss"):
+                assert float(got[column]) == pytest.approx(float(value), abs=1e-5), column
+            else:
+                assert got[column] == value, column
 
 
 KILLER = '''

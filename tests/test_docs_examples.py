@@ -6,6 +6,7 @@ import re
 from pathlib import Path
 
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 README, OWN_LOOP = ROOT / "README.md", ROOT / "docs" / "own-loop.md"
@@ -18,12 +19,13 @@ def doc_block(path: Path, marker: str) -> str:
     return match.group(1)
 
 
-def run(code: str, path: Path, sizes: dict[str, str] | None = None) -> dict:
-    """Execute a doc block, its size line `NAMES = VALUES` replaced where `sizes` says."""
-    for names, values in (sizes or {}).items():
-        code, count = re.subn(rf"^{re.escape(names)} = .*$", f"{names} = {values}", code, flags=re.M)
-        assert count == 1, f"{path.name}: no line '{names} = ...' to size"
-    namespace: dict = {}
+def run(code: str, path: Path, sizes: dict[str, str] | None = None, names: dict | None = None) -> dict:
+    """Execute a doc block, its size line `NAMES = VALUES` replaced where `sizes` says, with
+    `names` defined."""
+    for line, values in (sizes or {}).items():
+        code, count = re.subn(rf"^{re.escape(line)} = .*$", f"{line} = {values}", code, flags=re.M)
+        assert count == 1, f"{path.name}: no line '{line} = ...' to size"
+    namespace: dict = dict(names or {})
     exec(compile(code, str(path), "exec"), namespace)
     return namespace
 
@@ -56,6 +58,24 @@ def test_the_own_loop_with_learned_policies_runs(tmp_path, monkeypatch, capsys):
                     {"accuracies, epochs, batch_size": "{}, 1, 256"})
     assert set(namespace["accuracies"]) == {"metaaugment", "rl-mixup"}
     assert namespace["policy"].history, "RL-Mixup's agent recorded its epochs"
+
+
+def test_the_many_ranks_loop_on_two_ranks_is_the_one_process_loop(tmp_path, monkeypatch, capsys):
+    """own-loop.md's many-ranks loop, as one process and as two ranks (parallel.lockstep, its
+    communicator in place of torchrun's): the same model, each rank having loaded half."""
+    from metaaugment.parallel.lockstep import LockstepRanks
+
+    monkeypatch.chdir(tmp_path)
+    code = doc_block(OWN_LOOP, "own-loop: many-ranks")
+    one = run(code, OWN_LOOP, {"epochs, batch_size": "1, 64"})
+    assert "test accuracy" in capsys.readouterr().out
+    # each lockstep rank runs the block with its communicator in place of torchrun's
+    ranks = LockstepRanks(2).run(lambda comm: run(code, OWN_LOOP, {"epochs, batch_size": "1, 64", "comm": "COMM"},
+                                                  {"COMM": comm}))
+    assert len(ranks[0]["batch"]) == len(one["batch"]) // 2  # each rank loaded its half
+    for rank in ranks:
+        for mine, expected in zip(rank["model"].parameters(), one["model"].parameters()):
+            torch.testing.assert_close(mine, expected, rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.slow

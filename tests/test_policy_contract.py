@@ -10,6 +10,9 @@ import torch
 from metaaugment import Batch, BatchPolicy, Episode, StepContext, StepResult, TaskPolicy, TaskSpec, create_model
 from metaaugment.data.episodes import EpisodeSampler, FewShotSplit
 from metaaugment.learners import forward_pass
+from metaaugment.parallel import SINGLE_PROCESS
+from metaaugment.parallel.lockstep import LockstepRanks
+from metaaugment.parallel.sync_batchnorm import synchronize_batchnorm
 from metaaugment.registry import POLICIES, create_policy
 
 SPEC = TaskSpec(num_classes=5, input_shape=(3, 16, 16), mean=(0.5,) * 3, std=(0.25,) * 3)
@@ -23,16 +26,17 @@ def make_batch(size: int = BATCH, seed: int = 0) -> Batch:
     return Batch(torch.rand(size, 3, 16, 16, generator=g), torch.randint(0, 5, (size,), generator=g))
 
 
-def make_context() -> StepContext:
+def make_context(comm=SINGLE_PROCESS) -> StepContext:
     """A context with every service a policy may ask for (model with features, optimizer,
-    validation batches and subsets, the run's length and batch size)."""
+    validation batches and subsets, the run's length and batch size); on the ranks of `comm`,
+    its BatchNorm over the global batch, as the run loop converts it."""
     torch.manual_seed(0)
-    model = create_model("small-cnn", SPEC, width=4)
+    model = synchronize_batchnorm(create_model("small-cnn", SPEC, width=4), torch.device("cpu"), comm)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     return StepContext(model=model, spec=SPEC, optimizer=optimizer, validation_batch=lambda: make_batch(6, seed=1),
                        steps_per_epoch=10, epochs=3, batch_size=BATCH,
                        evaluate=lambda fraction: {"accuracy": 0.5, "loss": 1.0},
-                       task_generator=torch.Generator().manual_seed(0))
+                       task_generator=torch.Generator().manual_seed(0), comm=comm)
 
 
 def set_up(name: str, ctx: StepContext):
@@ -64,6 +68,46 @@ def test_augment_contract(name):
         torch.testing.assert_close(out.targets.sum(1), torch.ones(len(out)))
     # the caller's tensors are never modified in place
     assert torch.equal(batch.inputs, before[0]) and torch.equal(batch.targets, before[1])
+
+
+SHARED = [*BATCH_POLICIES, "randaugment:backend=torchvision", "cutout:backend=torchvision",
+          "metaaugment:copies=2,flip=true,cutout=4"]
+
+
+@pytest.mark.parametrize("variant", SHARED)
+def test_on_two_ranks_a_policy_augments_its_rows_as_one_process_augments_them(variant):
+    """Every batch policy draws its randomness for the global batch and applies it to a rank's
+    rows (Batch.share): two ranks' outputs (parallel.lockstep), put in their places, are the
+    one-process output. What a row needs from another rank's rows (MixUp's previous row,
+    RL-Mixup's partners and saliency maps) comes through ctx.comm."""
+    name, _, text = variant.partition(":")
+    options = dict(item.split("=") for item in text.split(",") if item)
+    options = {key: {"true": True}.get(value, int(value) if value.isdigit() else value)
+               for key, value in options.items()}
+    # the saliency policies read a model with BatchNorm: global statistics summed over ranks
+    # round differently from one process's, which moves the saliency maps by about 1e-7
+    assert_two_ranks_augment_as_one(lambda: create_policy(name, **options),
+                                    exact=name not in ("saliency-mixup", "rl-mixup"))
+
+
+def assert_two_ranks_augment_as_one(make_policy, exact: bool = True) -> None:
+    batch = make_batch()
+
+    def augment(comm):
+        ctx = make_context(comm)
+        policy = make_policy()
+        policy.setup(ctx)
+        torch.manual_seed(7)  # the same draws on every rank, as the run loop's seeding gives
+        return policy.augment(batch.rows(comm.local_rows(len(batch))) if comm.distributed else batch, ctx)
+
+    one = augment(SINGLE_PROCESS)
+    parts = LockstepRanks(2).run(augment)
+    inputs, targets = torch.empty_like(one.inputs), torch.empty_like(one.targets)
+    for part in parts:
+        assert part.global_size == len(one) and len(part) == len(one) // 2  # each rank did half the rows
+        inputs[part.share.index], targets[part.share.index] = part.inputs, part.targets
+    torch.testing.assert_close(inputs, one.inputs, rtol=0 if exact else 1e-4, atol=0 if exact else 1e-5)
+    torch.testing.assert_close(targets, one.targets, rtol=0 if exact else 1e-4, atol=0 if exact else 1e-5)
 
 
 @pytest.mark.parametrize("name", BATCH_POLICIES)
@@ -230,3 +274,4 @@ def test_the_documented_example_policy_works():
     out = policy.augment(batch, ctx)
     noise = (out.inputs - batch.inputs)[(batch.inputs > 0.3) & (batch.inputs < 0.7)]
     assert abs(noise.std().item() - 0.1) < 0.01
+    assert_two_ranks_augment_as_one(lambda: type(policy)(sigma=0.1))  # as the doc says

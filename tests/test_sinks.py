@@ -79,7 +79,7 @@ def test_wandb_offline_writes_a_run_and_resume_continues_it(tmp_path, crash_at, 
     train(config, tmp_path / "run", resume=True, show_progress=False)
     assert json.loads((tmp_path / "run" / "wandb.json").read_text())["id"] == run_id
     offline_runs = sorted((tmp_path / "run" / "wandb").glob("offline-run-*"))
-    assert len(offline_runs) == 2 and all(path.name.endswith(run_id) for path in offline_runs)
+    assert len(offline_runs) == 2 and all(f"-{run_id}" in path.name for path in offline_runs)
     assert all(list(path.glob("*.wandb")) for path in offline_runs)  # each holds its logged history
 
 

@@ -19,6 +19,7 @@ import functools
 import torch
 from torch import Tensor
 
+from metaaugment.batch import Share
 from metaaugment.imageops.ops import apply_named_ops
 from metaaugment.imageops.table import OpSpace, OpTable, draw_ops, op_table, torchvision_argument
 
@@ -75,17 +76,20 @@ def autoaugment_space(size: tuple[int, int]) -> OpSpace:
 SubPolicy = tuple[tuple[str, float, "int | None"], tuple[str, float, "int | None"]]
 
 
-def autoaugment(images: Tensor, policies: list[SubPolicy], generator: torch.Generator | None = None) -> Tensor:
-    """AutoAugment on (B, C, H, W) images in [0, 1]: each sample draws one of `policies`
+def autoaugment(images: Tensor, policies: list[SubPolicy], generator: torch.Generator | None = None,
+                share: Share | None = None) -> Tensor:
+    """AutoAugment on (b, C, H, W) images in [0, 1]: each sample draws one of `policies`
     uniformly; each of its two (op, probability, magnitude bin) steps is applied with its
-    probability, negated with probability 1/2 where signed -> (B, C, H, W)."""
-    count = images.shape[0]
+    probability, negated with probability 1/2 where signed -> (b, C, H, W). `share`: the
+    images are these rows of a global batch, whose draws are made (`Share`)."""
+    count = share.total if share is not None else images.shape[0]
+    local = share.take if share is not None else (lambda values: values)
     space = autoaugment_space(tuple(images.shape[-2:]))
     grids = {name: (values.tolist() if values.ndim > 0 else [0.0], signed) for name, (values, signed) in space.items()}
-    chosen = torch.randint(len(policies), (count,), generator=generator).tolist()
+    chosen = local(torch.randint(len(policies), (count,), generator=generator).tolist())
     for position in (0, 1):
-        draws = torch.rand(count, generator=generator).tolist()
-        negate = torch.randint(2, (count,), generator=generator).tolist()
+        draws = local(torch.rand(count, generator=generator).tolist())
+        negate = local(torch.randint(2, (count,), generator=generator).tolist())
         names, values = [], []
         for sub_policy, draw, flip in zip(chosen, draws, negate):
             name, probability, magnitude = policies[sub_policy][position]
@@ -110,20 +114,51 @@ def _trivialaugment_table(num_bins: int) -> OpTable:
 
 
 def randaugment(images: Tensor, num_ops: int = 2, magnitude: int = 9, num_bins: int = 31,
-                generator: torch.Generator | None = None) -> Tensor:
-    """RandAugment on (B, C, H, W) images in [0, 1]: num_ops rounds, each sample drawing its
-    own op and sign per round, at the global magnitude bin -> (B, C, H, W)."""
+                generator: torch.Generator | None = None, share: Share | None = None) -> Tensor:
+    """RandAugment on (b, C, H, W) images in [0, 1]: num_ops rounds, each sample drawing its
+    own op and sign per round, at the global magnitude bin -> (b, C, H, W). `share`: the
+    images are these rows of a global batch, whose draws are made (`Share`)."""
     if num_bins < 2:
         raise ValueError(f"num_bins must be at least 2 (got {num_bins})")  # the bins span each op's range
     table = _randaugment_table(num_bins, tuple(images.shape[-2:]))
     for _ in range(num_ops):
-        images = apply_named_ops(images, *draw_ops(images.shape[0], table, magnitude, generator))
+        images = apply_named_ops(images, *_local(draw_ops(_count(images, share), table, magnitude, generator), share))
     return images
 
 
-def trivialaugment_wide(images: Tensor, num_bins: int = 31, generator: torch.Generator | None = None) -> Tensor:
-    """TrivialAugment Wide on (B, C, H, W) images in [0, 1]: one op per sample at a uniformly
-    drawn magnitude bin -> (B, C, H, W)."""
+def trivialaugment_wide(images: Tensor, num_bins: int = 31, generator: torch.Generator | None = None,
+                        share: Share | None = None) -> Tensor:
+    """TrivialAugment Wide on (b, C, H, W) images in [0, 1]: one op per sample at a uniformly
+    drawn magnitude bin -> (b, C, H, W). `share`: as randaugment's."""
     if num_bins < 2:
         raise ValueError(f"num_bins must be at least 2 (got {num_bins})")  # the bins span each op's range
-    return apply_named_ops(images, *draw_ops(images.shape[0], _trivialaugment_table(num_bins), None, generator))
+    draws = draw_ops(_count(images, share), _trivialaugment_table(num_bins), None, generator)
+    return apply_named_ops(images, *_local(draws, share))
+
+
+def _count(images: Tensor, share: Share | None) -> int:
+    return share.total if share is not None else images.shape[0]
+
+
+def _local(draws: tuple[list[str], list[float]], share: Share | None) -> tuple[list[str], list[float]]:
+    names, values = draws
+    return (names, values) if share is None else (share.take(names), share.take(values))
+
+
+def mixup(images: Tensor, labels: Tensor, previous_images: Tensor, previous_labels: Tensor,
+          lam: float) -> tuple[Tensor, Tensor]:
+    """MixUp (Zhang et al. 2018) as torchvision pairs samples: each row mixed with the row
+    before it in the global batch, lam * own + (1 - lam) * previous. images (b, C, H, W),
+    labels (b, K) one-hot; previous_*: the rows before them -> (mixed images, soft labels)."""
+    return (previous_images.mul(1.0 - lam).add_(images.mul(lam)),
+            previous_labels.mul(1.0 - lam).add_(labels.mul(lam)))
+
+
+def cutmix(images: Tensor, labels: Tensor, previous_images: Tensor, previous_labels: Tensor,
+           box: tuple[int, int, int, int], lam: float) -> tuple[Tensor, Tensor]:
+    """CutMix (Yun et al. 2019) as torchvision pairs samples: the box (x1, y1, x2, y2) of each
+    row replaced by the row before it; labels mixed by the area kept, `lam`. Shapes as mixup's."""
+    x1, y1, x2, y2 = box
+    output = images.clone()
+    output[..., y1:y2, x1:x2] = previous_images[..., y1:y2, x1:x2]
+    return output, previous_labels.mul(1.0 - lam).add_(labels.mul(lam))

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
+from torch import Tensor
 from torchvision.transforms import v2
 
 from metaaugment.baselines import batched
@@ -10,6 +12,7 @@ from metaaugment.baselines.per_sample import apply_per_sample
 from metaaugment.batch import Batch
 from metaaugment.errors import UserError, check_option, representable
 from metaaugment.imageops import cutout
+from metaaugment.parallel.comm import Communicator
 from metaaugment.policy import BatchPolicy, StepContext, TaskPolicy
 from metaaugment.registry import POLICIES
 
@@ -29,7 +32,21 @@ class _PerSampleTorchvision(BatchPolicy):
         self.transform: Any = None
 
     def augment(self, batch: Batch, ctx: StepContext) -> Batch:
-        return batch.replace(inputs=apply_per_sample(self.transform, batch.inputs))
+        return batch.replace(inputs=apply_per_sample(self.transform, batch.inputs, batch.share))
+
+
+def previous_rows(tensor: Tensor, batch: Batch, comm: Communicator) -> Tensor:
+    """For each row of `tensor` (this batch's rows, contiguous in the global batch), the row
+    before it in the global batch, the first row's before it being the last (torchvision's
+    roll(1)). On many ranks the rank's first row takes the previous rank's last row: one row
+    per rank gathered."""
+    if not comm.distributed:
+        return tensor.roll(1, 0)
+    if batch.share is None or not torch.equal(batch.share.index, torch.arange(int(batch.share.index[0]),
+                                                                              int(batch.share.index[0]) + len(batch))):
+        raise ValueError("mixing with the previous row needs this rank's contiguous rows of the global batch")
+    lasts = comm.gather_rows(tensor[-1:].contiguous())  # (ranks, ...): every rank's last row
+    return torch.cat([lasts[(comm.rank - 1) % comm.world_size].unsqueeze(0), tensor[:-1]])
 
 
 BACKENDS = ("batched", "torchvision")
@@ -72,7 +89,7 @@ class RandAugment(_PerSampleTorchvision):
             return super().augment(batch, ctx)
         o = self.options
         return batch.replace(inputs=batched.randaugment(batch.inputs, o["num_ops"], o["magnitude"],
-                                                        o["num_magnitude_bins"]))
+                                                        o["num_magnitude_bins"], share=batch.share))
 
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, **self.options, "backend": self.backend}
@@ -99,7 +116,8 @@ class TrivialAugment(_PerSampleTorchvision):
     def augment(self, batch: Batch, ctx: StepContext) -> Batch:
         if self.backend == "torchvision":
             return super().augment(batch, ctx)
-        return batch.replace(inputs=batched.trivialaugment_wide(batch.inputs, self.num_magnitude_bins))
+        return batch.replace(inputs=batched.trivialaugment_wide(batch.inputs, self.num_magnitude_bins,
+                                                                share=batch.share))
 
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "num_magnitude_bins": self.num_magnitude_bins, "backend": self.backend}
@@ -130,14 +148,17 @@ class AutoAugment(_PerSampleTorchvision):
     def augment(self, batch: Batch, ctx: StepContext) -> Batch:
         if self.backend == "torchvision":
             return super().augment(batch, ctx)
-        return batch.replace(inputs=batched.autoaugment(batch.inputs, self.sub_policies))
+        return batch.replace(inputs=batched.autoaugment(batch.inputs, self.sub_policies, share=batch.share))
 
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "policy": self.policy_name, "backend": self.backend}
 
 
 class _BatchMix(BatchPolicy):
-    """A torchvision batch-mixing transform (MixUp, CutMix) producing soft labels."""
+    """A batch-mixing transform (MixUp, CutMix) producing soft labels, as torchvision's: its
+    parameters are drawn by torchvision's transform (`make_params`), and each row is mixed
+    with the row before it in the global batch (on many ranks, a rank's first row takes the
+    last row of the rank before it through ctx.comm: one image per rank per step)."""
 
     transform_class: Any = None
 
@@ -157,8 +178,16 @@ class _BatchMix(BatchPolicy):
     def augment(self, batch: Batch, ctx: StepContext) -> Batch:
         if self.transform is None:
             self.require_spec()
-        inputs, targets = self.transform(batch.inputs, batch.hard_targets())
+        labels = torch.nn.functional.one_hot(batch.hard_targets(), self.transform.num_classes).float()
+        params = self.transform.make_params([batch.inputs])  # torchvision's draws: lam (and the box)
+        previous_inputs, previous_labels = (previous_rows(t, batch, ctx.comm) for t in (batch.inputs, labels))
+        inputs, targets = self.mix(batch.inputs, labels, previous_inputs, previous_labels, params)
         return batch.replace(inputs=inputs, targets=targets)
+
+    def mix(self, images: Tensor, labels: Tensor, previous_images: Tensor, previous_labels: Tensor,
+            params: dict[str, Any]) -> tuple[Tensor, Tensor]:
+        """The mixed images and soft labels of the drawn `params`."""
+        raise NotImplementedError
 
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "alpha": self.alpha}
@@ -174,6 +203,10 @@ class MixUp(_BatchMix):
 
     transform_class = v2.MixUp
 
+    def mix(self, images: Tensor, labels: Tensor, previous_images: Tensor, previous_labels: Tensor,
+            params: dict[str, Any]) -> tuple[Tensor, Tensor]:
+        return batched.mixup(images, labels, previous_images, previous_labels, params["lam"])
+
 
 @POLICIES.register("cutmix")
 class CutMix(_BatchMix):
@@ -184,6 +217,11 @@ class CutMix(_BatchMix):
     """
 
     transform_class = v2.CutMix
+
+    def mix(self, images: Tensor, labels: Tensor, previous_images: Tensor, previous_labels: Tensor,
+            params: dict[str, Any]) -> tuple[Tensor, Tensor]:
+        return batched.cutmix(images, labels, previous_images, previous_labels, params["box"],
+                              params["lam_adjusted"])
 
 
 @POLICIES.register("cutout")
@@ -216,7 +254,7 @@ class Cutout(_PerSampleTorchvision):
             self.require_spec()
         if self.backend == "torchvision":
             return super().augment(batch, ctx)
-        return batch.replace(inputs=cutout(batch.inputs, self.size, placement="inside"))
+        return batch.replace(inputs=cutout(batch.inputs, self.size, placement="inside", share=batch.share))
 
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "size": self.size, "backend": self.backend}

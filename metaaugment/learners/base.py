@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from metaaugment.batch import Batch
+from metaaugment.parallel.comm import SINGLE_PROCESS, Communicator
 from metaaugment.policy import AugmentationPolicy, StepContext
 from metaaugment.spec import TaskSpec
 
@@ -34,8 +35,10 @@ class Learner(ABC):
         """One optimization step on `batch` through `policy`; returns metrics to log."""
 
     @abstractmethod
-    def evaluate(self, model: nn.Module, batches: Iterable[Batch]) -> dict[str, float]:
-        """Sample-weighted mean loss and accuracy over un-augmented batches."""
+    def evaluate(self, model: nn.Module, batches: Iterable[Batch], comm: Communicator = SINGLE_PROCESS
+                 ) -> dict[str, float]:
+        """Scores over un-augmented batches (or episodes); on many ranks (`comm`) each rank's
+        are its part, and the scores are those of all of them (sums reduced, not means)."""
 
     @property
     def optimizer(self) -> torch.optim.Optimizer | None:

@@ -15,15 +15,16 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from metaaugment.batch import Episode
+from metaaugment.batch import Episode, Tasks
 from metaaugment.dependencies import learn2learn
 from metaaugment.errors import UserError, check_option, representable
 from metaaugment.features import has_features, pooled_features
 from metaaugment.learners.base import Learner
+from metaaugment.parallel.comm import SINGLE_PROCESS, Communicator
 from metaaugment.policy import StepContext, TaskPolicy
 from metaaugment.registry import LEARNERS
 from metaaugment.spec import TaskSpec
-from metaaugment.stats import mean_and_ci95
+from metaaugment.stats import ci95_of_sums, mean_and_ci95
 
 
 def task_loss(spec: TaskSpec) -> Callable[[Tensor, Tensor], Tensor]:
@@ -100,22 +101,28 @@ class EpisodicLearner(Learner):
 
     def train_step(self, model: nn.Module, batch: Sequence[Episode], policy: TaskPolicy,
                    ctx: StepContext) -> dict[str, float]:
-        """One outer update on a meta-batch of episodes, each augmented by `policy` first
-        (its key drawn from ctx.task_generator); returns the mean metrics."""
+        """One outer update on a meta-batch of episodes (a list, or on many ranks this rank's
+        `Tasks` of it), each augmented by `policy` first with a key of its own (one key per
+        task of the meta-batch drawn from ctx.task_generator on every rank); returns the mean
+        metrics over the meta-batch."""
         assert self._optimizer is not None, "call setup first"
         generator = ctx.require("task_generator", f"learner '{self.name}'")
         model.train()
         self._optimizer.zero_grad(set_to_none=True)
-        # every rank augments every task (the same keys in the same order as one process)
-        # and scores its share; the summed gradients are the meta-batch's mean gradient
-        comm = ctx.comm
-        augmented = list(enumerate(policy.augment_task(episode, generator) for episode in batch))
+        # every rank draws the keys of the whole meta-batch and augments and scores its tasks;
+        # the summed gradients are the meta-batch's mean gradient
+        comm, tasks = ctx.comm, Tasks.of(batch)
+        if comm.distributed and not isinstance(batch, Tasks):  # each rank would train on every task
+            raise ValueError("on many ranks, pass each rank its tasks of the meta-batch with their places: "
+                             "Tasks(episodes, index, total), index = ctx.comm.local_items(range(total))")
+        keys = torch.randint(2**62, (tasks.total,), generator=generator).tolist()
         totals: dict[str, float] = {}
-        for index, episode in comm.local_items(augmented):
+        for index, episode in zip(tasks.index, tasks):
+            episode = policy.augment_task(episode, torch.Generator().manual_seed(keys[index]))
             # the pre-update scores (memorization's signature, Rajendran et al. Fig. 4) from the
             # meta-batch's first task: an unbiased estimate at an eighth of a query forward's cost
             loss, metrics = self.score_task(model, episode, training=True, pre_update=index == 0)
-            (loss / len(batch)).backward()
+            (loss / tasks.total).backward()
             for key, value in metrics.items():
                 totals[key] = totals.get(key, 0.0) + value
                 totals["#" + key] = totals.get("#" + key, 0.0) + 1
@@ -129,9 +136,11 @@ class EpisodicLearner(Learner):
         summed = comm.sum_floats(totals)
         return {key: value / summed["#" + key] for key, value in summed.items() if not key.startswith("#")}
 
-    def evaluate(self, model: nn.Module, batches: Iterable[Episode]) -> dict[str, Any]:
+    def evaluate(self, model: nn.Module, batches: Iterable[Episode], comm: Communicator = SINGLE_PROCESS
+                 ) -> dict[str, Any]:
         """Scores on un-augmented episodes: mean of each metric, the 95% confidence interval
-        of the main one (`accuracy_ci95` or `mse_ci95`) and the number of tasks."""
+        of the main one (`accuracy_ci95` or `mse_ci95`) and the number of tasks. On many ranks
+        each rank scores its tasks, and the sums, sums of squares and counts are reduced."""
         per_task: dict[str, list[float]] = {}
         for episode in batches:
             _, metrics = self.score_task(model, episode, training=False)
@@ -139,9 +148,19 @@ class EpisodicLearner(Learner):
                 per_task.setdefault(key, []).append(value)
         assert self.spec is not None
         main = metric_name(self.spec)
-        result: dict[str, Any] = {key: sum(v) / len(v) for key, v in per_task.items()}
-        result[f"{main}_ci95"] = mean_and_ci95(per_task[main])[1]
-        result["tasks"] = len(per_task[main])
+        if not comm.distributed:
+            result: dict[str, Any] = {key: sum(v) / len(v) for key, v in per_task.items()}
+            result[f"{main}_ci95"] = mean_and_ci95(per_task[main])[1]
+            result["tasks"] = len(per_task[main])
+            return result
+        keys = comm.broadcast_object(sorted(per_task))  # rank 0 always scores a task
+        sums = comm.sum(torch.tensor([[sum(per_task.get(k, ())), sum(v * v for v in per_task.get(k, ())),
+                                       len(per_task.get(k, ()))] for k in keys], dtype=torch.float64,
+                                     device=comm.collective_device)).cpu()
+        result = {key: float(total / count) for key, (total, _, count) in zip(keys, sums.tolist())}
+        total, squares, count = sums[keys.index(main)].tolist()
+        result[f"{main}_ci95"] = ci95_of_sums(total, squares, int(count))
+        result["tasks"] = int(count)
         return result
 
     def _scores(self, prefix: str, outputs: Tensor, targets: Tensor, loss: Tensor) -> dict[str, float]:

@@ -12,7 +12,7 @@ from metaaugment.errors import check_option, representable
 from metaaugment.features import classifier, has_features
 from metaaugment.learners.base import Learner
 from metaaugment.losses import accuracy, per_sample_cross_entropy, weighted_mean
-from metaaugment.parallel.comm import Communicator
+from metaaugment.parallel.comm import SINGLE_PROCESS, Communicator
 from metaaugment.policy import BatchPolicy, ForwardOutput, StepContext, StepResult
 from metaaugment.registry import LEARNERS
 from metaaugment.spec import TaskSpec
@@ -39,19 +39,22 @@ def supervised_step(model: nn.Module, optimizer: torch.optim.Optimizer, batch: B
 
     This is the whole batch-level policy contract in one function; a user's own training
     loop can call it, or copy its lines to interleave its own logic. On many ranks
-    (`ctx.comm`), `batch` is the global batch (the same on every rank): the policy augments
-    it with the same draws on every rank, each rank trains on its rows, and the summed
-    gradients make the update the one-process update (`metaaugment.parallel`). BatchNorm
-    layers must use the global batch's statistics (`parallel.sync_batchnorm`, which the run
-    loop applies) for the running statistics to stay equal on every rank.
+    (`ctx.comm`), `batch` is this rank's rows of the global batch (`batch.share`): the policy
+    draws its randomness for the global batch, the same on every rank, and augments these
+    rows; each rank trains on them, and the summed gradients make the update the one-process
+    update (`metaaugment.parallel`). BatchNorm layers must use the global batch's statistics
+    (`parallel.sync_batchnorm`, which the run loop applies) for the running statistics to stay
+    equal on every rank.
     """
     comm = ctx.comm
+    if comm.distributed and batch.share is None:  # every rank would train on the whole batch: N times the step
+        raise ValueError("on many ranks, pass each rank its rows of the global batch with their places: "
+                         "batch.rows(ctx.comm.local_rows(len(batch))), or Batch(..., share=Share.rows(rows, B))")
     batch = policy.augment(batch, ctx)
-    local = batch.rows(comm.local_rows(len(batch))) if comm.distributed else batch
     with ctx.autocast():
-        output = forward_pass(model, local, ctx.loss_fn)
-    weights = policy.loss_weights(local, output, ctx)
-    loss = global_weighted_mean(output.losses.float(), weights, len(batch), comm)
+        output = forward_pass(model, batch, ctx.loss_fn)
+    weights = policy.loss_weights(batch, output, ctx)
+    loss = global_weighted_mean(output.losses.float(), weights, batch.global_size, comm)
     optimizer.zero_grad(set_to_none=True)
     scaler = ctx.grad_scaler
     (scaler.scale(loss) if scaler is not None else loss).backward()
@@ -64,8 +67,8 @@ def supervised_step(model: nn.Module, optimizer: torch.optim.Optimizer, batch: B
     detached = ForwardOutput(output.logits.detach(), output.losses.detach(),
                              None if output.features is None else output.features.detach())
     global_loss = float(comm.sum(loss.detach().clone()))
-    result = StepResult(local, detached, None if weights is None else weights.detach(), global_loss)
-    metrics = {"accuracy": accuracy(detached.logits, local.targets), **policy.after_step(result, ctx)}
+    result = StepResult(batch, detached, None if weights is None else weights.detach(), global_loss)
+    metrics = {"accuracy": accuracy(detached.logits, batch.targets), **policy.after_step(result, ctx)}
     if comm.distributed:  # equal shares (checked at start): the mean of the ranks' means
         metrics = {k: v / comm.world_size for k, v in comm.sum_floats(metrics).items()}
     return result, {"loss": global_loss, **metrics}
@@ -158,14 +161,21 @@ class SupervisedLearner(Learner):
         return metrics
 
     @torch.no_grad()
-    def evaluate(self, model: nn.Module, batches: Iterable[Batch]) -> dict[str, float]:
+    def evaluate(self, model: nn.Module, batches: Iterable[Batch], comm: Communicator = SINGLE_PROCESS
+                 ) -> dict[str, float]:
+        """Mean loss and accuracy over every sample of `batches`; on many ranks, each rank's
+        batches are its part of the samples and the sums and counts are reduced exactly."""
         model.eval()
         total_loss, correct, count = 0.0, 0, 0
         for batch in batches:
             logits = model(batch.inputs)
-            total_loss += per_sample_cross_entropy(logits, batch.targets).sum().item()
+            total_loss += per_sample_cross_entropy(logits, batch.targets).double().sum().item()
             correct += int((logits.argmax(dim=1) == batch.hard_targets()).sum().item())
             count += len(batch)
+        if comm.distributed:
+            totals = comm.sum(torch.tensor([total_loss, correct, count], dtype=torch.float64,
+                                           device=comm.collective_device))
+            total_loss, correct, count = totals[0].item(), int(totals[1].item()), int(totals[2].item())
         return {"loss": total_loss / max(count, 1), "accuracy": correct / max(count, 1)}
 
     def state_dict(self) -> dict[str, Any]:

@@ -78,6 +78,14 @@ class Communicator(ABC):
     def gather_rows(self, tensor: Tensor) -> Tensor:
         """(b, ...) per rank -> (world_size * b, ...), in rank order: the global batch's rows."""
 
+    def select_rows(self, tensor: Tensor, index: Tensor) -> Tensor:
+        """This rank's rows of `global_rows[index]`: `global_rows` (B, ...) is every rank's
+        (b, ...) `tensor` in rank order (B = world_size * b) and `index` (B',) int64, the same
+        on every rank, says which global row each position takes; this rank gets positions
+        `local_rows(B')`, (b', ...). Implementations move only those rows (a mixing partner's
+        image), not the whole global batch."""
+        return self.gather_rows(tensor)[index[self.local_rows(len(index))].to(tensor.device)]
+
     @abstractmethod
     def broadcast_object(self, value: T) -> T:
         """Rank 0's picklable value on every rank (status messages, not tensors)."""
@@ -221,6 +229,22 @@ class ProcessGroup(Communicator):
         parts = [torch.empty_like(tensor) for _ in range(self.world_size)]
         self._dist.all_gather(parts, tensor.contiguous())
         return torch.cat(parts)
+
+    def select_rows(self, tensor: Tensor, index: Tensor) -> Tensor:
+        # one all-to-all: each rank sends every other rank the rows it asked for and owns
+        held, ranks = tensor.shape[0], self.world_size
+        index = index.cpu()
+        owner = index // held  # the rank holding each global row
+        wanted = [index[slice(r * len(index) // ranks, (r + 1) * len(index) // ranks)] for r in range(ranks)]
+        sends = [asked[asked // held == self.rank] - self.rank * held for asked in wanted]
+        mine = owner[self.local_rows(len(index))]
+        received = torch.empty((len(mine), *tensor.shape[1:]), dtype=tensor.dtype, device=tensor.device)
+        self._dist.all_to_all_single(received, tensor[torch.cat(sends).to(tensor.device)].contiguous(),
+                                     output_split_sizes=torch.bincount(mine, minlength=ranks).tolist(),
+                                     input_split_sizes=[len(s) for s in sends])
+        rows = torch.empty_like(received)  # received grouped by sender; back to the asked order
+        rows[torch.argsort(mine, stable=True).to(tensor.device)] = received
+        return rows
 
     def broadcast_object(self, value: T) -> T:
         box = [value]

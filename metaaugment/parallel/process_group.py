@@ -33,6 +33,16 @@ def is_main_process() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
 
+def leave() -> None:
+    """Leave the process group, if this process joined one: after a barrier, so that no rank
+    tears its connections down while another still talks (gloo aborts the process then)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
 def communicator(device: torch.device) -> Communicator:
     """This run's Communicator: the torchrun group (joined here if it is not yet: NCCL on
     CUDA, gloo otherwise), or SINGLE_PROCESS outside torchrun."""

@@ -69,42 +69,57 @@ class SaliencyMixup(BatchPolicy):
                             f"{min(spec.input_shape[1:])}; use --set patches=N with N <= the side")
 
     def percentiles(self, saliency: torch.Tensor, ctx: StepContext) -> torch.Tensor:
-        """(B,) q per sample for patch saliency maps (B, p, p): fixed, or uniform over the
-        agent's action values (the random control)."""
+        """(B,) q per sample for the global batch's patch saliency maps (B, p, p): fixed, or
+        uniform over the agent's action values (the random control)."""
         if self.q is not None:
             return torch.full((saliency.shape[0],), float(self.q))
         return ACTION_PERCENTILES[torch.randint(len(ACTION_PERCENTILES), (saliency.shape[0],))]
 
     def saliency(self, batch: Batch, ctx: StepContext) -> torch.Tensor:
-        """The batch's patch saliency maps (B, p, p), each summing to 1."""
+        """The batch's patch saliency maps (b, p, p), each summing to 1."""
         with scratch_buffers(ctx.model):  # the saliency pass must not move BatchNorm statistics
             return patch_saliency(input_saliency(ctx.model, batch.inputs, batch.targets, ctx.loss_fn), self.patches)
 
-    def mix(self, batch: Batch, saliency: torch.Tensor, q: torch.Tensor) -> Batch:
-        """Mix the batch with a random permutation of itself at per-sample percentiles q (B,)
-        of its patch saliency maps (B, p, p)."""
+    def mix(self, batch: Batch, saliency: torch.Tensor, q: torch.Tensor, ctx: StepContext) -> Batch:
+        """Mix each row with its partner in a random permutation of the global batch at the
+        per-sample percentiles q (B,) of the patch saliency maps `saliency` (B, p, p) of the
+        global batch; on many ranks each rank receives its rows' partners' images and labels
+        (one all-to-all of at most b images per rank)."""
         spec = self.require_spec()
-        partner = torch.randperm(len(batch))
+        total, comm = batch.global_size, ctx.comm
+        partner = torch.randperm(total)
         masks = percentile_masks(saliency, q.to(saliency.device))
-        weights = torch.distributions.Dirichlet(torch.tensor([self.alpha, self.alpha])).sample((len(batch),))
+        weights = torch.distributions.Dirichlet(torch.tensor([self.alpha, self.alpha])).sample((total,))
+        if batch.share is not None and not torch.equal(batch.share.index, torch.arange(total)[comm.local_rows(total)]):
+            raise ValueError("saliency mixup needs the batch's rows to be this rank's contiguous share of the global "
+                             "batch (Batch.share)")
+        partner_inputs = comm.select_rows(batch.inputs, partner)  # (b, C, H, W): this rank's rows' partners
         labels = one_hot(batch.targets, spec.num_classes)
-        index = partner.to(batch.inputs.device)
+        partner_labels = comm.select_rows(labels, partner)
+        own = batch.take(torch.arange(total))  # this batch's rows of the global batch
+        partner, q, weights = batch.take(partner), batch.take(q), batch.take(weights)
+        index, row = partner.to(batch.inputs.device), own.to(batch.inputs.device)
         lam = weights.to(batch.inputs.device)
-        mixed, soft = patch_mixup(batch.inputs, labels, batch.inputs[index], labels[index], masks, masks[index],
+        mixed, soft = patch_mixup(batch.inputs, labels, partner_inputs, partner_labels, masks[row], masks[index],
                                   lam[:, 0], lam[:, 1])
         # the first samples, for the Appendix B figure: kept as views on the device (no copy
         # or host sync on the training path), moved to the CPU only when the figure is drawn
-        self.last_mix = {"inputs": batch.inputs[:EXAMPLES], "partners": batch.inputs[index[:EXAMPLES]],
-                         "saliency": saliency[:EXAMPLES], "masks": masks[:EXAMPLES],
+        first = row[:EXAMPLES]
+        self.last_mix = {"inputs": batch.inputs[:EXAMPLES], "partners": partner_inputs[:EXAMPLES],
+                         "saliency": saliency[first], "masks": masks[first],
                          "partner_masks": masks[index[:EXAMPLES]], "q": q[:EXAMPLES], "lambdas": weights[:EXAMPLES],
                          "mixed": mixed[:EXAMPLES], "labels": soft[:EXAMPLES],
-                         "targets": labels[:EXAMPLES].argmax(1), "partner_targets": labels[index[:EXAMPLES]].argmax(1)}
-        info = {**batch.info, "saliency": saliency.detach(), "q": q, "partner": partner, "masks": masks}
-        return Batch(mixed.detach(), soft.detach(), batch.weights, info)
+                         "targets": labels[:EXAMPLES].argmax(1), "partner_targets": partner_labels[:EXAMPLES].argmax(1)}
+        info = {**batch.info, "saliency": saliency[row].detach(), "q": q, "partner": partner, "masks": masks[row]}
+        return Batch(mixed.detach(), soft.detach(), batch.weights, info, batch.share)
 
     def augment(self, batch: Batch, ctx: StepContext) -> Batch:
+        """Saliency of this batch's rows; q for every row of the global batch (the agent sees
+        the global batch's maps, gathered: p x p values per sample); then the mixup."""
         saliency = self.saliency(batch, ctx)
-        return self.mix(batch, saliency, self.percentiles(saliency, ctx))
+        if ctx.comm.distributed:
+            saliency = ctx.comm.gather_rows(saliency)
+        return self.mix(batch, saliency, self.percentiles(saliency, ctx), ctx)
 
     def write_artifacts(self, folder: Path) -> list[Path]:
         """mixup_examples.png: the last batch's first samples, their saliency, selected

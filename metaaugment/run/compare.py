@@ -15,7 +15,7 @@ from metaaugment.run.config import RunConfig
 from metaaugment.run.config_file import Variant
 from metaaugment.run.folder import RunDirectory, folder_name
 from metaaugment.run.launch import LaunchOptions, PlannedRun, launch
-from metaaugment.run.loop import policy_and_learner
+from metaaugment.run.loop import check_global_batch, policy_and_learner, run_kind
 from metaaugment.spec import BenchmarkKind, benchmark_kind
 from metaaugment.stats import mean_std
 
@@ -60,10 +60,11 @@ class PolicySummary:
 
 
 def plan_comparison(base: RunConfig, variants: Sequence[str | Variant], seeds: Sequence[int], out: Path,
-                    policy_options: dict[str, dict[str, Any]] | None = None) -> list[PlannedRun]:
+                    policy_options: dict[str, dict[str, Any]] | None = None,
+                    processes: int = 1) -> list[PlannedRun]:
     """Every (variant, seed) run of a comparison, in table order, in out/<variant>/seed<k>;
-    each run's settings are checked here, before any trains. A variant given as a policy
-    name takes its options from `policy_options[name]`."""
+    each run's settings are checked here, before any trains (on `processes` ranks each). A
+    variant given as a policy name takes its options from `policy_options[name]`."""
     chosen = [v if isinstance(v, Variant) else Variant(folder_name(v), v, dict((policy_options or {}).get(v, {})))
               for v in variants]
     names = [v.name for v in chosen]
@@ -72,7 +73,10 @@ def plan_comparison(base: RunConfig, variants: Sequence[str | Variant], seeds: S
     runs = [PlannedRun(v.name, seed, v.apply(base, seed), Path(out) / v.name / f"seed{seed}")
             for v in chosen for seed in seeds]
     for run in runs:
-        policy_and_learner(run.config.resolve())
+        resolved = run.config.resolve()
+        kind = run_kind(resolved)
+        policy_and_learner(resolved, kind)
+        check_global_batch(resolved, processes, kind)
     return runs
 
 
@@ -89,7 +93,7 @@ def run_comparison(base: RunConfig, variants: Sequence[str | Variant], seeds: Se
     training (launched without waiting) has no record. `trust_code` reaches `train`."""
     console = console or Console(stderr=True)
     options = launch_options or LaunchOptions()
-    runs = plan_comparison(base, variants, seeds, out, policy_options)
+    runs = plan_comparison(base, variants, seeds, out, policy_options, options.nproc_per_node)
     for run in runs:  # every folder checked before anything trains or is submitted
         folder = RunDirectory(run.path)
         if overwrite and folder.owned():  # what earlier runs wrote goes (their own files only)

@@ -37,6 +37,7 @@ def main(argv: list[str] | None = None) -> None:
     a user error, 130 when stopped."""
     from metaaugment.errors import UserError
     from metaaugment.files import load_json
+    from metaaugment.parallel.process_group import leave
 
     parser = argparse.ArgumentParser(prog="python -m metaaugment.run.job",
                                      description="Train one run of a comparison (started by metaaug compare).")
@@ -50,6 +51,7 @@ def main(argv: list[str] | None = None) -> None:
                 spec.get("out"), str):
             raise UserError(f"{args.spec} is not a job file of metaaug compare")
         run_job(spec["config"], spec["out"], threads=args.threads, trust_code=args.trust_code)
+        leave()
     except UserError as error:
         print(f"error: {error}", file=sys.stderr, flush=True)
         sys.exit(2)

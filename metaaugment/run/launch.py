@@ -1,6 +1,7 @@
 """Where the runs of a comparison train: in this process, as local jobs, or as SLURM jobs.
 
-`inline` trains them one after another here. `local` starts each unfinished (variant, seed)
+`inline` trains them one after another here (on `--nproc-per-node` N > 1, each as a run of N
+processes started here, one after another: a local job at a time). `local` starts each unfinished (variant, seed)
 run as a child process of this command (`python -m metaaugment.run.job`, through torchrun
 for `--nproc-per-node` > 1), at most `jobs` at a time, each in its own session with its
 output in a log of its own (`.jobs/VARIANT-seedK.log` in the comparison folder): Ctrl-C
@@ -22,6 +23,7 @@ checked against its schema before any id in it is used.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import signal
@@ -212,7 +214,7 @@ def launch(runs: Sequence[PlannedRun], out: Path, options: LaunchOptions, consol
             results[run.key] = RunDirectory(run.path).read_results()
         else:
             pending.append(run)
-    if options.launcher == "inline":
+    if options.launcher == "inline" and options.nproc_per_node == 1:
         for index, run in enumerate(pending, start=1):
             state = "reusing" if RunDirectory(run.path).finished else "running"
             console.print(f"[{index}/{len(pending)}] {state} {run.name} seed {run.seed} -> {run.path}")
@@ -222,11 +224,13 @@ def launch(runs: Sequence[PlannedRun], out: Path, options: LaunchOptions, consol
     recorded = read_jobs(out)
     if not pending:
         return results
-    if options.launcher == "local":
+    if options.launcher in ("local", "inline"):  # inline on N processes: each run a local job, one at a time
+        if options.launcher == "inline":
+            options = dataclasses.replace(options, jobs=1)
         jobs: dict[str, Any] = LocalJobs(pending, Path(out) / LOCAL_JOBS_DIR, options,
                                          lambda key, job: _record(out, recorded, key, job, "local"), trust_code)
-        console.print(f"starting {len(pending)} local job(s), {jobs.limit} at a time; their logs: "
-                      f"{Path(out) / LOCAL_JOBS_DIR}")
+        console.print(f"starting {len(pending)} local job(s), {jobs.limit} at a time, {options.nproc_per_node} "
+                      f"process(es) each; their logs: {Path(out) / LOCAL_JOBS_DIR}")
     else:
         executor = slurm_executor(options, Path(out) / SUBMITIT_DIR)
         # SLURM jobs outlive this command: one still queued or running is waited for, not submitted twice

@@ -148,7 +148,7 @@ class Trainer:
             self.console.print(note, markup=False, highlight=False)
         self.policy, self.learner = policy_and_learner(config, self.kind)
         self.strategy: KindStrategy = strategy_class(config, self.kind, data, self.model, self.learner, self.policy,
-                                                     self.device)
+                                                     self.device, self.comm)
         self.total_steps = self.strategy.steps_per_epoch * config.epochs
         self.learner.setup(self.model, spec, self.total_steps)
         self.ctx = StepContext(model=self.model, spec=spec, steps_per_epoch=self.strategy.steps_per_epoch,

@@ -188,7 +188,8 @@ def _open_wandb(run_dir: RunDirectory, config: dict[str, Any]) -> Any:
                         f"log in with `wandb login`, or set WANDB_MODE=offline") from None
     # what wandb.init made for this run: its run folder (named after the run id) whole, and
     # the links it keeps beside it (latest-run, debug logs)
-    run_dir.record(*(f"{WANDB_DIR}/{name}" + (TREE_SUFFIX if name.endswith(run_id) else "")
+    # (a second start in the same second gets a suffix: run-DATE-ID-1)
+    run_dir.record(*(f"{WANDB_DIR}/{name}" + (TREE_SUFFIX if f"-{run_id}" in name else "")
                      for name in _new_entries(folder, before)))
     # the run's own step as the x axis: after --resume, steps repeat from the checkpoint's,
     # which W&B's internal step (always increasing) would drop

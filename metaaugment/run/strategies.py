@@ -11,6 +11,12 @@ the StepContext, its own checkpointed state, and which metrics a finished run re
   Appendix E, itself the MAML codebase's protocol): meta-batches of tasks built by the
   policy's task transforms; validation and test on un-augmented tasks drawn from fixed
   seeds (the same tasks for every run, seed and policy); the best-validation model tested.
+
+On many ranks (`comm`) each rank loads only its share: its rows of every training and
+validation batch, its contiguous part of the evaluation splits, its tasks of every
+meta-batch and of the evaluation tasks. Every task is drawn from a seed of its own (drawn
+for the whole meta-batch on every rank), so a rank builds only its tasks and N ranks use
+the tasks one process uses; the learners reduce the evaluation's sums over ranks.
 """
 from __future__ import annotations
 
@@ -22,12 +28,13 @@ from typing import Any, Callable, Iterator
 import torch
 from torch import nn
 
-from metaaugment.batch import Episode
+from metaaugment.batch import Episode, Tasks
 from metaaugment.data.batches import BatchStream, evaluation_batches, steps_per_epoch, training_batches
 from metaaugment.data.episodes import FewShotData, isolated_random
 from metaaugment.data.regression import RegressionTasks
 from metaaugment.data.splits import ClassificationData
 from metaaugment.errors import UserError
+from metaaugment.parallel.comm import SINGLE_PROCESS, Communicator
 from metaaugment.precision import autocast
 from metaaugment.spec import BenchmarkKind, TaskSpec
 
@@ -51,9 +58,9 @@ class KindStrategy(ABC):
     data_types: tuple[type, ...] = ()  # what the benchmark's load must return for this kind
 
     def __init__(self, config: Any, kind: BenchmarkKind, data: Any, model: nn.Module, learner: Any,
-                 policy: Any, device: torch.device):
+                 policy: Any, device: torch.device, comm: Communicator = SINGLE_PROCESS):
         self.config, self.kind, self.data = config, kind, data
-        self.model, self.learner, self.policy, self.device = model, learner, policy, device
+        self.model, self.learner, self.policy, self.device, self.comm = model, learner, policy, device, comm
 
     @classmethod
     def check_data(cls, data: Any, benchmark: str) -> None:
@@ -131,21 +138,29 @@ class MiniBatchStrategy(KindStrategy):
             raise UserError(f"--batch-size {cfg.batch_size} exceeds the {len(self.data.train)} training samples of "
                             f"'{cfg.benchmark}'; use a smaller --batch-size")
         self.steps_per_epoch = steps_per_epoch(len(self.data.train), cfg.batch_size)
-        self.val_stream = BatchStream(self.data.val, cfg.batch_size, cfg.seed, self.device, cfg.workers)
+        comm = self.comm
+        self.val_stream = BatchStream(self.data.val, cfg.batch_size, cfg.seed, self.device, cfg.workers,
+                                      share=lambda size: comm.local_rows(size) if comm.distributed else None)
         self.subset_generator = torch.Generator().manual_seed(cfg.seed + 104_729)
 
     def epoch_inputs(self, epoch: int, start: int) -> Iterator[Any]:
-        cfg = self.config
+        cfg, comm = self.config, self.comm
         return training_batches(self.data.train, cfg.batch_size, cfg.seed, epoch, start=start, device=self.device,
-                                workers=cfg.workers)
+                                workers=cfg.workers, rows=comm.local_rows(cfg.batch_size) if comm.distributed else None)
 
     def _split(self, split: str) -> Any:
         return {"val": self.data.val, "test": self.data.test}[split]
 
+    def _share(self, indices: torch.Tensor) -> torch.Tensor:
+        """This rank's contiguous part of the samples `indices` to evaluate."""
+        return indices[self.comm.local_rows(len(indices))]
+
     def evaluate(self, split: str, model_state: dict[str, Any] | None = None,
                  on_item: Callable[[], None] | None = None) -> dict[str, Any]:
+        data = self._split(split)
+
         def batches() -> Iterator[Any]:
-            for batch in evaluation_batches(self._split(split), EVAL_BATCH_SIZE, self.device,
+            for batch in evaluation_batches(data, EVAL_BATCH_SIZE, self.device, self._share(torch.arange(len(data))),
                                             workers=self.config.workers):
                 yield batch
                 if on_item is not None:
@@ -153,22 +168,23 @@ class MiniBatchStrategy(KindStrategy):
 
         def evaluate() -> dict[str, Any]:
             with autocast(self.device, self.config.precision):
-                return self.learner.evaluate(self.model, batches())
+                return self.learner.evaluate(self.model, batches(), self.comm)
 
         return self._with_model_state(model_state, evaluate)
 
     def evaluation_size(self, split: str) -> int:
-        return math.ceil(len(self._split(split)) / EVAL_BATCH_SIZE)
+        return math.ceil(len(self._share(torch.arange(len(self._split(split))))) / EVAL_BATCH_SIZE)
 
     def evaluate_validation_subset(self, fraction: float = 1.0) -> dict[str, float]:
-        """Loss and accuracy on a random `fraction` of the validation split (model mode kept)."""
+        """Loss and accuracy on a random `fraction` of the validation split (model mode kept);
+        on many ranks each scores its part of the subset and the sums are reduced."""
         count = max(1, math.ceil(fraction * len(self.data.val)))
         indices = torch.randperm(len(self.data.val), generator=self.subset_generator)[:count]
         was_training = self.model.training
         with autocast(self.device, self.config.precision):
             metrics = self.learner.evaluate(self.model, evaluation_batches(self.data.val, EVAL_BATCH_SIZE,
-                                                                           self.device, indices,
-                                                                           workers=self.config.workers))
+                                                                           self.device, self._share(indices),
+                                                                           workers=self.config.workers), self.comm)
         self.model.train(was_training)
         return metrics
 
@@ -208,6 +224,8 @@ class EpisodicStrategy(KindStrategy):
         self.steps_per_epoch = cfg.steps_per_epoch
         self.train_tasks: Any = None
         self.task_generator = torch.Generator().manual_seed(cfg.seed + 7919)
+        # the seeds of the meta-training tasks, one per task, drawn for the whole meta-batch
+        self.sampling_generator = torch.Generator().manual_seed(cfg.seed + 15_485_863)
 
     def prepare(self) -> None:
         self.train_tasks, self.val_tasks, self.test_tasks = self._samplers()
@@ -222,9 +240,12 @@ class EpisodicStrategy(KindStrategy):
         return tuple(data.sampler(split, cfg.ways, cfg.shots, cfg.query_shots, self.policy)
                      for split in ("train", "val", "test"))
 
-    def epoch_inputs(self, epoch: int, start: int) -> Iterator[list[Episode]]:
+    def epoch_inputs(self, epoch: int, start: int) -> Iterator[Tasks]:
+        total = self.config.batch_size
         for _ in range(start, self.steps_per_epoch):
-            yield [self.train_tasks.sample(self.device) for _ in range(self.config.batch_size)]
+            seeds = torch.randint(2**62, (total,), generator=self.sampling_generator).tolist()
+            mine = self.comm.local_items(range(total))
+            yield Tasks([sample_seeded(self.train_tasks, seeds[i], self.device) for i in mine], mine, total)
 
     def context_services(self) -> dict[str, Any]:
         return {"task_generator": self.task_generator}
@@ -232,27 +253,27 @@ class EpisodicStrategy(KindStrategy):
     def evaluate(self, split: str, model_state: dict[str, Any] | None = None,
                  on_item: Callable[[], None] | None = None) -> dict[str, Any]:
         sampler, seed = {"val": (self.val_tasks, VAL_TASK_SEED), "test": (self.test_tasks, TEST_TASK_SEED)}[split]
+        count = self.config.val_tasks if split == "val" else self.config.test_tasks
 
         def episodes() -> Iterator[Episode]:
-            for _ in range(self.evaluation_size(split)):
-                yield sampler.sample(self.device)
+            for task in self.comm.local_items(range(count)):  # task t's seed: the same tasks whatever the ranks
+                yield sample_seeded(sampler, evaluation_seed(seed, task), self.device)
                 if on_item is not None:
                     on_item()
 
-        def evaluate() -> dict[str, Any]:
-            with isolated_random(seed):
-                return self.learner.evaluate(self.model, episodes())
-
-        return self._with_model_state(model_state, evaluate)
+        return self._with_model_state(model_state, lambda: self.learner.evaluate(self.model, episodes(), self.comm))
 
     def evaluation_size(self, split: str) -> int:
-        return self.config.val_tasks if split == "val" else self.config.test_tasks
+        count = self.config.val_tasks if split == "val" else self.config.test_tasks
+        return len(self.comm.local_items(range(count)))
 
     def state_dict(self) -> dict[str, Any]:
-        return {"task_generator": self.task_generator.get_state()}
+        return {"task_generator": self.task_generator.get_state(), "sampling_generator":
+                self.sampling_generator.get_state()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.task_generator.set_state(state["task_generator"])
+        self.sampling_generator.set_state(state["sampling_generator"])
 
     def result_metrics(self, test: dict[str, Any], state: Any) -> dict[str, Any]:
         metrics: dict[str, Any] = {f"test_{k}": v for k, v in test.items()}
@@ -261,6 +282,18 @@ class EpisodicStrategy(KindStrategy):
         metrics.update({f"final_train_{k}": v for k, v in state.last_train.items()})
         metrics.update({f"final_val_{k}": v for k, v in state.last_val.items()})
         return metrics
+
+
+def sample_seeded(sampler: Any, seed: int, device: torch.device) -> Episode:
+    """One episode of `sampler` drawn from `seed` alone (the samplers draw from Python's
+    `random`, isolated here): a task is the same on whichever rank builds it."""
+    with isolated_random(seed):
+        return sampler.sample(device)
+
+
+def evaluation_seed(split_seed: int, task: int) -> int:
+    """The seed of evaluation task `task` of a split: a pure function of both."""
+    return (split_seed * 1_000_003 + task * 7_919) % (2**62)
 
 
 def strategy_for(kind: BenchmarkKind) -> type[KindStrategy]:

@@ -11,13 +11,14 @@ the sampler, which refreshes its distribution every s steps.
 """
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from metaaugment.batch import Batch
+from metaaugment.batch import Batch, Share
 from metaaugment.errors import UserError, check_option, representable
 from metaaugment.features import classifier, feature_width, pooled_features
 from metaaugment.imageops import cutout, random_flip
@@ -50,6 +51,15 @@ def own_feature_extractor(channels: int, width: int = OWN_EXTRACTOR_WIDTH) -> to
                                torch.nn.ReLU(), torch.nn.Conv2d(width, width, 3, padding=1),
                                torch.nn.BatchNorm2d(width), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1),
                                torch.nn.Flatten())
+
+
+def _takes_a_size(function: Any) -> bool:
+    """Whether a loop's validation_batch takes the size argument (a user's may take none)."""
+    try:
+        return any(p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.VAR_POSITIONAL)
+                   for p in inspect.signature(function).parameters.values())
+    except (TypeError, ValueError):
+        return False
 
 
 def gather_rows(tensor: Tensor, device: torch.device, comm: Communicator) -> Tensor:
@@ -181,19 +191,30 @@ class MetaAugment(BatchPolicy):
 
     # -- augmentation ---------------------------------------------------------------------
     def augment(self, batch: Batch, ctx: StepContext) -> Batch:
+        """The M copies of each row (copy-major: the global augmented batch is M global
+        batches), each flipped (optionally), transformed by a sampled op pair and cut out
+        (optionally). The draws are made for the whole global augmented batch and applied
+        to this batch's rows (`Batch.share`)."""
         inputs, targets = batch.inputs, batch.targets
+        share = batch.share
         if self.copies > 1:  # Multiple Transformations: each sample augmented M times
             inputs = inputs.repeat(self.copies, *([1] * (inputs.dim() - 1)))
             targets = targets.repeat(self.copies, *([1] * (targets.dim() - 1)))
+            if share is not None:  # copy c of global row i is row c * B + i of the augmented global batch
+                share = Share(torch.cat([c * share.total + share.index for c in range(self.copies)]),
+                              self.copies * share.total)
         if self.flip:
-            inputs = random_flip(inputs)
-        pairs, magnitudes, signs = self.sampler.sample(inputs.shape[0])
+            inputs = random_flip(inputs, share=share)
+        count = share.total if share is not None else inputs.shape[0]
+        pairs, magnitudes, signs = self.sampler.sample(count)
+        if share is not None:
+            pairs, magnitudes, signs = share.take(pairs), share.take(magnitudes), share.take(signs)
         # pairs stay on the CPU: ops are grouped on the host, images indexed on their device
         inputs = apply_transformations(inputs, pairs, magnitudes, signs, self.pool)
         if self.cutout:
-            inputs = cutout(inputs, self.cutout, placement="center")
+            inputs = cutout(inputs, self.cutout, placement="center", share=share)
         info = {**batch.info, "pairs": pairs, "magnitudes": magnitudes}
-        return Batch(inputs, targets, None, info)
+        return Batch(inputs, targets, None, info, share)
 
     # -- the bilevel step -----------------------------------------------------------------
     @property
@@ -202,14 +223,14 @@ class MetaAugment(BatchPolicy):
         return self.log_alpha.exp()
 
     def _validation_batch(self, ctx: StepContext) -> tuple[Batch, int]:
-        """This rank's rows of the lookahead's validation batch, and the global batch's size."""
-        val = ctx.validation_batch()
+        """This rank's rows of the lookahead's validation batch (its first n_val rows when
+        `val_batch_size` is set), and the global batch's size."""
         n = self.val_batch_size
-        if n is not None and n < len(val):
+        val = ctx.validation_batch(n) if n is not None and _takes_a_size(ctx.validation_batch) else \
+            ctx.validation_batch()
+        if n is not None and val.share is None and n < len(val):  # a loop's own validation_batch of another size
             val = val.rows(slice(0, n))
-        if ctx.comm.distributed:
-            return val.rows(ctx.comm.local_rows(len(val))), len(val)
-        return val, len(val)
+        return val, val.global_size
 
     def _lookahead(self, ctx: StepContext, batch: Batch, output: ForwardOutput, weights: Tensor) -> LookaheadGradients:
         # always in float32: the finite difference's parameter step of 1e-3 is below bfloat16's
