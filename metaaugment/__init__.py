@@ -27,8 +27,8 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AugmentationPolicy", "Batch", "BatchPolicy", "Episode", "EpisodicLearner", "ForwardOutput", "KINDS", "Learner",
-    "RunConfig", "Share", "StepContext", "StepResult", "SupervisedLearner", "TaskPolicy", "TaskSpec", "Tasks", "Trainer",
-    "UserError",
+    "RunConfig", "Share", "StepContext", "StepResult", "SupervisedLearner", "TaskPolicy", "TaskSpec", "Tasks",
+    "Trainer", "UserError",
     "accuracy", "create_learner",
     "create_model", "create_policy", "forward_pass", "keep_freed_host_memory", "list_learners", "list_models",
     "list_policies", "per_sample_cross_entropy", "supervised_step", "train", "weighted_mean",
