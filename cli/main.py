@@ -22,10 +22,26 @@ app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+    rich_markup_mode=None,  # help text is plain: `pip install 'metaaugment[tensorboard]'` keeps its brackets
 )
 out_console = Console()
 INTERRUPTED = 130
 err_console = Console(stderr=True)
+
+def _print_version(asked: bool) -> None:
+    if asked:
+        from metaaugment import __version__
+
+        out_console.print(f"metaaug {__version__}", highlight=False)
+        raise typer.Exit()
+
+
+@app.callback()
+def _main_options(version: Annotated[bool, typer.Option(
+        "--version", callback=_print_version, is_eager=True, help="Print the version and exit.")] = False) -> None:
+    pass
+
 
 # Options shared by `run` and `compare`.
 LearnerOpt = Annotated[Optional[str], typer.Option(help="Learner name (default: the benchmark's); see `metaaug list`.")]
@@ -151,8 +167,10 @@ def list_command(
         help="One entry (or a module.path:Name plug-in): its options with type, default and meaning; "
         "a benchmark's defaults.")] = None,
 ) -> None:
-    """List benchmarks, policies, learners and models (plug-ins with their origin); with KIND NAME,
-    show one entry's options or a benchmark's defaults."""
+    """List benchmarks, policies, learners and models.
+
+    Plug-ins are listed with their origin; with KIND NAME, show one entry's options or a
+    benchmark's defaults."""
     from metaaugment import registry
 
     kinds = list(KINDS)
@@ -167,8 +185,8 @@ def list_command(
     for title in kinds:
         table = Table(title=title, title_justify="left", show_header=False, box=None, padding=(0, 2))
         table.add_column(style="bold cyan", no_wrap=True)
-        table.add_column()
-        for entry in getattr(registry, KINDS[title]):
+        table.add_column(overflow="fold")  # wrapped whole, never cut with an ellipsis
+        for entry in getattr(registry, KINDS[title]).listing():  # built-ins read from source: no torch import
             origin = "" if entry.origin == "built-in" else f"  [dim]plug-in: {escape(entry.origin)}[/dim]"
             table.add_row(entry.name, escape(entry.summary) + origin)
         out_console.print(table)
@@ -267,7 +285,9 @@ def run(
         "--nproc-per-node", help="Train one run on N processes of this machine (torchrun; NCCL on CUDA, one GPU "
         "each, gloo on CPU). --batch-size stays the global batch. Several machines: docs/scale.md.")] = 1,
 ) -> None:
-    """Train with one policy on a benchmark; writes config.json, metrics.jsonl, results.json."""
+    """Train with one policy on a benchmark.
+
+    Writes config.json, metrics.jsonl, checkpoints and results.json in the run folder."""
     from metaaugment.parallel.process_group import is_main_process, launched_by_torchrun
     from metaaugment.run.config_file import run_settings
     from metaaugment.run.folder import folder_name
@@ -446,8 +466,9 @@ def compare(
     trust_code: TrustOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
-    """Run (or reuse finished) runs of several policies or sweep variants over seeds; print and save a
-    table and plot."""
+    """Compare policies or sweep variants over seeds: table and plot.
+
+    Runs (or reuses finished) runs of each variant and seed; prints and saves the table and plot."""
     from metaaugment.registry import POLICIES
     from metaaugment.run.compare import format_stat, plan_comparison, run_comparison, summarize, write_comparison
     from metaaugment.run.config_file import read_sweep
@@ -514,7 +535,9 @@ def eval_command(
                                                        help="Folder of on-disk datasets (default: the run's).")] = None,
     trust_code: TrustOpt = False,
 ) -> None:
-    """Evaluate a finished run's tested model again; on test, the same metrics as its results.json."""
+    """Evaluate a finished run's tested model again.
+
+    On test, the same metrics as its results.json."""
     from metaaugment.run.evaluate import evaluate_run
 
     metrics = evaluate_run(run_dir, split, benchmark=benchmark, device=device,
@@ -545,8 +568,10 @@ def export_command(
                                                        help="Folder of on-disk datasets (default: the run's).")] = None,
     trust_code: TrustOpt = False,
 ) -> None:
-    """Write a finished run's task network (model.pt) and learned policy (policy.pt), loadable with
-    torch.load(weights_only=True); load them with metaaugment.export (docs/workflow.md)."""
+    """Export a finished run's task network and learned policy.
+
+    Writes model.pt and policy.pt, loadable with torch.load(weights_only=True); load them with
+    metaaugment.export (docs/workflow.md)."""
     from metaaugment.run.export import export_run
 
     paths = export_run(run_dir, out, overwrite=overwrite, data_root=None if data_root is None else str(data_root),

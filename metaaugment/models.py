@@ -17,6 +17,7 @@ from typing import Callable
 import torch
 from torch import Tensor, nn
 
+from metaaugment.dependencies import require
 from metaaugment.errors import UserError, check_option
 from metaaugment.registry import MODELS
 from metaaugment.spec import TaskSpec
@@ -103,10 +104,7 @@ class TimmClassifier(nn.Module):
 def timm_factory(architecture: str) -> Callable[..., nn.Module]:
     """The factory of `--model timm/ARCHITECTURE`: timm's model of that name (pip install
     timm), built for the benchmark's channels and classes; unknown names are a UserError."""
-    try:
-        import timm
-    except ImportError:
-        raise UserError(f"--model timm/{architecture} needs timm: pip install timm") from None
+    timm = require("timm", f"--model timm/{architecture}")
     if not timm.is_model(architecture):
         close = timm.list_models(f"*{architecture.split('_')[0]}*")[:8]
         raise UserError(f"timm has no model '{architecture}'" + (f"; similar: {', '.join(close)}" if close else ""))
@@ -306,9 +304,40 @@ def wrn_40_2(spec: TaskSpec, *, dropout: float = 0.0) -> FeatureClassifier:
     return FeatureClassifier(spec, body, width)
 
 
+class ConvBlock(nn.Module):
+    """One block of the few-shot 4-conv net: (B, C_in, H, W) -> (B, C_out, H // 2, W // 2)
+    by conv 3x3 (padding 1) - BatchNorm - ReLU - 2x2 max-pool, initialized as in MAML's code
+    (Xavier-uniform conv weights, zero conv biases, BatchNorm scales ~ U(0, 1)). The layers
+    are built in learn2learn's CNN4 order, so a seed gives its weights, under its names."""
+
+    def __init__(self, in_channels: int, out_channels: int):
+        super().__init__()
+        self.max_pool = nn.MaxPool2d(kernel_size=2, stride=2, ceil_mode=False)
+        self.normalize = nn.BatchNorm2d(out_channels, affine=True)
+        nn.init.uniform_(self.normalize.weight)
+        self.relu = nn.ReLU()
+        self.conv = nn.Conv2d(in_channels, out_channels, 3, stride=1, padding=1, bias=True)
+        nn.init.xavier_uniform_(self.conv.weight, gain=1.0)
+        nn.init.constant_(self.conv.bias, 0.0)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.max_pool(self.relu(self.normalize(self.conv(x))))
+
+
+class FourConvBackbone(nn.Sequential):
+    """Four ConvBlocks of `hidden_size` channels: (B, C, H, W) -> (B, hidden_size * (H // 16)
+    * (W // 16)), the maps flattened (learn2learn's CNN4Backbone, without learn2learn)."""
+
+    def __init__(self, channels: int, hidden_size: int = 64):
+        super().__init__(*(ConvBlock(channels if i == 0 else hidden_size, hidden_size) for i in range(4)))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return super().forward(x).flatten(1)
+
+
 @MODELS.register("conv4")
 def conv4(spec: TaskSpec, *, hidden_size: int = 64) -> FeatureClassifier:
-    """Few-shot 4-block conv net (learn2learn's CNN4 backbone) with an N-way linear head.
+    """Few-shot 4-block conv net (MAML's and ProtoNets', learn2learn's CNN4 backbone) with an N-way linear head.
 
     Each block is conv 3x3 - BatchNorm - ReLU - 2x2 max-pool, as in MAML and ProtoNets; the
     backbone's maps come flattened, (B, hidden_size * (H // 16) * (W // 16)), and the head
@@ -317,13 +346,10 @@ def conv4(spec: TaskSpec, *, hidden_size: int = 64) -> FeatureClassifier:
     Options:
         hidden_size: channels of every conv block
     """
-    from metaaugment.dependencies import learn2learn
-
     check_option(hidden_size >= 1, "hidden_size", hidden_size, "at least 1")
     if len(spec.input_shape) != 3:
         raise UserError(f"conv4 takes images (C, H, W); this benchmark's inputs have shape {spec.input_shape}")
-    backbone = learn2learn().vision.models.CNN4Backbone(hidden_size=hidden_size, channels=spec.channels,
-                                                        max_pool=True)
+    backbone = FourConvBackbone(spec.channels, hidden_size)
     # four 2x2 max-pools floor each side to side // 16
     height, width = spec.input_shape[1] // 16, spec.input_shape[2] // 16
     if min(height, width) < 1:

@@ -232,7 +232,8 @@ class TaskPolicy(AugmentationPolicy):
     """A policy on few-shot tasks: how tasks are built, and a transform of each whole task.
 
     Contract (checked for every registered task policy by tests/test_policy_contract.py):
-    `task_transforms` returns None or learn2learn task transforms that build tasks of `ways`
+    `task_transforms` returns None or task transforms (`metaaugment.data.task_sampling`;
+    learn2learn's protocol) that build tasks of `ways`
     classes with `shots` samples each; `augment_task` returns an Episode of the same shapes,
     draws its randomness from the generator only, and never modifies the caller's tensors.
     """
@@ -240,9 +241,9 @@ class TaskPolicy(AugmentationPolicy):
     benchmark_kinds: ClassVar[tuple[str, ...]] = ("few-shot",)
 
     def task_transforms(self, dataset: Any, ways: int, shots: int) -> Sequence[Any] | None:
-        """learn2learn task transforms building meta-training tasks of `ways` classes with
-        `shots` samples per class (support plus query) from the MetaDataset `dataset`;
-        None = the standard protocol (data.episodes.standard_task_transforms)."""
+        """Task transforms building meta-training tasks of `ways` classes with `shots` samples
+        per class (support plus query) from the split `dataset` (a task_sampling.ClassIndex);
+        None = the standard protocol (data.task_sampling.standard_task_transforms)."""
         return None
 
     def augment_task(self, episode: Episode, generator: torch.Generator) -> Episode:

@@ -21,9 +21,11 @@ from a file never reaches a registry unless the user trusted it (`metaaugment.tr
 """
 from __future__ import annotations
 
+import ast
 import contextlib
 import importlib
 import importlib.metadata
+import importlib.util
 import inspect
 import os
 import re
@@ -31,7 +33,8 @@ import sys
 import types
 import typing
 from dataclasses import dataclass
-from typing import Any, Callable, Generic, Iterator, TypeVar
+from pathlib import Path
+from typing import Any, Callable, Generic, Iterator, NamedTuple, TypeVar
 
 from metaaugment.errors import UserError
 from metaaugment.schema import SchemaError, check_value, clip, short
@@ -118,9 +121,50 @@ class Entry(Generic[T]):
     origin: str = "built-in"
 
 
-def _first_doc_line(obj: Any) -> str:
-    doc = inspect.getdoc(obj) or ""
-    return doc.strip().splitlines()[0] if doc.strip() else ""
+class Listed(NamedTuple):
+    """One line of `metaaug list`: an entry's name, summary and origin, without its factory."""
+
+    name: str
+    summary: str
+    origin: str
+
+
+def summary_of(doc: str | None) -> str:
+    """The first sentence of a docstring's first paragraph, on one line ("" for none): what
+    `metaaug list` shows, whole, however the docstring's lines were broken."""
+    paragraph = " ".join(inspect.cleandoc(doc or "").split("\n\n")[0].split())
+    match = re.match(r"(.+?[.!?])(?:\s+(?=[A-Z`(\"'])|$)", paragraph)
+    return match.group(1) if match else paragraph
+
+
+def _registrations(path: Path, symbol: str) -> Iterator[Listed]:
+    """The `@SYMBOL.register("name"[, summary])` decorations in the source file `path`, read
+    with `ast` (nothing imported): how `metaaug list` names the built-ins without loading torch."""
+    tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
+    for node in ast.walk(tree):
+        if not isinstance(node, (ast.ClassDef, ast.FunctionDef)):
+            continue
+        for decorator in node.decorator_list:
+            if not (isinstance(decorator, ast.Call) and isinstance(decorator.func, ast.Attribute)
+                    and decorator.func.attr == "register" and isinstance(decorator.func.value, ast.Name)
+                    and decorator.func.value.id == symbol):
+                continue
+            given = [*decorator.args, *(k.value for k in decorator.keywords if k.arg in ("name", "summary"))]
+            if not given or not all(isinstance(a, ast.Constant) and isinstance(a.value, str) for a in given):
+                raise ValueError(f"{path}:{decorator.lineno}: {symbol}.register takes literal strings "
+                                 "(metaaug list reads them without importing)")
+            summary = given[1].value if len(given) > 1 else summary_of(ast.get_docstring(node))
+            yield Listed(given[0].value, summary, "built-in")
+
+
+def _source_files(module: str) -> list[Path]:
+    """The .py files of `module` (all of a package's, recursively), located without importing it."""
+    spec = importlib.util.find_spec(module)
+    if spec is None:
+        raise ModuleNotFoundError(module)
+    if spec.submodule_search_locations:
+        return sorted(p for folder in spec.submodule_search_locations for p in Path(folder).rglob("*.py"))
+    return [Path(spec.origin)] if spec.origin else []
 
 
 class Registry(Generic[T]):
@@ -128,8 +172,9 @@ class Registry(Generic[T]):
     `group` is the entry-point group installed plug-ins declare their entries in."""
 
     def __init__(self, kind: str, builtins: tuple[str, ...] = (), group: str | None = None,
-                 role: Role | None = None):
+                 role: Role | None = None, symbol: str = ""):
         self.kind = kind
+        self.symbol = symbol  # the module-level name the built-in modules register through
         self.group = group
         self.role = role
         self._entries: dict[str, Entry[T]] = {}
@@ -156,7 +201,7 @@ class Registry(Generic[T]):
                 raise ValueError(f"{self.kind} '{name}' is registered twice")
             if inspect.isclass(factory):
                 factory.name = name  # type: ignore[attr-defined]
-            self._entries[name] = Entry(name, factory, summary or _first_doc_line(factory), origin)
+            self._entries[name] = Entry(name, factory, summary or summary_of(inspect.getdoc(factory)), origin)
             return factory
 
         return decorate
@@ -234,6 +279,17 @@ class Registry(Generic[T]):
                     origin = f"entry point of {point.dist.name if point.dist else point.value}"
                     broken.append(Entry(name, _broken_plugin, f"(cannot be used: {error})", origin))
         return iter(sorted([*self._entries.values(), *broken], key=lambda e: e.name))
+
+    def listing(self) -> list[Listed]:
+        """Every entry's name, summary and origin, sorted by name, as `iter` gives them. While
+        the built-in modules are not imported (and no plug-in is installed), their entries are
+        read from the sources' `@SYMBOL.register` lines, so listing costs no torch import."""
+        if self._loaded or not self.symbol or self.installed_plugins():
+            return [Listed(e.name, e.summary, e.origin) for e in self]
+        found = {row.name: row for module in self._builtins for path in _source_files(module)
+                 for row in _registrations(path, self.symbol)}
+        found.update({e.name: Listed(e.name, e.summary, e.origin) for e in self._entries.values()})
+        return sorted(found.values())
 
     def names(self) -> list[str]:
         """Sorted registered names."""
@@ -465,13 +521,13 @@ def parse_options(factory: Callable[..., Any], assignments: list[str]) -> dict[s
 
 POLICIES: Registry[Any] = Registry("policy", builtins=(
     "metaaugment.baselines", "metaaugment.sample_aware", "metaaugment.rl_mixup", "metaaugment.task_augmentation"),
-    group="metaaugment.policies", role=POLICY_ROLE)
+    group="metaaugment.policies", role=POLICY_ROLE, symbol="POLICIES")
 LEARNERS: Registry[Any] = Registry("learner", builtins=("metaaugment.learners",), group="metaaugment.learners",
-                                   role=LEARNER_ROLE)
+                                   role=LEARNER_ROLE, symbol="LEARNERS")
 MODELS: Registry[Any] = Registry("model", builtins=("metaaugment.models",), group="metaaugment.models",
-                                 role=MODEL_ROLE)
+                                 role=MODEL_ROLE, symbol="MODELS")
 BENCHMARKS: Registry[Any] = Registry("benchmark", builtins=("metaaugment.tasks",), group="metaaugment.benchmarks",
-                                     role=BENCHMARK_ROLE)
+                                     role=BENCHMARK_ROLE, symbol="BENCHMARKS")
 
 
 def create_policy(name: str, **options: Any) -> Any:

@@ -13,24 +13,28 @@ consecutive calls filling --min-seconds, so that a 1 ms step is not measured jus
   (c) torchvision's transform on the whole batch: one op and magnitude shared by every
       sample, the speed ceiling of that weaker semantics;
   (d) kornia's RandAugment (`kornia.augmentation.auto.RandAugment(n=2, m=...)`), when kornia
-      is installed (`pip install kornia`; it is not a dependency).
+      is installed (`pip install 'metaaugment[kornia]'`; not a dependency); --kornia
+      requires it.
 It prints one line per policy and setting, `randaugment batched vs image-by-image: 12.34x`,
 and the ratios to (c) and (d).
 """
 from __future__ import annotations
 
 import argparse
+import importlib
+import sys
 
 import torch
 from timing import round_robin
 from torchvision.transforms import v2
 
-from metaaugment import Batch, StepContext, TaskSpec, create_policy
+from metaaugment import Batch, StepContext, TaskSpec, UserError, create_policy
+from metaaugment.dependencies import require
 from metaaugment.run.devices import resolve_device
 from metaaugment.run.host_memory import keep_freed_host_memory
 
 
-def policy_steps(name: str, images: torch.Tensor, spec: TaskSpec) -> dict[str, object]:
+def policy_steps(name: str, images: torch.Tensor, spec: TaskSpec, kornia_module: object) -> dict[str, object]:
     """The four ways to augment `images` with policy `name` (kornia only for RandAugment)."""
     batch = Batch(images, torch.zeros(images.shape[0], dtype=torch.int64, device=images.device))
     ctx = StepContext(model=torch.nn.Identity(), spec=spec)
@@ -46,18 +50,27 @@ def policy_steps(name: str, images: torch.Tensor, spec: TaskSpec) -> dict[str, o
         steps["whole batch"] = (lambda t=whole.transform: t(images))
     else:
         steps["whole batch"] = (lambda t=whole: t(images))
-    if name == "randaugment":
-        try:
-            from kornia.augmentation.auto import RandAugment as KorniaRandAugment
-
-            kornia = KorniaRandAugment(n=2, m=9).to(images.device)
-            steps["kornia"] = (lambda: kornia(images))
-        except ImportError:
-            pass
+    if name == "randaugment" and kornia_module is not None:
+        kornia = kornia_module.augmentation.auto.RandAugment(n=2, m=9).to(images.device)
+        steps["kornia"] = (lambda: kornia(images))
     return steps
 
 
-def main() -> None:
+def kornia_or_none(required: bool) -> object:
+    """kornia with its augmentation.auto module, or None when it is not installed (a UserError
+    naming the extra when `required`)."""
+    try:
+        kornia = require("kornia", "--kornia")
+    except UserError:
+        if required:
+            raise
+        print("kornia is not installed: no kornia column (pip install 'metaaugment[kornia]' adds it)")
+        return None
+    importlib.import_module("kornia.augmentation.auto")
+    return kornia
+
+
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="32,224")
     parser.add_argument("--batches", default="128,256")
@@ -66,7 +79,13 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--min-seconds", type=float, default=0.02,
                         help="time consecutive calls filling this long per turn (timing.round_robin); 0: one call")
-    args = parser.parse_args()
+    parser.add_argument("--kornia", action="store_true", help="require kornia's column (else: when installed)")
+    args = parser.parse_args(argv)
+    try:
+        kornia = kornia_or_none(args.kornia)
+    except UserError as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
     keep_freed_host_memory()  # as `metaaug` does: no page faults on every batch's fresh tensors
     device = resolve_device(args.device)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
@@ -78,7 +97,7 @@ def main() -> None:
         for batch_size in [int(b) for b in args.batches.split(",")]:
             images = torch.rand(batch_size, 3, size, size, generator=generator).to(device)
             for policy in args.policies.split(","):
-                medians = round_robin(policy_steps(policy, images, spec), device, args.repeats,
+                medians = round_robin(policy_steps(policy, images, spec, kornia), device, args.repeats,
                                       min_seconds=args.min_seconds)
                 rate = {k: batch_size / v for k, v in medians.items()}
                 line = (f"{policy} batched vs image-by-image: {rate['batched'] / rate['torchvision']:.2f}x  "

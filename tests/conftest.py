@@ -110,3 +110,14 @@ def quick_config(**changes) -> RunConfig:
     base = dict(benchmark="digits", epochs=2, batch_size=64, device="cpu", checkpoint_every=7, log_every=5)
     base.update(changes)
     return RunConfig(**base)
+
+
+def run_in_process(args, cwd, monkeypatch, capsys):
+    """`metaaug ARGS` in this process from folder `cwd`: (exit code, stdout, stderr)."""
+    from metaaugment.cli.main import main
+
+    monkeypatch.chdir(cwd)
+    with pytest.raises(SystemExit) as exit_info:
+        main(args)
+    captured = capsys.readouterr()
+    return exit_info.value.code, captured.out, captured.err

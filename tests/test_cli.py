@@ -4,7 +4,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import write_cifar_fixture
+from conftest import run_in_process, write_cifar_fixture
 
 from metaaugment.cli.main import main
 
@@ -100,24 +100,77 @@ def test_list_names_every_registered_component(monkeypatch, capsys, tmp_path):
     monkeypatch.setenv("COLUMNS", "250")
     code, out, _ = run_in_process(["list"], tmp_path, monkeypatch, capsys)
     assert code == 0
+    lines = " ".join(out.split())
     for registry in (BENCHMARKS, POLICIES, LEARNERS, MODELS):
         for entry in registry:
-            assert entry.name in out and entry.summary.split()[0] in out
+            assert f"{entry.name} {entry.summary}" in lines  # whole: a summary is never cut
+    monkeypatch.setenv("COLUMNS", "80")
+    code, out, _ = run_in_process(["list"], tmp_path, monkeypatch, capsys)
+    assert code == 0 and "…" not in out and max(map(len, out.splitlines())) <= 80  # wrapped, not cut
 
 
-@pytest.mark.parametrize("command", [[], ["run"], ["compare"], ["list"]])
-def test_help_on_every_command(command, capsys):
+def test_the_static_listing_of_the_built_ins_is_what_importing_them_registers():
+    """`metaaug list` reads the built-ins' names and summaries from their sources (no torch
+    import); a registration the source scan would miss or misread shows up here."""
+    from metaaugment import registry
+
+    for symbol in ("POLICIES", "LEARNERS", "MODELS", "BENCHMARKS"):
+        loaded = getattr(registry, symbol)
+        unloaded = registry.Registry(loaded.kind, builtins=loaded._builtins, symbol=symbol)
+        assert unloaded.listing() == [registry.Listed(e.name, e.summary, e.origin) for e in loaded]
+        assert not unloaded._loaded  # listed from the sources alone
+
+
+def _help_of(command, flag, capsys):
     with pytest.raises(SystemExit) as exit_info:
-        main([*command, "--help"])
-    assert exit_info.value.code == 0 and "Usage" in capsys.readouterr().out
+        main([*command, flag])
+    assert exit_info.value.code == 0
+    return capsys.readouterr().out
 
 
-def run_in_process(args, cwd, monkeypatch, capsys):
-    monkeypatch.chdir(cwd)
-    with pytest.raises(SystemExit) as exit_info:
-        main(args)
-    captured = capsys.readouterr()
-    return exit_info.value.code, captured.out, captured.err
+@pytest.mark.parametrize("command", [[], ["run"], ["compare"], ["list"], ["eval"], ["export"]])
+def test_help_on_every_command_keeps_every_bracketed_word(command, capsys):
+    import re
+
+    import typer
+
+    from metaaugment.cli.main import app
+
+    text = _help_of(command, "--help", capsys)
+    assert text.startswith("Usage: metaaug") and _help_of(command, "-h", capsys) == text
+    group = typer.main.get_command(app)
+    node = group.commands[command[0]] if command else group
+    helps = [node.help or "", *(getattr(param, "help", None) or "" for param in node.params)]
+    bracketed = {word for help_text in helps for word in re.findall(r"\S*\[[^\]\s]*\]\S*", help_text)}
+    flat = " ".join(text.split())
+    assert all(word in flat for word in bracketed), sorted(w for w in bracketed if w not in flat)
+    if command == ["run"]:
+        assert "pip install 'metaaugment[tensorboard]'" in flat  # rich markup would eat [tensorboard]
+
+
+def test_version(capsys):
+    from metaaugment import __version__
+
+    assert _help_of([], "--version", capsys) == f"metaaug {__version__}\n"
+
+
+@pytest.mark.multiprocess
+def test_help_and_list_start_without_importing_torch_or_any_policy():
+    """`metaaug --help`, `run --help` and `list` answer from the CLI's own text and the
+    registries' static listing; torch (a second or more) is imported only by real work."""
+    code = (
+        "import sys\n"
+        "from metaaugment.cli.main import main\n"
+        "for argv in (['--help'], ['run', '--help'], ['compare', '--help'], ['list'], ['--version']):\n"
+        "    try:\n"
+        "        main(argv)\n"
+        "    except SystemExit as exit_info:\n"
+        "        assert exit_info.code == 0, argv\n"
+        "heavy = ('torch', 'torchvision', 'numpy', 'stable_baselines3', 'metaaugment.baselines', 'metaaugment.tasks')\n"
+        "print('imported:', [name for name in heavy if name in sys.modules], file=sys.stderr)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0 and "imported: []" in result.stderr, result.stderr[-2000:]
 
 
 @pytest.mark.slow

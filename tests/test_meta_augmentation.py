@@ -25,7 +25,7 @@ def split() -> FewShotSplit:
 
 def sample_tasks(split, policy_name, count=200, seed=0):
     policy = create_policy(policy_name)
-    transforms = policy.task_transforms(split.meta_dataset(), WAYS, SHOTS + QUERY)
+    transforms = policy.task_transforms(split.class_index(), WAYS, SHOTS + QUERY)
     sampler = EpisodeSampler(split, WAYS, SHOTS, QUERY, transforms)
     with isolated_random(seed):
         return policy, [sampler.sample() for _ in range(count)]
@@ -85,6 +85,32 @@ def test_intershuffle_draws_classes_freely_and_relabels(split):
     assert len(class_sets) > CLASSES // WAYS * 5  # far more combinations than fixed groups
     counts = [len(labels) for labels in labels_by_index(episodes).values()]
     assert max(counts) == WAYS and sum(c >= 2 for c in counts) > 0.9 * len(counts)
+
+
+@pytest.mark.parametrize("name", ["intershuffle", "intrashuffle", "nme"])
+def test_our_task_sampling_builds_learn2learns_tasks_for_the_same_seed(split, name):
+    """Where learn2learn is installed: its Taskset with its own NWays, KShots, LoadData,
+    RemapLabels and ConsecutiveLabels (our fixed-group transforms kept: they are ours in both)
+    draws the same tasks as our TaskSampler from the same `random` state."""
+    l2l = pytest.importorskip("learn2learn")
+    from metaaugment.data.task_sampling import TaskSampler
+
+    ours = create_policy(name).task_transforms(split.class_index(), WAYS, SHOTS + QUERY)
+    meta = l2l.data.MetaDataset(split, labels_to_indices=split.class_index().labels_to_indices)
+    options = {"NWays": lambda t: {"n": t.n}, "KShots": lambda t: {"k": t.k}, "RemapLabels": lambda t: {
+        "shuffle": t.shuffle}, "LoadData": lambda t: {}, "ConsecutiveLabels": lambda t: {}}
+    theirs = [getattr(l2l.data.transforms, type(t).__name__)(meta, **options[type(t).__name__](t))
+              if type(t).__name__ in options else t for t in ours]
+    assert sum(t.__class__.__module__.startswith("learn2learn") for t in theirs) >= 3
+    taskset = l2l.data.Taskset(meta, task_transforms=theirs, num_tasks=-1)
+    sampler = TaskSampler(split.class_index(), ours)
+    for seed in range(30):
+        with isolated_random(seed):
+            expected = taskset.sample()
+        with isolated_random(seed):
+            got = sampler.sample()
+        for mine, reference in zip(got, expected, strict=True):
+            assert torch.equal(mine, torch.as_tensor(reference))
 
 
 def test_partition_is_fixed_and_disjoint():

@@ -114,6 +114,8 @@ def test_higher_inner_loop_with_sgd_equals_learn2learn(name, first_order):
     """Post-update loss and meta-gradients (of the weights, and of Meta-SGD's rates) agree to 1e-6."""
     import copy
 
+    pytest.importorskip("learn2learn")
+
     model, e = conv_learner_problem()
     results = {}
     for loop in ("learn2learn", "higher"):
@@ -133,6 +135,8 @@ def test_higher_inner_loop_with_sgd_equals_learn2learn(name, first_order):
 
 def test_higher_inner_loop_evaluates_like_learn2learn():
     import copy
+
+    pytest.importorskip("learn2learn")
 
     model, e = conv_learner_problem(seed=3)
     scores = []
@@ -174,8 +178,41 @@ def test_higher_inner_optimizers_take_their_own_steps(optimizer):
 def test_non_sgd_inner_optimizers_need_the_higher_loop():
     from metaaugment.errors import UserError
 
+    pytest.importorskip("learn2learn")
     with pytest.raises(UserError, match="inner_optimizer must be sgd with inner_loop=learn2learn"):
-        create_learner("maml", inner_optimizer="adam")
+        create_learner("maml", inner_loop="learn2learn", inner_optimizer="adam")
+
+
+@pytest.mark.parametrize("name", ["maml", "metasgd"])
+def test_our_meta_parameters_are_learn2learns_under_the_same_names(name):
+    """The default (higher) loop's MAML / Meta-SGD parameters have learn2learn's state_dict
+    keys and initial values, so a checkpoint loads with either inner loop."""
+    pytest.importorskip("learn2learn")
+    learners = [create_learner(name, inner_lr=0.25, inner_loop=loop) for loop in ("higher", "learn2learn")]
+    states = []
+    for learner in learners:
+        torch.manual_seed(0)
+        model = nn.Linear(4, 3)
+        learner.setup(model, SPEC, 10)
+        states.append(learner.wrapper.state_dict())
+    assert list(states[0]) == list(states[1]) and all(torch.equal(states[0][k], states[1][k]) for k in states[0])
+    learners[1].wrapper.load_state_dict(states[0])
+
+
+def test_conv4_is_learn2learns_cnn4_backbone_without_learn2learn():
+    """The same seed gives learn2learn's CNN4Backbone weights, names and outputs."""
+    l2l = pytest.importorskip("learn2learn")
+    from metaaugment.models import FourConvBackbone
+
+    torch.manual_seed(3)
+    theirs = l2l.vision.models.CNN4Backbone(hidden_size=8, channels=3, max_pool=True)
+    torch.manual_seed(3)
+    ours = FourConvBackbone(3, 8)
+    expected = theirs.state_dict()
+    assert list(ours.state_dict()) == list(expected)
+    assert all(torch.equal(value, expected[key]) for key, value in ours.state_dict().items())
+    images = torch.rand(2, 3, 28, 28)
+    assert torch.equal(ours(images), theirs(images))
 
 
 def test_glyphs_meta_training_through_higher_matches_learn2learn_and_runs_adam(tmp_path):

@@ -1,8 +1,22 @@
 """The install layout: tasks/ and cli/ live only inside the metaaugment namespace."""
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
+
+ROOT = Path(__file__).parents[1]
+
+
+def copy_source(source: Path) -> Path:
+    """What a source install needs (the three package folders and the build files) copied
+    into `source`, without this checkout's runs, caches and virtual environment."""
+    for name in ("metaaugment", "tasks", "cli"):
+        shutil.copytree(ROOT / name, source / name, ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("setup.py", "pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, source / name)
+    return source
 
 
 @pytest.mark.multiprocess
@@ -15,9 +29,10 @@ def test_tasks_and_cli_install_inside_the_namespace(tmp_path):
 
 
 @pytest.mark.multiprocess
-def test_field_dependencies_are_installed(tmp_path):
-    # learn2learn needs the sdist rebuild of scripts/install_learn2learn.sh; a missing install
-    # step would only show up in later issues' code, so check it here.
+def test_make_installs_the_learn2learn_cross_check(tmp_path):
+    # `make install` builds learn2learn (an optional part) with scripts/install_learn2learn.sh so
+    # that the tests compare our higher inner loop and task sampler with it; a broken build step
+    # would silently skip those comparisons.
     code = "import learn2learn, higher, torchvision; from learn2learn.data import MetaDataset, TaskDataset"
     subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, check=True)
 
@@ -25,16 +40,10 @@ def test_field_dependencies_are_installed(tmp_path):
 @pytest.mark.multiprocess
 def test_the_built_wheel_holds_every_package_of_the_source_tree(tmp_path):
     """Packages are found, not listed: a new sub-package is in the wheel without an edit."""
-    import shutil
     import zipfile
-    from pathlib import Path
 
-    root = Path(__file__).parents[1]
-    source = tmp_path / "source"
-    for name in ("metaaugment", "tasks", "cli"):
-        shutil.copytree(root / name, source / name, ignore=shutil.ignore_patterns("__pycache__"))
-    for name in ("setup.py", "pyproject.toml", "README.md"):
-        shutil.copy(root / name, source / name)
+    root = ROOT
+    source = copy_source(tmp_path / "source")
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
                     str(tmp_path / "wheel"), str(source)], check=True, capture_output=True)
     (wheel,) = (tmp_path / "wheel").glob("metaaugment-*.whl")
@@ -44,3 +53,37 @@ def test_the_built_wheel_holds_every_package_of_the_source_tree(tmp_path):
                          *init.parent.relative_to(root / folder).parts])
                for folder in ("metaaugment", "tasks", "cli") for init in (root / folder).rglob("__init__.py")}
     assert in_wheel == in_tree and {"metaaugment.parallel", "metaaugment.imageops"} <= in_wheel
+
+
+@pytest.mark.slow
+@pytest.mark.multiprocess
+def test_plain_pip_into_a_fresh_environment_gives_a_working_tool(tmp_path):
+    """A user's own environment: a fresh venv with only torch and torchvision (the versions of
+    this one), then `pip install <source>`. Few-shot and regression runs work without
+    learn2learn, which that environment does not have. About a minute and a half."""
+    import torch
+    import torchvision
+
+    source = copy_source(tmp_path / "source")
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    python, metaaug = venv / "bin" / "python", venv / "bin" / "metaaug"
+
+    def pip(*args):
+        result = subprocess.run([str(python), "-m", "pip", "install", "-q", *args], capture_output=True, text=True)
+        assert result.returncode == 0, result.stderr[-3000:]
+
+    pip(f"torch=={torch.__version__.split('+')[0]}", f"torchvision=={torchvision.__version__.split('+')[0]}")
+    pip(str(source))
+    assert subprocess.run([str(python), "-c", "import learn2learn"], capture_output=True).returncode != 0
+    work = tmp_path / "work"
+    work.mkdir()
+    few_shot = ["--epochs", "1", "--steps-per-epoch", "5", "--val-tasks", "5", "--test-tasks", "10", "--quiet"]
+    for benchmark, policy in (("glyphs", "intershuffle"), ("sinusoid", "target-noise")):
+        result = subprocess.run([str(metaaug), "run", benchmark, "--policy", policy, *few_shot], cwd=work,
+                                capture_output=True, text=True)
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert (work / "runs" / benchmark / policy / "seed0" / "results.json").exists()
+    asked = subprocess.run([str(metaaug), "run", "glyphs", "--learner-set", "inner_loop=learn2learn", *few_shot],
+                           cwd=work, capture_output=True, text=True)
+    assert asked.returncode == 2 and "pip install 'metaaugment[learn2learn]'" in asked.stderr

@@ -208,7 +208,7 @@ def sample_task_policy_episodes(policy: TaskPolicy, seed: int) -> list[Episode]:
     episodes = []
     if "few-shot" in policy.benchmark_kinds:
         split = few_shot_split()
-        transforms = policy.task_transforms(split.meta_dataset(), 3, 2 + 2)
+        transforms = policy.task_transforms(split.class_index(), 3, 2 + 2)
         sampler = EpisodeSampler(split, 3, 2, 2, transforms)
         random.seed(seed)
         episodes += [policy.augment_task(sampler.sample(), generator) for _ in range(2)]

@@ -1,13 +1,14 @@
-"""Few-shot data: class-labelled image splits, task sampling through learn2learn, episodes.
+"""Few-shot data: class-labelled image splits, task sampling, episodes.
 
-A split is held once as uint8 images; learn2learn's `MetaDataset` / `Taskset` and its
-task transforms (`NWays`, `KShots`, `LoadData`, `RemapLabels`, ...) decide which samples
-form a task and which task-local label each gets. `EpisodeSampler` turns a sampled task
-into an `Episode` (support and query sets, float images on the target device).
+A split is held once as uint8 images; task transforms (`metaaugment.data.task_sampling`:
+`NWays`, `KShots`, `LoadData`, `RemapLabels`, ..., learn2learn's protocol, without
+learn2learn) decide which samples form a task and which task-local label each gets.
+`EpisodeSampler` turns a sampled task into an `Episode` (support and query sets, float
+images on the target device).
 
-learn2learn draws its randomness from Python's global `random` module. The trainer seeds
-and checkpoints that module; evaluation tasks are drawn inside `isolated_random(seed)`, so
-every evaluation sees the same tasks and training randomness is left untouched.
+The transforms draw their randomness from Python's global `random` module. The trainer
+seeds each task's draws (`isolated_random(seed)`, one seed per task), so every evaluation
+sees the same tasks and training randomness is left untouched.
 """
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from metaaugment.batch import Episode
-from metaaugment.dependencies import learn2learn
+from metaaugment.data.task_sampling import ClassIndex, TaskSampler, standard_task_transforms
 from metaaugment.errors import UserError
 from metaaugment.spec import TaskSpec
 
@@ -31,8 +32,8 @@ class FewShotSplit(Dataset):
     """One split of a few-shot benchmark: uint8 images (N, C, H, W), int64 labels (N,).
 
     Labels are dataset-wide class indices; `class_names[label]` names them. Indexing returns
-    (uint8 image (C, H, W), label, index): learn2learn's `LoadData` collates all three, so an
-    episode knows which dataset samples it holds.
+    (uint8 image (C, H, W), label, index): `LoadData` collates all three, so an episode knows
+    which dataset samples it holds.
     """
 
     def __init__(self, images: Tensor, labels: Tensor, class_names: Sequence[str] | None = None):
@@ -43,7 +44,7 @@ class FewShotSplit(Dataset):
         self.images, self.labels = images, labels.long()
         classes = sorted(set(self.labels.tolist()))
         self.class_names = list(class_names) if class_names is not None else [str(c) for c in classes]
-        self._meta: Any = None
+        self._index: ClassIndex | None = None
 
     def __len__(self) -> int:
         return self.images.shape[0]
@@ -61,16 +62,12 @@ class FewShotSplit(Dataset):
         counts = torch.bincount(self.labels)
         return int(counts[counts > 0].min())
 
-    def meta_dataset(self) -> Any:
-        """This split as a learn2learn MetaDataset (bookkeeping built from labels, no image reads)."""
-        if self._meta is None:
-            labels_to_indices: dict[int, list[int]] = {}
-            for index, label in enumerate(self.labels.tolist()):
-                labels_to_indices.setdefault(label, []).append(index)
-            indices_to_labels = dict(enumerate(self.labels.tolist()))
-            self._meta = learn2learn().data.MetaDataset(self, labels_to_indices=labels_to_indices,
-                                                        indices_to_labels=indices_to_labels)
-        return self._meta
+    def class_index(self) -> ClassIndex:
+        """This split as the task transforms see it (class bookkeeping from the labels, no
+        image reads); built once."""
+        if self._index is None:
+            self._index = ClassIndex(self, self.labels.tolist())
+        return self._index
 
 
 @dataclass
@@ -95,17 +92,8 @@ class FewShotData:
         chosen = getattr(self, split)
         transforms = None
         if policy is not None and split == "train":
-            transforms = policy.task_transforms(chosen.meta_dataset(), ways, shots + query_shots)
+            transforms = policy.task_transforms(chosen.class_index(), ways, shots + query_shots)
         return EpisodeSampler(chosen, ways, shots, query_shots, transforms)
-
-
-def standard_task_transforms(dataset: Any, ways: int, samples_per_class: int) -> list[Any]:
-    """The usual protocol (intershuffle): N random classes, K random samples each, labels
-    0..N-1 assigned in a random order per task."""
-    l2l = learn2learn()
-    t = l2l.data.transforms
-    return [t.NWays(dataset, ways), t.KShots(dataset, samples_per_class), t.LoadData(dataset),
-            t.RemapLabels(dataset, shuffle=True), t.ConsecutiveLabels(dataset)]
 
 
 @contextlib.contextmanager
@@ -133,12 +121,12 @@ def split_support_query(items: Tensor, labels: Tensor, shots: int) -> tuple[Tens
 
 
 class EpisodeSampler:
-    """Draws few-shot episodes from one split with a list of learn2learn task transforms.
+    """Draws few-shot episodes from one split with a list of task transforms.
 
     ways / shots / query_shots: N, K and the number of query samples per class.
-    transforms: learn2learn task transforms for `split.meta_dataset()` that keep
-    shots + query_shots samples of each of `ways` classes and load them with task-local
-    labels; None means `standard_task_transforms`.
+    transforms: task transforms for `split.class_index()` (`task_sampling`'s, or
+    learn2learn's) that keep shots + query_shots samples of each of `ways` classes and load
+    them with task-local labels; None means `standard_task_transforms`.
     """
 
     def __init__(self, split: FewShotSplit, ways: int, shots: int, query_shots: int,
@@ -150,10 +138,10 @@ class EpisodeSampler:
             raise UserError(f"--shots {shots} plus {query_shots} query samples per class exceed the "
                             f"{available} samples of the smallest class")
         self.split, self.ways, self.shots, self.query_shots = split, ways, shots, query_shots
-        dataset = split.meta_dataset()
+        dataset = split.class_index()
         if transforms is None:
             transforms = standard_task_transforms(dataset, ways, shots + query_shots)
-        self.tasks = learn2learn().data.Taskset(dataset, task_transforms=list(transforms), num_tasks=-1)
+        self.tasks = TaskSampler(dataset, transforms)
 
     def sample(self, device: torch.device | str = "cpu") -> Episode:
         """One episode: (N*K, C, H, W) support and (N*Q, C, H, W) query float images in [0, 1]

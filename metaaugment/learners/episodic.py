@@ -1,4 +1,5 @@
-"""Few-shot meta-learners on episodes: MAML and Meta-SGD (learn2learn) and Prototypical Networks.
+"""Few-shot meta-learners on episodes: MAML and Meta-SGD (inner loops through `higher`, or
+learn2learn's where installed) and Prototypical Networks.
 
 Every learner scores a task the same way: adapt on the support set, then measure loss and
 accuracy (or MSE for regression) on the query set. Gradient-based learners also report the
@@ -73,7 +74,7 @@ class EpisodicLearner(Learner):
         self._optimizer = torch.optim.Adam(self.meta_parameters(model), lr=self.meta_lr)
 
     def wrap(self, model: nn.Module) -> None:
-        """Build whatever wraps the model (learn2learn's MAML / MetaSGD); default none."""
+        """Build whatever wraps the model (MAML's / Meta-SGD's meta-parameters); default none."""
 
     def meta_parameters(self, model: nn.Module) -> Iterable[nn.Parameter]:
         """Parameters the outer loop optimizes."""
@@ -170,19 +171,39 @@ class EpisodicLearner(Learner):
         return {f"{prefix}loss": float(loss), f"{prefix}accuracy": task_metric(self.spec, outputs, targets)}
 
 
-INNER_LOOPS = ("learn2learn", "higher")
+INNER_LOOPS = ("higher", "learn2learn")
 INNER_OPTIMIZERS = ("sgd", "momentum", "adam")
+
+
+class MetaParameters(nn.Module):
+    """What MAML meta-learns: the initial weights of `module`, wrapped as learn2learn's MAML
+    wraps them (state_dict keys `module.*`), so checkpoints load with either inner loop."""
+
+    def __init__(self, module: nn.Module):
+        super().__init__()
+        self.module = module
+
+
+class MetaSGDParameters(MetaParameters):
+    """What Meta-SGD meta-learns: the initial weights (`module.*`) and `lrs`, one inner
+    learning rate per weight, each a tensor of its weight's shape filled with `lr` at the
+    start (learn2learn's MetaSGD keys and initial values)."""
+
+    def __init__(self, module: nn.Module, lr: float):
+        super().__init__(module)
+        self.lrs = nn.ParameterList([nn.Parameter(torch.ones_like(p) * lr) for p in module.parameters()])
 
 
 class _GradientMetaLearner(EpisodicLearner):
     """MAML-style learners: take inner gradient steps on the support set, score the query set.
 
-    inner_loop "learn2learn": learn2learn's `clone` / `adapt` (plain SGD). inner_loop "higher":
-    `higher.innerloop_ctx` unrolls a differentiable copy of a torch optimizer, so the inner
-    optimizer can be `sgd`, `momentum` (SGD with `inner_momentum`) or `adam` (`inner_betas`),
-    each with `inner_weight_decay`; with `sgd` both loops compute the same losses and
-    meta-gradients. First order (`first_order=true`, and always at evaluation) drops the
-    second-order terms: the inner gradients are treated as constants.
+    inner_loop "higher" (the default): `higher.innerloop_ctx` unrolls a differentiable copy of
+    a torch optimizer, so the inner optimizer can be `sgd`, `momentum` (SGD with
+    `inner_momentum`) or `adam` (`inner_betas`), each with `inner_weight_decay`. inner_loop
+    "learn2learn" (pip install 'metaaugment[learn2learn]'): learn2learn's `clone` / `adapt`,
+    plain SGD; with `sgd` both loops compute the same losses and meta-gradients. First order
+    (`first_order=true`, and always at evaluation) drops the second-order terms: the inner
+    gradients are treated as constants.
 
     Options:
         inner_lr: the inner (adaptation) learning rate
@@ -190,7 +211,7 @@ class _GradientMetaLearner(EpisodicLearner):
         eval_inner_steps: inner steps at validation and test; default: inner_steps
         first_order: drop second-order terms while meta-training (FOMAML)
         meta_lr: the outer (meta) Adam learning rate (--lr sets it)
-        inner_loop: learn2learn (clone/adapt, plain SGD) or higher (a differentiable torch optimizer)
+        inner_loop: higher (a differentiable torch optimizer) or learn2learn (clone/adapt, plain SGD)
         inner_optimizer: sgd, momentum or adam (momentum and adam need inner_loop=higher)
         inner_momentum: momentum of inner_optimizer=momentum
         inner_betas: Adam betas of inner_optimizer=adam (comma-separated)
@@ -200,7 +221,7 @@ class _GradientMetaLearner(EpisodicLearner):
     has_pre_update = True
 
     def __init__(self, *, inner_lr: float = 0.4, inner_steps: int = 1, eval_inner_steps: int | None = None,
-                 first_order: bool = False, meta_lr: float = 1e-3, inner_loop: str = "learn2learn",
+                 first_order: bool = False, meta_lr: float = 1e-3, inner_loop: str = "higher",
                  inner_optimizer: str = "sgd", inner_momentum: float = 0.9,
                  inner_betas: tuple[float, ...] = (0.9, 0.999), inner_weight_decay: float = 0.0):
         super().__init__(meta_lr=meta_lr)
@@ -218,6 +239,8 @@ class _GradientMetaLearner(EpisodicLearner):
                      "two numbers in [0, 1), e.g. 0.9,0.999")
         check_option(representable(inner_weight_decay) and inner_weight_decay >= 0, "inner_weight_decay",
                      inner_weight_decay, "a non-negative number")
+        if inner_loop == "learn2learn":
+            learn2learn()  # not installed: one line naming the extra, before anything starts
         self.inner_lr, self.inner_steps, self.first_order = inner_lr, inner_steps, first_order
         self.eval_inner_steps = eval_inner_steps or inner_steps
         self.inner_loop, self.inner_optimizer = inner_loop, inner_optimizer
@@ -318,18 +341,24 @@ class _GradientMetaLearner(EpisodicLearner):
 
 @LEARNERS.register("maml")
 class MAMLLearner(_GradientMetaLearner):
-    """MAML (Finn et al. 2017) through learn2learn.algorithms.MAML; first_order=true for FOMAML."""
+    """MAML (Finn et al. 2017): meta-learned initial weights; first_order=true for FOMAML."""
 
     def wrap(self, model: nn.Module) -> None:
-        self.wrapper = learn2learn().algorithms.MAML(model, lr=self.inner_lr, first_order=self.first_order)
+        if self.inner_loop == "learn2learn":
+            self.wrapper = learn2learn().algorithms.MAML(model, lr=self.inner_lr, first_order=self.first_order)
+        else:
+            self.wrapper = MetaParameters(model)
 
 
 @LEARNERS.register("metasgd")
 class MetaSGDLearner(_GradientMetaLearner):
-    """Meta-SGD (Li et al. 2017) through learn2learn.algorithms.MetaSGD: per-parameter inner rates, learned."""
+    """Meta-SGD (Li et al. 2017): meta-learned initial weights and per-parameter inner rates."""
 
     def wrap(self, model: nn.Module) -> None:
-        self.wrapper = learn2learn().algorithms.MetaSGD(model, lr=self.inner_lr, first_order=self.first_order)
+        if self.inner_loop == "learn2learn":
+            self.wrapper = learn2learn().algorithms.MetaSGD(model, lr=self.inner_lr, first_order=self.first_order)
+        else:
+            self.wrapper = MetaSGDParameters(model, self.inner_lr)
 
     def inner_rates(self) -> list[Tensor] | None:
         """The learned per-parameter rates, given to higher's optimizer through `override`."""

@@ -13,6 +13,20 @@ processes. Everything else in the library knows no ranks.
 - `process_group`: the one place that initialises torch.distributed and answers "am I rank 0";
 - `sync_batchnorm`: BatchNorm whose statistics span the global batch.
 """
-from metaaugment.parallel.comm import SINGLE_PROCESS, Communicator, ProcessGroup, SingleProcess
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
 
 __all__ = ["SINGLE_PROCESS", "Communicator", "ProcessGroup", "SingleProcess"]
+
+
+def __getattr__(name: str) -> Any:  # comm imports torch: only when its names are asked for
+    if name not in __all__:
+        raise AttributeError(f"module 'metaaugment.parallel' has no attribute {name!r}")
+    from metaaugment.parallel import comm
+
+    return getattr(comm, name)
+
+
+if TYPE_CHECKING:
+    from metaaugment.parallel.comm import SINGLE_PROCESS, Communicator, ProcessGroup, SingleProcess  # noqa: F401

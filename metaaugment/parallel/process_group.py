@@ -2,15 +2,25 @@
 
 Under torchrun (`metaaug run --nproc-per-node N`, or torchrun itself) the environment names
 this process's rank; `communicator(device)` joins the group (NCCL on CUDA, gloo otherwise)
-and returns the run's Communicator. Outside torchrun it is `SINGLE_PROCESS`.
+and returns the run's Communicator. Outside torchrun it is `SINGLE_PROCESS`. Importing this
+module does not import torch (the CLI asks "am I rank 0" before anything else is loaded).
 """
 from __future__ import annotations
 
 import os
+import sys
+from typing import TYPE_CHECKING, Any
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
-from metaaugment.parallel.comm import SINGLE_PROCESS, Communicator, ProcessGroup
+    from metaaugment.parallel.comm import Communicator
+
+
+def _joined_group() -> Any:
+    """torch.distributed when this process joined its group, else None (never imports torch)."""
+    dist = sys.modules.get("torch.distributed")
+    return dist if dist is not None and dist.is_available() and dist.is_initialized() else None
 
 
 def launched_by_torchrun() -> bool:
@@ -26,9 +36,8 @@ def local_rank() -> int:
 def is_main_process() -> bool:
     """Rank 0 (the process that prints and writes): the joined group's answer, or before it is
     joined, torchrun's environment; True outside torchrun."""
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
+    dist = _joined_group()
+    if dist is not None:
         return dist.get_rank() == 0
     return int(os.environ.get("RANK", "0")) == 0
 
@@ -36,9 +45,8 @@ def is_main_process() -> bool:
 def leave() -> None:
     """Leave the process group, if this process joined one: after a barrier, so that no rank
     tears its connections down while another still talks (gloo aborts the process then)."""
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
+    dist = _joined_group()
+    if dist is not None:
         dist.barrier()
         dist.destroy_process_group()
 
@@ -46,9 +54,12 @@ def leave() -> None:
 def communicator(device: torch.device) -> Communicator:
     """This run's Communicator: the torchrun group (joined here if it is not yet: NCCL on
     CUDA, gloo otherwise), or SINGLE_PROCESS outside torchrun."""
+    import torch.distributed as dist
+
+    from metaaugment.parallel.comm import SINGLE_PROCESS, ProcessGroup
+
     if not launched_by_torchrun():
         return SINGLE_PROCESS
-    import torch.distributed as dist
 
     if not dist.is_initialized():
         dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")

@@ -36,6 +36,7 @@ from typing import Any, Callable, Sequence
 
 from rich.console import Console
 
+from metaaugment.dependencies import require
 from metaaugment.errors import UserError
 from metaaugment.files import load_json, write_json
 from metaaugment.run.config import RunConfig
@@ -144,10 +145,7 @@ def log_path(job: Any) -> Path:
 
 def slurm_executor(options: LaunchOptions, folder: Path) -> Any:
     """A submitit SLURM executor sized by `options`."""
-    try:
-        import submitit
-    except ImportError:
-        raise UserError("--launcher slurm needs submitit: pip install 'metaaugment[cluster]'") from None
+    submitit = require("submitit", "--launcher slurm")
     try:
         executor = submitit.SlurmExecutor(folder=str(folder))
     except RuntimeError as error:  # no srun on PATH: not a SLURM login node

@@ -28,6 +28,7 @@ import uuid
 from pathlib import Path
 from typing import Any, Sequence
 
+from metaaugment.dependencies import require
 from metaaugment.errors import UserError
 from metaaugment.files import write_json, write_text
 from metaaugment.run.folder import TREE_SUFFIX, RunDirectory
@@ -130,16 +131,9 @@ def check_available(tensorboard: bool, wandb: bool) -> None:
     """A UserError naming the package to install, before a run starts, for a sink whose
     package is missing."""
     if tensorboard:
-        try:
-            from torch.utils.tensorboard import SummaryWriter  # noqa: F401
-        except ImportError:
-            raise UserError("--tensorboard needs the tensorboard package: pip install 'metaaugment[tensorboard]'"
-                            ) from None
+        require("tensorboard", "--tensorboard")
     if wandb:
-        try:
-            import wandb as _  # noqa: F401
-        except ImportError:
-            raise UserError("--wandb needs the wandb package: pip install 'metaaugment[wandb]'") from None
+        require("wandb", "--wandb")
 
 
 def _open_tensorboard(run_dir: RunDirectory, resumed_step: int) -> Any:

@@ -1,6 +1,6 @@
 """Task-level policies of "Meta-Learning Requires Meta-Augmentation" (Rajendran et al. 2020).
 
-Classification (how tasks and their labels are built, through learn2learn transforms):
+Classification (how tasks and their labels are built, through task transforms):
   nme           classes partitioned once into fixed groups of N, fixed label order: the
                 non-mutually-exclusive setting, where memorizing x -> y solves every task.
   intrashuffle  the same fixed groups, label order permuted per task.
@@ -17,17 +17,12 @@ from typing import Any, ClassVar, Sequence
 import torch
 
 from metaaugment.batch import Episode
-from metaaugment.data.episodes import standard_task_transforms
-from metaaugment.dependencies import learn2learn
+from metaaugment.data import task_sampling
 from metaaugment.errors import UserError, check_option, representable
 from metaaugment.policy import TaskPolicy
 from metaaugment.registry import POLICIES
 from metaaugment.task_augmentation.label_noise import shift_targets
-from metaaugment.task_augmentation.transforms import (
-    fixed_group_transform,
-    group_order_labels_transform,
-    partition_classes,
-)
+from metaaugment.task_augmentation.transforms import FixedGroups, GroupOrderLabels, partition_classes
 
 
 class _LabelConstruction(TaskPolicy):
@@ -46,17 +41,17 @@ class _LabelConstruction(TaskPolicy):
         self.groups: list[list[int]] = []
 
     def task_transforms(self, dataset: Any, ways: int, shots: int) -> Sequence[Any]:
-        """learn2learn transforms building tasks of `ways` classes with `shots` samples each
-        (support plus query) from the MetaDataset `dataset`."""
+        """Task transforms building tasks of `ways` classes with `shots` samples each (support
+        plus query) from the split `dataset` (a ClassIndex)."""
+        t = task_sampling
         if not self.fixed_groups:
-            return standard_task_transforms(dataset, ways, shots)
-        t = learn2learn().data.transforms
+            return t.standard_task_transforms(dataset, ways, shots)
         self.groups = partition_classes(sorted(dataset.labels), ways, self.group_seed)
         if not self.groups:
             raise UserError(f"{self.name} needs at least --ways {ways} meta-train classes")
         relabel = (t.RemapLabels(dataset, shuffle=True) if self.shuffle_labels
-                   else group_order_labels_transform(dataset, self.groups))
-        return [fixed_group_transform(dataset, self.groups), t.KShots(dataset, shots), t.LoadData(dataset),
+                   else GroupOrderLabels(dataset, self.groups))
+        return [FixedGroups(dataset, self.groups), t.KShots(dataset, shots), t.LoadData(dataset),
                 relabel, t.ConsecutiveLabels(dataset)]
 
     def describe(self) -> dict[str, Any]:

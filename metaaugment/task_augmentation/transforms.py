@@ -1,4 +1,5 @@
-"""learn2learn task transforms of CE-increasing meta-augmentation for classification.
+"""Task transforms of CE-increasing meta-augmentation for classification (the task
+protocol of `metaaugment.data.task_sampling`, learn2learn's).
 
 Rajendran et al. (2020), "Meta-Learning Requires Meta-Augmentation": an augmentation
 (x, y) -> (x, g(eps, y)) with one random key eps per task, shared by support and query,
@@ -12,7 +13,7 @@ from __future__ import annotations
 import random
 from typing import Any, Sequence
 
-from metaaugment.dependencies import learn2learn
+from metaaugment.data.task_sampling import ClassIndex, SampleDescription, TaskDescription, TaskTransform
 
 
 def partition_classes(classes: Sequence[int], group_size: int, seed: int = 0) -> list[list[int]]:
@@ -24,45 +25,34 @@ def partition_classes(classes: Sequence[int], group_size: int, seed: int = 0) ->
     return [order[i:i + group_size] for i in range(0, len(order) - group_size + 1, group_size)]
 
 
-def _task_transform_base() -> type:
-    return learn2learn().data.transforms.TaskTransform
+class FixedGroups(TaskTransform):
+    """Start each task from one of the fixed `groups` (chosen uniformly with Python's
+    `random`), keeping every sample of its classes. It replaces `NWays` in the
+    non-mutually-exclusive and intrashuffle settings."""
+
+    def __init__(self, dataset: ClassIndex, groups: Sequence[Sequence[int]]):
+        super().__init__(dataset)
+        self.groups = [list(g) for g in groups]
+
+    def __call__(self, description: TaskDescription | None) -> TaskDescription:
+        group = random.choice(self.groups)
+        return [SampleDescription(index) for label in group for index in self.dataset.labels_to_indices[label]]
 
 
-def fixed_group_transform(dataset: Any, groups: Sequence[Sequence[int]]) -> Any:
-    """A learn2learn task transform that starts each task from one of the fixed `groups`
-    (chosen uniformly with Python's `random`), keeping every sample of its classes. It
-    replaces `NWays` in the non-mutually-exclusive and intrashuffle settings."""
-    DataDescription = learn2learn().data.task_dataset.DataDescription
+class GroupOrderLabels(TaskTransform):
+    """Give each class its fixed position within its group as the task-local label: the
+    same image gets the same label in every task (`nme`)."""
 
-    class FixedGroups(_task_transform_base()):  # type: ignore[misc]
-        def __init__(self, dataset: Any, groups: Sequence[Sequence[int]]):
-            super().__init__(dataset)
-            self.groups = [list(g) for g in groups]
+    def __init__(self, dataset: ClassIndex, groups: Sequence[Sequence[int]]):
+        super().__init__(dataset)
+        self.position = {label: i for g in groups for i, label in enumerate(g)}
 
-        def __call__(self, task_description: Any) -> list[Any]:
-            group = random.choice(self.groups)
-            return [DataDescription(index) for label in group for index in self.dataset.labels_to_indices[label]]
+    def __call__(self, description: TaskDescription | None) -> TaskDescription:
+        for sample in description or []:
+            sample.transforms.append(self._relabel)
+        return description or []
 
-    return FixedGroups(dataset, groups)
-
-
-def group_order_labels_transform(dataset: Any, groups: Sequence[Sequence[int]]) -> Any:
-    """A learn2learn task transform giving each class its fixed position within its group as
-    the task-local label: the same image gets the same label in every task (`nme`)."""
-
-    class GroupOrderLabels(_task_transform_base()):  # type: ignore[misc]
-        def __init__(self, dataset: Any, groups: Sequence[Sequence[int]]):
-            super().__init__(dataset)
-            self.position = {label: i for g in groups for i, label in enumerate(g)}
-
-        def __call__(self, task_description: Any) -> Any:
-            for dd in task_description:
-                dd.transforms.append(self._relabel)
-            return task_description
-
-        def _relabel(self, sample: Sequence[Any]) -> list[Any]:
-            sample = list(sample)
-            sample[1] = self.position[sample[1]]
-            return sample
-
-    return GroupOrderLabels(dataset, groups)
+    def _relabel(self, sample: Sequence[Any]) -> list[Any]:
+        sample = list(sample)
+        sample[1] = self.position[sample[1]]
+        return sample
