@@ -53,6 +53,7 @@ from metaaugment.batch import Batch, Episode
 from metaaugment.errors import UserError
 from metaaugment.losses import per_sample_cross_entropy
 from metaaugment.parallel.comm import SINGLE_PROCESS, Communicator
+from metaaugment.scratch import RandomState
 from metaaugment.spec import TaskSpec
 
 
@@ -66,11 +67,14 @@ class ForwardOutput:
     features: (B, D) pooled features, the input of the model's final linear layer, when the
               model follows timm's convention (forward_head(forward_features(x),
               pre_logits=True)); None otherwise.
+    random_state: the random generators' state before the pass (`forward_pass` records it), so
+              that a policy's extra passes over the batch can draw the same dropout masks.
     """
 
     logits: Tensor
     losses: Tensor
     features: Tensor | None = None
+    random_state: RandomState | None = None
 
 
 @dataclass

@@ -15,6 +15,7 @@ from metaaugment.losses import accuracy, per_sample_cross_entropy, weighted_mean
 from metaaugment.parallel.comm import SINGLE_PROCESS, Communicator
 from metaaugment.policy import BatchPolicy, ForwardOutput, StepContext, StepResult
 from metaaugment.registry import LEARNERS
+from metaaugment.scratch import RandomState
 from metaaugment.spec import TaskSpec
 
 
@@ -22,7 +23,9 @@ def forward_pass(model: nn.Module, batch: Batch,
                  loss_fn: Callable[[Tensor, Tensor], Tensor] = per_sample_cross_entropy) -> ForwardOutput:
     """Run `model` on batch.inputs; returns logits (B, C), per-sample losses (B,) with their
     graph, and the pooled (B, D) features when the model follows timm's convention
-    (forward_features / forward_head(pre_logits=True) / get_classifier), in one pass."""
+    (forward_features / forward_head(pre_logits=True) / get_classifier), in one pass, and
+    the random generators' state it started from (its dropout masks can be drawn again)."""
+    random_state = RandomState.capture(batch.inputs.device)
     if has_features(model):
         maps = model.forward_features(batch.inputs)
         features = model.forward_head(maps, pre_logits=True)
@@ -30,7 +33,8 @@ def forward_pass(model: nn.Module, batch: Batch,
         logits = head(features) if head is not None else model.forward_head(maps)
     else:
         features, logits = None, model(batch.inputs)
-    return ForwardOutput(logits=logits, losses=loss_fn(logits, batch.targets), features=features)
+    return ForwardOutput(logits=logits, losses=loss_fn(logits, batch.targets), features=features,
+                         random_state=random_state)
 
 
 def supervised_step(model: nn.Module, optimizer: torch.optim.Optimizer, batch: Batch,
@@ -65,7 +69,7 @@ def supervised_step(model: nn.Module, optimizer: torch.optim.Optimizer, batch: B
     else:
         optimizer.step()
     detached = ForwardOutput(output.logits.detach(), output.losses.detach(),
-                             None if output.features is None else output.features.detach())
+                             None if output.features is None else output.features.detach(), output.random_state)
     global_loss = float(comm.sum(loss.detach().clone()))
     result = StepResult(batch, detached, None if weights is None else weights.detach(), global_loss)
     metrics = {"accuracy": accuracy(detached.logits, batch.targets), **policy.after_step(result, ctx)}

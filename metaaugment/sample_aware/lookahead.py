@@ -32,7 +32,13 @@ stays exact:
 and the `higher` engine unrolls the very same torch optimizer (its state copied by `higher`).
 
 The lookahead passes run on scratch copies of the buffers (BatchNorm running statistics),
-so they leave no trace in the model.
+so they leave no trace in the model, and consume no randomness of the run. Stochastic layers
+(dropout, stochastic depth) see the training forward's masks in every pass over the training
+batch: `random_state` (ForwardOutput.random_state, captured by `forward_pass`) is replayed
+(`scratch.replayed`), so the finite difference compares two passes under one mask, the
+Jacobian-vector product differentiates that pass, and `higher` unrolls it; without it, the
+fast engine takes one more training forward under a state it captures. The validation pass
+draws from the generators' state at the call, the same for every engine.
 """
 from __future__ import annotations
 
@@ -45,7 +51,7 @@ from torch import Tensor, nn
 from torch.func import functional_call, jvp
 
 from metaaugment.parallel.comm import SINGLE_PROCESS, Communicator
-from metaaugment.scratch import scratch_buffers
+from metaaugment.scratch import RandomState, replayed, scratch_buffers
 
 LossFn = Callable[[Tensor, Tensor], Tensor]  # (outputs, targets) -> (B,) per-sample losses
 
@@ -115,7 +121,7 @@ def fast_lookahead(model: nn.Module, train_losses: Tensor, weights: Tensor, alph
                    train_inputs: Tensor, train_targets: Tensor, val_inputs: Tensor, val_targets: Tensor,
                    loss_fn: LossFn, mode: str = "fd", fd_step: float = 1e-3,
                    optimizer: torch.optim.Optimizer | None = None, val_count: int | None = None,
-                   comm: Communicator = SINGLE_PROCESS) -> LookaheadGradients:
+                   comm: Communicator = SINGLE_PROCESS, random_state: RandomState | None = None) -> LookaheadGradients:
     """The one-step lookahead gradients without a second-order backward.
 
     train_losses: (B,) per-sample losses of the training forward pass, still attached to the
@@ -123,7 +129,10 @@ def fast_lookahead(model: nn.Module, train_losses: Tensor, weights: Tensor, alph
     weights (normalized); alpha: scalar inner learning rate. optimizer: None for a plain SGD
     step, or the task network's torch.optim.SGD, whose next update (`optimizer_step`) the
     lookahead then takes. mode "fd" moves the parameters by a step of norm `fd_step` along
-    s * grad L_val(w_hat) (one forward pass); "jvp" is exact.
+    s * grad L_val(w_hat) (one forward pass); "jvp" is exact. random_state: the generators'
+    state before the training forward that computed train_losses, replayed in the passes over
+    the training batch (dropout's masks); None: train_losses are computed again under a
+    captured state (one more forward), so that every pass sees one mask.
 
     On many ranks (`comm`) the inputs are this rank's rows, the weights are normalized over the
     global batch and val_count is the global validation batch's size: the weighted gradient
@@ -132,6 +141,20 @@ def fast_lookahead(model: nn.Module, train_losses: Tensor, weights: Tensor, alph
     """
     if mode not in ("jvp", "fd"):
         raise ValueError("mode must be 'jvp' or 'fd'")
+    with replayed(None):  # the run's random numbers stay as they were
+        return _fast_lookahead(model, train_losses, weights, alpha, train_inputs, train_targets, val_inputs,
+                               val_targets, loss_fn, mode, fd_step, optimizer, val_count, comm, random_state)
+
+
+def _fast_lookahead(model: nn.Module, train_losses: Tensor, weights: Tensor, alpha: Tensor, train_inputs: Tensor,
+                    train_targets: Tensor, val_inputs: Tensor, val_targets: Tensor, loss_fn: LossFn, mode: str,
+                    fd_step: float, optimizer: torch.optim.Optimizer | None, val_count: int | None,
+                    comm: Communicator, random_state: RandomState | None) -> LookaheadGradients:
+    val_state = RandomState.capture(val_inputs.device)
+    if random_state is None:  # the training forward's draws are unknown: one forward under known ones
+        random_state = RandomState.capture(train_inputs.device)
+        with replayed(random_state), scratch_buffers(model):
+            train_losses = loss_fn(model(train_inputs), train_targets)
     names, params = zip(*[(n, p) for n, p in model.named_parameters() if p.requires_grad])
     step = optimizer_step(optimizer, list(params)) if optimizer is not None else sgd_step(len(params))
     w_fixed, alpha_fixed = weights.detach(), alpha.detach()
@@ -140,8 +163,9 @@ def fast_lookahead(model: nn.Module, train_losses: Tensor, weights: Tensor, alph
     with scratch_buffers(model):
         lookahead = {n: (p.detach() - alpha_fixed * d).requires_grad_()
                      for n, p, d in zip(names, params, step.direction(weighted_grad))}
-        val_loss = share_of_mean(loss_fn(functional_call(model, lookahead, (val_inputs,)), val_targets), val_count,
-                                 comm)
+        with replayed(val_state):
+            val_outputs = functional_call(model, lookahead, (val_inputs,))
+        val_loss = share_of_mean(loss_fn(val_outputs, val_targets), val_count, comm)
         val_grad = comm.sum_all(torch.autograd.grad(val_loss, list(lookahead.values())))
         # dw_hat / dw_i = -alpha * s * grad L_i: the per-sample dots are taken along s * grad L_val
         tangent = [g if scale == 1 else scale * g for scale, g in zip(step.scales, val_grad)]
@@ -153,14 +177,14 @@ def fast_lookahead(model: nn.Module, train_losses: Tensor, weights: Tensor, alph
                 out = functional_call(model, {**dict(zip(names, values)), **buffers}, (train_inputs,))
                 return loss_fn(out, train_targets)
 
-            with warnings.catch_warnings():  # torch.func's first call warns about torch.jit internals
-                warnings.simplefilter("ignore", FutureWarning)
+            with warnings.catch_warnings(), replayed(random_state):  # the training forward's masks
+                warnings.simplefilter("ignore", FutureWarning)  # torch.func's first call warns about torch.jit
                 _, dots = jvp(per_sample, tuple(base.values()), tuple(tangent))
         else:
             norm = torch.sqrt(sum((g * g).sum() for g in tangent)).clamp_min(1e-12)
             h = fd_step / norm  # a parameter step of norm fd_step, whatever the gradient's scale
             shifted = {n: base[n] + h * g for n, g in zip(names, tangent)}
-            with torch.no_grad():
+            with torch.no_grad(), replayed(random_state):  # the training forward's masks: one function differenced
                 losses_shifted = loss_fn(functional_call(model, shifted, (train_inputs,)), train_targets)
             dots = (losses_shifted - train_losses.detach()) / h
     dots = dots.detach()
@@ -175,19 +199,26 @@ def fast_lookahead(model: nn.Module, train_losses: Tensor, weights: Tensor, alph
 def last_layer_lookahead(head: nn.Module, features: Tensor, weights: Tensor, alpha: Tensor, train_targets: Tensor,
                          val_features: Tensor, val_targets: Tensor, loss_fn: LossFn,
                          mode: str = "fd", optimizer: torch.optim.Optimizer | None = None,
-                         val_count: int | None = None, comm: Communicator = SINGLE_PROCESS) -> LookaheadGradients:
+                         val_count: int | None = None, comm: Communicator = SINGLE_PROCESS,
+                         random_state: RandomState | None = None) -> LookaheadGradients:
     """The cheap approximation: the lookahead of the head alone on fixed features (B, D);
-    with `optimizer`, the head's step follows it (`optimizer_step`)."""
+    with `optimizer`, the head's step follows it (`optimizer_step`). random_state: replayed
+    in the head's passes over the training features (None: a state captured here)."""
     features, val_features = features.detach(), val_features.detach()
-    losses = loss_fn(head(features), train_targets)
-    return fast_lookahead(head, losses, weights, alpha, features, train_targets, val_features, val_targets, loss_fn,
-                          mode, optimizer=optimizer, val_count=val_count, comm=comm)
+    with replayed(None):
+        random_state = random_state or RandomState.capture(features.device)
+        with replayed(random_state):
+            losses = loss_fn(head(features), train_targets)
+        return fast_lookahead(head, losses, weights, alpha, features, train_targets, val_features, val_targets,
+                              loss_fn, mode, optimizer=optimizer, val_count=val_count, comm=comm,
+                              random_state=random_state)
 
 
 def higher_lookahead(model: nn.Module, weights: Tensor, alpha: Tensor, train_inputs: Tensor, train_targets: Tensor,
                      val_inputs: Tensor, val_targets: Tensor, loss_fn: LossFn, steps: int = 1,
                      optimizer: torch.optim.Optimizer | None = None, val_count: int | None = None,
-                     comm: Communicator = SINGLE_PROCESS) -> LookaheadGradients:
+                     comm: Communicator = SINGLE_PROCESS,
+                     random_state: RandomState | None = None) -> LookaheadGradients:
     """The reference: unroll `steps` differentiable steps at rate alpha with `higher` (plain
     SGD, or a differentiable copy of `optimizer` with its current state: momentum buffers,
     weight decay, Nesterov) and differentiate the validation loss with respect to the weights
@@ -195,19 +226,35 @@ def higher_lookahead(model: nn.Module, weights: Tensor, alpha: Tensor, train_inp
 
     On many ranks (`comm`; this rank's rows; val_count the global validation batch's size) each
     inner gradient is summed over ranks by a differentiable all-reduce, whose backward
-    brings every rank's share of dL_val/dw_i to the rank that holds sample i."""
+    brings every rank's share of dL_val/dw_i to the rank that holds sample i. random_state: the
+    training forward's generators' state, replayed in every unrolled pass over the training
+    batch (None: the draws that come next, the same in each step)."""
+    with replayed(None):  # the run's random numbers stay as they were
+        return _higher_lookahead(model, weights, alpha, train_inputs, train_targets, val_inputs, val_targets,
+                                 loss_fn, steps, optimizer, val_count, comm, random_state)
+
+
+def _higher_lookahead(model: nn.Module, weights: Tensor, alpha: Tensor, train_inputs: Tensor, train_targets: Tensor,
+                      val_inputs: Tensor, val_targets: Tensor, loss_fn: LossFn, steps: int,
+                      optimizer: torch.optim.Optimizer | None, val_count: int | None, comm: Communicator,
+                      random_state: RandomState | None) -> LookaheadGradients:
     import higher
 
+    val_state = RandomState.capture(val_inputs.device)
+    random_state = random_state or RandomState.capture(train_inputs.device)
     weights_leaf = weights.detach().requires_grad_()
     alpha_leaf = alpha.detach().requires_grad_()
     inner = optimizer or torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1.0)
     with scratch_buffers(model), higher.innerloop_ctx(model, inner, copy_initial_weights=True,
                                                         track_higher_grads=True) as (fmodel, diffopt):
         for _ in range(steps):
-            losses = loss_fn(fmodel(train_inputs), train_targets)
+            with replayed(random_state):
+                losses = loss_fn(fmodel(train_inputs), train_targets)
             diffopt.step((weights_leaf * losses).sum(), override={"lr": [alpha_leaf] * len(inner.param_groups)},
                          grad_callback=comm.sum_all_differentiable if comm.distributed else None)
-        val_loss = share_of_mean(loss_fn(fmodel(val_inputs), val_targets), val_count or val_inputs.shape[0], comm)
+        with replayed(val_state):
+            val_outputs = fmodel(val_inputs)
+        val_loss = share_of_mean(loss_fn(val_outputs, val_targets), val_count or val_inputs.shape[0], comm)
         grad_w, grad_alpha = torch.autograd.grad(val_loss, [weights_leaf, alpha_leaf])
     return LookaheadGradients(weights=grad_w.detach(), alpha=comm.sum(grad_alpha.detach()),
                               val_loss=float(comm.sum(val_loss.detach())))

@@ -36,7 +36,7 @@ from metaaugment.sample_aware.lookahead import (
 from metaaugment.sample_aware.ops import ALL_OPS, MAGNITUDE_FREE, OPS, apply_transformations
 from metaaugment.sample_aware.policy_network import PolicyNetwork, normalize_weights
 from metaaugment.sample_aware.transformations import TransformationSampler, embed_transformations
-from metaaugment.scratch import scratch_buffers
+from metaaugment.scratch import replayed, scratch_buffers
 
 ENGINES = ("fast", "fast-jvp", "higher", "last-layer")
 
@@ -246,7 +246,7 @@ class MetaAugment(BatchPolicy):
         if self.engine == "higher":
             return higher_lookahead(model, weights, self.alpha, batch.inputs, batch.targets, val.inputs, val.targets,
                                     loss_fn, steps=self.lookahead_steps, optimizer=optimizer, val_count=val_count,
-                                    comm=ctx.comm)
+                                    comm=ctx.comm, random_state=output.random_state)
         if self.engine == "last-layer":
             head = classifier(model)
             if head is None:
@@ -257,13 +257,14 @@ class MetaAugment(BatchPolicy):
             return last_layer_lookahead(head, output.features.float(), weights, self.alpha, batch.targets, val_features,
                                         val.targets, loss_fn, optimizer=optimizer, val_count=val_count,
                                         comm=ctx.comm)
-        train_losses = output.losses
+        train_losses, random_state = output.losses, output.random_state
         if ctx.precision != "32":  # the training forward ran under autocast: again in float32 (one more forward)
-            with scratch_buffers(model):
+            with scratch_buffers(model), replayed(random_state):  # with the training forward's dropout masks
                 train_losses = loss_fn(model(batch.inputs), batch.targets)
         return fast_lookahead(model, train_losses, weights, self.alpha, batch.inputs, batch.targets, val.inputs,
                               val.targets, loss_fn, mode="jvp" if self.engine == "fast-jvp" else "fd",
-                              optimizer=optimizer, val_count=val_count, comm=ctx.comm)
+                              optimizer=optimizer, val_count=val_count, comm=ctx.comm,
+                              random_state=random_state)
 
     def _features(self, batch: Batch, output: ForwardOutput | None) -> Tensor:
         """What the policy network sees: its own extractor's features of the augmented images
