@@ -1,6 +1,7 @@
 """`metaaug`: the command-line interface, a thin layer over the metaaugment library."""
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import os
 import sys
@@ -290,8 +291,8 @@ def run(
     Writes config.json, metrics.jsonl, checkpoints and results.json in the run folder."""
     from metaaugment.parallel.process_group import is_main_process, launched_by_torchrun
     from metaaugment.run.config_file import run_settings
-    from metaaugment.run.folder import folder_name
     from metaaugment.run.loop import train
+    from metaaugment.run.naming import run_folder
 
     if resume and overwrite:
         raise UserError("--resume and --overwrite exclude each other")
@@ -301,7 +302,7 @@ def run(
     settings = _settings(ctx, run_settings(config_file) if config_file is not None else {},
                          f"config file {config_file}", trust_code)
     config = _build_config(settings, lr, learner_set, model_set, policy_set)
-    out = out or Path("runs") / folder_name(config.benchmark) / folder_name(config.policy) / f"seed{config.seed}"
+    out = out or run_folder(config)  # runs/BENCHMARK/POLICY[-what differs from the defaults]/seedK
     if launch:  # bad options and folders are reported here, before any process starts
         check_launch(config, out, nproc_per_node, resume=resume, overwrite=overwrite)
         raise typer.Exit(launch_processes(nproc_per_node))
@@ -462,7 +463,11 @@ def compare(
     wait: Annotated[bool, typer.Option(
         help="slurm: wait for the jobs and print the table (--no-wait: submit and return; run the same command "
         "again later).")] = True,
-    status: Annotated[bool, typer.Option(help="Show each run's state and job, and train nothing.")] = False,
+    status: Annotated[bool, typer.Option(
+        help="Show each run's state, its job and the job's last progress line, and train nothing.")] = False,
+    progress_every: Annotated[float, typer.Option(
+        "--progress-every", help="local and slurm: show each running job's last progress line every this many "
+        "seconds.")] = 30.0,
     trust_code: TrustOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
@@ -471,8 +476,8 @@ def compare(
     Runs (or reuses finished) runs of each variant and seed; prints and saves the table and plot."""
     from metaaugment.registry import POLICIES
     from metaaugment.run.compare import format_stat, plan_comparison, run_comparison, summarize, write_comparison
-    from metaaugment.run.config_file import read_sweep
-    from metaaugment.run.folder import folder_name
+    from metaaugment.run.config_file import Variant, read_sweep
+    from metaaugment.run.naming import comparison_folder, policy_variant_name
 
     if (policies is None) == (sweep is None):
         raise UserError("give --policies a,b,... or a --sweep file (one of them)")
@@ -498,10 +503,17 @@ def compare(
         _parse_seeds(",".join(map(str, file_seeds)))  # the same checks as --seeds
     config = _build_config(_settings(ctx, file_settings, f"sweep file {sweep}", trust_code), lr, learner_set,
                            model_set)
-    out = out or Path("runs") / "compare" / folder_name(config.benchmark)
+    if sweep is None:  # each row named after its policy and the options that differ from the defaults
+        variants = [Variant(policy_variant_name(dataclasses.replace(config, policy=name, policy_options=options[name])),
+                            name, options[name]) for name in variants]
+        options = {}
+    out = out or comparison_folder(config, [v.name for v in variants], sweep)
     launch_options = _launch_options(ctx, launcher, jobs, nproc_per_node, wait, {
         "partition": slurm_partition, "gpus": slurm_gpus, "cpus": slurm_cpus, "time_min": slurm_time,
         "account": slurm_account, "parallelism": slurm_parallelism})
+    if not progress_every > 0:
+        raise UserError(f"--progress-every must be a positive number of seconds (got {progress_every})")
+    launch_options.progress_seconds = progress_every
     if status:
         _print_status(plan_comparison(config, variants, seed_list, out, options), out)
         return
@@ -600,7 +612,7 @@ def _print_status(runs: Any, out: Path) -> None:
     from metaaugment.run.launch import status_rows
 
     table = Table(title=f"{out}: runs and jobs")
-    for column in ("run", "folder", "job"):
+    for column in ("run", "folder", "job", "last progress line"):
         table.add_column(column)
     for row in status_rows(runs, out):
         table.add_row(*(escape(cell) for cell in row))

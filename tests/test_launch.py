@@ -61,17 +61,23 @@ def test_an_interrupted_local_comparison_stops_its_jobs_and_resumes_when_launche
     # 100 epochs of 4 steps: long enough to be interrupted after its first checkpoint
     args = ["compare", "digits", "--policies", "none", "--seeds", "0", "--epochs", "100", "--batch-size", "256",
             "--checkpoint-every", "5", "--device", "cpu", "-q", "--out", "cmp"]
-    process = subprocess.Popen([sys.executable, "-m", "metaaugment.cli.main", *args, "--launcher", "local"],
-                               cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen([sys.executable, "-m", "metaaugment.cli.main", *args, "--launcher", "local",
+                                "--progress-every", "0.5"], cwd=tmp_path, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
     checkpoint = tmp_path / "cmp" / "none" / "seed0" / "checkpoint.pt"
+    job_log = tmp_path / "cmp" / ".jobs" / "none-seed0.log"
     deadline = time.time() + 120
-    while not checkpoint.exists() and time.time() < deadline:
+    while not (checkpoint.exists() and job_log.exists() and " step " in job_log.read_text()) and time.time() < deadline:
         time.sleep(0.1)
     assert checkpoint.exists(), "the job never checkpointed"
+    time.sleep(1.5)  # three turns of --progress-every 0.5 with a progress line in the log
     process.send_signal(signal.SIGINT)  # Ctrl-C reaches compare; it stops its job, which keeps its checkpoint
     _, err = process.communicate(timeout=60)
     assert process.returncode == 130, err
     assert "Traceback" not in err and err.strip().splitlines()[-1].startswith("interrupted")
+    # while waiting, the job's last progress line, read from its log (every 0.5 s here, 30 s by default)
+    shown = [line for line in err.splitlines() if line.startswith("  none/seed0 (job ")]
+    assert shown and " step " in shown[-1] and "eta" in shown[-1], err
     assert not (tmp_path / "cmp" / "none" / "seed0" / "results.json").exists()
     log = (tmp_path / "cmp" / ".jobs" / "none-seed0.log").read_text()
     assert "stopped" in log and "Traceback" not in log  # the job stopped as after Ctrl-C

@@ -61,7 +61,8 @@ def test_a_policy_file_in_the_working_folder_runs_is_reused_and_compares(tmp_pat
                                        "--epochs", "1", "--batch-size", "256", "--device", "cpu", "-q"], capsys)
         assert code == 0, err
     sys.modules.pop("mypol", None)
-    assert "mypol-MyPolicy" in (tmp_path / "runs" / "compare" / "digits" / "comparison.md").read_text()
+    assert "mypol-MyPolicy" in (tmp_path / "runs" / "compare" / "digits" / "none+mypol-MyPolicy" /
+                                "comparison.md").read_text()
 
 
 @pytest.mark.slow
@@ -157,7 +158,7 @@ def test_a_run_s_config_json_replays_it_and_command_line_options_override_the_fi
     code, _, err = run_in_process(["run", "--config", "short.yaml", "--epochs", "1", "--set", "alpha=0.2",
                                    "--device", "cpu", "-q"], capsys)
     assert code == 0, err
-    config = json.loads((tmp_path / "runs" / "digits" / "mixup" / "seed3" / "config.json").read_text())
+    config = json.loads((tmp_path / "runs" / "digits" / "mixup-alpha=0.2" / "seed3" / "config.json").read_text())
     assert (config["epochs"], config["policy_options"]) == (1, {"alpha": 0.2})
     (tmp_path / "bad.json").write_text('{"benchmark": "digits", "epoch": 2}')
     code, _, err = run_in_process(["run", "--config", "bad.json"], capsys)
@@ -177,12 +178,47 @@ def test_a_sweep_puts_variants_of_one_policy_side_by_side(tmp_path, monkeypatch,
     code, out, err = run_in_process(["compare", "--sweep", "alphas.yaml", "--device", "cpu", "-q"], capsys)
     assert code == 0, err
     assert "mixup-0.2" in out and "mixup-1.0" in out
-    table = (tmp_path / "runs" / "compare" / "digits" / "comparison.md").read_text()
+    alphas = tmp_path / "runs" / "compare" / "digits" / "alphas"  # named after the sweep file
+    table = (alphas / "comparison.md").read_text()
     assert "| mixup-0.2 | 2 |" in table and "| mixup-1.0 | 2 |" in table
     for name, alpha in (("mixup-0.2", 0.2), ("mixup-1.0", 1.0)):
         for seed in (0, 1):
-            config = json.loads((tmp_path / "runs" / "compare" / "digits" / name / f"seed{seed}" / "config.json")
-                                .read_text())
+            config = json.loads((alphas / name / f"seed{seed}" / "config.json").read_text())
             assert config["policy_options"] == {"alpha": alpha} and config["seed"] == seed
     code, _, err = run_in_process(["compare", "digits", "--policies", "mixup,mixup"], capsys)
     assert code == 2 and "use a --sweep file" in err
+    # another sweep on the same benchmark keeps the first one's table
+    (tmp_path / "boxes.yaml").write_text("benchmark: digits\nepochs: 1\nseeds: [0]\nvariants:\n"
+                                         "  small: {policy: cutout, policy_options: {size: 2}}\n")
+    assert run_in_process(["compare", "--sweep", "boxes.yaml", "--device", "cpu", "-q"], capsys)[0] == 0
+    assert (alphas / "comparison.md").read_text() == table
+    assert "| small | 1 |" in (alphas.parent / "boxes" / "comparison.md").read_text()
+    # a --policies set into the folder of another set: one line, unless --overwrite
+    into_alphas = ["compare", "digits", "--policies", "none,mixup", "--seeds", "0", "--epochs", "1", "--device", "cpu",
+                   "-q", "--out", str(alphas)]
+    code, _, err = run_in_process(into_alphas, capsys)
+    assert code == 2 and err.count("\n") == 1 and "holds the table of another comparison (mixup-0.2, mixup-1.0)" in err
+    assert (alphas / "comparison.md").read_text() == table
+    assert run_in_process([*into_alphas, "--overwrite"], capsys)[0] == 0
+    assert "| none | 1 |" in (alphas / "comparison.md").read_text()
+
+
+def test_default_run_folders_tell_variants_apart_by_what_differs_from_the_defaults():
+    from metaaugment.run.config import RunConfig
+    from metaaugment.run.naming import comparison_folder, run_folder
+
+    def named(**settings):
+        return str(run_folder(RunConfig(**settings)))
+
+    assert named(benchmark="digits", policy="mixup") == "runs/digits/mixup/seed0"
+    assert named(benchmark="digits", policy="mixup", policy_options={"alpha": 1.0}) == "runs/digits/mixup/seed0"
+    assert named(benchmark="digits", policy="mixup", policy_options={"alpha": 0.4}, seed=2) == \
+        "runs/digits/mixup-alpha=0.4/seed2"
+    assert named(benchmark="digits", model="resnet18") == "runs/digits/none-model=resnet18/seed0"
+    assert named(benchmark="glyphs", policy="nme", learner_options={"inner_lr": 0.1}) == \
+        "runs/glyphs/nme-learner.inner_lr=0.1/seed0"
+    long = [named(benchmark="digits", policy="randaugment", policy_options={"num_ops": 3, "magnitude": m,
+                                                                            "backend": "torchvision"}) for m in (5, 6)]
+    assert long[0] != long[1] and all(name.startswith("runs/digits/randaugment-h") for name in long)
+    assert str(comparison_folder(RunConfig(benchmark="digits", model="resnet18"), ["none", "mixup"])) == \
+        "runs/compare/digits/none+mixup-model=resnet18"

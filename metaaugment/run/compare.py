@@ -94,6 +94,7 @@ def run_comparison(base: RunConfig, variants: Sequence[str | Variant], seeds: Se
     console = console or Console(stderr=True)
     options = launch_options or LaunchOptions()
     runs = plan_comparison(base, variants, seeds, out, policy_options, options.nproc_per_node)
+    check_table_owner(out, list(dict.fromkeys(run.name for run in runs)), overwrite)
     for run in runs:  # every folder checked before anything trains or is submitted
         folder = RunDirectory(run.path)
         if overwrite and folder.owned():  # what earlier runs wrote goes (their own files only)
@@ -104,6 +105,33 @@ def run_comparison(base: RunConfig, variants: Sequence[str | Variant], seeds: Se
     results = launch(runs, out, options, console, show_progress, trust_code)
     return [RunRecord(run.name, run.seed, run.path, results[run.key]) for run in runs
             if results.get(run.key) is not None]
+
+
+def tabled_variants(out: Path) -> list[str] | None:
+    """The variants whose table `out` holds (comparison.csv's first column), or None when it
+    holds none."""
+    path = Path(out) / "comparison.csv"
+    if not path.is_file():
+        return None
+    try:
+        rows = list(csv.reader(io.StringIO(path.read_text(encoding="utf-8"))))
+    except (OSError, UnicodeDecodeError, csv.Error) as error:
+        raise UserError(f"{path} cannot be read ({error}); move it away or pass --overwrite") from None
+    if not rows or not rows[0] or rows[0][0] != "policy":
+        raise UserError(f"{path} is not a comparison table; move it away or pass --overwrite")
+    return [row[0] for row in rows[1:] if row]
+
+
+def check_table_owner(out: Path, names: Sequence[str], overwrite: bool) -> None:
+    """A UserError when `out` holds the table of another set of variants than `names` (a
+    comparison is never silently replaced), unless `overwrite`."""
+    if overwrite:
+        return
+    tabled = tabled_variants(out)
+    if tabled is not None and set(tabled) != set(names):
+        raise UserError(f"{out} holds the table of another comparison ({', '.join(tabled)}), not of "
+                        f"{', '.join(names)}: give another --out, or pass --overwrite to replace it (its runs "
+                        f"train again)")
 
 
 def summarize(records: Sequence[RunRecord]) -> list[PolicySummary]:

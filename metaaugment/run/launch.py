@@ -41,6 +41,7 @@ from metaaugment.errors import UserError
 from metaaugment.files import load_json, write_json
 from metaaugment.run.config import RunConfig
 from metaaugment.run.folder import RunDirectory, folder_name
+from metaaugment.run.progress import duration
 from metaaugment.schema import short
 
 LAUNCHERS = ("inline", "local", "slurm")
@@ -74,6 +75,7 @@ class LaunchOptions:
     nproc_per_node: int = 1
     wait: bool = True  # False: submit and return; launch again when the jobs are done
     poll_seconds: float | None = None  # how often job states are read; None: 0.2 s local, 5 s on SLURM
+    progress_seconds: float = 30.0  # how often each running job's last progress line is shown
     slurm: dict[str, Any] = field(default_factory=dict)  # partition, gpus, cpus, time_min, account, parallelism
 
     def poll_interval(self) -> float:
@@ -99,6 +101,11 @@ def train_job(config: dict[str, Any], path: str, threads: int | None = None, tru
     run_job(config, path, threads=threads, trust_code=trust_code, show_progress=True)
 
 
+def job_file_stem(key: str) -> str:
+    """The name (without suffix) of a local job's spec and log files for run `key` (VARIANT/seedK)."""
+    return folder_name(key.replace("/", "-"))
+
+
 class LocalJob:
     """One run trained by a child process of this command, in a session of its own (the
     terminal's Ctrl-C reaches only this command, which stops the job), its stdout and stderr
@@ -106,7 +113,7 @@ class LocalJob:
 
     def __init__(self, run: PlannedRun, folder: Path, nproc_per_node: int, threads: int | None, trust_code: bool):
         folder.mkdir(parents=True, exist_ok=True)
-        stem = folder_name(run.key.replace("/", "-"))
+        stem = job_file_stem(run.key)
         self.log = folder / f"{stem}.log"
         spec = folder / f"{stem}.json"
         write_json(spec, {"config": run.config.to_dict(), "out": str(run.path)})
@@ -213,11 +220,15 @@ def launch(runs: Sequence[PlannedRun], out: Path, options: LaunchOptions, consol
         else:
             pending.append(run)
     if options.launcher == "inline" and options.nproc_per_node == 1:
+        overall = OverallProgress(len(pending))
         for index, run in enumerate(pending, start=1):
             state = "reusing" if RunDirectory(run.path).finished else "running"
-            console.print(f"[{index}/{len(pending)}] {state} {run.name} seed {run.seed} -> {run.path}")
+            console.print(f"[{index}/{len(pending)}] {state} {run.name} seed {run.seed} -> {run.path}"
+                          f"{overall.summary()}", highlight=False)
+            started = time.monotonic()
             results[run.key] = train(run.config, run.path, resume=True, console=console, show_progress=show_progress,
                                      trust_code=trust_code)
+            overall.finished(time.monotonic() - started, trained=state == "running")
         return results
     recorded = read_jobs(out)
     if not pending:
@@ -245,7 +256,7 @@ def launch(runs: Sequence[PlannedRun], out: Path, options: LaunchOptions, consol
         console.print("submitted; run the same command again (or `compare --status`) when the jobs are done")
         return {**results, **{key: None for key in jobs}}
     folders = {run.key: RunDirectory(run.path) for run in pending}
-    return {**results, **_wait(jobs, folders, console, options.poll_interval())}
+    return {**results, **_wait(jobs, folders, console, options.poll_interval(), options.progress_seconds)}
 
 
 def _record(out: Path, recorded: dict[str, dict[str, str]], key: str, job: Any, launcher: str) -> None:
@@ -299,13 +310,64 @@ class LocalJobs(dict):
             running += 1
 
 
+class OverallProgress:
+    """A comparison's progress over its runs: runs done of the total, elapsed, and an ETA from
+    the mean time of the runs it trained (reused runs take no time)."""
+
+    def __init__(self, total: int):
+        self.total, self.done, self.started = total, 0, time.monotonic()
+        self.trained_seconds: list[float] = []
+
+    def finished(self, seconds: float, trained: bool = True) -> None:
+        """Count one more run done, which took `seconds` (trained, or reused when not `trained`)."""
+        self.done += 1
+        if trained:
+            self.trained_seconds.append(seconds)
+
+    def summary(self) -> str:
+        """' · comparison 3/9 runs done, 0:04:10 elapsed, eta 0:08:20' ('' before any run ends)."""
+        if not self.done:
+            return ""
+        line = f" · comparison {self.done}/{self.total} runs done, {duration(time.monotonic() - self.started)} elapsed"
+        if self.trained_seconds and self.done < self.total:
+            mean = sum(self.trained_seconds) / len(self.trained_seconds)
+            line += f", eta {duration(mean * (self.total - self.done))}"
+        return line
+
+
+def last_line(path: Path, tail_bytes: int = 8192) -> str | None:
+    """The last non-empty line of a log file (progress lines end in newlines; a bar's carriage
+    returns split lines too), or None when it has none or cannot be read."""
+    try:
+        with open(path, "rb") as log:
+            log.seek(0, os.SEEK_END)
+            log.seek(max(0, log.tell() - tail_bytes))
+            text = log.read().decode("utf-8", errors="replace")
+    except OSError:
+        return None
+    lines = [line.strip() for line in text.replace("\r", "\n").splitlines() if line.strip()]
+    return lines[-1] if lines else None
+
+
+def _show_progress(jobs: dict[str, Any], results: dict[str, Any], console: Console) -> None:
+    """Each running job's last log line."""
+    for key, job in jobs.items():
+        if key not in results and not job.done():
+            line = last_line(log_path(job))
+            if line:
+                console.print(f"  {key} (job {job.job_id}): {line}", highlight=False, markup=False, soft_wrap=True)
+
+
 def _wait(jobs: dict[str, Any], folders: dict[str, RunDirectory], console: Console,
-          poll_seconds: float) -> dict[str, dict[str, Any]]:
+          poll_seconds: float, progress_seconds: float = 30.0) -> dict[str, dict[str, Any]]:
     """Each job's results, read from its run folder as the job ends; a job that ends without
-    finishing its run is one UserError naming its log. Ctrl-C (or SIGTERM) stops the jobs
-    still running (local jobs: SIGINT, then SIGKILL after STOP_GRACE_SECONDS; SLURM jobs:
-    scancel): the same command resumes them."""
+    finishing its run is one UserError naming its log. Every `progress_seconds` each running
+    job's last progress line (its log's) is shown, and the comparison's progress with each
+    finished job. Ctrl-C (or SIGTERM) stops the jobs still running (local jobs: SIGINT, then
+    SIGKILL after STOP_GRACE_SECONDS; SLURM jobs: scancel): the same command resumes them."""
     results: dict[str, dict[str, Any]] = {}
+    overall = OverallProgress(_total(jobs))
+    shown = time.monotonic()
     previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         while True:
@@ -315,11 +377,15 @@ def _wait(jobs: dict[str, Any], folders: dict[str, RunDirectory], console: Conso
                         raise UserError(f"the job of {key} ended without finishing its run ({job.state}); its log: "
                                         f"{log_path(job)}")
                     results[key] = folders[key].read_results()
-                    console.print(f"finished {key} (job {job.job_id}) [{len(results)}/{_total(jobs)}]")
+                    overall.finished(float(results[key].get("wall_time_s", 0.0)))
+                    console.print(f"finished {key} (job {job.job_id}){overall.summary()}", highlight=False)
             if isinstance(jobs, LocalJobs):
                 jobs.fill()
             if len(results) == _total(jobs):
                 return results
+            if time.monotonic() - shown >= progress_seconds:
+                _show_progress(jobs, results, console)
+                shown = time.monotonic()
             time.sleep(poll_seconds)
     except (KeyboardInterrupt, UserError):
         _stop(jobs, results)
@@ -349,8 +415,20 @@ def _total(jobs: dict[str, Any]) -> int:
     return len(jobs) + len(getattr(jobs, "queued", []))
 
 
-def status_rows(runs: Sequence[PlannedRun], out: Path) -> list[tuple[str, str, str]]:
-    """(run, its folder's state, its job) for `compare --status`."""
+def _recorded_log(out: Path, key: str, entry: dict[str, str]) -> Path | None:
+    """The log of the job recorded for run `key` in jobs.json: a local job's, a SLURM job's stderr."""
+    if entry.get("launcher") == "local":
+        return Path(out) / LOCAL_JOBS_DIR / f"{job_file_stem(key)}.log"
+    try:
+        import submitit
+
+        return Path(submitit.SlurmJob(Path(out) / SUBMITIT_DIR, entry["job_id"]).paths.stderr)
+    except Exception:  # no submitit
+        return None
+
+
+def status_rows(runs: Sequence[PlannedRun], out: Path) -> list[tuple[str, str, str, str]]:
+    """(run, its folder's state, its job, the job log's last line) for `compare --status`."""
     recorded = read_jobs(out)
     rows = []
     for run in runs:
@@ -366,6 +444,7 @@ def status_rows(runs: Sequence[PlannedRun], out: Path) -> list[tuple[str, str, s
             state = "not started"
         entry = recorded.get(run.key)
         job = f"{entry['launcher']} job {entry['job_id']}: {job_state(out, entry)}" if entry else "-"
-        rows.append((run.key, state, job))
+        log = _recorded_log(out, run.key, entry) if entry else None
+        rows.append((run.key, state, job, (last_line(log) if log is not None else None) or "-"))
     return rows
 

@@ -1,5 +1,8 @@
 """Progress during training: a rich bar on a terminal, plain log lines anywhere else.
 
+On a terminal each run is one row fitted to the terminal's width (`fit_progress_line`): the
+step counts, the percentage and the ETA always show; narrower terminals drop the elapsed
+time first, then shorten and drop the bar, then shorten the metrics, then the description.
 Under nohup, in a log file or in a cluster job's output a bar prints nothing until it ends
 and cuts lines to 80 columns, so there the progress is a line every few steps and at the
 end of each epoch, written whole and flushed.
@@ -7,29 +10,96 @@ end of each epoch, written whole and flushed.
 from __future__ import annotations
 
 import time
-from typing import Any, Mapping
+from typing import Any, Mapping, NamedTuple
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import Progress, ProgressColumn, Task
+from rich.text import Text
+
+BAR_WIDTH, MIN_BAR, MIN_TEXT = 28, 8, 12
+
+
+def _cut(text: str, width: int) -> str:
+    return text if len(text) <= width else text[:max(0, width - 1)] + "…"
+
+
+class FittedLine(NamedTuple):
+    """One progress row: `left` (the description), a bar of `bar` columns (0: none) of which
+    `filled` are done, and `right` (counts, percentage, ETA, elapsed, metrics)."""
+
+    left: str
+    bar: int
+    filled: int
+    right: str
+
+    def plain(self) -> str:
+        """The row as text, the bar drawn with '━' (done) and '─' (to do)."""
+        bar = "━" * self.filled + "─" * (self.bar - self.filled)
+        return " ".join(part for part in (self.left, bar, self.right) if part)
+
+
+def fit_progress_line(description: str, completed: float, total: float | None, elapsed: float | None,
+                      remaining: float | None, metrics: str, width: int) -> FittedLine:
+    """One progress row within `width` columns: the counts, percentage and ETA always; the
+    elapsed time, the bar (shortened first), the metrics and the description (shortened with
+    '…') as far as they fit, dropped in that order."""
+    count = f"{int(completed)}/{int(total)}" if total else f"{int(completed)}"
+    percent = f"{100 * completed / total:3.0f}%" if total else ""
+    eta = f"eta {duration(remaining) if remaining is not None else '-:--:--'}"
+    core = " ".join(part for part in (count, percent, eta) if part)
+    spent = duration(elapsed or 0.0)
+    budget = width - 1  # the last column would wrap on some terminals
+
+    def length(desc: str, bar: int, show_elapsed: bool, shown_metrics: str) -> int:
+        parts = [desc, "x" * bar if bar else "", core, spent if show_elapsed else "", shown_metrics]
+        return len(" ".join(part for part in parts if part))
+
+    desc, bar, show_elapsed, shown = description, BAR_WIDTH, True, metrics
+    if length(desc, bar, show_elapsed, shown) > budget:
+        show_elapsed = False
+    if length(desc, bar, show_elapsed, shown) > budget:  # the bar repeats the percentage: shorter, then none
+        bar = max(MIN_BAR, bar - (length(desc, bar, show_elapsed, shown) - budget))
+        if length(desc, bar, show_elapsed, shown) > budget:
+            bar = 0
+    if length(desc, bar, show_elapsed, shown) > budget and shown:
+        room = len(shown) - (length(desc, bar, show_elapsed, shown) - budget)
+        shown = _cut(shown, room) if room >= MIN_TEXT else ""
+    if length(desc, bar, show_elapsed, shown) > budget:
+        desc = _cut(desc, max(MIN_TEXT, len(desc) - (length(desc, bar, show_elapsed, shown) - budget)))
+    right = " ".join(part for part in (core, spent if show_elapsed else "", shown) if part)
+    filled = round(bar * completed / total) if total and bar else 0
+    return FittedLine(desc, bar, filled, right)
+
+
+class FittedRow(ProgressColumn):
+    """The whole row of a task as one column, fitted to the console's width at each refresh
+    (`fit_progress_line`): a terminal narrower than the full row loses the least useful parts
+    first, never the counts or the ETA."""
+
+    def __init__(self, console: Console):
+        super().__init__()
+        self.console = console
+
+    def render(self, task: Task) -> Text:
+        line = fit_progress_line(task.description, task.completed, task.total, task.elapsed, task.time_remaining,
+                                 task.fields.get("metrics", ""), self.console.width)
+        text = Text(line.left, style="bold")
+        if line.bar:
+            text.append(" ")
+            text.append("━" * line.filled, style="bar.complete")
+            text.append("━" * (line.bar - line.filled), style="bar.back")
+        text.append(" " + line.right)
+        return text
 
 
 def training_progress(console: Console | None = None, disable: bool = False, every: int = 10) -> Any:
-    """A rich Progress with one row per run (description, bar, step count, elapsed, ETA,
-    metrics) on a terminal; elsewhere a PlainProgress logging every `every` steps and at
-    each epoch end."""
+    """A rich Progress with one row per run (description, bar, step count, percentage, ETA,
+    elapsed, metrics, fitted to the terminal's width) on a terminal; elsewhere a PlainProgress
+    logging every `every` steps and at each epoch end."""
     if console is not None and not console.is_terminal and not disable:
         return PlainProgress(console, every)
-    return Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(bar_width=28),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TextColumn("eta"),
-        TimeRemainingColumn(),
-        TextColumn("{task.fields[metrics]}"),
-        console=console,
-        disable=disable,
-    )
+    console = console or Console(stderr=True)
+    return Progress(FittedRow(console), console=console, disable=disable)
 
 
 def format_metrics(metrics: Mapping[str, float]) -> str:
@@ -45,7 +115,8 @@ def format_metrics(metrics: Mapping[str, float]) -> str:
     return " ".join(parts)
 
 
-def _duration(seconds: float) -> str:
+def duration(seconds: float) -> str:
+    """'1:02:03' (hours:minutes:seconds)."""
     seconds = int(seconds)
     return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
 
@@ -94,7 +165,7 @@ class PlainProgress:
         if total:
             done = completed - task["start"]
             eta = elapsed / done * (total - completed) if done > 0 else 0.0
-            line += f"/{total} ({100 * completed / total:.0f}%) {_duration(elapsed)} eta {_duration(eta)}"
+            line += f"/{total} ({100 * completed / total:.0f}%) {duration(elapsed)} eta {duration(eta)}"
         metrics = task["fields"].get("metrics")
         if metrics:
             line += f" {metrics}"
