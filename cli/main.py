@@ -61,6 +61,9 @@ CheckpointOpt = Annotated[int, typer.Option("--checkpoint-every",
 LearnerSetOpt = Annotated[Optional[List[str]], typer.Option("--learner-set",
                                                              help="Learner option key=value (repeatable).")]
 ModelSetOpt = Annotated[Optional[List[str]], typer.Option("--model-set", help="Model option key=value (repeatable).")]
+BenchmarkSetOpt = Annotated[Optional[List[str]], typer.Option(
+    "--benchmark-set", help="Benchmark option key=value (repeatable), e.g. flip=false or crop=none for a streamed "
+    "benchmark; see metaaug list benchmarks NAME.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")]
 # Few-shot benchmarks only (defaults: the benchmark's).
 WaysOpt = Annotated[Optional[int], typer.Option("--ways", help="Few-shot: N classes per task.")]
@@ -128,11 +131,12 @@ def _settings(ctx: typer.Context, file_settings: dict[str, Any], source: str = "
 
 
 def _build_config(settings: dict[str, Any], lr: Optional[float], learner_set: Optional[List[str]],
-                  model_set: Optional[List[str]], policy_set: Optional[List[str]] = None) -> Any:
-    """The resolved RunConfig of `settings` with --lr, --learner-set, --model-set and (`run`)
-    --set applied on top."""
+                  model_set: Optional[List[str]], policy_set: Optional[List[str]] = None,
+                  benchmark_set: Optional[List[str]] = None) -> Any:
+    """The resolved RunConfig of `settings` with --lr, --learner-set, --model-set,
+    --benchmark-set and (`run`) --set applied on top."""
     from metaaugment.learners import LEARNERS
-    from metaaugment.registry import MODELS, POLICIES, parse_options
+    from metaaugment.registry import BENCHMARKS, MODELS, POLICIES, create_benchmark, parse_options
     from metaaugment.run.config import RunConfig
 
     if not settings.get("benchmark"):
@@ -144,6 +148,14 @@ def _build_config(settings: dict[str, Any], lr: Optional[float], learner_set: Op
     config.model_options.update(parse_options(MODELS.get(config.model).factory, model_set or []))
     if policy_set:
         config.policy_options.update(parse_options(POLICIES.get(config.policy).factory, policy_set))
+    if benchmark_set:
+        options = create_benchmark(config.benchmark).options
+        if options is None:
+            raise UserError(f"--benchmark-set: benchmark '{config.benchmark}' has no options (the streamed "
+                            f"benchmarks imagenet and image-classification-folder have; see metaaug list benchmarks "
+                            f"NAME)")
+        config.benchmark_options.update(parse_options(options, benchmark_set))
+        BENCHMARKS.create_options(config.benchmark, options, config.benchmark_options)  # checked before any work
     return config
 
 
@@ -201,12 +213,16 @@ def _show_entry(kind: str, entry: Any) -> None:
 
     out_console.print(f"[bold cyan]{escape(entry.name)}[/bold cyan] ({kind[:-1] if kind != 'policies' else 'policy'}, "
                       f"{escape(entry.origin)}): {escape(entry.summary)}", highlight=False)
+    factory = entry.factory
     if kind == "benchmarks":
         from metaaugment.registry import BENCHMARKS
 
-        _show_benchmark(BENCHMARKS.create(entry.name))
-        return
-    options = describe_options(entry.factory)
+        bench = BENCHMARKS.create(entry.name)
+        _show_benchmark(bench)
+        if bench.options is None:
+            return
+        factory = bench.options
+    options = describe_options(factory)
     if not options:
         out_console.print("no options")
         return
@@ -217,7 +233,8 @@ def _show_entry(kind: str, entry: Any) -> None:
         default = "(required)" if option.default is inspect.Parameter.empty else repr(option.default)
         table.add_row(option.name, escape(option.type), escape(default), escape(option.meaning))
     out_console.print(table)
-    flag = {"policies": "--set", "learners": "--learner-set", "models": "--model-set"}[kind]
+    flag = {"policies": "--set", "learners": "--learner-set", "models": "--model-set",
+            "benchmarks": "--benchmark-set"}[kind]
     out_console.print(f"change one with {flag} key=value (or in a --config / --sweep file)", highlight=False)
 
 
@@ -264,6 +281,7 @@ def run(
     checkpoint_every: CheckpointOpt = 100,
     learner_set: LearnerSetOpt = None,
     model_set: ModelSetOpt = None,
+    benchmark_set: BenchmarkSetOpt = None,
     ways: WaysOpt = None,
     shots: ShotsOpt = None,
     query_shots: QueryOpt = None,
@@ -301,7 +319,7 @@ def run(
     launch = nproc_per_node > 1 and not launched_by_torchrun()
     settings = _settings(ctx, run_settings(config_file) if config_file is not None else {},
                          f"config file {config_file}", trust_code)
-    config = _build_config(settings, lr, learner_set, model_set, policy_set)
+    config = _build_config(settings, lr, learner_set, model_set, policy_set, benchmark_set)
     out = out or run_folder(config)  # runs/BENCHMARK/POLICY[-what differs from the defaults]/seedK
     if launch:  # bad options and folders are reported here, before any process starts
         check_launch(config, out, nproc_per_node, resume=resume, overwrite=overwrite)
@@ -433,6 +451,7 @@ def compare(
     checkpoint_every: CheckpointOpt = 100,
     learner_set: LearnerSetOpt = None,
     model_set: ModelSetOpt = None,
+    benchmark_set: BenchmarkSetOpt = None,
     ways: WaysOpt = None,
     shots: ShotsOpt = None,
     query_shots: QueryOpt = None,
@@ -502,7 +521,7 @@ def compare(
     if seeds is None and file_seeds is not None:
         _parse_seeds(",".join(map(str, file_seeds)))  # the same checks as --seeds
     config = _build_config(_settings(ctx, file_settings, f"sweep file {sweep}", trust_code), lr, learner_set,
-                           model_set)
+                           model_set, benchmark_set=benchmark_set)
     if sweep is None:  # each row named after its policy and the options that differ from the defaults
         variants = [Variant(policy_variant_name(dataclasses.replace(config, policy=name, policy_options=options[name])),
                             name, options[name]) for name in variants]

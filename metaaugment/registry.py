@@ -327,6 +327,15 @@ class Registry(Generic[T]):
             raise UserError(f"{self.kind} '{name}' built {_what(product)}, not {self.role.product}")
         return product
 
+    def create_options(self, name: str, factory: Callable[..., Any], options: dict[str, Any]) -> Any:
+        """`factory(**options)`, an entry's own options object (a benchmark's preprocessing),
+        checked as `create` checks an entry's options: one UserError line naming a bad one."""
+        options = self.check_options(name, factory, options)
+        try:
+            return factory(**options)
+        except (ValueError, TypeError) as error:
+            raise UserError(f"{self.kind} '{name}': {clip(' '.join(str(error).split()), 300)}") from None
+
     def check_options(self, name: str, factory: Callable[..., Any], options: dict[str, Any]) -> dict[str, Any]:
         """`options` checked against the factory's keyword options: known names (unless it
         takes **kwargs) and values of the declared types (schema.check_value)."""

@@ -23,6 +23,9 @@ class Benchmark:
           (e.g. MetaAugment's 4 transformations per ImageNet sample); --set overrides them.
     accepts_image_size: load takes an `image_size` keyword (--image-size).
     accepts_val_size: load takes a `val_size` keyword, the images held out of train (--val-size).
+    options: the class of the benchmark's own options (--benchmark-set key=value; its keyword
+          options, typed and documented as a policy's), built and given to load as
+          `preprocessing`; None when the benchmark has none.
     """
 
     name: str
@@ -36,6 +39,7 @@ class Benchmark:
     default_policy_options: dict[str, dict[str, Any]] = field(default_factory=dict)
     accepts_image_size: bool = False
     accepts_val_size: bool = False
+    options: Callable[..., Any] | None = None
     kind: str = "classification"
     default_ways: int | None = None
     default_shots: int | None = None

@@ -18,7 +18,10 @@ sorts the validation images into class folders:
 Images of any size and of the formats torchvision or PIL decode. The classes are the
 sub-folders of train/, sorted by name; val/ and test/ must use the same names. Nothing is
 loaded into memory: worker processes (`--workers`) decode and crop each batch
-(`metaaugment.data.streaming`), to --image-size (224 by default).
+(`metaaugment.data.streaming`), to --image-size (224 by default). How they crop and flip is
+the benchmarks' `--benchmark-set` options (`streaming.Preprocessing`): ImageNet's random resized crop
+(8-100% of the area, aspect 3/4-4/3) and flip by default; `crop=none` (a plain resize),
+`flip=false`, `crop_scale=0.5,1` for data a crop or a mirror image changes.
 """
 from __future__ import annotations
 
@@ -28,7 +31,7 @@ from pathlib import Path
 import torch
 
 from metaaugment.data.splits import ClassificationData
-from metaaugment.data.streaming import FileSplit, check_image_headers, image_files
+from metaaugment.data.streaming import FileSplit, Preprocessing, check_image_headers, image_files
 from metaaugment.errors import UserError
 from metaaugment.registry import BENCHMARKS
 from metaaugment.spec import TaskSpec
@@ -75,15 +78,17 @@ def hold_out(files: list[list[Path]], fraction: float, seed: int = HOLDOUT_SEED
     return kept, held
 
 
-def file_split(files: list[list[Path]], image_size: int, train: bool) -> FileSplit:
+def file_split(files: list[list[Path]], image_size: int, train: bool,
+               preprocessing: Preprocessing | None = None) -> FileSplit:
     """A FileSplit of per-class file lists (label = the class's index)."""
     paths = [str(p) for paths in files for p in paths]
     labels = torch.tensor([label for label, paths in enumerate(files) for _ in paths], dtype=torch.int64)
-    return FileSplit(paths, labels, image_size, train)
+    return FileSplit(paths, labels, image_size, train, preprocessing=preprocessing or Preprocessing())
 
 
 def load_class_folders(root: Path, *, name: str, image_size: int, val_fraction: float,
-                       val_folder: str | None, test_folder: str) -> ClassificationData:
+                       val_folder: str | None, test_folder: str,
+                       preprocessing: Preprocessing | None = None) -> ClassificationData:
     """train/, test/ and val/ (or a per-class hold-out of train) as streamed splits."""
     classes, train = class_files(root / "train")
     _, test = class_files(root / test_folder, classes)
@@ -100,11 +105,13 @@ def load_class_folders(root: Path, *, name: str, image_size: int, val_fraction: 
     check_image_headers(paths, cache_folder() / f"headers-{listing_key(paths, folders, Path(root).resolve())}.ok")
     spec = TaskSpec(num_classes=len(classes), input_shape=(3, image_size, image_size), mean=IMAGENET_MEAN,
                     std=IMAGENET_STD)
-    return ClassificationData(file_split(train, image_size, True), file_split(val, image_size, False),
-                              file_split(test, image_size, False), spec)
+    return ClassificationData(file_split(train, image_size, True, preprocessing),
+                              file_split(val, image_size, False, preprocessing),
+                              file_split(test, image_size, False, preprocessing), spec)
 
 
-def load_imagenet(data_root: Path, image_size: int = DEFAULT_IMAGE_SIZE) -> ClassificationData:
+def load_imagenet(data_root: Path, image_size: int = DEFAULT_IMAGE_SIZE,
+                  preprocessing: Preprocessing | None = None) -> ClassificationData:
     """ImageNet from <data-root>/imagenet/{train,val}/<wnid>/ (val is the test split)."""
     root = Path(data_root) / "imagenet"
     missing = [s for s in ("train", "val") if not (root / s).is_dir()]
@@ -114,10 +121,11 @@ def load_imagenet(data_root: Path, image_size: int = DEFAULT_IMAGE_SIZE) -> Clas
                         f"e.g. with the valprep.sh script of the PyTorch ImageNet example), or pass --data-root DIR "
                         f"(missing {', '.join(s + '/' for s in missing)})")
     return load_class_folders(root, name="imagenet", image_size=image_size, val_fraction=0.02, val_folder=None,
-                              test_folder="val")
+                              test_folder="val", preprocessing=preprocessing)
 
 
-def load_image_classification_folder(data_root: Path, image_size: int = DEFAULT_IMAGE_SIZE) -> ClassificationData:
+def load_image_classification_folder(data_root: Path, image_size: int = DEFAULT_IMAGE_SIZE,
+                                     preprocessing: Preprocessing | None = None) -> ClassificationData:
     """The user's supervised data from <data-root>/{train,val,test}/<class>/ (val optional)."""
     root = Path(data_root)
     missing = [s for s in ("train", "test") if not (root / s).is_dir()]
@@ -126,7 +134,7 @@ def load_image_classification_folder(data_root: Path, image_size: int = DEFAULT_
                         f"(and optionally val/), each with one sub-folder of images per class (missing "
                         f"{', '.join(s + '/' for s in missing)}); pass --data-root DIR")
     return load_class_folders(root, name="image-classification-folder", image_size=image_size, val_fraction=0.1,
-                              val_folder="val", test_folder="test")
+                              val_folder="val", test_folder="test", preprocessing=preprocessing)
 
 
 @BENCHMARKS.register("imagenet")
@@ -136,7 +144,8 @@ def imagenet() -> Benchmark:
     return Benchmark(name="imagenet", load=load_imagenet, default_model="resnet50", default_epochs=270,
                      default_batch_size=256, default_learner_options={"lr": 0.1, "weight_decay": 1e-4},
                      # the paper's ImageNet setting: 4 transformations of each sample per step (§5.2)
-                     default_policy_options={"metaaugment": {"copies": 4}}, accepts_image_size=True)
+                     default_policy_options={"metaaugment": {"copies": 4}}, accepts_image_size=True,
+                     options=Preprocessing)
 
 
 @BENCHMARKS.register("image-classification-folder")
@@ -144,4 +153,5 @@ def image_classification_folder() -> Benchmark:
     """Your own supervised data: <data-root>/{train,[val],test}/<class>/<images>, streamed; ResNet-50."""
     return Benchmark(name="image-classification-folder", load=load_image_classification_folder,
                      default_model="resnet50", default_epochs=90, default_batch_size=256,
-                     default_learner_options={"lr": 0.1, "weight_decay": 1e-4}, accepts_image_size=True)
+                     default_learner_options={"lr": 0.1, "weight_decay": 1e-4}, accepts_image_size=True,
+                     options=Preprocessing)

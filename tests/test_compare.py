@@ -1,5 +1,6 @@
 """`metaaug compare`: runs or reuses runs, aggregates mean ± std, writes CSV/Markdown/PNG."""
 import csv
+import io
 import statistics
 from pathlib import Path
 
@@ -61,3 +62,22 @@ def test_comparison_markdown_gives_each_column_its_own_unit():
         "test_accuracy": 0.9, "best_val_accuracy": 0.8, "test_loss": 0.3}})]
     text = comparison_markdown("digits", summarize(single), single)
     assert "| test accuracy (%) |" in text and "| none | 1 | 90.00 | 80.00 | 0.3000 |" in text  # one seed: no ± 0
+    from metaaugment.run.compare import comparison_csv
+
+    row = next(csv.DictReader(io.StringIO(comparison_csv(summarize(single)))))
+    assert row["test_accuracy_mean"] == "0.900000" and row["test_accuracy_std"] == ""  # unknown, not 0
+
+
+def test_the_comparison_plots_y_range_shows_differences_at_their_size():
+    from metaaugment.run.compare import MIN_PERCENT_SPAN, honest_range
+
+    low, high = honest_range([97.13], percent=True)  # one seed: not zoomed onto one point
+    assert high - low >= MIN_PERCENT_SPAN and low <= 97.13 <= high <= 100
+    low, high = honest_range([92.75, 93.06, 92.9, 91.8, 94.0], percent=True)
+    assert high - low >= MIN_PERCENT_SPAN and low < 91.8 and high > 94.0
+    low, high = honest_range([2.0, 99.5], percent=True)  # a wide spread: all of it, within [0, 100]
+    assert (low, high) == (0.0, 100.0)
+    low, high = honest_range([0.1349, 0.2386], percent=False)  # MSE: from 0, everything inside
+    assert low == 0.0 and high > 0.2386
+    low, high = honest_range([10.0, 10.2], percent=False)
+    assert high - low >= 0.2 * 10.2 and low < 10.0 < 10.2 < high

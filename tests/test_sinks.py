@@ -26,10 +26,15 @@ def tensorboard_scalars(folder):
 
 
 def expected_scalars(folder):
+    """metrics.jsonl's values at their steps, and results.json's test metrics at the last step."""
     expected: dict = {}
     for record in records(folder):
         for tag, value in scalars(record).items():
             expected.setdefault(tag, []).append((record["step"], value))
+    last = max(record["step"] for record in records(folder))
+    for key, value in json.loads((folder / "results.json").read_text())["metrics"].items():
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            expected[f"test/{key}"] = [(last, float(value))]
     return expected
 
 

@@ -156,3 +156,53 @@ def test_a_validation_stream_of_files_is_decoded_ahead_and_resumes_exactly(image
     resumed = BatchStream(split, 4, seed=2, workers=2)
     resumed.load_state_dict(stream.state_dict())
     assert torch.equal(resumed.next().inputs, stream.next().inputs)
+
+
+def test_flip_off_and_a_plain_resize_train_on_the_images_as_they_are(tmp_path):
+    """image-classification-folder with --benchmark-set crop=none flip=false: every training
+    image the policy sees is a whole file resized, never cropped or mirrored (the default
+    Inception crop and flip would turn a character into another one)."""
+    from PIL import Image
+    from torchvision.transforms.v2.functional import pil_to_tensor
+
+    from metaaugment import BatchPolicy
+    from metaaugment.registry import POLICIES
+    from metaaugment.run.loop import train
+
+    rng = np.random.default_rng(0)
+    expected = []
+    for split, count in (("train", 6), ("test", 2)):
+        for name in ("a", "b"):
+            for index in range(count):
+                # a left-to-right ramp with noise: a mirror image or a crop changes the pixels
+                ramp = np.linspace(0, 200, 20)[None, :, None] + rng.integers(0, 55, (12, 20, 3))
+                image = Image.fromarray(ramp.astype(np.uint8))
+                (tmp_path / split / name).mkdir(parents=True, exist_ok=True)
+                image.save(tmp_path / split / name / f"{index}.png")
+                if split == "train":
+                    expected.append(pil_to_tensor(image.resize((8, 8), Image.BILINEAR, box=(0, 0, 20, 12),
+                                                                reducing_gap=None)).float() / 255)
+    expected = torch.stack(expected)
+    seen = []
+
+    class Recorder(BatchPolicy):
+        """Keep every training batch."""
+
+        def augment(self, batch, ctx):
+            seen.append(batch.inputs.detach().clone())
+            return batch
+
+    with POLICIES.scoped():
+        POLICIES.register("recorder")(Recorder)
+        config = RunConfig(benchmark="image-classification-folder", policy="recorder", data_root=str(tmp_path),
+                           image_size=8, model="small-cnn", epochs=2, batch_size=5, device="cpu",
+                           benchmark_options={"crop": "none", "flip": False})
+        results = train(config, tmp_path / "run", show_progress=False)
+    assert results["config"]["benchmark_options"] == {"crop": "none", "flip": False}  # recorded: a replay has it
+    images = torch.cat(seen)
+    assert len(images) == 2 * 10  # two epochs of the 10 training images (val holds out 2 of 12)
+    distance = (images[:, None] - expected[None]).abs().flatten(2).amax(2)  # (seen, files)
+    assert (distance.min(1).values < 1e-6).all()  # each one a whole file, as it is
+    default = RunConfig(benchmark="image-classification-folder", policy="recorder", data_root=str(tmp_path),
+                        image_size=8).resolve()
+    assert default.benchmark_options == {}  # imagenet's crop and flip stay the default

@@ -10,6 +10,11 @@ power-of-two reduction that keeps the crop at full resolution, and the crop resi
 same call. Batches leave the workers as uint8 (a quarter of float32's bytes), become float
 [0, 1] on the device, and the policy's batched ops run there.
 
+The geometric preprocessing is the benchmark's options (`Preprocessing`, `--benchmark-set`):
+the crop's area and aspect-ratio ranges, the flip on or off, or a plain resize of the whole
+image (no crop, in training and evaluation) for data where a crop or a mirror image changes
+what an image shows (characters, digits, many medical images).
+
 Deterministic whatever the number of workers: the crop and flip of an image are drawn from
 a generator seeded by (split seed, pass, index), not from a worker's random state, and the
 DataLoader keeps the sampler's order. Resumable mid-epoch: the order of an epoch is a pure
@@ -112,35 +117,83 @@ def open_rgb(path: str, size: int, crop: Callable[[int, int], tuple[Region, bool
         return pil_to_tensor(resized)
 
 
+class Preprocessing:
+    """The per-image geometric preprocessing of a streamed benchmark (its `--benchmark-set`
+    options). Defaults: ImageNet's Inception-style training crop and flip, and the centre
+    crop of 87.5% in evaluation.
+
+    Options:
+        crop: random-resized (a random area and aspect ratio, resized; evaluation: the centre
+            crop) or none (the whole image resized to the square size, in training and evaluation)
+        crop_scale: the random crop's area as a fraction of the image's (lowest, highest)
+        crop_ratio: the random crop's aspect ratio, width / height (lowest, highest)
+        flip: flip training images horizontally with probability 1/2
+    """
+
+    CROPS = ("random-resized", "none")
+
+    def __init__(self, *, crop: str = "random-resized", crop_scale: tuple[float, ...] = CROP_SCALE,
+                 crop_ratio: tuple[float, ...] = CROP_RATIO, flip: bool = True):
+        if crop not in self.CROPS:
+            raise ValueError(f"crop must be {' or '.join(self.CROPS)} (got {crop!r})")
+        if len(crop_scale) != 2 or not 0 < crop_scale[0] <= crop_scale[1] <= 1:
+            raise ValueError(f"crop_scale must be two fractions 0 < low <= high <= 1 (got {crop_scale})")
+        if len(crop_ratio) != 2 or not 0 < crop_ratio[0] <= crop_ratio[1]:
+            raise ValueError(f"crop_ratio must be two positive numbers low <= high (got {crop_ratio})")
+        self.crop, self.flip = crop, flip
+        self.crop_scale = (float(crop_scale[0]), float(crop_scale[1]))
+        self.crop_ratio = (float(crop_ratio[0]), float(crop_ratio[1]))
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Preprocessing) and vars(self) == vars(other)
+
+    def __repr__(self) -> str:
+        return f"Preprocessing({', '.join(f'{k}={v!r}' for k, v in vars(self).items())})"
+
+    def train_region(self, width: int, height: int, generator_seed: int) -> tuple[Region, bool]:
+        """The region of one training image and whether to flip it, drawn from `generator_seed`."""
+        if self.crop == "none":
+            region: Region = (0, 0, width, height)
+            flip = random.Random(generator_seed).random() < 0.5
+        else:
+            region, flip = train_region(width, height, generator_seed, self.crop_scale, self.crop_ratio)
+        return region, flip and self.flip
+
+    def eval_region(self, width: int, height: int) -> Region:
+        """The region of one evaluation image."""
+        return (0, 0, width, height) if self.crop == "none" else eval_region(width, height)
+
+
 def draw_seed(seed: int, draw: int, index: int) -> int:
     """The seed of one image's random crop in one pass: a pure function of its arguments."""
     return (seed * 1_000_003 + draw * 7_919 + index * 104_729) % (2**63 - 1)
 
 
-def train_region(width: int, height: int, generator_seed: int) -> tuple[tuple[float, float, float, float], bool]:
+def train_region(width: int, height: int, generator_seed: int, scale: tuple[float, float] = CROP_SCALE,
+                 aspect: tuple[float, float] = CROP_RATIO) -> tuple[tuple[float, float, float, float], bool]:
     """Inception-style preprocessing drawn from `generator_seed` alone: the region of a random
     resized crop and whether to flip horizontally.
 
     The crop is RandomResizedCrop's (Szegedy et al. 2015, as torchvision defines it): up to
-    10 draws of an area of 8-100% of the image and a log-uniform aspect ratio in [3/4, 4/3],
-    the first that fits; otherwise the centre crop of the nearest allowed aspect ratio. It
-    draws from its own `random.Random`: torch's global generator is neither read nor
-    reseeded, and the draw costs microseconds in a worker."""
+    10 draws of an area in `scale` (8-100% of the image by default) and a log-uniform aspect
+    ratio in `aspect` ([3/4, 4/3]), the first that fits; otherwise the centre crop of the
+    nearest allowed aspect ratio. It draws from its own `random.Random`: torch's global
+    generator is neither read nor reseeded, and the draw costs microseconds in a worker."""
     draws = random.Random(generator_seed)
     area = width * height
-    log_ratio = (math.log(CROP_RATIO[0]), math.log(CROP_RATIO[1]))
+    log_ratio = (math.log(aspect[0]), math.log(aspect[1]))
     for _ in range(10):
-        target = area * draws.uniform(*CROP_SCALE)
+        target = area * draws.uniform(*scale)
         ratio = math.exp(draws.uniform(*log_ratio))
         w, h = round(math.sqrt(target * ratio)), round(math.sqrt(target / ratio))
         if 0 < w <= width and 0 < h <= height:
             top, left = draws.randint(0, height - h), draws.randint(0, width - w)
             return (left, top, left + w, top + h), draws.random() < 0.5
     ratio = width / height  # fallback: the whole image, cut to the allowed aspect ratios
-    if ratio < CROP_RATIO[0]:
-        w, h = width, round(width / CROP_RATIO[0])
-    elif ratio > CROP_RATIO[1]:
-        w, h = round(height * CROP_RATIO[1]), height
+    if ratio < aspect[0]:
+        w, h = width, round(width / aspect[0])
+    elif ratio > aspect[1]:
+        w, h = round(height * aspect[1]), height
     else:
         w, h = width, height
     top, left = (height - h) // 2, (width - w) // 2
@@ -155,21 +208,26 @@ def eval_region(width: int, height: int) -> tuple[float, float, float, float]:
     return left, top, left + side, top + side
 
 
-def train_crop(path: str, size: int, generator_seed: int) -> Tensor:
-    """One training image: the random resized crop to (3, size, size), flipped or not."""
-    return open_rgb(path, size, lambda width, height: train_region(width, height, generator_seed))
+def train_crop(path: str, size: int, generator_seed: int, preprocessing: Preprocessing | None = None) -> Tensor:
+    """One training image: its region (the random resized crop by default) resized to
+    (3, size, size), flipped or not."""
+    chosen = preprocessing or Preprocessing()
+    return open_rgb(path, size, lambda width, height: chosen.train_region(width, height, generator_seed))
 
 
-def eval_crop(path: str, size: int) -> Tensor:
-    """One evaluation image: the centre crop to (3, size, size)."""
-    return open_rgb(path, size, lambda width, height: (eval_region(width, height), False))
+def eval_crop(path: str, size: int, preprocessing: Preprocessing | None = None) -> Tensor:
+    """One evaluation image: its region (the centre crop by default) resized to (3, size, size)."""
+    chosen = preprocessing or Preprocessing()
+    return open_rgb(path, size, lambda width, height: (chosen.eval_region(width, height), False))
 
 
 class DecodedImages(Dataset):
     """Dataset over (pass, index) keys: the decoded, preprocessed uint8 image and its label."""
 
-    def __init__(self, files: Sequence[str], labels: Tensor, image_size: int, train: bool, seed: int):
+    def __init__(self, files: Sequence[str], labels: Tensor, image_size: int, train: bool, seed: int,
+                 preprocessing: Preprocessing | None = None):
         self.files, self.labels, self.image_size, self.train, self.seed = files, labels, image_size, train, seed
+        self.preprocessing = preprocessing or Preprocessing()
 
     def __len__(self) -> int:
         return len(self.files)
@@ -179,9 +237,9 @@ class DecodedImages(Dataset):
         path = self.files[index]
         try:
             if self.train:
-                image = train_crop(path, self.image_size, draw_seed(self.seed, draw, index))
+                image = train_crop(path, self.image_size, draw_seed(self.seed, draw, index), self.preprocessing)
             else:
-                image = eval_crop(path, self.image_size)
+                image = eval_crop(path, self.image_size, self.preprocessing)
         except image_errors() as error:
             raise unreadable(path, error) from None
         return image, self.labels[index]
@@ -190,19 +248,22 @@ class DecodedImages(Dataset):
 @dataclass
 class FileSplit:
     """One split read from image files: `files` (N paths), `labels` (N,) int64. `train`
-    selects the random crop and flip; `seed` fixes their draws (per pass and image)."""
+    selects the training region and flip, `preprocessing` how they are drawn; `seed` fixes
+    their draws (per pass and image)."""
 
     files: list[str]
     labels: Tensor
     image_size: int
     train: bool
     seed: int = 0
+    preprocessing: Preprocessing = field(default_factory=Preprocessing)
     dataset: DecodedImages = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.labels.shape != (len(self.files),):
             raise ValueError("labels must be (N,) and match the number of files")
-        self.dataset = DecodedImages(self.files, self.labels, self.image_size, self.train, self.seed)
+        self.dataset = DecodedImages(self.files, self.labels, self.image_size, self.train, self.seed,
+                                     self.preprocessing)
 
     def __len__(self) -> int:
         return len(self.files)

@@ -167,7 +167,9 @@ def comparison_csv(summaries: Sequence[PolicySummary]) -> str:
     for s in summaries:
         row: list[Any] = [s.policy, len(s.seeds), " ".join(map(str, s.seeds))]
         for metric, _, _ in s.metrics:
-            row += [f"{v:.6f}" for v in s.stat(metric)]
+            mean, std = s.stat(metric)
+            # one seed: the spread is unknown, not zero (empty, as the md table shows the mean alone)
+            row += [f"{mean:.6f}", f"{std:.6f}" if len(s.seeds) > 1 else ""]
         writer.writerow(row + [f"{mean_std(s.wall_times)[0]:.2f}"])
     return buffer.getvalue()
 
@@ -223,17 +225,19 @@ def plot_comparison(path: Path, benchmark: str, summaries: Sequence[PolicySummar
         left.errorbar(i, scale * mean, yerr=scale * std if len(s.seeds) > 1 else None, fmt="o", capsize=5,
                       color=f"C{i}", markersize=8)
         left.scatter([i] * len(s.seeds), [scale * v for v in s.values[metric]], color="black", s=12, zorder=3)
-    left.set_xticks(range(len(summaries)), [s.policy for s in summaries], rotation=20)
+    # each point's n (its seeds) under its name: a mean of one seed is not a mean of five
+    left.set_xticks(range(len(summaries)), [f"{s.policy}\n(n={len(s.seeds)})" for s in summaries], rotation=20)
     left.set_xlim(-0.6, len(summaries) - 0.4)
-    left.set_ylabel(title + unit)
-    left.set_title(f"{benchmark}: {title} (mean ± std over seeds, seeds as dots)", fontsize=10)
+    better = "higher" if kind.higher_is_better else "lower"
+    left.set_ylabel(f"{title}{unit}, {better} is better")
+    spread = "mean ± std over seeds, seeds as dots" if any(len(s.seeds) > 1 for s in summaries) else \
+        "one seed each: no spread"
+    left.set_title(f"{benchmark}: {title} ({spread})", fontsize=10)
     left.grid(axis="y", alpha=0.3)
     all_values = [scale * v for s in summaries for v in s.values[metric]]
-    all_values += [scale * (mean + sign * std) for s in summaries for mean, std in [s.stat(metric)] for sign in (-1, 1)]
-    low, high = min(all_values), max(all_values)
-    if percent:
-        margin = max(1.0, 0.15 * (high - low))
-        left.set_ylim(max(0.0, low - margin), min(100.0, high + margin))
+    all_values += [scale * (mean + sign * std) for s in summaries for mean, std in [s.stat(metric)] for sign in (-1, 1)
+                   if len(s.seeds) > 1]
+    left.set_ylim(*honest_range([v for v in all_values if v == v], percent))
     # Few-shot runs also show the pre-update score on meta-train tasks (dashed): high values
     # there mean the model answers without reading the support set (memorization).
     curve_keys = [(curve_key, "-", "")]
@@ -266,6 +270,32 @@ def plot_comparison(path: Path, benchmark: str, summaries: Sequence[PolicySummar
     fig.savefig(buffer, format="png", dpi=120)
     plt.close(fig)
     write_bytes(Path(path), buffer.getvalue())
+
+
+MIN_PERCENT_SPAN = 10.0  # percentage points: a y axis never zooms in further on accuracies
+MIN_RELATIVE_SPAN = 0.2  # other metrics (MSE): a span of at least 20% of the largest value
+
+
+def honest_range(values: Sequence[float], percent: bool) -> tuple[float, float]:
+    """A y range for the comparison's points: every value (and mean ± std) inside with a
+    margin, at least MIN_PERCENT_SPAN points for percentages (within [0, 100]) or
+    MIN_RELATIVE_SPAN of the largest magnitude for other metrics (from 0 when every value is
+    non-negative and they differ by 20% or more), so that one seed's point or a 0.2-point
+    difference does not fill the axis."""
+    if not values:
+        return (0.0, 100.0) if percent else (0.0, 1.0)
+    low, high = min(values), max(values)
+    minimum = MIN_PERCENT_SPAN if percent else MIN_RELATIVE_SPAN * max(abs(low), abs(high), 1e-12)
+    span = max(high - low, minimum)
+    middle = (low + high) / 2
+    low, high = middle - 0.6 * span, middle + 0.6 * span
+    if percent:  # shift, not clip, at the ends: the span stays
+        low, high = (low - (high - 100.0), 100.0) if high > 100.0 else (low, high)
+        low, high = (0.0, high - low) if low < 0.0 else (low, high)
+        return max(0.0, low), min(100.0, high)
+    if min(values) >= 0 and min(values) < 0.8 * max(values):  # non-negative values that differ by 20%+: from 0
+        low = 0.0
+    return low, high
 
 
 def write_comparison(out: Path, benchmark: str, records: Sequence[RunRecord]) -> dict[str, Path]:

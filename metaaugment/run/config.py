@@ -47,6 +47,7 @@ class RunConfig:
     # a finished run of the same policy whose learned policy is reused, frozen (MetaAugment's transfer)
     policy_from: str | None = None
     image_size: int | None = None  # benchmarks that resize images (image-folder)
+    benchmark_options: dict[str, Any] = field(default_factory=dict)  # the benchmark's own (--benchmark-set)
     val_size: int | None = None  # benchmarks that hold validation images out of train (CIFAR)
     workers: int = 0  # processes decoding a streamed benchmark's images (imagenet, image-classification-folder)
     # mini-batch benchmarks: the task network's precision ("32", "bf16", "16"), memory format, torch.compile
@@ -126,6 +127,14 @@ class RunConfig:
         if self.val_size is not None and not bench.accepts_val_size:
             raise UserError(f"--val-size applies to benchmarks that split validation off train (cifar10, cifar100), "
                             f"not '{self.benchmark}'")
+        if self.benchmark_options:
+            from metaaugment.registry import BENCHMARKS
+
+            if bench.options is None:
+                raise UserError(f"--benchmark-set: benchmark '{self.benchmark}' has no options (the streamed "
+                                f"benchmarks imagenet and image-classification-folder have; see metaaug list "
+                                f"benchmarks NAME)")
+            BENCHMARKS.create_options(self.benchmark, bench.options, self.benchmark_options)  # checked now
         same_defaults = self.learner in (None, bench.default_learner)
         same_model = self.model in (None, bench.default_model)
         return dataclasses.replace(

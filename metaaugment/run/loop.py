@@ -29,7 +29,7 @@ from metaaugment.parallel.process_group import communicator, launched_by_torchru
 from metaaugment.parallel.sync_batchnorm import synchronize_batchnorm
 from metaaugment.policy import BatchPolicy, StepContext, TaskPolicy
 from metaaugment.precision import grad_scaler, precision_note
-from metaaugment.registry import create_benchmark, create_learner, create_model, create_policy
+from metaaugment.registry import BENCHMARKS, create_benchmark, create_learner, create_model, create_policy
 from metaaugment.run import sinks
 from metaaugment.run.checkpoint import load_checkpoint, read_finished_run, save_checkpoint
 from metaaugment.run.config import RunConfig
@@ -131,6 +131,9 @@ class Trainer:
         check_global_batch(config, self.comm.world_size, self.kind)
         seed_everything(config.seed)  # the same seed on every rank: same initialization and draws
         load_options = {name: getattr(config, name) for name in ("image_size", "val_size") if getattr(config, name)}
+        if bench.options is not None:  # the benchmark's own options (streamed: crop and flip)
+            load_options["preprocessing"] = BENCHMARKS.create_options(config.benchmark, bench.options,
+                                                                      config.benchmark_options)
         data = bench.load(Path(config.data_root), **load_options)
         strategy_class.check_data(data, config.benchmark)
         self.spec = spec = strategy_class.model_spec(data, config)
@@ -329,6 +332,8 @@ class Trainer:
         results["environment"]["processes"] = self.comm.world_size
         if self.writes:
             self.run_dir.write_results(results)
+        if self.sinks is not None:
+            self.sinks.test_metrics(results["metrics"], self.state.step)
         return results
 
     def _kept(self) -> str:

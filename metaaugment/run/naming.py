@@ -1,7 +1,8 @@
 """Default names of run and comparison folders: what differs from the defaults, readable.
 
 A run folder is named after its policy and whatever else differs from the benchmark's and
-the factories' defaults (policy options, model and its options, learner and its options):
+the factories' defaults (policy options, model and its options, learner and its options,
+the benchmark's own options):
 `runs/digits/mixup-alpha=0.4/seed0`, `runs/digits/none-model=resnet18/seed0`, so two
 variants of one policy never meet in one folder by default. A label longer than
 LABEL_LIMIT, or with characters a folder name should not hold, becomes a short hash of the
@@ -61,12 +62,16 @@ def policy_deviations(config: RunConfig) -> list[str]:
 
 
 def shared_deviations(config: RunConfig) -> list[str]:
-    """'model=NAME', 'model.key=value', 'learner=NAME', 'learner.key=value' for the model,
-    learner and their options of `config` that are not the benchmark's defaults."""
-    from metaaugment.registry import LEARNERS, MODELS, create_benchmark
+    """'model=NAME', 'model.key=value', 'learner=NAME', 'learner.key=value' and
+    'benchmark.key=value' for the model, learner and their options and the benchmark's own
+    options of `config` that are not the defaults."""
+    from metaaugment.registry import LEARNERS, MODELS, create_benchmark, describe_options
 
     resolved, bench = config.resolve(), create_benchmark(config.benchmark)
     found = []
+    if bench.options is not None:
+        defaults = {option.name: option.default for option in describe_options(bench.options)}
+        found += _changed(resolved.benchmark_options, defaults, "benchmark.")
     for role, registry, default_name, default_options in (
             ("model", MODELS, bench.default_model, bench.default_model_options),
             ("learner", LEARNERS, bench.default_learner, bench.default_learner_options)):

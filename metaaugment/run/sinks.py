@@ -87,6 +87,18 @@ class Sinks:
         if self.tensorboard is not None:
             self.tensorboard.flush()
 
+    def test_metrics(self, metrics: dict[str, Any], step: int) -> None:
+        """The run's final test metrics (results.json's), as `test/KEY` scalars at `step`, and
+        in W&B's run summary."""
+        values = {f"test/{key}": float(value) for key, value in metrics.items()
+                  if isinstance(value, (int, float)) and not isinstance(value, bool)}
+        if self.tensorboard is not None:
+            for tag, value in values.items():
+                self.tensorboard.add_scalar(tag, value, step)
+        if self.wandb is not None and values:
+            self.wandb.log({**values, STEP_METRIC: step})
+            self.wandb.summary.update(values)
+
     def figures(self, names: Sequence[str], step: int) -> None:
         """The run's figures (PNG files in the run folder) as images at `step`."""
         pngs = [self.run_dir.path / name for name in names if name.endswith(".png")]

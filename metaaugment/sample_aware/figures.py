@@ -18,12 +18,16 @@ def sampler_heatmap(probabilities: Tensor, ops: Sequence[str], path: Path) -> No
 
     k = len(ops)
     fig, ax = plt.subplots(figsize=(7.5, 6.5))
-    image = ax.imshow(probabilities.numpy() * k * k, cmap="viridis")
+    ratio = probabilities.numpy() * k * k
+    # a ratio to uniform: a diverging map centred on 1 (white), below 1 blue, above 1 red, the
+    # same colour for the same distance either side
+    reach = max(float(abs(ratio - 1).max()), 1e-3)
+    image = ax.imshow(ratio, cmap="RdBu_r", vmin=1 - reach, vmax=1 + reach)
     ax.set_xticks(range(k), ops, rotation=90)
     ax.set_yticks(range(k), ops)
     ax.set_xlabel("second op k")
     ax.set_ylabel("first op j")
-    ax.set_title("transformation sampler: p_jk x K^2 (1 = uniform)")
+    ax.set_title("transformation sampler: p_jk x K^2 (1 = uniform; red: drawn more often)")
     fig.colorbar(image, ax=ax, fraction=0.046)
     fig.tight_layout()
     save_figure(fig, path)
