@@ -62,8 +62,8 @@ LearnerSetOpt = Annotated[Optional[List[str]], typer.Option("--learner-set",
                                                              help="Learner option key=value (repeatable).")]
 ModelSetOpt = Annotated[Optional[List[str]], typer.Option("--model-set", help="Model option key=value (repeatable).")]
 BenchmarkSetOpt = Annotated[Optional[List[str]], typer.Option(
-    "--benchmark-set", help="Benchmark option key=value (repeatable), e.g. flip=false or crop=none for a streamed "
-    "benchmark; see metaaug list benchmarks NAME.")]
+    "--benchmark-set", help="Benchmark option key=value (repeatable): CIFAR's padding and flip, the streamed "
+    "benchmarks' crop, crop_scale, crop_ratio and flip; see metaaug list benchmarks NAME.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")]
 # Few-shot benchmarks only (defaults: the benchmark's).
 WaysOpt = Annotated[Optional[int], typer.Option("--ways", help="Few-shot: N classes per task.")]
@@ -137,7 +137,7 @@ def _build_config(settings: dict[str, Any], lr: Optional[float], learner_set: Op
     --benchmark-set and (`run`) --set applied on top."""
     from metaaugment.learners import LEARNERS
     from metaaugment.registry import BENCHMARKS, MODELS, POLICIES, create_benchmark, parse_options
-    from metaaugment.run.config import RunConfig
+    from metaaugment.run.config import RunConfig, options_of
 
     if not settings.get("benchmark"):
         raise UserError("name a benchmark (e.g. metaaug run digits) or give a --config file that names one")
@@ -149,11 +149,7 @@ def _build_config(settings: dict[str, Any], lr: Optional[float], learner_set: Op
     if policy_set:
         config.policy_options.update(parse_options(POLICIES.get(config.policy).factory, policy_set))
     if benchmark_set:
-        options = create_benchmark(config.benchmark).options
-        if options is None:
-            raise UserError(f"--benchmark-set: benchmark '{config.benchmark}' has no options (the streamed "
-                            f"benchmarks imagenet and image-classification-folder have; see metaaug list benchmarks "
-                            f"NAME)")
+        options = options_of(create_benchmark(config.benchmark))
         config.benchmark_options.update(parse_options(options, benchmark_set))
         BENCHMARKS.create_options(config.benchmark, options, config.benchmark_options)  # checked before any work
     return config

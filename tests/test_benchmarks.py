@@ -94,3 +94,33 @@ def test_fonts_splits_have_disjoint_fonts_and_every_class(tmp_path, monkeypatch)
     assert font_split(fonts) == split  # fixed: the same split for every run
     again = load_fonts()  # from the cache, identical
     assert torch.equal(again.test.images, data.test.images)
+
+
+def test_cifar_trains_on_padded_cropped_flipped_images_and_evaluates_on_the_images_as_they_are(tmp_path):
+    """The papers' CIFAR baseline: zero-pad 4, random crop 32, flip; each image's draw a function
+    of (pass, index) alone. Evaluation images are untouched; --benchmark-set padding=0
+    flip=false turns it off."""
+    import torch.nn.functional as F
+
+    from metaaugment.data.batches import epoch_order, evaluation_batches, training_batches
+    from metaaugment.data.train_crops import PadCropFlip
+
+    write_cifar_fixture(tmp_path, per_file=40)
+    bench = create_benchmark("cifar10")
+    data = bench.load(tmp_path)
+    originals = data.train.images.float() / 255
+    order = epoch_order(len(data.train), 0, 1)
+    seen = torch.cat([batch.inputs for batch in training_batches(data.train, 16, seed=0, epoch=1)])
+    offsets, flips = PadCropFlip().draws(order[:len(seen)], draw=1)
+    padded = F.pad(originals[order[:len(seen)]], (4, 4, 4, 4))
+    for image, source, (top, left), flip in zip(seen, padded, offsets.tolist(), flips.tolist()):
+        expected = source[:, top:top + 32, left:left + 32]  # the crop of the zero-padded image ...
+        torch.testing.assert_close(image, expected.flip(-1) if flip else expected, rtol=0, atol=0)  # ... mirrored
+    assert flips.any() and not flips.all() and (offsets != 4).any()  # both flips, and real shifts, occur
+    moved = [i for i, (top, left) in enumerate(offsets.tolist()) if top == 0]
+    assert moved and (seen[moved][:, :, :4, :] == 0).all()  # the padding shows as zero rows at the top
+    tested = torch.cat([batch.inputs for batch in evaluation_batches(data.test, 16)])
+    assert torch.equal(tested, data.test.images.float() / 255)
+    plain = bench.load(tmp_path, preprocessing=PadCropFlip(padding=0, flip=False))
+    unchanged = next(training_batches(plain.train, 16, seed=0, epoch=1)).inputs
+    assert torch.equal(unchanged, originals[order[:16]])

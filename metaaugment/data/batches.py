@@ -50,7 +50,7 @@ def _shared(split: ImageSplit | FileSplit, chosen: list[Tensor], device: torch.d
     if isinstance(split, FileSplit):
         loaded: Iterator[Batch] = split.batches(local, device, workers, draw=draw)
     else:
-        loaded = (split.batch(indices, device) for indices in local)
+        loaded = (split.batch(indices, device, draw=draw) for indices in local)
     for chunk, batch in zip(chosen, loaded):
         yield batch if rows is None else batch.replace(share=Share.rows(rows, len(chunk)))
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 from torch import Tensor
@@ -15,11 +16,14 @@ class ImageSplit:
     """One split held as uint8 images (N, C, H, W) and int64 labels (N,).
 
     uint8 keeps a split at a quarter of its float32 size; batches are converted to float
-    [0, 1] on the target device only when drawn.
+    [0, 1] on the target device only when drawn. `train_transform(images, indices, draw)`,
+    when set, preprocesses the training batches of pass `draw` (CIFAR's pad, crop and flip:
+    `data.train_crops.PadCropFlip`).
     """
 
     images: Tensor
     labels: Tensor
+    train_transform: Callable[[Tensor, Tensor, int], Tensor] | None = None
 
     def __post_init__(self) -> None:
         if self.images.dtype != torch.uint8 or self.images.dim() != 4:
@@ -30,9 +34,12 @@ class ImageSplit:
     def __len__(self) -> int:
         return self.images.shape[0]
 
-    def batch(self, indices: Tensor, device: torch.device | str = "cpu") -> Batch:
-        """The samples at `indices` as a float Batch on `device`."""
+    def batch(self, indices: Tensor, device: torch.device | str = "cpu", draw: int | None = None) -> Batch:
+        """The samples at `indices` as a float Batch on `device`; a training batch of pass
+        `draw` (not None) goes through `train_transform` when there is one."""
         images = self.images[indices].to(device, non_blocking=True)
+        if draw is not None and self.train_transform is not None:
+            images = self.train_transform(images, indices, draw)
         return Batch(images.float().div_(255.0), self.labels[indices].to(device, non_blocking=True))
 
 

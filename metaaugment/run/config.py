@@ -17,6 +17,13 @@ DEFAULT_TEST_TASKS = 600  # the usual few-shot protocol: mean and 95% CI over 60
 EPISODIC_FIELDS = ("ways", "shots", "query_shots", "steps_per_epoch", "val_tasks", "test_tasks")
 
 
+def options_of(bench: Any) -> Any:
+    """The class of benchmark `bench`'s own options (--benchmark-set), or a UserError when it has none."""
+    if bench.options is None:
+        raise UserError(f"--benchmark-set: benchmark '{bench.name}' has no options (cifar10, cifar100, imagenet and "
+                        f"image-classification-folder have; see metaaug list benchmarks NAME)")
+    return bench.options
+
 @dataclass
 class RunConfig:
     """Everything that defines a run. None fields take the benchmark's defaults (`resolve`)."""
@@ -130,11 +137,7 @@ class RunConfig:
         if self.benchmark_options:
             from metaaugment.registry import BENCHMARKS
 
-            if bench.options is None:
-                raise UserError(f"--benchmark-set: benchmark '{self.benchmark}' has no options (the streamed "
-                                f"benchmarks imagenet and image-classification-folder have; see metaaug list "
-                                f"benchmarks NAME)")
-            BENCHMARKS.create_options(self.benchmark, bench.options, self.benchmark_options)  # checked now
+            BENCHMARKS.create_options(self.benchmark, options_of(bench), self.benchmark_options)  # checked now
         same_defaults = self.learner in (None, bench.default_learner)
         same_model = self.model in (None, bench.default_model)
         return dataclasses.replace(

@@ -83,7 +83,7 @@ class MetaAugment(BatchPolicy):
         refresh: sampler: steps between updates of its distribution
         epsilon: sampler: probability of drawing an op pair uniformly (exploration)
         embedding: feed the policy network the transformation's embedding beside the features
-        flip: random horizontal flips before the op pair (the paper's CIFAR pipeline)
+        flip: random horizontal flips before the op pair (for data whose pipeline does not flip; CIFAR's does)
         cutout: cutout square side in pixels after the op pair; 0: none
         copies: augmented copies of each sample per step (the paper's ImageNet setting: 4)
         extra_ops: ops beyond the paper's 14 (experiments), e.g. Rotate180
