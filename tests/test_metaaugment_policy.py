@@ -199,3 +199,22 @@ def test_meta_every_k_meta_updates_only_every_k_th_step_and_always_weighs():
     assert recorded == [10 * (i + 1) for i in range(7)]  # the sampler learns from every step
     with pytest.raises(Exception, match="meta_every"):
         create_policy("metaaugment", meta_every=0)
+
+
+def test_rejection_zeroes_the_samples_weighted_below_the_mean_in_the_real_update_only():
+    """The paper's ablation (§5.1): weights below the mini-batch's mean weight become 0 for the
+    task network's update; the rest are normalized again; the policy still learns from all."""
+    from metaaugment.sample_aware.policy_network import reject_below_mean
+
+    kept = reject_below_mean(torch.tensor([0.1, 0.2, 0.3, 0.4]))
+    torch.testing.assert_close(kept, torch.tensor([0.0, 0.0, 3 / 7, 4 / 7]))
+    torch.manual_seed(0)
+    policy = create_policy("metaaugment", reject_below_mean=True)
+    ctx = context()
+    policy.setup(ctx)
+    batch = policy.augment(Batch(torch.rand(10, 3, 12, 12), torch.randint(0, 4, (10,))), ctx)
+    weights = policy.loss_weights(batch, forward_pass(ctx.model, batch), ctx)
+    soft = policy.last["outputs"] / policy.last["outputs"].sum()
+    assert weights.sum().item() == pytest.approx(1.0)
+    assert torch.equal(weights == 0, soft < soft.mean()) and 0 < int((weights == 0).sum()) < 10
+    assert policy.describe()["reject_below_mean"] is True

@@ -34,7 +34,7 @@ from metaaugment.sample_aware.lookahead import (
     last_layer_lookahead,
 )
 from metaaugment.sample_aware.ops import ALL_OPS, MAGNITUDE_FREE, OPS, apply_transformations
-from metaaugment.sample_aware.policy_network import PolicyNetwork, normalize_weights
+from metaaugment.sample_aware.policy_network import PolicyNetwork, normalize_weights, reject_below_mean
 from metaaugment.sample_aware.transformations import TransformationSampler, embed_transformations
 from metaaugment.scratch import replayed, scratch_buffers
 
@@ -94,13 +94,15 @@ class MetaAugment(BatchPolicy):
             weight decay)
         meta_every: meta-update theta and alpha every k steps; between them samples are weighed by the current
             network
+        reject_below_mean: the paper's ablation (§5.1): samples weighted below the batch's mean weight get weight
+            0 in the task network's update (the policy still learns from all); the paper found it worse
     """
 
     def __init__(self, *, engine: str = "fast", policy_lr: float = 1e-3, alpha: float | None = None,
                  window: int = 100, refresh: int = 10, epsilon: float = 0.1, embedding: bool = True,
                  flip: bool = False, cutout: int = 0, copies: int = 1, extra_ops: tuple[str, ...] = (),
                  lookahead_steps: int = 1, extractor: str = "shared", val_batch_size: int | None = None,
-                 lookahead_optimizer: str = "sgd", meta_every: int = 1):
+                 lookahead_optimizer: str = "sgd", meta_every: int = 1, reject_below_mean: bool = False):
         super().__init__()
         check_option(extractor in ("shared", "own"), "extractor", extractor, "shared or own")
         check_option(engine in ENGINES, "engine", engine, f"one of {', '.join(ENGINES)}")
@@ -122,6 +124,7 @@ class MetaAugment(BatchPolicy):
         # the meta-interval: theta and alpha are meta-updated every meta_every steps (Algorithm
         # 1 is meta_every=1); the steps between weigh samples with the current policy network
         self.meta_every = meta_every
+        self.reject_below_mean = reject_below_mean
         # sgd: the paper's plain lookahead step; task: the task network's own SGD update
         # (momentum buffer, Nesterov, weight decay) at rate alpha
         self.lookahead_optimizer = lookahead_optimizer
@@ -313,7 +316,7 @@ class MetaAugment(BatchPolicy):
             if self.own_extractor is not None:
                 features = self._features(batch, output)
             outputs = self.network(features, embeddings)
-            final = normalize_weights(outputs, total=comm.sum).detach()
+            final = self._update_weights(outputs, comm)
         # the sampler learns from the global batch: every rank records the same statistics
         self.sampler.record(gather_rows(batch.info["pairs"], outputs.device, comm), comm.gather_rows(outputs))
         # what the weighted-samples figure needs, kept on the device: the extremes are picked
@@ -323,6 +326,12 @@ class MetaAugment(BatchPolicy):
                      "pairs": batch.info["pairs"], "magnitudes": batch.info["magnitudes"]}
         return final
 
+    def _update_weights(self, outputs: Tensor, comm: Communicator) -> Tensor:
+        """The weights of the task network's update (B,): the policy's outputs normalized over
+        the global batch, those below the mean set to 0 with `reject_below_mean`."""
+        weights = normalize_weights(outputs, total=comm.sum).detach()
+        return reject_below_mean(weights, total=comm.sum) if self.reject_below_mean else weights
+
     def _weights_without_lookahead(self, batch: Batch, output: ForwardOutput, features: Tensor,
                                    embeddings: Tensor, comm: Communicator) -> Tensor:
         """A step between meta-updates: the current policy network's weights, recorded by the
@@ -330,7 +339,7 @@ class MetaAugment(BatchPolicy):
         assert self.network is not None
         with torch.no_grad():
             outputs = self.network(features, embeddings)
-            final = normalize_weights(outputs, total=comm.sum).detach()
+            final = self._update_weights(outputs, comm)
         self.sampler.record(gather_rows(batch.info["pairs"], outputs.device, comm), comm.gather_rows(outputs))
         self.last = {**self.last, "outputs": outputs.detach(), "images": batch.inputs.detach(), "weights": final,
                      "losses": output.losses.detach(), "labels": batch.hard_targets(),
@@ -363,6 +372,7 @@ class MetaAugment(BatchPolicy):
                 "copies": self.copies, "pool": list(self.pool), "lookahead_steps": self.lookahead_steps,
                 "extractor": self.extractor, "val_batch_size": self.val_batch_size,
                 "lookahead_optimizer": self.lookahead_optimizer, "meta_every": self.meta_every,
+                "reject_below_mean": self.reject_below_mean,
                 "transferred": self.feature_model is not None}
 
     def write_artifacts(self, folder: Path) -> list[Path]:

@@ -39,3 +39,15 @@ def normalize_weights(outputs: Tensor, total: Callable[[Tensor], Tensor] | None 
     this rank's sum into the global batch's sum under torchrun (a sum over ranks)."""
     summed = outputs.sum()
     return outputs / (summed if total is None else total(summed))
+
+
+def reject_below_mean(weights: Tensor, total: Callable[[Tensor], Tensor] | None = None) -> Tensor:
+    """(B,) normalized weights with those below the batch's mean weight set to 0 and the rest
+    normalized again (MetaAugment's rejection ablation, §5.1). `total` sums over ranks, so the
+    mean and the new normalization are the global batch's."""
+    def summed(values: Tensor) -> Tensor:
+        return values.sum() if total is None else total(values.sum())
+
+    count = summed(torch.ones_like(weights))
+    kept = torch.where(weights >= summed(weights) / count, weights, torch.zeros_like(weights))
+    return kept / summed(kept)
