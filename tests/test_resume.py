@@ -198,3 +198,16 @@ def test_a_sigkilled_process_resumes_to_the_uninterrupted_results(references, tm
     resumed = train(config, tmp_path / "run", resume=True, show_progress=False)
     assert resumed["resumed_at_step"] == 5 and resumed["metrics"] == reference["metrics"]
     assert (tmp_path / "run" / "metrics.jsonl").read_text() == (tmp_path / "reference" / "metrics.jsonl").read_text()
+
+
+def test_a_folder_written_before_a_setting_existed_is_still_resumed_and_reused(tmp_path):
+    """config.json of an older version lacks settings added since (benchmark_options): they
+    had their defaults, so the folder is the same run and its results are reused."""
+    config = quick_config(epochs=1, batch_size=256)
+    first = train(config, tmp_path / "run", show_progress=False)
+    path = tmp_path / "run" / "config.json"
+    older = json.loads(path.read_text())
+    del older["benchmark_options"]
+    path.write_text(json.dumps(older))
+    again = train(config, tmp_path / "run", resume=True, show_progress=False)
+    assert again["metrics"] == first["metrics"] and again["wall_time_s"] == first["wall_time_s"]  # reused as it was

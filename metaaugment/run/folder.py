@@ -67,8 +67,14 @@ def folder_name(name: str) -> str:
 
 def config_differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     """Human-readable 'key: old -> new' for every identity-defining setting that differs.
-    Both sides are compared as config.json stores them (tuples become lists)."""
-    old, new = json.loads(json.dumps(old)), json.loads(json.dumps(new))
+    Both sides are compared as config.json stores them (tuples become lists). A setting added
+    to RunConfig after a folder was written is missing from its config.json: missing means
+    the setting's default (the value that run had), so older runs still resume and are reused."""
+    from metaaugment.run.config import RunConfig
+
+    defaults = json.loads(json.dumps(RunConfig().to_dict()))
+    old = {**defaults, **json.loads(json.dumps(old))}
+    new = {**defaults, **json.loads(json.dumps(new))}
     keys = (set(old) | set(new)) - NON_IDENTITY_KEYS
     return [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(keys) if old.get(k) != new.get(k)]
 
