@@ -236,7 +236,7 @@ def test_a_comparison_on_two_processes_per_run_gives_the_one_process_table(tmp_p
 
     for expected, got in zip(rows("one"), rows("two"), strict=True):
         for column, value in expected.items():
-            if column.startswith("test_loss"):
+            if column.startswith("test_loss") and value:  # one seed: the std is empty in both
                 assert float(got[column]) == pytest.approx(float(value), abs=1e-5), column
             else:
                 assert got[column] == value, column

@@ -88,7 +88,9 @@ def test_an_installed_plugin_distribution_runs_by_its_registered_name(tmp_path):
     ran = metaaug("run", "digits", "--policy", "flipper", "--model", "tiny-mlp", "--model-set", "width=8",
                   "--epochs", "1", "--device", "cpu", "-q", cwd=work, env=env)
     assert ran.returncode == 0, ran.stderr
-    config = json.loads((work / "runs" / "digits" / "flipper" / "seed0" / "config.json").read_text())
+    # the default folder names what differs from the defaults: the model and its option
+    config = json.loads((work / "runs" / "digits" / "flipper-model=tiny-mlp-model.width=8" / "seed0" / "config.json")
+                        .read_text())
     assert (config["policy"], config["model"], config["model_options"]) == ("flipper", "tiny-mlp", {"width": 8})
 
 
