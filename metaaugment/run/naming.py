@@ -36,11 +36,11 @@ def _text(value: Any) -> str:
     return str(value)
 
 
-def _defaults(registry: Any, name: str) -> dict[str, Any]:
-    """The keyword options' defaults of registry entry `name` (from its signature)."""
+def _defaults(factory: Any) -> dict[str, Any]:
+    """The keyword options' defaults of `factory` (from its signature)."""
     from metaaugment.registry import describe_options
 
-    return {option.name: option.default for option in describe_options(registry.get(name).factory)}
+    return {option.name: option.default for option in describe_options(factory)}
 
 
 def _changed(options: dict[str, Any], defaults: dict[str, Any], prefix: str = "") -> list[str]:
@@ -51,36 +51,48 @@ def _changed(options: dict[str, Any], defaults: dict[str, Any], prefix: str = ""
     return [f"{prefix}{key}={_text(value)}" for key, value in sorted(options.items()) if not same(key, value)]
 
 
-def policy_deviations(config: RunConfig) -> list[str]:
-    """'key=value' for each policy option of `config` that is not the benchmark's or the
-    policy's default."""
-    from metaaugment.registry import POLICIES, create_benchmark
+def _resolved(config: RunConfig) -> tuple[RunConfig, Any]:
+    from metaaugment.registry import create_benchmark
 
-    resolved, bench = config.resolve(), create_benchmark(config.benchmark)
-    defaults = {**_defaults(POLICIES, resolved.policy), **bench.default_policy_options.get(resolved.policy, {})}
+    return config.resolve(), create_benchmark(config.benchmark)
+
+
+def _policy_deviations(resolved: RunConfig, bench: Any) -> list[str]:
+    from metaaugment.registry import POLICIES
+
+    defaults = {**_defaults(POLICIES.get(resolved.policy).factory),
+                **bench.default_policy_options.get(resolved.policy, {})}
     return _changed(resolved.policy_options, defaults)
 
 
-def shared_deviations(config: RunConfig) -> list[str]:
-    """'model=NAME', 'model.key=value', 'learner=NAME', 'learner.key=value' and
-    'benchmark.key=value' for the model, learner and their options and the benchmark's own
-    options of `config` that are not the defaults."""
-    from metaaugment.registry import LEARNERS, MODELS, create_benchmark, describe_options
+def _shared_deviations(resolved: RunConfig, bench: Any) -> list[str]:
+    from metaaugment.registry import LEARNERS, MODELS
 
-    resolved, bench = config.resolve(), create_benchmark(config.benchmark)
     found = []
     if bench.options is not None:
-        defaults = {option.name: option.default for option in describe_options(bench.options)}
-        found += _changed(resolved.benchmark_options, defaults, "benchmark.")
+        found += _changed(resolved.benchmark_options, _defaults(bench.options), "benchmark.")
     for role, registry, default_name, default_options in (
             ("model", MODELS, bench.default_model, bench.default_model_options),
             ("learner", LEARNERS, bench.default_learner, bench.default_learner_options)):
         name, options = getattr(resolved, role), getattr(resolved, f"{role}_options")
         if name != default_name:
             found.append(f"{role}={name}")
-        defaults = {**_defaults(registry, name), **(default_options if name == default_name else {})}
+        defaults = {**_defaults(registry.get(name).factory), **(default_options if name == default_name else {})}
         found += _changed(options, defaults, f"{role}.")
     return found
+
+
+def policy_deviations(config: RunConfig) -> list[str]:
+    """'key=value' for each policy option of `config` that is not the benchmark's or the
+    policy's default."""
+    return _policy_deviations(*_resolved(config))
+
+
+def shared_deviations(config: RunConfig) -> list[str]:
+    """'model=NAME', 'model.key=value', 'learner=NAME', 'learner.key=value' and
+    'benchmark.key=value' for the model, learner and their options and the benchmark's own
+    options of `config` that are not the defaults."""
+    return _shared_deviations(*_resolved(config))
 
 
 def label(head: str, deviations: Sequence[str]) -> str:
@@ -98,7 +110,8 @@ def label(head: str, deviations: Sequence[str]) -> str:
 
 def run_folder(config: RunConfig) -> Path:
     """The default folder of `metaaug run`: runs/BENCHMARK/LABEL/seedK."""
-    name = label(config.policy, [*policy_deviations(config), *shared_deviations(config)])
+    resolved, bench = _resolved(config)  # once for both kinds of deviation
+    name = label(config.policy, [*_policy_deviations(resolved, bench), *_shared_deviations(resolved, bench)])
     return Path("runs") / folder_name(config.benchmark) / name / f"seed{config.seed}"
 
 
