@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import math
 import os
 import sys
 from pathlib import Path
@@ -526,8 +527,8 @@ def compare(
     launch_options = _launch_options(ctx, launcher, jobs, nproc_per_node, wait, {
         "partition": slurm_partition, "gpus": slurm_gpus, "cpus": slurm_cpus, "time_min": slurm_time,
         "account": slurm_account, "parallelism": slurm_parallelism})
-    if not progress_every > 0:
-        raise UserError(f"--progress-every must be a positive number of seconds (got {progress_every})")
+    if not 0 < progress_every < math.inf:
+        raise UserError(f"--progress-every must be a positive finite number of seconds (got {progress_every})")
     launch_options.progress_seconds = progress_every
     if status:
         _print_status(plan_comparison(config, variants, seed_list, out, options), out)

@@ -138,8 +138,8 @@ class Preprocessing:
             raise ValueError(f"crop must be {' or '.join(self.CROPS)} (got {crop!r})")
         if len(crop_scale) != 2 or not 0 < crop_scale[0] <= crop_scale[1] <= 1:
             raise ValueError(f"crop_scale must be two fractions 0 < low <= high <= 1 (got {crop_scale})")
-        if len(crop_ratio) != 2 or not 0 < crop_ratio[0] <= crop_ratio[1]:
-            raise ValueError(f"crop_ratio must be two positive numbers low <= high (got {crop_ratio})")
+        if len(crop_ratio) != 2 or not 0 < crop_ratio[0] <= crop_ratio[1] < math.inf:
+            raise ValueError(f"crop_ratio must be two positive finite numbers low <= high (got {crop_ratio})")
         self.crop, self.flip = crop, flip
         self.crop_scale = (float(crop_scale[0]), float(crop_scale[1]))
         self.crop_ratio = (float(crop_ratio[0]), float(crop_ratio[1]))
