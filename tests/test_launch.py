@@ -38,7 +38,7 @@ def table(folder):
 
 @pytest.mark.slow
 @pytest.mark.multiprocess
-def test_local_jobs_give_the_same_table_as_training_inline(tmp_path, monkeypatch):
+def test_local_jobs_give_the_same_table_as_training_inline(tmp_path, monkeypatch, capsys):
     assert in_process([*COMPARE, "--out", "inline"], tmp_path, monkeypatch) == 0
     local = metaaug(*COMPARE, "--out", "local", "--launcher", "local", cwd=tmp_path)
     assert local.returncode == 0, local.stderr
@@ -47,12 +47,13 @@ def test_local_jobs_give_the_same_table_as_training_inline(tmp_path, monkeypatch
     assert sorted(jobs) == ["mixup/seed0", "none/seed0"]
     assert sorted(p.name for p in (tmp_path / "local" / ".jobs").glob("*.log")) == ["mixup-seed0.log",
                                                                                    "none-seed0.log"]
-    status = metaaug(*COMPARE, "--out", "local", "--status", cwd=tmp_path)
-    # local jobs end with the command that started them
-    assert status.returncode == 0 and status.stdout.count("finished") == 2 and status.stdout.count("ended") == 2
-    again = metaaug(*COMPARE, "--out", "local", "--launcher", "local", cwd=tmp_path)  # finished runs are reused
-    assert again.returncode == 0 and "starting" not in again.stderr and table(tmp_path / "local") == table(
-        tmp_path / "inline")
+    capsys.readouterr()
+    assert in_process([*COMPARE, "--out", "local", "--status"], tmp_path, monkeypatch) == 0
+    status = capsys.readouterr().out  # local jobs end with the command that started them
+    assert status.count("finished") == 2 and status.count("ended") == 2
+    # finished runs are reused
+    assert in_process([*COMPARE, "--out", "local", "--launcher", "local"], tmp_path, monkeypatch) == 0
+    assert "starting" not in capsys.readouterr().err and table(tmp_path / "local") == table(tmp_path / "inline")
 
 
 @pytest.mark.slow
