@@ -1122,22 +1122,25 @@ def test_overwrite_removes_only_the_files_the_run_created(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.multiprocess
-def test_a_second_process_on_the_same_folder_is_refused(tmp_path):
+def test_a_second_process_on_the_same_folder_is_refused(tmp_path, capsys):
     import subprocess
     import time
 
     out = tmp_path / "run"
-    command = [sys.executable, "-m", "metaaugment.cli.main", "run", "digits", "--epochs", "30", "--device", "cpu",
-               "--quiet", "--out", str(out)]
-    first = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    args = ["run", "digits", "--epochs", "30", "--device", "cpu", "--quiet", "--out", str(out)]
+    first = subprocess.Popen([sys.executable, "-m", "metaaugment.cli.main", *args], stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
     try:
         deadline = time.time() + 60
         while not (out / "config.json").exists() and time.time() < deadline:
             time.sleep(0.02)
-        second = subprocess.run([*command, "--resume"], capture_output=True, text=True)
-        assert second.returncode == 2, second.stderr
-        assert f"in use by another metaaugment process (pid {first.pid})" in second.stderr
-        assert len(second.stderr.strip().splitlines()) == 1
+        capsys.readouterr()
+        with pytest.raises(SystemExit) as second:  # the second process: this one
+            main([*args, "--resume"])
+        err = capsys.readouterr().err
+        assert second.value.code == 2, err
+        assert f"in use by another metaaugment process (pid {first.pid})" in err
+        assert len(err.strip().splitlines()) == 1
     finally:
         first.kill()
         first.wait()

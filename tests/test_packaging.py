@@ -28,13 +28,12 @@ def test_tasks_and_cli_install_inside_the_namespace(tmp_path):
     assert out.stdout.split() == ["None", "None", "metaaugment.tasks", "metaaugment.cli.main"]
 
 
-@pytest.mark.multiprocess
-def test_make_installs_the_learn2learn_cross_check(tmp_path):
+def test_make_installs_the_learn2learn_cross_check():
     # `make install` builds learn2learn (an optional part) with scripts/install_learn2learn.sh so
     # that the tests compare our higher inner loop and task sampler with it; a broken build step
     # would silently skip those comparisons.
-    code = "import learn2learn, higher, torchvision; from learn2learn.data import MetaDataset, TaskDataset"
-    subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, check=True)
+    import higher  # noqa: F401
+    from learn2learn.data import MetaDataset, TaskDataset  # noqa: F401
 
 
 @pytest.mark.multiprocess
