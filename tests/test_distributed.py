@@ -255,7 +255,8 @@ Trainer._step = step_or_die
 from metaaugment.cli.main import main
 main(sys.argv[1:])
 '''
-KILLED_RUN = dict(benchmark="digits", policy="metaaugment", epochs=2, batch_size=128, checkpoint_every=4, seed=1,
+# mid-epoch (9 steps an epoch): the one-process kill matrix (test_resume.py) crosses epochs
+KILLED_RUN = dict(benchmark="digits", policy="metaaugment", epochs=1, batch_size=128, checkpoint_every=4, seed=1,
                   device="cpu")
 
 
@@ -274,19 +275,19 @@ def uninterrupted_two_rank_run(tmp_path_factory, cache) -> Path:
 @pytest.mark.parametrize("rank", ["0", "1"])
 def test_two_ranks_killed_then_resumed_end_as_the_uninterrupted_run(rank, tmp_path, cache,
                                                                     uninterrupted_two_rank_run):
-    args = ["run", "digits", "--policy", "metaaugment", "--epochs", "2", "--batch-size", "128", "--checkpoint-every",
+    args = ["run", "digits", "--policy", "metaaugment", "--epochs", "1", "--batch-size", "128", "--checkpoint-every",
             "4", "--seed", "1", "--device", "cpu", "--quiet", "--out", str(tmp_path / "run")]
     env = environment(cache)
     killer = tmp_path / "killer.py"
     killer.write_text(KILLER)
-    killed = torchrun(str(killer), *args, env={**env, "KILL_AT_STEP": "14", "KILL_RANK": rank})
+    killed = torchrun(str(killer), *args, env={**env, "KILL_AT_STEP": "6", "KILL_RANK": rank})
     assert killed.returncode != 0 and not (tmp_path / "run" / "results.json").exists()
     resumed = torchrun("-m", "metaaugment.cli", *args, "--resume", env=env)
     assert resumed.returncode == 0, resumed.stderr
     reference = uninterrupted_two_rank_run
     expected = json.loads((reference / "results.json").read_text())
     results = json.loads((tmp_path / "run" / "results.json").read_text())
-    assert results["resumed_at_step"] == 12  # the last checkpoint before the kill
+    assert results["resumed_at_step"] == 4  # the last checkpoint before the kill
     assert results["metrics"] == expected["metrics"]
     assert (tmp_path / "run" / "metrics.jsonl").read_text() == (reference / "metrics.jsonl").read_text()
 
