@@ -915,6 +915,18 @@ COMPARISON_FOLDERS = [
         edit_json("config.json", lambda c, tmp: {**c, "seed": "0"}))), "seed must be an integer (got '0')"),
     ("a compared run with a truncated config", comparison_with(finished_in_comparison(
         lambda run, tmp: (run / "config.json").write_text('{"bench'))), "the run configuration is damaged"),
+    ("the table of 10,000 other variants", comparison_with(lambda cmp, tmp, templates: (
+        cmp / "comparison.csv").write_text("policy,x\n" + "".join(f"variant-{i:05d},1\n" for i in range(10_000)))),
+     "holds the table of another comparison (variant-00000, variant-00001"),
+    ("a table over 1 MiB", comparison_with(lambda cmp, tmp, templates: (cmp / "comparison.csv").write_text(
+        "policy,x\n" + "v,1\n" * 300_000)), "is not a comparison table (over 1024 KiB)"),
+    ("a table naming a variant with a NUL", comparison_with(lambda cmp, tmp, templates: (
+        cmp / "comparison.csv").write_bytes(b"policy,x\nab\x00cd,1\n")), "another comparison ('ab\\x00cd')"),
+    ("a folder in the table's place", comparison_with(lambda cmp, tmp, templates: (cmp / "comparison.md").mkdir()),
+     "comparison.md is a link or a folder"),
+    ("a link in the table's place, with --overwrite", comparison_with(lambda cmp, tmp, templates: (
+        (tmp / "mine.csv").write_text("policy,x\nnone,1\n"), (cmp / "comparison.csv").symlink_to(tmp / "mine.csv")),
+        "--overwrite"), "comparison.csv is a link or a folder"),
 ]
 
 ENVIRONMENT = [
@@ -944,6 +956,7 @@ def test_bad_input_is_one_line_exit_2_and_changes_nothing(setup, expected, tmp_p
     assert exit_info.value.code == 2, captured.err
     lines = captured.err.strip().splitlines()
     assert len(lines) == 1 and expected in lines[0], captured.err
+    assert len(lines[0]) < 1000, "one readable line, whatever a file holds"
     assert "Traceback" not in captured.err and captured.out == ""
     assert snapshot(tmp_path) == before, "a failed command must leave nothing behind and change nothing"
     assert not (tmp_path / MARKER).exists(), "a crafted file executed code"

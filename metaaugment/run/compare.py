@@ -12,10 +12,11 @@ from rich.console import Console
 from metaaugment.errors import UserError
 from metaaugment.files import remove_stale_temporary_files, write_bytes, write_text
 from metaaugment.run.config import RunConfig
-from metaaugment.run.config_file import Variant
+from metaaugment.run.config_file import MAX_FILE_BYTES, Variant
 from metaaugment.run.folder import RunDirectory, folder_name
 from metaaugment.run.launch import LaunchOptions, PlannedRun, launch
 from metaaugment.run.loop import check_global_batch, policy_and_learner, run_kind
+from metaaugment.schema import clip
 from metaaugment.spec import BenchmarkKind, benchmark_kind
 from metaaugment.stats import mean_std
 
@@ -114,6 +115,9 @@ def tabled_variants(out: Path) -> list[str] | None:
     if not path.is_file():
         return None
     try:
+        if path.stat().st_size > MAX_FILE_BYTES:  # a table has a row per variant
+            raise UserError(f"{path} is not a comparison table (over {MAX_FILE_BYTES // 1024} KiB); move it away "
+                            f"or pass --overwrite")
         rows = list(csv.reader(io.StringIO(path.read_text(encoding="utf-8"))))
     except (OSError, UnicodeDecodeError, csv.Error) as error:
         raise UserError(f"{path} cannot be read ({error}); move it away or pass --overwrite") from None
@@ -122,16 +126,25 @@ def tabled_variants(out: Path) -> list[str] | None:
     return [row[0] for row in rows[1:] if row]
 
 
+TABLE_FILES = ("comparison.csv", "comparison.md", "comparison.png")
+
+
 def check_table_owner(out: Path, names: Sequence[str], overwrite: bool) -> None:
     """A UserError when `out` holds the table of another set of variants than `names` (a
-    comparison is never silently replaced), unless `overwrite`."""
+    comparison is never silently replaced), unless `overwrite`; and, even with `overwrite`,
+    when a table file's place holds a link or a folder (found now, not after training)."""
+    for name in TABLE_FILES:
+        path = Path(out) / name
+        if path.is_symlink() or (path.exists() and not path.is_file()):
+            raise UserError(f"{path} is a link or a folder, not a table this program wrote; move it away")
     if overwrite:
         return
     tabled = tabled_variants(out)
     if tabled is not None and set(tabled) != set(names):
-        raise UserError(f"{out} holds the table of another comparison ({', '.join(tabled)}), not of "
-                        f"{', '.join(names)}: give another --out, or pass --overwrite to replace it (its runs "
-                        f"train again)")
+        shown = clip(", ".join(name if name.isprintable() else repr(name) for name in tabled))
+        raise UserError(f"{out} holds the table of another comparison ({shown}), not of "
+                        f"{clip(', '.join(names))}: give another --out, or pass --overwrite to replace it (its "
+                        f"runs train again)")
 
 
 def summarize(records: Sequence[RunRecord]) -> list[PolicySummary]:
