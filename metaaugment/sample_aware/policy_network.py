@@ -44,10 +44,9 @@ def normalize_weights(outputs: Tensor, total: Callable[[Tensor], Tensor] | None 
 def reject_below_mean(weights: Tensor, total: Callable[[Tensor], Tensor] | None = None) -> Tensor:
     """(B,) normalized weights with those below the batch's mean weight set to 0 and the rest
     normalized again (MetaAugment's rejection ablation, §5.1). `total` sums over ranks, so the
-    mean and the new normalization are the global batch's."""
-    def summed(values: Tensor) -> Tensor:
-        return values.sum() if total is None else total(values.sum())
-
-    count = summed(torch.ones_like(weights))
-    kept = torch.where(weights >= summed(weights) / count, weights, torch.zeros_like(weights))
-    return kept / summed(kept)
+    mean and the new normalization are the global batch's (two sums over ranks in all)."""
+    sums = torch.stack([weights.sum(), weights.new_tensor(float(weights.numel()))])  # weight, count
+    weight_sum, count = sums if total is None else total(sums)
+    kept = torch.where(weights >= weight_sum / count, weights, torch.zeros_like(weights))
+    kept_sum = kept.sum()
+    return kept / (kept_sum if total is None else total(kept_sum))
