@@ -20,6 +20,8 @@ from metaaugment.parallel.lockstep import LockstepRanks
 from metaaugment.run.config import RunConfig
 from metaaugment.run.loop import train
 
+from helpers import accuracy_tolerance
+
 SHORT = dict(benchmark="digits", epochs=1, batch_size=512, seed=3, device="cpu")  # digits: 2 global batches
 FAMILIES = {
     "none": dict(SHORT, policy="none"),
@@ -30,7 +32,7 @@ FAMILIES = {
     "metaaugment-last-layer": dict(SHORT, policy="metaaugment", policy_options={"engine": "last-layer"}),
     "rl-mixup": dict(SHORT, policy="rl-mixup"),
     "maml-intershuffle": dict(benchmark="glyphs", policy="intershuffle", epochs=1, steps_per_epoch=2, batch_size=4,
-                              val_tasks=4, test_tasks=6, seed=3, device="cpu"),
+                              val_tasks=8, test_tasks=12, seed=3, device="cpu"),
     "streamed-randaugment": dict(benchmark="image-classification-folder", data_root="STREAMED", image_size=32,
                                  model="small-cnn", model_options={"width": 8}, policy="randaugment", epochs=1,
                                  batch_size=16, seed=3, device="cpu"),
@@ -176,8 +178,15 @@ def test_two_ranks_train_as_one_process_on_the_global_batch(run, gloo_runs, one_
     metrics_one = json.loads((one_process_runs / run / "results.json").read_text())["metrics"]
     metrics_two = json.loads((gloo_runs / run / "results.json").read_text())["metrics"]
     assert metrics_one.keys() == metrics_two.keys()
+    config = json.loads((one_process_runs / run / "config.json").read_text())
     for key, value in metrics_one.items():
-        assert metrics_two[key] == pytest.approx(value, rel=tolerance, abs=1e-12 if "loss" in key else 0.01), key
+        if "accuracy" in key and not key.endswith("_ci95"):
+            # a prediction near a tie flips with another CPU's rounding: a discrete metric
+            # agrees to a few samples of the set it counts, whatever the machine
+            assert metrics_two[key] == pytest.approx(value, abs=accuracy_tolerance(key, config)), key
+        else:  # continuous: losses, confidence intervals, counts
+            assert metrics_two[key] == pytest.approx(value, rel=max(tolerance, 1e-4 if "ci95" in key else 0),
+                                                     abs=1e-12), key
     if run.startswith("metaaugment"):
         # the policy network after two Adam steps: the fast engine's finite difference (a
         # step of norm 1e-3 in float32) scales rounding by about 1e3, and Adam's normalized
@@ -217,7 +226,7 @@ def test_lockstep_ranks_in_one_process_match_the_real_two_process_group(run, glo
 @pytest.mark.multiprocess
 def test_a_comparison_on_two_processes_per_run_gives_the_one_process_table(tmp_path, cache, monkeypatch):
     """`compare --nproc-per-node 2`: every run on two gloo processes; the table is the
-    one-process table (accuracies exactly, losses to float rounding of the summation order)."""
+    one-process table (losses to float rounding of the summation order, accuracies to a few test samples)."""
     # mixup: its halo gather is the one collective a comparison adds to the plain step
     args = ["compare", "digits", "--policies", "mixup", "--seeds", "3", "--epochs", "1", "--batch-size", "512",
             "--device", "cpu", "-q"]
@@ -235,10 +244,14 @@ def test_a_comparison_on_two_processes_per_run_gives_the_one_process_table(tmp_p
         table = csv.DictReader((tmp_path / folder / "comparison.csv").open())
         return [dict(row, wall_time_s_mean=None) for row in table]
 
+    config = {"benchmark": "digits", "batch_size": 512}
     for expected, got in zip(rows("one"), rows("two"), strict=True):
         for column, value in expected.items():
             if column.startswith("test_loss") and value:  # one seed: the std is empty in both
                 assert float(got[column]) == pytest.approx(float(value), abs=1e-5), column
+            elif column.startswith("test_accuracy") and value:  # discrete: to a few of the test set's samples
+                assert float(got[column]) == pytest.approx(float(value), abs=accuracy_tolerance("test_accuracy",
+                                                                                                config)), column
             else:
                 assert got[column] == value, column
 
