@@ -15,7 +15,10 @@ from rich.markup import escape
 from rich.table import Table
 from typing_extensions import Annotated
 
+from metaaugment.cli.settings_options import given_on_command_line, with_run_settings
 from metaaugment.errors import UserError
+from metaaugment.run.config import COMPARE, RUN
+from metaaugment.run.settings import CommandLine, build_run_config, layer_settings
 from metaaugment.trust import refuse_code_references
 
 app = typer.Typer(
@@ -45,115 +48,12 @@ def _main_options(version: Annotated[bool, typer.Option(
     pass
 
 
-# Options shared by `run` and `compare`.
-LearnerOpt = Annotated[Optional[str], typer.Option(help="Learner name (default: the benchmark's); see `metaaug list`.")]
-ModelOpt = Annotated[Optional[str], typer.Option(help="Model name (default: the benchmark's); see `metaaug list`.")]
-EpochsOpt = Annotated[Optional[int], typer.Option(help="Training epochs (default: the benchmark's).")]
-BatchOpt = Annotated[Optional[int], typer.Option(
-    "--batch-size", help="Mini-batch size; tasks per meta-batch on few-shot benchmarks (default: the benchmark's).")]
-LrOpt = Annotated[Optional[float], typer.Option(
-    "--lr", help="Learning rate; the outer (meta) rate for meta-learners (default: the benchmark's).")]
-DeviceOpt = Annotated[str, typer.Option(help="auto (CUDA when present, else CPU), cpu, cuda or cuda:N.")]
-DataRootOpt = Annotated[Path, typer.Option("--data-root", envvar="METAAUG_DATA_ROOT",
-                                           help="Folder holding on-disk datasets (CIFAR, ...).")]
-EvalEveryOpt = Annotated[int, typer.Option("--eval-every", help="Validate every N epochs.")]
-CheckpointOpt = Annotated[int, typer.Option("--checkpoint-every",
-                                             help="Checkpoint every N steps (and every epoch end).")]
-LearnerSetOpt = Annotated[Optional[List[str]], typer.Option("--learner-set",
-                                                             help="Learner option key=value (repeatable).")]
-ModelSetOpt = Annotated[Optional[List[str]], typer.Option("--model-set", help="Model option key=value (repeatable).")]
-BenchmarkSetOpt = Annotated[Optional[List[str]], typer.Option(
-    "--benchmark-set", help="Benchmark option key=value (repeatable): CIFAR's padding and flip, the streamed "
-    "benchmarks' crop, crop_scale, crop_ratio and flip; see metaaug list benchmarks NAME.")]
-QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")]
-# Few-shot benchmarks only (defaults: the benchmark's).
-WaysOpt = Annotated[Optional[int], typer.Option("--ways", help="Few-shot: N classes per task.")]
-ShotsOpt = Annotated[Optional[int], typer.Option("--shots", help="Few-shot: K support samples per class.")]
-QueryOpt = Annotated[Optional[int], typer.Option("--query-shots", help="Few-shot: query samples per class.")]
-StepsOpt = Annotated[Optional[int], typer.Option("--steps-per-epoch", help="Few-shot: meta-steps per epoch.")]
-ValTasksOpt = Annotated[Optional[int], typer.Option("--val-tasks",
-                                                     help="Few-shot: validation tasks per evaluation (100).")]
-TestTasksOpt = Annotated[Optional[int], typer.Option("--test-tasks", help="Few-shot: meta-test tasks (600).")]
-ImageSizeOpt = Annotated[Optional[int], typer.Option("--image-size",
-                                                      help="image-folder: resize images to this square size (84).")]
-ValSizeOpt = Annotated[Optional[int], typer.Option(
-    "--val-size", help="CIFAR: images held out of train for validation (5000; MetaAugment's paper: 1000).")]
-PrecisionOpt = Annotated[str, typer.Option(
-    "--precision", help="Mini-batch benchmarks: 32, bf16 or 16 (autocast; 16 with loss scaling).")]
-ChannelsLastOpt = Annotated[bool, typer.Option(
-    "--channels-last", help="Mini-batch benchmarks: the task network in channels-last memory format.")]
-CompileOpt = Annotated[bool, typer.Option("--compile", help="Mini-batch benchmarks: torch.compile the task network.")]
-TensorBoardOpt = Annotated[bool, typer.Option(
-    "--tensorboard", help="Also log metrics (and the figures) to TensorBoard event files in the run folder's "
-    "tensorboard/ (pip install 'metaaugment[tensorboard]').")]
-WandbOpt = Annotated[bool, typer.Option(
-    "--wandb", help="Also log to Weights & Biases (pip install 'metaaugment[wandb]'; WANDB_MODE=offline needs no "
-    "account; WANDB_PROJECT names the project, default metaaugment). --resume continues the same W&B run.")]
 TrustOpt = Annotated[bool, typer.Option(
     "--trust-code", help="Import code that a file names (a module:Name policy, learner, model or benchmark in a "
     "--config or --sweep file, a run folder's config.json, a --policy-from folder). Without it such a file is "
     "refused: a file is data. Pass it only for files you would run as code.")]
-WorkersOpt = Annotated[int, typer.Option(
-    "--workers", help="Streamed benchmarks (imagenet, image-classification-folder): processes decoding images; "
-    "the results do not depend on it.")]
-
-
-# command-line parameters that set the RunConfig field of the same name
-CONFIG_PARAMETERS = ("benchmark", "policy", "learner", "model", "epochs", "batch_size", "seed", "device",
-                     "data_root", "eval_every", "checkpoint_every", "ways", "shots", "query_shots",
-                     "steps_per_epoch", "val_tasks", "test_tasks", "image_size", "val_size", "workers",
-                     "precision", "channels_last", "compile", "policy_from", "tensorboard", "wandb")
-
-
-def _given(ctx: typer.Context, name: str) -> bool:
-    """Whether parameter `name` was given on the command line (or its environment variable)."""
-    source = ctx.get_parameter_source(name)  # by name: typer may carry its own copy of click's enum
-    return getattr(source, "name", None) in ("COMMANDLINE", "ENVIRONMENT")
-
-
-def _settings(ctx: typer.Context, file_settings: dict[str, Any], source: str = "", trust_code: bool = False
-              ) -> dict[str, Any]:
-    """RunConfig fields: a file's (--config, --sweep), overridden by the options given on the
-    command line. A policy, learner or model given there drops the file's options for it.
-    A code reference that comes from the file (`source`), not from the command line, is
-    refused unless `trust_code`."""
-    settings = dict(file_settings)
-    given = [name for name in CONFIG_PARAMETERS
-             if name in ctx.params and (_given(ctx, name) or (name == "benchmark" and ctx.params[name] is not None))]
-    refuse_code_references({k: v for k, v in file_settings.items() if k not in given}, source, trust_code=trust_code)
-    for name in given:
-        value = ctx.params[name]
-        value = str(value) if isinstance(value, Path) else value
-        kind = name if name in ("policy", "learner", "model") else None
-        if kind and settings.get(kind) != value:
-            settings.pop(f"{kind}_options", None)
-        settings[name] = value
-    return settings
-
-
-def _build_config(settings: dict[str, Any], lr: Optional[float], learner_set: Optional[List[str]],
-                  model_set: Optional[List[str]], policy_set: Optional[List[str]] = None,
-                  benchmark_set: Optional[List[str]] = None) -> Any:
-    """The resolved RunConfig of `settings` with --lr, --learner-set, --model-set,
-    --benchmark-set and (`run`) --set applied on top."""
-    from metaaugment.learners import LEARNERS
-    from metaaugment.registry import BENCHMARKS, MODELS, POLICIES, create_benchmark, parse_options
-    from metaaugment.run.config import RunConfig, options_of
-
-    if not settings.get("benchmark"):
-        raise UserError("name a benchmark (e.g. metaaug run digits) or give a --config file that names one")
-    config = RunConfig.from_dict(settings).resolve()  # validates values, checks the benchmark, fills defaults
-    config.learner_options.update(parse_options(LEARNERS.get(config.learner).factory, learner_set or []))
-    if lr is not None:  # the option the learner names (the SGD rate; a meta-learner's outer rate)
-        config.learner_options[LEARNERS.get(config.learner).factory.rate_option] = lr
-    config.model_options.update(parse_options(MODELS.get(config.model).factory, model_set or []))
-    if policy_set:
-        config.policy_options.update(parse_options(POLICIES.get(config.policy).factory, policy_set))
-    if benchmark_set:
-        options = options_of(create_benchmark(config.benchmark))
-        config.benchmark_options.update(parse_options(options, benchmark_set))
-        BENCHMARKS.create_options(config.benchmark, options, config.benchmark_options)  # checked before any work
-    return config
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")]
+DeviceOpt = Annotated[str, typer.Option(help="auto (CUDA when present, else CPU), cpu, cuda or cuda:N.")]
 
 
 def _results_table(title: str, rows: list[tuple[str, str]]) -> Table:
@@ -251,50 +151,17 @@ def _show_benchmark(bench: Any) -> None:
 
 
 @app.command()
+@with_run_settings(RUN)
 def run(
     ctx: typer.Context,
-    benchmark: Annotated[Optional[str], typer.Argument(
-        help="Benchmark name (or module.path:Name); see `metaaug list`. Optional with --config.")] = None,
+    settings: CommandLine,
     config_file: Annotated[Optional[Path], typer.Option(
         "--config", help="A JSON or YAML file of run settings (a run's config.json replays it); options given "
         "here override it. See docs/workflow.md.")] = None,
-    policy: Annotated[str, typer.Option("--policy", "-p", help="Augmentation policy (or module.path:Name); "
-                                        "see `metaaug list`.")] = "none",
-    policy_set: Annotated[Optional[List[str]], typer.Option("--set", "-s",
-                                                            help="Policy option key=value (repeatable).")] = None,
-    learner: LearnerOpt = None,
-    model: ModelOpt = None,
-    epochs: EpochsOpt = None,
-    batch_size: BatchOpt = None,
-    lr: LrOpt = None,
-    seed: Annotated[int, typer.Option(help="Random seed; the same seed gives the same results.")] = 0,
-    device: DeviceOpt = "auto",
-    data_root: DataRootOpt = Path("data"),
     out: Annotated[Optional[Path], typer.Option(help="Run folder (default: runs/BENCHMARK/POLICY/seedSEED).")] = None,
     resume: Annotated[bool, typer.Option(
         help="Continue an interrupted run in --out, or reuse a finished one.")] = False,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing run folder in --out.")] = False,
-    eval_every: EvalEveryOpt = 1,
-    checkpoint_every: CheckpointOpt = 100,
-    learner_set: LearnerSetOpt = None,
-    model_set: ModelSetOpt = None,
-    benchmark_set: BenchmarkSetOpt = None,
-    ways: WaysOpt = None,
-    shots: ShotsOpt = None,
-    query_shots: QueryOpt = None,
-    steps_per_epoch: StepsOpt = None,
-    val_tasks: ValTasksOpt = None,
-    test_tasks: TestTasksOpt = None,
-    image_size: ImageSizeOpt = None,
-    val_size: ValSizeOpt = None,
-    workers: WorkersOpt = 0,
-    precision: PrecisionOpt = "32",
-    channels_last: ChannelsLastOpt = False,
-    compile: CompileOpt = False,
-    tensorboard: TensorBoardOpt = False,
-    wandb: WandbOpt = False,
-    policy_from: Annotated[Optional[Path], typer.Option("--policy-from", help="metaaugment: reuse the policy network, "
-                           "sampler and task network of this finished run (frozen) to train a new network.")] = None,
     trust_code: TrustOpt = False,
     quiet: QuietOpt = False,
     nproc_per_node: Annotated[int, typer.Option(
@@ -314,9 +181,9 @@ def run(
     if nproc_per_node < 1:
         raise UserError(f"--nproc-per-node must be a positive integer (got {nproc_per_node})")
     launch = nproc_per_node > 1 and not launched_by_torchrun()
-    settings = _settings(ctx, run_settings(config_file) if config_file is not None else {},
-                         f"config file {config_file}", trust_code)
-    config = _build_config(settings, lr, learner_set, model_set, policy_set, benchmark_set)
+    layered = layer_settings(run_settings(config_file) if config_file is not None else {}, settings,
+                             f"config file {config_file}", trust_code)
+    config = build_run_config(layered, settings)
     out = out or run_folder(config)  # runs/BENCHMARK/POLICY[-what differs from the defaults]/seedK
     if launch:  # bad options and folders are reported here, before any process starts
         check_launch(config, out, nproc_per_node, resume=resume, overwrite=overwrite)
@@ -419,10 +286,10 @@ def _parse_policy_sets(policies: list[str], assignments: list[str]) -> dict[str,
 
 
 @app.command()
+@with_run_settings(COMPARE)
 def compare(
     ctx: typer.Context,
-    benchmark: Annotated[Optional[str], typer.Argument(
-        help="Benchmark name; see `metaaug list`. Optional when the --sweep file names one.")] = None,
+    settings: CommandLine,
     policies: Annotated[Optional[str], typer.Option(
         "--policies", help="Comma-separated policy names, e.g. none,randaugment,mixup (the short form of "
         "--sweep).")] = None,
@@ -433,39 +300,13 @@ def compare(
                                                  "0,1,2).")] = None,
     policy_set: Annotated[Optional[List[str]], typer.Option("--set", "-s",
                                                             help="POLICY.key=value (repeatable).")] = None,
-    learner: LearnerOpt = None,
-    model: ModelOpt = None,
-    epochs: EpochsOpt = None,
-    batch_size: BatchOpt = None,
-    lr: LrOpt = None,
-    device: DeviceOpt = "auto",
-    data_root: DataRootOpt = Path("data"),
     out: Annotated[Optional[Path], typer.Option(help="Comparison folder (default: runs/compare/BENCHMARK).")] = None,
     overwrite: Annotated[bool, typer.Option(
         help="Train every run again from the start, replacing its folder (default: reuse finished runs and "
         "resume unfinished ones).")] = False,
-    eval_every: EvalEveryOpt = 1,
-    checkpoint_every: CheckpointOpt = 100,
-    learner_set: LearnerSetOpt = None,
-    model_set: ModelSetOpt = None,
-    benchmark_set: BenchmarkSetOpt = None,
-    ways: WaysOpt = None,
-    shots: ShotsOpt = None,
-    query_shots: QueryOpt = None,
-    steps_per_epoch: StepsOpt = None,
-    val_tasks: ValTasksOpt = None,
-    test_tasks: TestTasksOpt = None,
-    image_size: ImageSizeOpt = None,
-    val_size: ValSizeOpt = None,
-    workers: WorkersOpt = 0,
-    precision: PrecisionOpt = "32",
-    channels_last: ChannelsLastOpt = False,
-    compile: CompileOpt = False,
-    tensorboard: TensorBoardOpt = False,
-    wandb: WandbOpt = False,
     launcher: Annotated[str, typer.Option(
-        help="Where the runs train: inline (here, one after another), local (submitit jobs on this machine) or "
-        "slurm (a submitit job array); see docs/workflow.md.")] = "inline",
+        help="Where the runs train: inline (here, one after another), local (jobs of their own on this machine) "
+        "or slurm (a submitit job array); see docs/workflow.md.")] = "inline",
     jobs: Annotated[int, typer.Option(help="--launcher local: runs training at once.")] = 1,
     nproc_per_node: Annotated[int, typer.Option(
         "--nproc-per-node", help="Processes (GPUs) per run, one node each: each run trains on N processes (torchrun; "
@@ -517,8 +358,7 @@ def compare(
         file_seeds if file_seeds is not None else [0, 1, 2])
     if seeds is None and file_seeds is not None:
         _parse_seeds(",".join(map(str, file_seeds)))  # the same checks as --seeds
-    config = _build_config(_settings(ctx, file_settings, f"sweep file {sweep}", trust_code), lr, learner_set,
-                           model_set, benchmark_set=benchmark_set)
+    config = build_run_config(layer_settings(file_settings, settings, f"sweep file {sweep}", trust_code), settings)
     if sweep is None:  # each row named after its policy and the options that differ from the defaults
         variants = [Variant(policy_variant_name(dataclasses.replace(config, policy=name, policy_options=options[name])),
                             name, options[name]) for name in variants]
@@ -614,7 +454,8 @@ def _launch_options(ctx: typer.Context, launcher: str, jobs: int, nproc_per_node
 
     if launcher not in LAUNCHERS:
         raise UserError(f"--launcher must be one of {', '.join(LAUNCHERS)} (got {launcher!r})")
-    given = [f"--{name.replace('_', '-')}" for name in ctx.params if name.startswith("slurm_") and _given(ctx, name)]
+    given = [f"--{name.replace('_', '-')}" for name in ctx.params
+             if name.startswith("slurm_") and given_on_command_line(ctx, name)]
     if given and launcher != "slurm":
         raise UserError(f"{given[0]} applies to --launcher slurm")
     if not wait and launcher != "slurm":

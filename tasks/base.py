@@ -45,3 +45,11 @@ class Benchmark:
     default_shots: int | None = None
     default_query_shots: int | None = None
     default_steps_per_epoch: int | None = None
+
+    def default_options_for(self, role: str, name: str | None) -> dict[str, Any]:
+        """The options this benchmark gives its `role` ("learner" or "model") when the run's is
+        `name` (None: the default): its defaults suit its own default learner and model only
+        (MAML's inner rate means nothing to ProtoNets), so another name gets none."""
+        default_name, options = {"learner": (self.default_learner, self.default_learner_options),
+                                 "model": (self.default_model, self.default_model_options)}[role]
+        return dict(options) if name in (None, default_name) else {}

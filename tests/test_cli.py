@@ -186,3 +186,72 @@ def test_the_installed_metaaug_command_runs_and_keeps_a_finished_run(tmp_path):
     again = subprocess.run([str(command), "run", "digits", "--epochs", "1", "--quiet"], capture_output=True,
                            text=True, cwd=tmp_path)
     assert again.returncode == 2 and "--resume" in again.stderr and len(again.stderr.strip().splitlines()) == 1
+
+
+def test_a_new_run_config_field_is_an_option_of_run_and_compare_with_no_other_edit():
+    """The options of `run` and `compare` are generated from RunConfig's fields: a field added
+    to a RunConfig is in both commands' help and reaches the command as given."""
+    import dataclasses
+
+    import typer
+    from typer.testing import CliRunner
+
+    from metaaugment.cli.settings_options import with_run_settings
+    from metaaugment.run.config import RunConfig, setting
+
+    @dataclasses.dataclass
+    class Extended(RunConfig):
+        warmup_steps: int = setting(0, "Steps of learning-rate warm-up.")
+
+    seen = {}
+    for command in ("run", "compare"):
+        app = typer.Typer()
+
+        @app.command()
+        @with_run_settings(command, Extended)
+        def body(ctx: typer.Context, settings) -> None:
+            seen[command] = settings
+
+        @app.command()
+        def other() -> None:  # two commands: typer then takes the command's name
+            pass
+
+        runner = CliRunner()
+        help_text = runner.invoke(app, ["body", "--help"], env={"COLUMNS": "200"}).output
+        assert "--warmup-steps" in help_text and "Steps of learning-rate warm-up." in help_text, help_text
+        result = runner.invoke(app, ["body", "digits", "--warmup-steps", "5", "--epochs", "2"])
+        assert result.exit_code == 0, result.output
+        assert seen[command].given == {"benchmark": "digits", "warmup_steps": 5, "epochs": 2}
+    def parameters(command):
+        return with_run_settings(command)(lambda ctx, settings: None).__signature__.parameters
+
+    assert {"policy", "seed", "policy_from"} <= set(parameters("run"))
+    assert not {"policy", "seed", "policy_from"} & set(parameters("compare"))  # --policies, --seeds instead
+
+
+def test_every_run_setting_the_command_line_takes_is_in_the_help_of_its_commands(capsys):
+    import dataclasses
+
+    from metaaugment.run.config import RunConfig, cli_metadata
+
+    for command in ("run", "compare"):
+        with pytest.raises(SystemExit):
+            main([command, "--help"])
+        text = " ".join(capsys.readouterr().out.split())
+        for config_field in dataclasses.fields(RunConfig):
+            meta = cli_metadata(config_field)
+            if command in meta["commands"] and not meta["argument"]:
+                flag = meta["flag"] or "--" + config_field.name.replace("_", "-")
+                assert flag in text, (command, flag)
+
+
+def test_one_run_resolves_its_config_once(tmp_path, monkeypatch, capsys):
+    from metaaugment.run.config import RunConfig
+
+    calls = []
+    validate = RunConfig.validate
+    monkeypatch.setattr(RunConfig, "validate", lambda self: calls.append(1) or validate(self))
+    code, _, err = run_in_process(["run", "digits", "--epochs", "1", "--batch-size", "512", "--device", "cpu",
+                                   "-q", "--out", str(tmp_path / "run")], tmp_path, monkeypatch, capsys)
+    assert code == 0, err
+    assert len(calls) == 1

@@ -71,13 +71,13 @@ def plan_comparison(base: RunConfig, variants: Sequence[str | Variant], seeds: S
     names = [v.name for v in chosen]
     if len(set(names)) != len(names):
         raise UserError(f"the compared variants need distinct names (got {', '.join(names)})")
-    runs = [PlannedRun(v.name, seed, v.apply(base, seed), Path(out) / v.name / f"seed{seed}")
+    # each run resolved once, here: its policy's benchmark defaults join its options
+    runs = [PlannedRun(v.name, seed, v.apply(base, seed).resolve(), Path(out) / v.name / f"seed{seed}")
             for v in chosen for seed in seeds]
     for run in runs:
-        resolved = run.config.resolve()
-        kind = run_kind(resolved)
-        policy_and_learner(resolved, kind)
-        check_global_batch(resolved, processes, kind)
+        kind = run_kind(run.config)
+        policy_and_learner(run.config, kind)
+        check_global_batch(run.config, processes, kind)
     return runs
 
 
@@ -100,8 +100,8 @@ def run_comparison(base: RunConfig, variants: Sequence[str | Variant], seeds: Se
         folder = RunDirectory(run.path)
         if overwrite and folder.owned():  # what earlier runs wrote goes (their own files only)
             with folder.locked():
-                folder.prepare(run.config.resolve().to_dict(), overwrite=True)
-        elif folder.check(run.config.resolve().to_dict(), resume=True) and folder.finished:
+                folder.prepare(run.config.to_dict(), overwrite=True)
+        elif folder.check(run.config.to_dict(), resume=True) and folder.finished:
             folder.read_results()  # a finished run's results are read back: damaged ones stop us here
     results = launch(runs, out, options, console, show_progress, trust_code)
     return [RunRecord(run.name, run.seed, run.path, results[run.key]) for run in runs

@@ -24,46 +24,87 @@ def options_of(bench: Any) -> Any:
                         f"image-classification-folder have; see metaaug list benchmarks NAME)")
     return bench.options
 
+RUN, COMPARE = "run", "compare"
+
+
+def setting(default: Any = None, help: str = "", *, flag: str | None = None, short: str | None = None,
+            envvar: str | None = None, commands: tuple[str, ...] = (RUN, COMPARE), argument: bool = False,
+            option_list: bool = False, default_factory: Any = None) -> Any:
+    """A RunConfig field with what the command line shows of it (read by `cli.settings_options`):
+    `help`, its `flag` (default --field-name), a `short` flag, an `envvar`, the `commands`
+    that take it (none: files only), `argument` (positional), `option_list` (a repeatable
+    key=value option filling an options mapping). Adding a run setting is adding one field."""
+    metadata = {"help": help, "flag": flag, "short": short, "envvar": envvar, "commands": commands,
+                "argument": argument, "option_list": option_list}
+    if default_factory is not None:
+        return field(default_factory=default_factory, metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+def cli_metadata(config_field: dataclasses.Field) -> dict[str, Any]:
+    """The command-line metadata `setting` gave a field (commands () when it gave none)."""
+    return {"commands": (), **config_field.metadata}
+
+
 @dataclass
 class RunConfig:
-    """Everything that defines a run. None fields take the benchmark's defaults (`resolve`)."""
+    """Everything that defines a run. None fields take the benchmark's defaults (`resolve`).
 
-    benchmark: str = "digits"
-    policy: str = "none"
-    policy_options: dict[str, Any] = field(default_factory=dict)
-    learner: str | None = None
-    learner_options: dict[str, Any] = field(default_factory=dict)
-    model: str | None = None
-    model_options: dict[str, Any] = field(default_factory=dict)
-    epochs: int | None = None
-    batch_size: int | None = None
-    seed: int = 0
-    device: str = "auto"
-    data_root: str = "data"
-    eval_every: int = 1
-    checkpoint_every: int = 100
-    log_every: int = 10
+    Every field is declared once, here: its type (the schema of config and sweep files), its
+    default and its command-line option (`setting`: `metaaug run` and `compare` generate their
+    options from these fields)."""
+
+    benchmark: str = setting("digits", "Benchmark name (or module.path:Name); see `metaaug list`. Optional with "
+                             "--config (run) or a --sweep file that names one (compare).", argument=True)
+    policy: str = setting("none", "Augmentation policy (or module.path:Name); see `metaaug list`.", short="-p",
+                          commands=(RUN,))
+    policy_options: dict[str, Any] = setting(help="Policy option key=value (repeatable).", flag="--set", short="-s",
+                                             commands=(RUN,), option_list=True, default_factory=dict)
+    learner: str | None = setting(None, "Learner name (default: the benchmark's); see `metaaug list`.")
+    learner_options: dict[str, Any] = setting(help="Learner option key=value (repeatable).", flag="--learner-set",
+                                              option_list=True, default_factory=dict)
+    model: str | None = setting(None, "Model name (default: the benchmark's); see `metaaug list`.")
+    model_options: dict[str, Any] = setting(help="Model option key=value (repeatable).", flag="--model-set",
+                                            option_list=True, default_factory=dict)
+    epochs: int | None = setting(None, "Training epochs (default: the benchmark's).")
+    batch_size: int | None = setting(None, "Mini-batch size; tasks per meta-batch on few-shot benchmarks (default: "
+                                     "the benchmark's).")
+    seed: int = setting(0, "Random seed; the same seed gives the same results.", commands=(RUN,))
+    device: str = setting("auto", "auto (CUDA when present, else CPU), cpu, cuda or cuda:N.")
+    data_root: str = setting("data", "Folder holding on-disk datasets (CIFAR, ...).", envvar="METAAUG_DATA_ROOT")
+    eval_every: int = setting(1, "Validate every N epochs.")
+    checkpoint_every: int = setting(100, "Checkpoint every N steps (and every epoch end).")
+    log_every: int = setting(10, commands=())  # steps between logged training metrics (files only)
     # Episodic (few-shot) benchmarks only: N-way K-shot with Q query samples per class,
     # meta-steps per epoch, and the number of tasks for validation and the final test.
-    ways: int | None = None
-    shots: int | None = None
-    query_shots: int | None = None
-    steps_per_epoch: int | None = None
-    val_tasks: int | None = None
-    test_tasks: int | None = None
+    ways: int | None = setting(None, "Few-shot: N classes per task.")
+    shots: int | None = setting(None, "Few-shot: K support samples per class.")
+    query_shots: int | None = setting(None, "Few-shot: query samples per class.")
+    steps_per_epoch: int | None = setting(None, "Few-shot: meta-steps per epoch.")
+    val_tasks: int | None = setting(None, "Few-shot: validation tasks per evaluation (100).")
+    test_tasks: int | None = setting(None, "Few-shot: meta-test tasks (600).")
     # a finished run of the same policy whose learned policy is reused, frozen (MetaAugment's transfer)
-    policy_from: str | None = None
-    image_size: int | None = None  # benchmarks that resize images (image-folder)
-    benchmark_options: dict[str, Any] = field(default_factory=dict)  # the benchmark's own (--benchmark-set)
-    val_size: int | None = None  # benchmarks that hold validation images out of train (CIFAR)
-    workers: int = 0  # processes decoding a streamed benchmark's images (imagenet, image-classification-folder)
+    policy_from: str | None = setting(None, "metaaugment: reuse the policy network, sampler and task network of this "
+                                      "finished run (frozen) to train a new network.", commands=(RUN,))
+    image_size: int | None = setting(None, "image-folder: resize images to this square size (84).")
+    benchmark_options: dict[str, Any] = setting(
+        help="Benchmark option key=value (repeatable): CIFAR's padding and flip, the streamed benchmarks' crop, "
+        "crop_scale, crop_ratio and flip; see metaaug list benchmarks NAME.", flag="--benchmark-set",
+        option_list=True, default_factory=dict)
+    val_size: int | None = setting(None, "CIFAR: images held out of train for validation (5000; MetaAugment's "
+                                   "paper: 1000).")
+    workers: int = setting(0, "Streamed benchmarks (imagenet, image-classification-folder): processes decoding "
+                           "images; the results do not depend on it.")
     # mini-batch benchmarks: the task network's precision ("32", "bf16", "16"), memory format, torch.compile
-    precision: str = "32"
-    channels_last: bool = False
-    compile: bool = False
+    precision: str = setting("32", "Mini-batch benchmarks: 32, bf16 or 16 (autocast; 16 with loss scaling).")
+    channels_last: bool = setting(False, "Mini-batch benchmarks: the task network in channels-last memory format.")
+    compile: bool = setting(False, "Mini-batch benchmarks: torch.compile the task network.")
     # where metrics go besides metrics.jsonl and metrics.csv (run.sinks); not part of a run's identity
-    tensorboard: bool = False
-    wandb: bool = False
+    tensorboard: bool = setting(False, "Also log metrics (and the figures) to TensorBoard event files in the run "
+                                "folder's tensorboard/ (pip install 'metaaugment[tensorboard]').")
+    wandb: bool = setting(False, "Also log to Weights & Biases (pip install 'metaaugment[wandb]'; WANDB_MODE=offline "
+                          "needs no account; WANDB_PROJECT names the project, default metaaugment). --resume "
+                          "continues the same W&B run.")
 
     @classmethod
     @functools.cache
@@ -107,7 +148,11 @@ class RunConfig:
             raise UserError(f"--seed must be an integer in [0, 2**32) (got {self.seed})")
 
     def resolve(self) -> "RunConfig":
-        """A copy with the benchmark's defaults filled in (benchmark name checked here)."""
+        """A copy with the benchmark's defaults filled in (benchmark name checked here); a
+        resolved config is its own resolution, so a run is resolved once however many layers
+        ask (a `dataclasses.replace` of it is a new, unresolved config)."""
+        if self.__dict__.get("_resolved"):
+            return self
         self.validate()
         bench = create_benchmark(self.benchmark)
         episodic: dict[str, Any] = {}
@@ -138,20 +183,19 @@ class RunConfig:
             from metaaugment.registry import BENCHMARKS
 
             BENCHMARKS.create_options(self.benchmark, options_of(bench), self.benchmark_options)  # checked now
-        same_defaults = self.learner in (None, bench.default_learner)
-        same_model = self.model in (None, bench.default_model)
-        return dataclasses.replace(
+        resolved = dataclasses.replace(
             self,
             learner=self.learner or bench.default_learner,
-            # a benchmark's learner defaults (e.g. MAML's inner lr) only suit its default learner
-            learner_options={**(bench.default_learner_options if same_defaults else {}), **self.learner_options},
+            learner_options={**bench.default_options_for("learner", self.learner), **self.learner_options},
             model=self.model or bench.default_model,
-            model_options={**(bench.default_model_options if same_model else {}), **self.model_options},
+            model_options={**bench.default_options_for("model", self.model), **self.model_options},
             policy_options={**bench.default_policy_options.get(self.policy, {}), **self.policy_options},
             epochs=self.epochs or bench.default_epochs,
             batch_size=self.batch_size or bench.default_batch_size,
             **episodic,
         )
+        resolved.__dict__["_resolved"] = True  # not a field: not in to_dict, equality or replace
+        return resolved
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (what config.json holds)."""

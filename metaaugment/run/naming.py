@@ -71,13 +71,12 @@ def _shared_deviations(resolved: RunConfig, bench: Any) -> list[str]:
     found = []
     if bench.options is not None:
         found += _changed(resolved.benchmark_options, _defaults(bench.options), "benchmark.")
-    for role, registry, default_name, default_options in (
-            ("model", MODELS, bench.default_model, bench.default_model_options),
-            ("learner", LEARNERS, bench.default_learner, bench.default_learner_options)):
+    for role, registry, default_name in (("model", MODELS, bench.default_model),
+                                         ("learner", LEARNERS, bench.default_learner)):
         name, options = getattr(resolved, role), getattr(resolved, f"{role}_options")
         if name != default_name:
             found.append(f"{role}={name}")
-        defaults = {**_defaults(registry.get(name).factory), **(default_options if name == default_name else {})}
+        defaults = {**_defaults(registry.get(name).factory), **bench.default_options_for(role, name)}
         found += _changed(options, defaults, f"{role}.")
     return found
 
