@@ -16,8 +16,8 @@ __version__ = "0.1.0"
 
 # public name -> the module that defines it
 _EXPORTS = {
-    "Batch": "metaaugment.batch", "Episode": "metaaugment.batch", "Share": "metaaugment.batch",
-    "Tasks": "metaaugment.batch",
+    "Batch": "metaaugment.batch", "Episode": "metaaugment.batch", "Params": "metaaugment.batch",
+    "Share": "metaaugment.batch", "Tasks": "metaaugment.batch", "per_sample": "metaaugment.batch",
     "UserError": "metaaugment.errors",
     "EpisodicLearner": "metaaugment.learners", "Learner": "metaaugment.learners",
     "SupervisedLearner": "metaaugment.learners", "create_learner": "metaaugment.learners",
@@ -53,7 +53,7 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # what type checkers and IDEs see
-    from metaaugment.batch import Batch, Episode, Share, Tasks  # noqa: F401
+    from metaaugment.batch import Batch, Episode, Params, Share, Tasks, per_sample  # noqa: F401
     from metaaugment.errors import UserError  # noqa: F401
     from metaaugment.learners import (  # noqa: F401
         EpisodicLearner,

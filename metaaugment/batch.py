@@ -1,5 +1,5 @@
 """The data containers policies and learners exchange: Batch (and the Share of a global
-batch it holds), Episode and Tasks."""
+batch it holds, and the Params a policy drew for it), Episode and Tasks."""
 from __future__ import annotations
 
 import dataclasses
@@ -31,12 +31,46 @@ class Share:
         """The contiguous rows `rows` of a global batch of `total`."""
         return Share(torch.arange(total)[rows], total)
 
+    def repeated(self, copies: int) -> "Share":
+        """The held rows of the global batch repeated `copies` times, copy-major (copy c of
+        global row i is row c * total + i of the copies' global batch)."""
+        return Share(torch.cat([c * self.total + self.index for c in range(copies)]), copies * self.total)
+
     def take(self, values: T) -> T:
         """The held rows of `values` drawn for the global batch: a tensor whose first
         dimension is `total`, or a list of `total` items."""
         if isinstance(values, Tensor):
             return values[self.index.to(values.device)]
         return [values[i] for i in self.index.tolist()]  # type: ignore[index, return-value]
+
+
+def per_sample(**kwargs: Any) -> Any:
+    """A `Params` field with one entry per row of the global batch (a tensor whose first
+    dimension is B, or a list of B items): `Params.rows` keeps a batch's entries."""
+    return field(metadata={"per_sample": True}, **kwargs)
+
+
+@dataclass
+class Params:
+    """What a batch policy drew for one global batch of B rows (torchvision v2's `make_params`):
+    a dataclass of its own per policy, typed and replayable. Fields made with `per_sample()`
+    hold one entry per row of the global batch (None: not drawn); the others are shared by the
+    batch (MixUp's lambda, a permutation every rank needs whole)."""
+
+    def rows(self, share: Share | None) -> "Params":
+        """The entries of the rows `share` holds (every rank draws the same global params and
+        keeps its own rows here, once); the params themselves for a whole batch (None)."""
+        if share is None:
+            return self
+        return dataclasses.replace(self, **{f.name: share.take(getattr(self, f.name))
+                                            for f in dataclasses.fields(self)
+                                            if f.metadata.get("per_sample") and getattr(self, f.name) is not None})
+
+    def subset(self, index: slice) -> "Params":
+        """The entries of rows `index` of the batch these params are of (`Batch.rows`)."""
+        return dataclasses.replace(self, **{f.name: getattr(self, f.name)[index]
+                                            for f in dataclasses.fields(self)
+                                            if f.metadata.get("per_sample") and getattr(self, f.name) is not None})
 
 
 @dataclass
@@ -52,6 +86,9 @@ class Batch:
     share:   on one of many ranks, which rows of the global batch these are (`Share`);
              None: the batch is whole (one process). `global_size` and `take` hide the
              difference from a policy.
+    params:  what the policy that augmented this batch drew for its rows (its `Params`),
+             read back by that policy's later hooks (`loss_weights`, `after_step`); None
+             before augmentation or for a policy that draws nothing.
     """
 
     inputs: Tensor
@@ -59,6 +96,7 @@ class Batch:
     weights: Tensor | None = None
     info: dict[str, Any] = field(default_factory=dict)
     share: Share | None = None
+    params: Params | None = None
 
     def __len__(self) -> int:
         return self.inputs.shape[0]
@@ -81,18 +119,20 @@ class Batch:
         """The same batch with its tensors on `device`."""
         move = lambda t: t.to(device, non_blocking=True) if isinstance(t, Tensor) else t  # noqa: E731
         return Batch(move(self.inputs), move(self.targets), move(self.weights),
-                     {k: move(v) for k, v in self.info.items()}, self.share)
+                     {k: move(v) for k, v in self.info.items()}, self.share, self.params)
 
     def rows(self, index: slice) -> "Batch":
-        """The batch's rows `index`: inputs, targets, weights and every per-sample annotation
-        (a tensor in `info` whose first dimension is B); other annotations are kept whole.
+        """The batch's rows `index`: inputs, targets, weights, the per-sample params and every
+        per-sample annotation (a tensor in `info` whose first dimension is B); other
+        annotations are kept whole.
         The rows keep their places in the global batch (`share`)."""
         n = len(self)
         take = lambda t: t[index] if isinstance(t, Tensor) and t.dim() > 0 and t.shape[0] == n else t  # noqa: E731
         share = Share(self.share.index[index], self.share.total) if self.share is not None else Share(
             torch.arange(n)[index], n)
         return Batch(self.inputs[index], self.targets[index], None if self.weights is None else self.weights[index],
-                     {k: take(v) for k, v in self.info.items()}, share)
+                     {k: take(v) for k, v in self.info.items()}, share,
+                     None if self.params is None else self.params.subset(index))
 
     @property
     def is_soft(self) -> bool:

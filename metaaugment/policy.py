@@ -12,7 +12,9 @@ weight their samples; `TaskPolicy` shapes few-shot tasks. Who calls what, for bo
 
 A training step of a batch learner::
 
-    batch  = policy.augment(batch, ctx)                 # x -> x', y -> y' (soft), may set batch.weights
+    batch  = policy.augment(batch, ctx)                 # x -> x', y -> y' (soft), may set batch.weights:
+                                                        #   params = make_params(batch, ctx) for the global
+                                                        #   batch; this rank's rows of them; apply(...)
     output = forward_pass(model, batch)                 # logits, per-sample losses (with graph), features
     w      = policy.loss_weights(batch, output, ctx)    # (B,) or None
     loss   = sum(w * output.losses) / sum(w); backward; optimizer step
@@ -42,6 +44,8 @@ part is built in `setup`, so `load_state_dict` after `setup` restores a policy c
 """
 from __future__ import annotations
 
+import dataclasses
+import inspect
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Sequence
@@ -49,7 +53,7 @@ from typing import Any, Callable, ClassVar, Sequence
 import torch
 from torch import Tensor, nn
 
-from metaaugment.batch import Batch, Episode
+from metaaugment.batch import Batch, Episode, Params
 from metaaugment.errors import UserError
 from metaaugment.losses import per_sample_cross_entropy
 from metaaugment.parallel.comm import SINGLE_PROCESS, Communicator
@@ -202,12 +206,23 @@ class AugmentationPolicy(nn.Module):
         return []
 
     def describe(self) -> dict[str, Any]:
-        """Hyperparameters worth recording in results.json (override to add more)."""
-        return {"name": self.name}
+        """Hyperparameters worth recording in results.json: the name and each keyword option of
+        the constructor's signature, read from the attribute of the same name where the policy
+        keeps one (override to record more, e.g. values resolved in `setup`)."""
+        options = {name: getattr(self, name) for name, parameter in inspect.signature(type(self)).parameters.items()
+                   if parameter.kind is parameter.KEYWORD_ONLY and hasattr(self, name)}
+        return {"name": self.name, **options}
 
 
 class BatchPolicy(AugmentationPolicy):
     """A policy on mini-batches: transforms inputs and labels, and may weight each sample's loss.
+
+    `augment` is a template (torchvision v2's `Transform`): `make_params(batch, ctx)` draws
+    every random number for the whole global batch (the same draws on every rank) into the
+    policy's own `Params` dataclass; the base keeps this batch's rows of them once
+    (`Params.rows`, by `params_share`); `apply(batch, params, ctx)` transforms this batch's
+    rows. The returned batch carries its params (`Batch.params`) to `loss_weights` and
+    `after_step`. A policy overrides `make_params` and `apply`, not `augment`.
 
     Contract (checked for every registered batch policy by tests/test_policy_contract.py):
     `augment` returns a new Batch of the same size with inputs of the same shape, dtype and
@@ -220,7 +235,28 @@ class BatchPolicy(AugmentationPolicy):
     benchmark_kinds: ClassVar[tuple[str, ...]] = ("classification",)
 
     def augment(self, batch: Batch, ctx: StepContext) -> Batch:
-        """Transform a training mini-batch: inputs, targets (possibly soft) and weights."""
+        """Transform a training mini-batch: inputs, targets (possibly soft) and weights. The
+        template: params for the global batch, this batch's rows of them, `apply`."""
+        params = self.make_params(batch, ctx)
+        if params is not None:
+            params = params.rows(self.params_share(batch))
+        augmented = self.apply(batch, params, ctx)
+        return augmented if params is None else dataclasses.replace(augmented, params=params)
+
+    def make_params(self, batch: Batch, ctx: StepContext) -> Params | None:
+        """Every random draw of the step, for all `batch.global_size` rows of the global batch
+        (a `Params` dataclass of the policy's), or None when the policy draws nothing."""
+        return None
+
+    def params_share(self, batch: Batch) -> Any:
+        """Which rows of the drawn params this batch's rows are: `batch.share` (None: all).
+        A policy that augments each row several times draws for the copies' global batch and
+        says so here."""
+        return batch.share
+
+    def apply(self, batch: Batch, params: Params | None, ctx: StepContext) -> Batch:
+        """Transform this batch's rows with their `params` (this rank's rows of the draws) ->
+        a new Batch of the same rows; never changes the caller's tensors."""
         return batch
 
     def loss_weights(self, batch: Batch, output: ForwardOutput, ctx: StepContext) -> Tensor | None:

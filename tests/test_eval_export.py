@@ -2,7 +2,7 @@
 rebuild what it learned."""
 import pytest
 import torch
-from conftest import quick_config, write_omniglot_fixture
+from helpers import quick_config, write_omniglot_fixture
 
 from metaaugment.errors import UserError
 from metaaugment.export import load_exported_model, load_exported_policy
@@ -76,7 +76,7 @@ def test_the_documented_loader_applies_an_exported_metaaugment_policy(metaaugmen
     exec(compile(doc_block("workflow-example: load-export"), str(WORKFLOW), "exec"), namespace)
     weights, augmented, policy = namespace["weights"], namespace["augmented"], namespace["policy"]
     assert weights.shape == (16,) and torch.all(weights > 0) and float(weights.sum()) == pytest.approx(1.0)
-    assert augmented.inputs.shape == (16, 1, 8, 8) and augmented.info["pairs"].shape == (16, 2)
+    assert augmented.inputs.shape == (16, 1, 8, 8) and augmented.params.pairs.shape == (16, 2)
     # the frozen policy network's weights, from the exported task network's features
     assert torch.equal(weights, policy.loss_weights(augmented, None, namespace["ctx"]))
     assert len(set(weights.tolist())) > 1

@@ -52,6 +52,28 @@ def test_every_policy_is_a_batch_or_a_task_policy():
 
 # -- the batch contract -----------------------------------------------------------------------
 @pytest.mark.parametrize("name", BATCH_POLICIES)
+def test_a_built_in_batch_policy_draws_through_the_template_and_its_params_are_typed(name):
+    """No built-in overrides `augment` (the global-draw / take-rows idiom lives in BatchPolicy
+    once); what a policy draws reaches its later hooks as a Params dataclass, whose per-sample
+    fields have one entry per row."""
+    import dataclasses
+
+    from metaaugment import Params
+
+    cls = POLICIES.get(name).factory
+    assert all("augment" not in vars(k) for k in cls.__mro__ if k is not BatchPolicy and issubclass(k, BatchPolicy))
+    ctx = make_context()
+    policy = set_up(name, ctx)
+    out = policy.augment(make_batch(), ctx)
+    assert out.params is None or isinstance(out.params, Params)
+    if out.params is not None:
+        for f in dataclasses.fields(out.params):
+            value = getattr(out.params, f.name)
+            if f.metadata.get("per_sample") and value is not None:
+                assert len(value) == len(out), f.name
+
+
+@pytest.mark.parametrize("name", BATCH_POLICIES)
 def test_augment_contract(name):
     ctx = make_context()
     policy = set_up(name, ctx)

@@ -87,7 +87,7 @@ def test_policy_rewards_every_period_by_eq5_and_records_episode_starts():
     for step in range(6):
         ctx.step_in_epoch = step
         mixed = policy.augment(batch, ctx)
-        assert set(mixed.info["q"].tolist()) <= {0.0, 11.0, 22.0, 33.0, 44.0, 55.0, 66.0, 77.0, 88.0, 99.0}
+        assert set(mixed.params.q.tolist()) <= {0.0, 11.0, 22.0, 33.0, 44.0, 55.0, 66.0, 77.0, 88.0, 99.0}
         policy.after_step(StepResult(mixed, None, None, 0.0), ctx)
     buffer = policy.agent.buffer
     assert buffer.rewards[:6, 0].tolist() == pytest.approx([0, 0.25, 0, 0.125, 0, -0.25])

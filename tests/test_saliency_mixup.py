@@ -93,4 +93,4 @@ def test_saliency_mixup_policy_mixes_with_soft_labels_and_keeps_bn_statistics():
     assert out.targets.shape == (6, 4)
     torch.testing.assert_close(out.targets.sum(1), torch.ones(6))
     assert all(torch.equal(v, stats[k]) for k, v in model.state_dict().items())
-    assert (out.info["masks"].flatten(1).float().mean(1) >= 0.5).all()  # q = 50: at least half the patches
+    assert (out.params.masks.flatten(1).float().mean(1) >= 0.5).all()  # q = 50: at least half the patches

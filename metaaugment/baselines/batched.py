@@ -1,10 +1,11 @@
 """RandAugment, TrivialAugment Wide, AutoAugment and Cutout on a whole batch, each sample with its own draws.
 
 torchvision's automatic augmentations draw one op and magnitude per call, so a batch needs
-one call per image (`per_sample.apply_per_sample`), on the host. These functions draw every
-sample's ops, magnitude bins and signs at once (on the host, from torch's generator) and
-apply them with the shared batched ops (`imageops.apply_named_ops`, one kernel
-per group of samples sharing an op) on the batch's device.
+one call per image (`per_sample.apply_per_sample`), on the host. Here each method's draws
+(`*_draws`: every sample's ops, magnitude bins and signs at once, on the host, from torch's
+generator) are apart from their application (`apply_sample_ops`: the shared batched ops,
+`imageops.apply_named_ops`, one kernel per group of samples sharing an op, on the batch's
+device), as torchvision v2's `make_params` and `transform`.
 
 The op spaces are torchvision's definitions (torchvision.transforms.v2.RandAugment,
 TrivialAugmentWide and AutoAugment, after Cubuk et al. 2020, Mueller & Hutter 2021 and
@@ -19,7 +20,6 @@ import functools
 import torch
 from torch import Tensor
 
-from metaaugment.batch import Share
 from metaaugment.imageops.ops import apply_named_ops
 from metaaugment.imageops.table import OpSpace, OpTable, draw_ops, op_table, torchvision_argument
 
@@ -74,22 +74,36 @@ def autoaugment_space(size: tuple[int, int]) -> OpSpace:
 
 
 SubPolicy = tuple[tuple[str, float, "int | None"], tuple[str, float, "int | None"]]
+# per sample, the (op name, argument) of each round it goes through: what the policies draw
+SampleOps = list[list[tuple[str, float]]]
 
 
-def autoaugment(images: Tensor, policies: list[SubPolicy], generator: torch.Generator | None = None,
-                share: Share | None = None) -> Tensor:
-    """AutoAugment on (b, C, H, W) images in [0, 1]: each sample draws one of `policies`
-    uniformly; each of its two (op, probability, magnitude bin) steps is applied with its
-    probability, negated with probability 1/2 where signed -> (b, C, H, W). `share`: the
-    images are these rows of a global batch, whose draws are made (`Share`)."""
-    count = share.total if share is not None else images.shape[0]
-    local = share.take if share is not None else (lambda values: values)
-    space = autoaugment_space(tuple(images.shape[-2:]))
+def ops_per_sample(rounds: list[tuple[list[str], list[float]]], count: int) -> SampleOps:
+    """Rounds of (names, arguments), each over `count` samples -> per sample, its ops by round."""
+    return [[(names[i], values[i]) for names, values in rounds] for i in range(count)]
+
+
+def apply_sample_ops(images: Tensor, ops: SampleOps) -> Tensor:
+    """(b, C, H, W) images, each through its own ops `ops[i]` round by round (every sample
+    has the same number of rounds) -> (b, C, H, W), one batched call per round."""
+    for position in range(len(ops[0]) if ops else 0):
+        images = apply_named_ops(images, [sample[position][0] for sample in ops],
+                                 [sample[position][1] for sample in ops])
+    return images
+
+
+def autoaugment_draws(count: int, policies: list[SubPolicy], size: tuple[int, int],
+                      generator: torch.Generator | None = None) -> SampleOps:
+    """AutoAugment's draws for `count` images of `size` (H, W): each sample draws one of
+    `policies` uniformly; each of its two (op, probability, magnitude bin) steps is applied
+    with its probability, negated with probability 1/2 where signed (Identity otherwise)."""
+    space = autoaugment_space(size)
     grids = {name: (values.tolist() if values.ndim > 0 else [0.0], signed) for name, (values, signed) in space.items()}
-    chosen = local(torch.randint(len(policies), (count,), generator=generator).tolist())
+    chosen = torch.randint(len(policies), (count,), generator=generator).tolist()
+    rounds = []
     for position in (0, 1):
-        draws = local(torch.rand(count, generator=generator).tolist())
-        negate = local(torch.randint(2, (count,), generator=generator).tolist())
+        draws = torch.rand(count, generator=generator).tolist()
+        negate = torch.randint(2, (count,), generator=generator).tolist()
         names, values = [], []
         for sub_policy, draw, flip in zip(chosen, draws, negate):
             name, probability, magnitude = policies[sub_policy][position]
@@ -99,8 +113,13 @@ def autoaugment(images: Tensor, policies: list[SubPolicy], generator: torch.Gene
             else:
                 names.append("Identity")
                 values.append(0.0)
-        images = apply_named_ops(images, names, values)
-    return images
+        rounds.append((names, values))
+    return ops_per_sample(rounds, count)
+
+
+def autoaugment(images: Tensor, policies: list[SubPolicy], generator: torch.Generator | None = None) -> Tensor:
+    """AutoAugment on (b, C, H, W) images in [0, 1] (`autoaugment_draws`) -> (b, C, H, W)."""
+    return apply_sample_ops(images, autoaugment_draws(images.shape[0], policies, tuple(images.shape[-2:]), generator))
 
 
 @functools.lru_cache(maxsize=64)
@@ -113,36 +132,36 @@ def _trivialaugment_table(num_bins: int) -> OpTable:
     return op_table(trivialaugment_space(num_bins))
 
 
+def _check_bins(num_bins: int) -> None:
+    if num_bins < 2:
+        raise ValueError(f"num_bins must be at least 2 (got {num_bins})")  # the bins span each op's range
+
+
+def randaugment_draws(count: int, size: tuple[int, int], num_ops: int = 2, magnitude: int = 9, num_bins: int = 31,
+                      generator: torch.Generator | None = None) -> SampleOps:
+    """RandAugment's draws for `count` images of `size` (H, W): num_ops rounds, each sample
+    drawing its own op and sign per round, at the global magnitude bin."""
+    _check_bins(num_bins)
+    table = _randaugment_table(num_bins, size)
+    return ops_per_sample([draw_ops(count, table, magnitude, generator) for _ in range(num_ops)], count)
+
+
 def randaugment(images: Tensor, num_ops: int = 2, magnitude: int = 9, num_bins: int = 31,
-                generator: torch.Generator | None = None, share: Share | None = None) -> Tensor:
-    """RandAugment on (b, C, H, W) images in [0, 1]: num_ops rounds, each sample drawing its
-    own op and sign per round, at the global magnitude bin -> (b, C, H, W). `share`: the
-    images are these rows of a global batch, whose draws are made (`Share`)."""
-    if num_bins < 2:
-        raise ValueError(f"num_bins must be at least 2 (got {num_bins})")  # the bins span each op's range
-    table = _randaugment_table(num_bins, tuple(images.shape[-2:]))
-    for _ in range(num_ops):
-        images = apply_named_ops(images, *_local(draw_ops(_count(images, share), table, magnitude, generator), share))
-    return images
+                generator: torch.Generator | None = None) -> Tensor:
+    """RandAugment on (b, C, H, W) images in [0, 1] (`randaugment_draws`) -> (b, C, H, W)."""
+    ops = randaugment_draws(images.shape[0], tuple(images.shape[-2:]), num_ops, magnitude, num_bins, generator)
+    return apply_sample_ops(images, ops)
 
 
-def trivialaugment_wide(images: Tensor, num_bins: int = 31, generator: torch.Generator | None = None,
-                        share: Share | None = None) -> Tensor:
-    """TrivialAugment Wide on (b, C, H, W) images in [0, 1]: one op per sample at a uniformly
-    drawn magnitude bin -> (b, C, H, W). `share`: as randaugment's."""
-    if num_bins < 2:
-        raise ValueError(f"num_bins must be at least 2 (got {num_bins})")  # the bins span each op's range
-    draws = draw_ops(_count(images, share), _trivialaugment_table(num_bins), None, generator)
-    return apply_named_ops(images, *_local(draws, share))
+def trivialaugment_draws(count: int, num_bins: int = 31, generator: torch.Generator | None = None) -> SampleOps:
+    """TrivialAugment Wide's draws for `count` images: one op per sample at a uniformly drawn magnitude bin."""
+    _check_bins(num_bins)
+    return ops_per_sample([draw_ops(count, _trivialaugment_table(num_bins), None, generator)], count)
 
 
-def _count(images: Tensor, share: Share | None) -> int:
-    return share.total if share is not None else images.shape[0]
-
-
-def _local(draws: tuple[list[str], list[float]], share: Share | None) -> tuple[list[str], list[float]]:
-    names, values = draws
-    return (names, values) if share is None else (share.take(names), share.take(values))
+def trivialaugment_wide(images: Tensor, num_bins: int = 31, generator: torch.Generator | None = None) -> Tensor:
+    """TrivialAugment Wide on (b, C, H, W) images in [0, 1] (`trivialaugment_draws`) -> (b, C, H, W)."""
+    return apply_sample_ops(images, trivialaugment_draws(images.shape[0], num_bins, generator))
 
 
 def mixup(images: Tensor, labels: Tensor, previous_images: Tensor, previous_labels: Tensor,

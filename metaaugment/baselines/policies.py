@@ -1,6 +1,7 @@
 """Fixed baseline policies, thin wrappers over torchvision.transforms.v2."""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -8,10 +9,10 @@ from torch import Tensor
 from torchvision.transforms import v2
 
 from metaaugment.baselines import batched
-from metaaugment.baselines.per_sample import apply_per_sample
-from metaaugment.batch import Batch
+from metaaugment.baselines.per_sample import apply_per_sample, draw_seeds
+from metaaugment.batch import Batch, Params, per_sample
 from metaaugment.errors import UserError, check_option, representable
-from metaaugment.imageops import cutout
+from metaaugment.imageops.cutout import apply_cutout, draw_cutout
 from metaaugment.parallel.comm import Communicator
 from metaaugment.policy import BatchPolicy, StepContext, TaskPolicy
 from metaaugment.registry import POLICIES
@@ -24,15 +25,60 @@ class NoAugmentation(BatchPolicy, TaskPolicy):
     benchmark_kinds = ("classification", "few-shot", "regression")
 
 
+@dataclass
+class SeedParams(Params):
+    """One seed per image of the global batch, for a torchvision transform's draws on it."""
+
+    seeds: Tensor = per_sample()
+
+
+@dataclass
+class SampleOpParams(Params):
+    """Per image of the global batch, its (op, argument) of each round (`batched.SampleOps`)."""
+
+    ops: batched.SampleOps = per_sample()
+
+
+@dataclass
+class CutoutParams(Params):
+    """Per image of the global batch, the zeroed square's top and left corner."""
+
+    top: Tensor = per_sample()
+    left: Tensor = per_sample()
+
+
+@dataclass
+class MixParams(Params):
+    """What torchvision's MixUp / CutMix drew for the whole batch: lambda (and the box)."""
+
+    drawn: dict[str, Any]
+
+
 class _PerSampleTorchvision(BatchPolicy):
-    """A torchvision image transform applied with fresh randomness to every sample."""
+    """A torchvision image transform applied with fresh randomness to every sample
+    (backend=torchvision); subclasses add their batched backend."""
+
+    backend = "torchvision"
 
     def __init__(self) -> None:
         super().__init__()
         self.transform: Any = None
 
-    def augment(self, batch: Batch, ctx: StepContext) -> Batch:
-        return batch.replace(inputs=apply_per_sample(self.transform, batch.inputs, batch.share))
+    def make_params(self, batch: Batch, ctx: StepContext) -> Params | None:
+        if self.backend == "torchvision":
+            return SeedParams(draw_seeds(batch.global_size))
+        return self.make_batched_params(batch, ctx)
+
+    def make_batched_params(self, batch: Batch, ctx: StepContext) -> Params:
+        """The batched backend's draws for the global batch."""
+        raise NotImplementedError
+
+    def apply(self, batch: Batch, params: Params | None, ctx: StepContext) -> Batch:
+        if isinstance(params, SeedParams):
+            return batch.replace(inputs=apply_per_sample(self.transform, batch.inputs, params.seeds))
+        if isinstance(params, SampleOpParams):
+            return batch.replace(inputs=batched.apply_sample_ops(batch.inputs, params.ops))
+        raise TypeError(f"{type(self).__name__} cannot apply {type(params).__name__}")
 
 
 def previous_rows(tensor: Tensor, batch: Batch, comm: Communicator) -> Tensor:
@@ -80,19 +126,15 @@ class RandAugment(_PerSampleTorchvision):
         check_option(num_magnitude_bins >= 2, "num_magnitude_bins", num_magnitude_bins,
                      "at least 2 (bins span each op's range)")
         check_option(0 <= magnitude < num_magnitude_bins, "magnitude", magnitude, f"in [0, {num_magnitude_bins - 1}]")
+        self.num_ops, self.magnitude, self.num_magnitude_bins = num_ops, magnitude, num_magnitude_bins
         self.options = dict(num_ops=num_ops, magnitude=magnitude, num_magnitude_bins=num_magnitude_bins)
         self.backend = check_backend(backend)
         self.transform = v2.RandAugment(**self.options)
 
-    def augment(self, batch: Batch, ctx: StepContext) -> Batch:
-        if self.backend == "torchvision":
-            return super().augment(batch, ctx)
+    def make_batched_params(self, batch: Batch, ctx: StepContext) -> Params:
         o = self.options
-        return batch.replace(inputs=batched.randaugment(batch.inputs, o["num_ops"], o["magnitude"],
-                                                        o["num_magnitude_bins"], share=batch.share))
-
-    def describe(self) -> dict[str, Any]:
-        return {"name": self.name, **self.options, "backend": self.backend}
+        return SampleOpParams(batched.randaugment_draws(batch.global_size, tuple(batch.inputs.shape[-2:]),
+                                                        o["num_ops"], o["magnitude"], o["num_magnitude_bins"]))
 
 
 @POLICIES.register("trivialaugment")
@@ -113,14 +155,8 @@ class TrivialAugment(_PerSampleTorchvision):
         self.backend = check_backend(backend)
         self.transform = v2.TrivialAugmentWide(num_magnitude_bins=num_magnitude_bins)
 
-    def augment(self, batch: Batch, ctx: StepContext) -> Batch:
-        if self.backend == "torchvision":
-            return super().augment(batch, ctx)
-        return batch.replace(inputs=batched.trivialaugment_wide(batch.inputs, self.num_magnitude_bins,
-                                                                share=batch.share))
-
-    def describe(self) -> dict[str, Any]:
-        return {"name": self.name, "num_magnitude_bins": self.num_magnitude_bins, "backend": self.backend}
+    def make_batched_params(self, batch: Batch, ctx: StepContext) -> Params:
+        return SampleOpParams(batched.trivialaugment_draws(batch.global_size, self.num_magnitude_bins))
 
 
 @POLICIES.register("autoaugment")
@@ -139,19 +175,15 @@ class AutoAugment(_PerSampleTorchvision):
 
         choices = {p.name.lower(): p for p in v2.AutoAugmentPolicy}
         check_option(policy.lower() in choices, "policy", policy, f"one of {', '.join(sorted(choices))}")
-        self.policy_name = policy.lower()
+        self.policy = self.policy_name = policy.lower()
         self.backend = check_backend(backend)
         self.transform = v2.AutoAugment(choices[self.policy_name])
         # the searched sub-policies, as torchvision publishes them: ((op, p, bin), (op, p, bin))
         self.sub_policies = v1.AutoAugment(choices[self.policy_name]).policies
 
-    def augment(self, batch: Batch, ctx: StepContext) -> Batch:
-        if self.backend == "torchvision":
-            return super().augment(batch, ctx)
-        return batch.replace(inputs=batched.autoaugment(batch.inputs, self.sub_policies, share=batch.share))
-
-    def describe(self) -> dict[str, Any]:
-        return {"name": self.name, "policy": self.policy_name, "backend": self.backend}
+    def make_batched_params(self, batch: Batch, ctx: StepContext) -> Params:
+        return SampleOpParams(batched.autoaugment_draws(batch.global_size, self.sub_policies,
+                                                        tuple(batch.inputs.shape[-2:])))
 
 
 class _BatchMix(BatchPolicy):
@@ -175,22 +207,22 @@ class _BatchMix(BatchPolicy):
             raise UserError(f"{self.name} needs a classification benchmark")
         self.transform = self.transform_class(alpha=self.alpha, num_classes=spec.num_classes)
 
-    def augment(self, batch: Batch, ctx: StepContext) -> Batch:
+    def make_params(self, batch: Batch, ctx: StepContext) -> Params:
         if self.transform is None:
             self.require_spec()
+        return MixParams(self.transform.make_params([batch.inputs]))  # torchvision's draws: lam (and the box)
+
+    def apply(self, batch: Batch, params: Params | None, ctx: StepContext) -> Batch:
+        assert isinstance(params, MixParams)
         labels = torch.nn.functional.one_hot(batch.hard_targets(), self.transform.num_classes).float()
-        params = self.transform.make_params([batch.inputs])  # torchvision's draws: lam (and the box)
         previous_inputs, previous_labels = (previous_rows(t, batch, ctx.comm) for t in (batch.inputs, labels))
-        inputs, targets = self.mix(batch.inputs, labels, previous_inputs, previous_labels, params)
+        inputs, targets = self.mix(batch.inputs, labels, previous_inputs, previous_labels, params.drawn)
         return batch.replace(inputs=inputs, targets=targets)
 
     def mix(self, images: Tensor, labels: Tensor, previous_images: Tensor, previous_labels: Tensor,
             params: dict[str, Any]) -> tuple[Tensor, Tensor]:
         """The mixed images and soft labels of the drawn `params`."""
         raise NotImplementedError
-
-    def describe(self) -> dict[str, Any]:
-        return {"name": self.name, "alpha": self.alpha}
 
 
 @POLICIES.register("mixup")
@@ -249,12 +281,16 @@ class Cutout(_PerSampleTorchvision):
         area = self.size * self.size / (height * width)
         self.transform = v2.RandomErasing(p=1.0, scale=(area, area), ratio=(1.0, 1.0), value=0.0)
 
-    def augment(self, batch: Batch, ctx: StepContext) -> Batch:
+    def make_params(self, batch: Batch, ctx: StepContext) -> Params | None:
         if self.transform is None or self.size is None:
             self.require_spec()
-        if self.backend == "torchvision":
-            return super().augment(batch, ctx)
-        return batch.replace(inputs=cutout(batch.inputs, self.size, placement="inside", share=batch.share))
+        return super().make_params(batch, ctx)
 
-    def describe(self) -> dict[str, Any]:
-        return {"name": self.name, "size": self.size, "backend": self.backend}
+    def make_batched_params(self, batch: Batch, ctx: StepContext) -> Params:
+        height, width = batch.inputs.shape[-2:]
+        return CutoutParams(*draw_cutout(batch.global_size, height, width, self.size, placement="inside"))
+
+    def apply(self, batch: Batch, params: Params | None, ctx: StepContext) -> Batch:
+        if isinstance(params, CutoutParams):
+            return batch.replace(inputs=apply_cutout(batch.inputs, self.size, params.top, params.left))
+        return super().apply(batch, params, ctx)

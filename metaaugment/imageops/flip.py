@@ -1,16 +1,20 @@
-"""Random horizontal flips, per sample."""
+"""Random horizontal flips, per sample: the draws, then their application."""
 from __future__ import annotations
 
 import torch
 from torch import Tensor
 
-from metaaugment.batch import Share
+
+def draw_flips(count: int, generator: torch.Generator | None = None) -> Tensor:
+    """(count,) bool: which of `count` images to flip, each with probability 1/2."""
+    return torch.rand(count, generator=generator) < 0.5
 
 
-def random_flip(images: Tensor, generator: torch.Generator | None = None, share: Share | None = None) -> Tensor:
-    """Horizontal flip of each image with probability 1/2: (b, C, H, W) -> a new (b, C, H, W).
-    `share`: the images are these rows of a global batch, whose draws are made."""
-    flip = torch.rand(share.total if share is not None else images.shape[0], generator=generator) < 0.5
-    if share is not None:
-        flip = share.take(flip)
-    return torch.where(flip.view(-1, 1, 1, 1).to(images.device), images.flip(-1), images)
+def apply_flips(images: Tensor, flips: Tensor) -> Tensor:
+    """(b, C, H, W) images with those of `flips` (b,) bool mirrored left-right -> a new (b, C, H, W)."""
+    return torch.where(flips.view(-1, 1, 1, 1).to(images.device), images.flip(-1), images)
+
+
+def random_flip(images: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    """Horizontal flip of each image with probability 1/2: (b, C, H, W) -> a new (b, C, H, W)."""
+    return apply_flips(images, draw_flips(images.shape[0], generator))

@@ -14,12 +14,13 @@ RL-Mixup through the policy hooks (Algorithm 1):
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from metaaugment.batch import Batch
+from metaaugment.batch import Batch, Params, per_sample
 from metaaugment.errors import UserError, check_option, representable
 from metaaugment.policy import BatchPolicy, StepContext, StepResult
 from metaaugment.registry import POLICIES
@@ -37,6 +38,25 @@ from metaaugment.scratch import scratch_buffers
 
 DEFAULT_PATCHES = 16
 EXAMPLES = 4  # samples of the last batch kept for the Appendix B figure
+
+
+@dataclass
+class MixupParams(Params):
+    """What saliency mixup drew for a global batch of B rows of p x p patches.
+
+    Shared by the batch: order (B,) the partner permutation (every rank's all-to-all needs it
+    whole), saliency (B, p, p) the patch saliency maps, masks (B, p, p) bool the patches above
+    each row's percentile (a partner's mask is read wherever it lives). Per row: row (B,) its
+    place in the global batch, partner (B,) its partner's place, q (B,) its percentile,
+    lambdas (B, 2) the Dirichlet weights of its own and its partner's image."""
+
+    order: torch.Tensor
+    saliency: torch.Tensor
+    masks: torch.Tensor
+    row: torch.Tensor = per_sample()
+    partner: torch.Tensor = per_sample()
+    q: torch.Tensor = per_sample()
+    lambdas: torch.Tensor = per_sample()
 
 
 @POLICIES.register("saliency-mixup")
@@ -80,46 +100,47 @@ class SaliencyMixup(BatchPolicy):
         with scratch_buffers(ctx.model):  # the saliency pass must not move BatchNorm statistics
             return patch_saliency(input_saliency(ctx.model, batch.inputs, batch.targets, ctx.loss_fn), self.patches)
 
-    def mix(self, batch: Batch, saliency: torch.Tensor, q: torch.Tensor, ctx: StepContext) -> Batch:
-        """Mix each row with its partner in a random permutation of the global batch at the
-        per-sample percentiles q (B,) of the patch saliency maps `saliency` (B, p, p) of the
-        global batch; on many ranks each rank receives its rows' partners' images and labels
-        (one all-to-all of at most b images per rank)."""
-        spec = self.require_spec()
-        total, comm = batch.global_size, ctx.comm
+    def make_params(self, batch: Batch, ctx: StepContext) -> MixupParams:
+        """Saliency of this batch's rows, gathered into the global batch's (the agent sees the
+        global batch's maps: p x p values per sample); then for every row of the global batch
+        its q, its partner in a random permutation and the Dirichlet mixing weights."""
+        saliency = self.saliency(batch, ctx)
+        if ctx.comm.distributed:
+            saliency = ctx.comm.gather_rows(saliency)
+        q = self.percentiles(saliency, ctx)
+        total = batch.global_size
         partner = torch.randperm(total)
         masks = percentile_masks(saliency, q.to(saliency.device))
         weights = torch.distributions.Dirichlet(torch.tensor([self.alpha, self.alpha])).sample((total,))
+        return MixupParams(order=partner, saliency=saliency, masks=masks, row=torch.arange(total), partner=partner,
+                           q=q, lambdas=weights)
+
+    def apply(self, batch: Batch, params: Params | None, ctx: StepContext) -> Batch:
+        """Mix each row with its partner at its percentile of the patch saliency maps; on many
+        ranks each rank receives its rows' partners' images and labels (one all-to-all of at
+        most b images per rank)."""
+        assert isinstance(params, MixupParams)
+        spec = self.require_spec()
+        comm, total = ctx.comm, batch.global_size
         if batch.share is not None and not torch.equal(batch.share.index, torch.arange(total)[comm.local_rows(total)]):
             raise ValueError("saliency mixup needs the batch's rows to be this rank's contiguous share of the global "
                              "batch (Batch.share)")
-        partner_inputs = comm.select_rows(batch.inputs, partner)  # (b, C, H, W): this rank's rows' partners
+        partner_inputs = comm.select_rows(batch.inputs, params.order)  # (b, C, H, W): this rank's rows' partners
         labels = one_hot(batch.targets, spec.num_classes)
-        partner_labels = comm.select_rows(labels, partner)
-        own = batch.take(torch.arange(total))  # this batch's rows of the global batch
-        partner, q, weights = batch.take(partner), batch.take(q), batch.take(weights)
-        index, row = partner.to(batch.inputs.device), own.to(batch.inputs.device)
-        lam = weights.to(batch.inputs.device)
+        partner_labels = comm.select_rows(labels, params.order)
+        index, row = params.partner.to(batch.inputs.device), params.row.to(batch.inputs.device)
+        masks, lam = params.masks, params.lambdas.to(batch.inputs.device)
         mixed, soft = patch_mixup(batch.inputs, labels, partner_inputs, partner_labels, masks[row], masks[index],
                                   lam[:, 0], lam[:, 1])
         # the first samples, for the Appendix B figure: kept as views on the device (no copy
         # or host sync on the training path), moved to the CPU only when the figure is drawn
         first = row[:EXAMPLES]
         self.last_mix = {"inputs": batch.inputs[:EXAMPLES], "partners": partner_inputs[:EXAMPLES],
-                         "saliency": saliency[first], "masks": masks[first],
-                         "partner_masks": masks[index[:EXAMPLES]], "q": q[:EXAMPLES], "lambdas": weights[:EXAMPLES],
-                         "mixed": mixed[:EXAMPLES], "labels": soft[:EXAMPLES],
+                         "saliency": params.saliency[first], "masks": masks[first],
+                         "partner_masks": masks[index[:EXAMPLES]], "q": params.q[:EXAMPLES],
+                         "lambdas": params.lambdas[:EXAMPLES], "mixed": mixed[:EXAMPLES], "labels": soft[:EXAMPLES],
                          "targets": labels[:EXAMPLES].argmax(1), "partner_targets": partner_labels[:EXAMPLES].argmax(1)}
-        info = {**batch.info, "saliency": saliency[row].detach(), "q": q, "partner": partner, "masks": masks[row]}
-        return Batch(mixed.detach(), soft.detach(), batch.weights, info, batch.share)
-
-    def augment(self, batch: Batch, ctx: StepContext) -> Batch:
-        """Saliency of this batch's rows; q for every row of the global batch (the agent sees
-        the global batch's maps, gathered: p x p values per sample); then the mixup."""
-        saliency = self.saliency(batch, ctx)
-        if ctx.comm.distributed:
-            saliency = ctx.comm.gather_rows(saliency)
-        return self.mix(batch, saliency, self.percentiles(saliency, ctx), ctx)
+        return Batch(mixed.detach(), soft.detach(), batch.weights, dict(batch.info), batch.share)
 
     def write_artifacts(self, folder: Path) -> list[Path]:
         """mixup_examples.png: the last batch's first samples, their saliency, selected
@@ -217,7 +238,7 @@ class RLMixup(SaliencyMixup):
             self.previous_accuracy = accuracy
             self.epoch_rewards.append(reward)
         self.agent.record(reward, episode_start=ctx.step_in_epoch == 0)
-        return {"q_mean": float(result.batch.info["q"].float().mean())}
+        return {"q_mean": float(result.batch.params.q.float().mean())}
 
     def on_epoch_end(self, ctx: StepContext) -> dict[str, float]:
         counts = self.epoch_counts

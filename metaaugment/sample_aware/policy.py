@@ -12,16 +12,18 @@ the sampler, which refreshes its distribution every s steps.
 from __future__ import annotations
 
 import inspect
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from metaaugment.batch import Batch, Share
+from metaaugment.batch import Batch, Params, Share, per_sample
 from metaaugment.errors import UserError, check_option, representable
 from metaaugment.features import classifier, feature_width, pooled_features
-from metaaugment.imageops import cutout, random_flip
+from metaaugment.imageops.cutout import apply_cutout, draw_cutout
+from metaaugment.imageops.flip import apply_flips, draw_flips
 from metaaugment.parallel.comm import Communicator
 from metaaugment.policy import BatchPolicy, ForwardOutput, StepContext, StepResult
 from metaaugment.precision import full_precision
@@ -37,6 +39,22 @@ from metaaugment.sample_aware.ops import ALL_OPS, MAGNITUDE_FREE, OPS, apply_tra
 from metaaugment.sample_aware.policy_network import PolicyNetwork, normalize_weights, reject_below_mean
 from metaaugment.sample_aware.transformations import TransformationSampler, embed_transformations
 from metaaugment.scratch import replayed, scratch_buffers
+
+
+@dataclass
+class TransformationParams(Params):
+    """MetaAugment's draws for the copies' global batch (M x B rows, copy-major).
+
+    pairs: (M*B, 2) int64 op indices into the pool; magnitudes, signs: (M*B, 2);
+    flips: (M*B,) bool, or None without `flip`; top, left: (M*B,) the cutout squares' corners,
+    or None without `cutout`. The loss-weighting step reads pairs and magnitudes back."""
+
+    pairs: Tensor = per_sample()
+    magnitudes: Tensor = per_sample()
+    signs: Tensor = per_sample()
+    flips: Tensor | None = per_sample(default=None)
+    top: Tensor | None = per_sample(default=None)
+    left: Tensor | None = per_sample(default=None)
 
 ENGINES = ("fast", "fast-jvp", "higher", "last-layer")
 
@@ -193,31 +211,37 @@ class MetaAugment(BatchPolicy):
                              f"unexpected {outcome.unexpected_keys[:3]})")
 
     # -- augmentation ---------------------------------------------------------------------
-    def augment(self, batch: Batch, ctx: StepContext) -> Batch:
-        """The M copies of each row (copy-major: the global augmented batch is M global
-        batches), each flipped (optionally), transformed by a sampled op pair and cut out
-        (optionally). The draws are made for the whole global augmented batch and applied
-        to this batch's rows (`Batch.share`)."""
+    def params_share(self, batch: Batch) -> Share | None:
+        """The draws are for the copies' global batch (copy-major: M global batches)."""
+        if batch.share is None or self.copies == 1:
+            return batch.share
+        return batch.share.repeated(self.copies)
+
+    def make_params(self, batch: Batch, ctx: StepContext) -> TransformationParams:
+        """For each of the M copies of every row of the global batch: a flip (optionally), a
+        sampled op pair with its magnitudes and signs, a cutout square (optionally)."""
+        count = self.copies * batch.global_size
+        height, width = batch.inputs.shape[-2:]
+        flips = draw_flips(count) if self.flip else None
+        pairs, magnitudes, signs = self.sampler.sample(count)
+        top, left = draw_cutout(count, height, width, self.cutout, "center") if self.cutout else (None, None)
+        return TransformationParams(pairs, magnitudes, signs, flips, top, left)
+
+    def apply(self, batch: Batch, params: Params | None, ctx: StepContext) -> Batch:
+        """The M copies of each row (copy-major), each flipped (optionally), transformed by its
+        op pair and cut out (optionally), with this batch's rows of the draws."""
+        assert isinstance(params, TransformationParams)
         inputs, targets = batch.inputs, batch.targets
-        share = batch.share
         if self.copies > 1:  # Multiple Transformations: each sample augmented M times
             inputs = inputs.repeat(self.copies, *([1] * (inputs.dim() - 1)))
             targets = targets.repeat(self.copies, *([1] * (targets.dim() - 1)))
-            if share is not None:  # copy c of global row i is row c * B + i of the augmented global batch
-                share = Share(torch.cat([c * share.total + share.index for c in range(self.copies)]),
-                              self.copies * share.total)
-        if self.flip:
-            inputs = random_flip(inputs, share=share)
-        count = share.total if share is not None else inputs.shape[0]
-        pairs, magnitudes, signs = self.sampler.sample(count)
-        if share is not None:
-            pairs, magnitudes, signs = share.take(pairs), share.take(magnitudes), share.take(signs)
+        if params.flips is not None:
+            inputs = apply_flips(inputs, params.flips)
         # pairs stay on the CPU: ops are grouped on the host, images indexed on their device
-        inputs = apply_transformations(inputs, pairs, magnitudes, signs, self.pool)
-        if self.cutout:
-            inputs = cutout(inputs, self.cutout, placement="center", share=share)
-        info = {**batch.info, "pairs": pairs, "magnitudes": magnitudes}
-        return Batch(inputs, targets, None, info, share)
+        inputs = apply_transformations(inputs, params.pairs, params.magnitudes, params.signs, self.pool)
+        if params.top is not None:
+            inputs = apply_cutout(inputs, self.cutout, params.top, params.left)
+        return Batch(inputs, targets, None, dict(batch.info), self.params_share(batch))
 
     # -- the bilevel step -----------------------------------------------------------------
     @property
@@ -285,7 +309,7 @@ class MetaAugment(BatchPolicy):
     def _transferred_weights(self, batch: Batch) -> Tensor:
         with torch.no_grad():
             features = self._features(batch, None)
-            embeddings = embed_transformations(batch.info["pairs"], batch.info["magnitudes"], self.pool).to(features)
+            embeddings = embed_transformations(batch.params.pairs, batch.params.magnitudes, self.pool).to(features)
             return normalize_weights(self.network(features, embeddings))
 
     def loss_weights(self, batch: Batch, output: ForwardOutput, ctx: StepContext) -> Tensor:
@@ -296,7 +320,7 @@ class MetaAugment(BatchPolicy):
             self.require_spec()  # setup was not called
         assert self.network is not None and self.optimizer is not None
         features = self._features(batch, output)
-        embeddings = embed_transformations(batch.info["pairs"], batch.info["magnitudes"], self.pool).to(features)
+        embeddings = embed_transformations(batch.params.pairs, batch.params.magnitudes, self.pool).to(features)
         # under torchrun: normalized over the global batch, so every rank's share of the
         # lookahead and of theta's gradient is that of one process
         if ctx.step % self.meta_every:
@@ -318,12 +342,12 @@ class MetaAugment(BatchPolicy):
             outputs = self.network(features, embeddings)
             final = self._update_weights(outputs, comm)
         # the sampler learns from the global batch: every rank records the same statistics
-        self.sampler.record(gather_rows(batch.info["pairs"], outputs.device, comm), comm.gather_rows(outputs))
+        self.sampler.record(gather_rows(batch.params.pairs, outputs.device, comm), comm.gather_rows(outputs))
         # what the weighted-samples figure needs, kept on the device: the extremes are picked
         # and copied to the host only when the figure is drawn, not at every step
         self.last = {"val_loss": grads.val_loss, "outputs": outputs.detach(), "images": batch.inputs.detach(),
                      "weights": final, "losses": output.losses.detach(), "labels": batch.hard_targets(),
-                     "pairs": batch.info["pairs"], "magnitudes": batch.info["magnitudes"]}
+                     "pairs": batch.params.pairs, "magnitudes": batch.params.magnitudes}
         return final
 
     def _update_weights(self, outputs: Tensor, comm: Communicator) -> Tensor:
@@ -340,10 +364,10 @@ class MetaAugment(BatchPolicy):
         with torch.no_grad():
             outputs = self.network(features, embeddings)
             final = self._update_weights(outputs, comm)
-        self.sampler.record(gather_rows(batch.info["pairs"], outputs.device, comm), comm.gather_rows(outputs))
+        self.sampler.record(gather_rows(batch.params.pairs, outputs.device, comm), comm.gather_rows(outputs))
         self.last = {**self.last, "outputs": outputs.detach(), "images": batch.inputs.detach(), "weights": final,
                      "losses": output.losses.detach(), "labels": batch.hard_targets(),
-                     "pairs": batch.info["pairs"], "magnitudes": batch.info["magnitudes"]}
+                     "pairs": batch.params.pairs, "magnitudes": batch.params.magnitudes}
         return final
 
     def after_step(self, result: StepResult, ctx: StepContext) -> dict[str, float]:
