@@ -24,6 +24,9 @@ class Learner(ABC):
 
     name: ClassVar[str] = "learner"  # set by the registry to the CLI name
     rate_option: ClassVar[str] = "lr"  # the option `--lr` sets: the learning rate the user tunes first
+    # the benchmark kinds (keys of metaaugment.spec.KINDS) it trains, as a policy declares its own:
+    # a run on any other kind stops with one line before it starts
+    benchmark_kinds: ClassVar[tuple[str, ...]] = ()
 
     @abstractmethod
     def setup(self, model: nn.Module, spec: TaskSpec, total_steps: int) -> None:

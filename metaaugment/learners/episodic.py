@@ -21,6 +21,7 @@ from metaaugment.dependencies import learn2learn
 from metaaugment.errors import UserError, check_option, representable
 from metaaugment.features import has_features, pooled_features
 from metaaugment.learners.base import Learner
+from metaaugment.learners.inner_loops import INNER_LOOPS, Learn2LearnInnerLoop
 from metaaugment.parallel.comm import SINGLE_PROCESS, Communicator
 from metaaugment.policy import StepContext, TaskPolicy
 from metaaugment.registry import LEARNERS
@@ -54,7 +55,7 @@ class EpisodicLearner(Learner):
     the meta-batch (backpropagating task by task, so memory holds one task's graph).
     """
 
-    supports_regression = True
+    benchmark_kinds = ("few-shot", "regression")
     has_pre_update = False  # True where score_task reports pre-update scores (pre_loss, ...)
     rate_option = "meta_lr"  # --lr: the outer (meta) rate
 
@@ -66,7 +67,7 @@ class EpisodicLearner(Learner):
 
     # -- setup and state ------------------------------------------------------------------
     def setup(self, model: nn.Module, spec: TaskSpec, total_steps: int) -> None:
-        if spec.predicts_values and not self.supports_regression:
+        if spec.predicts_values and "regression" not in self.benchmark_kinds:
             raise UserError(f"learner '{self.name}' classifies; use maml or metasgd for regression benchmarks")
         self.spec = spec
         self.loss_fn = task_loss(spec)
@@ -171,27 +172,7 @@ class EpisodicLearner(Learner):
         return {f"{prefix}loss": float(loss), f"{prefix}accuracy": task_metric(self.spec, outputs, targets)}
 
 
-INNER_LOOPS = ("higher", "learn2learn")
 INNER_OPTIMIZERS = ("sgd", "momentum", "adam")
-
-
-class MetaParameters(nn.Module):
-    """What MAML meta-learns: the initial weights of `module`, wrapped as learn2learn's MAML
-    wraps them (state_dict keys `module.*`), so checkpoints load with either inner loop."""
-
-    def __init__(self, module: nn.Module):
-        super().__init__()
-        self.module = module
-
-
-class MetaSGDParameters(MetaParameters):
-    """What Meta-SGD meta-learns: the initial weights (`module.*`) and `lrs`, one inner
-    learning rate per weight, each a tensor of its weight's shape filled with `lr` at the
-    start (learn2learn's MetaSGD keys and initial values)."""
-
-    def __init__(self, module: nn.Module, lr: float):
-        super().__init__(module)
-        self.lrs = nn.ParameterList([nn.Parameter(torch.ones_like(p) * lr) for p in module.parameters()])
 
 
 class _GradientMetaLearner(EpisodicLearner):
@@ -232,15 +213,18 @@ class _GradientMetaLearner(EpisodicLearner):
         check_option(inner_loop in INNER_LOOPS, "inner_loop", inner_loop, " or ".join(INNER_LOOPS))
         check_option(inner_optimizer in INNER_OPTIMIZERS, "inner_optimizer", inner_optimizer,
                      ", ".join(INNER_OPTIMIZERS))
-        check_option(inner_optimizer == "sgd" or inner_loop == "higher", "inner_optimizer", inner_optimizer,
-                     "sgd with inner_loop=learn2learn (its inner loop is plain SGD); use inner_loop=higher")
+        loop = INNER_LOOPS[inner_loop]()
+        check_option(inner_optimizer in loop.optimizers, "inner_optimizer", inner_optimizer,
+                     f"{' or '.join(loop.optimizers)} with inner_loop={inner_loop} (its inner loop is plain SGD); "
+                     f"use inner_loop=higher")
         check_option(0 <= inner_momentum < 1, "inner_momentum", inner_momentum, "in [0, 1)")
         check_option(len(inner_betas) == 2 and all(0 <= b < 1 for b in inner_betas), "inner_betas", inner_betas,
                      "two numbers in [0, 1), e.g. 0.9,0.999")
         check_option(representable(inner_weight_decay) and inner_weight_decay >= 0, "inner_weight_decay",
                      inner_weight_decay, "a non-negative number")
-        if inner_loop == "learn2learn":
+        if isinstance(loop, Learn2LearnInnerLoop):
             learn2learn()  # not installed: one line naming the extra, before anything starts
+        self.loop = loop
         self.inner_lr, self.inner_steps, self.first_order = inner_lr, inner_steps, first_order
         self.eval_inner_steps = eval_inner_steps or inner_steps
         self.inner_loop, self.inner_optimizer = inner_loop, inner_optimizer
@@ -261,35 +245,28 @@ class _GradientMetaLearner(EpisodicLearner):
         self.wrapper.load_state_dict(state["wrapper"])
         super().load_state_dict(state)
 
+    def wrap(self, model: nn.Module) -> None:
+        self.wrapper = self.loop.wrap(model, self.inner_lr, self.learned_rates, self.first_order)
+
     def score_task(self, model: nn.Module, episode: Episode, training: bool,
                    pre_update: bool = True) -> tuple[Tensor, dict[str, float]]:
-        if self.inner_loop == "higher":
-            return self._score_with_higher(episode, training, pre_update)
         assert self.wrapper is not None
-        learner = self.wrapper.clone()
-        metrics = self._pre_update_scores(learner, episode) if pre_update else {}
-        steps = self.inner_steps if training else self.eval_inner_steps
-        # Evaluation needs gradients for adaptation but never a second-order graph.
-        first_order = self.first_order or not training
-        for _ in range(steps):
-            learner.adapt(self.loss_fn(learner(episode.support_inputs), episode.support_targets),
-                          first_order=first_order)
-        out = learner(episode.query_inputs)
-        loss = self.loss_fn(out, episode.query_targets)
+        metrics = self._pre_update_scores(self.loop.initial(self.wrapper), episode) if pre_update else {}
+        # evaluation needs gradients for adaptation but never a second-order graph
+        with self.loop.adapted(self.wrapper, episode.support_inputs, episode.support_targets,
+                               steps=self.inner_steps if training else self.eval_inner_steps, training=training,
+                               first_order=self.first_order or not training, loss_fn=self.loss_fn,
+                               make_optimizer=self._inner_torch_optimizer) as adapted:
+            out = adapted(episode.query_inputs)
+            loss = self.loss_fn(out, episode.query_targets)
         metrics.update(self._scores("", out.detach(), episode.query_targets, loss.detach()))
         return loss, metrics
 
-    # -- the inner loop through higher ------------------------------------------------------
-    def inner_rates(self) -> list[Tensor] | None:
-        """Per-parameter inner learning rates (Meta-SGD's, learned), or None: the inner
-        optimizer's own `inner_lr`."""
-        return None
-
-    def _inner_torch_optimizer(self, module: nn.Module) -> torch.optim.Optimizer:
+    def _inner_torch_optimizer(self, module: nn.Module, per_parameter_rates: bool) -> torch.optim.Optimizer:
         """The torch optimizer `higher` makes differentiable; one parameter group per parameter
         when the rates are per parameter (higher overrides settings group by group)."""
         params = list(module.parameters())
-        groups = [{"params": [p]} for p in params] if self.inner_rates() is not None else [{"params": params}]
+        groups = [{"params": [p]} for p in params] if per_parameter_rates else [{"params": params}]
         decay = self.inner_weight_decay
         if self.inner_optimizer == "adam":
             return torch.optim.Adam(groups, lr=self.inner_lr, betas=self.inner_betas, weight_decay=decay)
@@ -301,30 +278,6 @@ class _GradientMetaLearner(EpisodicLearner):
         with torch.no_grad():
             out = module(episode.query_inputs)
             return self._scores("pre_", out, episode.query_targets, self.loss_fn(out, episode.query_targets))
-
-    def _score_with_higher(self, episode: Episode, training: bool,
-                           pre_update: bool = True) -> tuple[Tensor, dict[str, float]]:
-        import higher
-
-        assert self.wrapper is not None
-        module = self.wrapper.module
-        metrics = self._pre_update_scores(module, episode) if pre_update else {}
-        steps = self.inner_steps if training else self.eval_inner_steps
-        rates = self.inner_rates()
-        override = {"lr": rates} if rates is not None else None
-        # first order: the inner gradients as constants (the update still depends on the
-        # initial weights and the rates, as in learn2learn's first_order adapt)
-        constant_gradients = (lambda grads: [g.detach() for g in grads]) if self.first_order else None
-        # evaluation needs gradients for adaptation but no graph through the inner loop
-        with higher.innerloop_ctx(module, self._inner_torch_optimizer(module), copy_initial_weights=False,
-                                  track_higher_grads=training) as (fmodel, diffopt):
-            for _ in range(steps):
-                support_loss = self.loss_fn(fmodel(episode.support_inputs), episode.support_targets)
-                diffopt.step(support_loss, override=override, grad_callback=constant_gradients)
-            out = fmodel(episode.query_inputs)
-            loss = self.loss_fn(out, episode.query_targets)
-        metrics.update(self._scores("", out.detach(), episode.query_targets, loss.detach()))
-        return loss, metrics
 
     def describe(self) -> dict[str, Any]:
         info = {"name": self.name, "inner_lr": self.inner_lr, "inner_steps": self.inner_steps,
@@ -343,27 +296,14 @@ class _GradientMetaLearner(EpisodicLearner):
 class MAMLLearner(_GradientMetaLearner):
     """MAML (Finn et al. 2017): meta-learned initial weights; first_order=true for FOMAML."""
 
-    def wrap(self, model: nn.Module) -> None:
-        if self.inner_loop == "learn2learn":
-            self.wrapper = learn2learn().algorithms.MAML(model, lr=self.inner_lr, first_order=self.first_order)
-        else:
-            self.wrapper = MetaParameters(model)
+    learned_rates = False
 
 
 @LEARNERS.register("metasgd")
 class MetaSGDLearner(_GradientMetaLearner):
     """Meta-SGD (Li et al. 2017): meta-learned initial weights and per-parameter inner rates."""
 
-    def wrap(self, model: nn.Module) -> None:
-        if self.inner_loop == "learn2learn":
-            self.wrapper = learn2learn().algorithms.MetaSGD(model, lr=self.inner_lr, first_order=self.first_order)
-        else:
-            self.wrapper = MetaSGDParameters(model, self.inner_lr)
-
-    def inner_rates(self) -> list[Tensor] | None:
-        """The learned per-parameter rates, given to higher's optimizer through `override`."""
-        assert self.wrapper is not None
-        return list(self.wrapper.lrs)
+    learned_rates = True  # the meta-parameters hold one inner rate per weight (`lrs`)
 
 
 def embed(model: nn.Module, inputs: Tensor) -> Tensor:
@@ -391,7 +331,7 @@ class ProtoNetLearner(EpisodicLearner):
         meta_lr: the Adam learning rate (--lr sets it)
     """
 
-    supports_regression = False
+    benchmark_kinds = ("few-shot",)
 
     def score_task(self, model: nn.Module, episode: Episode, training: bool,
                    pre_update: bool = True) -> tuple[Tensor, dict[str, float]]:

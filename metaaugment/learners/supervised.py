@@ -112,6 +112,8 @@ class SupervisedLearner(Learner):
         final_lr_ratio: onecycle: the final rate over lr
     """
 
+    benchmark_kinds = ("classification",)
+
 
     def __init__(self, *, lr: float = 0.05, momentum: float = 0.9, weight_decay: float = 5e-4,
                  nesterov: bool = True, schedule: str = "cosine", warmup_fraction: float = 1 / 3,

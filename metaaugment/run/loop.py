@@ -23,13 +23,12 @@ import torch
 from rich.console import Console
 
 from metaaugment.errors import UserError
-from metaaugment.learners.episodic import EpisodicLearner
 from metaaugment.parallel.comm import Communicator
 from metaaugment.parallel.process_group import communicator, launched_by_torchrun
 from metaaugment.parallel.sync_batchnorm import synchronize_batchnorm
 from metaaugment.policy import BatchPolicy, StepContext, TaskPolicy
 from metaaugment.precision import grad_scaler, precision_note
-from metaaugment.registry import BENCHMARKS, create_benchmark, create_learner, create_model, create_policy
+from metaaugment.registry import BENCHMARKS, LEARNERS, create_benchmark, create_learner, create_model, create_policy
 from metaaugment.run import sinks
 from metaaugment.run.checkpoint import load_checkpoint, read_finished_run, save_checkpoint
 from metaaugment.run.config import RunConfig
@@ -60,10 +59,12 @@ def policy_and_learner(config: RunConfig, kind: BenchmarkKind | None = None) -> 
         raise UserError(f"policy '{config.policy}' does not apply to {kind.name} benchmark "
                         f"'{config.benchmark}' (it applies to: {', '.join(policy.benchmark_kinds) or 'none'})")
     learner = create_learner(config.learner, **config.learner_options)
-    if isinstance(learner, EpisodicLearner) != kind.episodic:
-        needed = "a meta-learner (maml, metasgd, protonet)" if kind.episodic else "a mini-batch learner"
+    if kind.name not in learner.benchmark_kinds:
+        takers = [name for name in LEARNERS.names() if kind.name in getattr(LEARNERS.get(name).factory,
+                                                                          "benchmark_kinds", ())]
+        needed = "a meta-learner" if kind.episodic else "a mini-batch learner"
         raise UserError(f"learner '{config.learner}' does not train {kind.name} benchmark "
-                        f"'{config.benchmark}': it needs {needed}")
+                        f"'{config.benchmark}': it needs {needed} ({', '.join(takers)})")
     if config.policy_from is not None and not policy.transferable:
         raise UserError(f"--policy-from applies to policies that can be transferred (metaaugment), "
                         f"not '{config.policy}'")
