@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 import torch
-from conftest import write_cifar_fixture
+from helpers import write_cifar_fixture
 
 from metaaugment.errors import UserError
 from metaaugment.tasks import create_benchmark, list_benchmarks
@@ -60,7 +60,7 @@ def test_every_benchmark_has_a_summary_and_sane_defaults():
 
 def test_cifar_validation_size_is_configurable(tmp_path):
     """MetaAugment's paper holds out 1,000 CIFAR training images; --val-size sets it."""
-    from conftest import write_cifar_fixture
+    from helpers import write_cifar_fixture
 
     from metaaugment.errors import UserError
     from metaaugment.tasks import create_benchmark

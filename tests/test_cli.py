@@ -4,7 +4,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import run_in_process, write_cifar_fixture
+from helpers import run_in_process, write_cifar_fixture
 
 from metaaugment.cli.main import main
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import KILL_SCRIPT, accuracy_tolerance
 
 from metaaugment.batch import Batch
 from metaaugment.cli.main import main
@@ -19,8 +20,6 @@ from metaaugment.parallel import SINGLE_PROCESS
 from metaaugment.parallel.lockstep import LockstepRanks
 from metaaugment.run.config import RunConfig
 from metaaugment.run.loop import train
-
-from helpers import accuracy_tolerance
 
 SHORT = dict(benchmark="digits", epochs=1, batch_size=512, seed=3, device="cpu")  # digits: 2 global batches
 FAMILIES = {
@@ -255,19 +254,6 @@ def test_a_comparison_on_two_processes_per_run_gives_the_one_process_table(tmp_p
             else:
                 assert got[column] == value, column
 
-
-KILLER = '''
-import os, signal, sys
-from metaaugment.run.loop import Trainer
-step = Trainer._step
-def step_or_die(self, inputs):
-    if self.state.step == int(os.environ["KILL_AT_STEP"]) and os.environ["RANK"] == os.environ["KILL_RANK"]:
-        os.kill(os.getpid(), signal.SIGKILL)
-    return step(self, inputs)
-Trainer._step = step_or_die
-from metaaugment.cli.main import main
-main(sys.argv[1:])
-'''
 # mid-epoch (9 steps an epoch): the one-process kill matrix (test_resume.py) crosses epochs
 KILLED_RUN = dict(benchmark="digits", policy="metaaugment", epochs=1, batch_size=128, checkpoint_every=4, seed=1,
                   device="cpu")
@@ -292,7 +278,7 @@ def test_two_ranks_killed_then_resumed_end_as_the_uninterrupted_run(rank, tmp_pa
             "4", "--seed", "1", "--device", "cpu", "--quiet", "--out", str(tmp_path / "run")]
     env = environment(cache)
     killer = tmp_path / "killer.py"
-    killer.write_text(KILLER)
+    killer.write_text(KILL_SCRIPT)
     killed = torchrun(str(killer), *args, env={**env, "KILL_AT_STEP": "6", "KILL_RANK": rank})
     assert killed.returncode != 0 and not (tmp_path / "run" / "results.json").exists()
     resumed = torchrun("-m", "metaaugment.cli", *args, "--resume", env=env)

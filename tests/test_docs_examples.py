@@ -115,3 +115,24 @@ def test_each_papers_line_by_line_table_names_code_that_exists_and_judges_every_
         for part in name.split("."):
             assert re.search(rf"^\s*(class|def)\s+{part}\b|^\s*{part}\s*[:=]|\bself\.{part}\b", source, re.M), \
                 f"{path}:{name}"
+
+
+def test_every_file_and_test_a_doc_names_exists():
+    """A path of the repository (tests/..., metaaugment/..., perf/..., docs/...) or a test
+    function named in the README, the docs or a docstring of the package exists."""
+    import re
+
+    root = Path(__file__).resolve().parents[1]
+    path_pattern = re.compile(r"(?<![\w/.-])((?:tests|metaaugment|perf|docs|scripts|tasks|cli|\.ci)/[\w./-]*"
+                              r"\.(?:py|md|sh|toml|png|json))\b")
+    tests_source = "\n".join(p.read_text() for p in (root / "tests").glob("*.py"))
+    defined = set(re.findall(r"def (test_\w+)", tests_source))
+    texts = {path: path.read_text() for path in [root / "README.md", *sorted((root / "docs").glob("*.md")),
+                                                  *sorted((root / "metaaugment").rglob("*.py")),
+                                                  *sorted((root / "cli").glob("*.py"))]}
+    missing = [(path.name, name) for path, text in texts.items() for name in path_pattern.findall(text)
+               if not (root / name).exists()]
+    # a test named in prose: `test_name` in backquotes, as the docs cite them
+    missing += [(path.name, name) for path, text in texts.items() if path.suffix == ".md"
+                for name in re.findall(r"`(test_[a-z0-9_]+)`", text) if name not in defined]
+    assert missing == []

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import (
+from helpers import (
     quick_config,
     write_cifar_fixture,
     write_image_folder_fixture,
@@ -1216,7 +1216,7 @@ def test_a_disk_that_fills_during_a_run_stops_it_in_one_line_and_keeps_the_last_
 
 
 def test_cache_is_rebuilt_when_a_drawing_changes(tmp_path, monkeypatch):
-    from conftest import write_omniglot_fixture
+    from helpers import write_omniglot_fixture
 
     from metaaugment.tasks.omniglot import read_omniglot
 
@@ -1232,7 +1232,7 @@ def test_cache_is_rebuilt_when_a_drawing_changes(tmp_path, monkeypatch):
 
 
 def test_a_damaged_cache_is_rebuilt_and_a_crafted_one_runs_nothing(tmp_path, monkeypatch):
-    from conftest import write_omniglot_fixture
+    from helpers import write_omniglot_fixture
 
     from metaaugment.tasks.omniglot import read_omniglot
 

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 import torch
-from conftest import write_image_folder_fixture, write_mini_imagenet_fixture, write_omniglot_fixture
+from helpers import write_image_folder_fixture, write_mini_imagenet_fixture, write_omniglot_fixture
 
 from metaaugment.errors import UserError
 from metaaugment.tasks import create_benchmark

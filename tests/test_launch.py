@@ -9,6 +9,7 @@ import sys
 import time
 
 import pytest
+from helpers import metaaug_process, run_in_process
 
 pytest.importorskip("submitit")
 
@@ -17,18 +18,12 @@ COMPARE = ["compare", "digits", "--policies", "none,mixup", "--seeds", "0", "--e
 
 
 def metaaug(*args, cwd, env=None):
-    return subprocess.run([sys.executable, "-m", "metaaugment.cli.main", *args], cwd=cwd, capture_output=True,
-                          text=True, env={**os.environ, "COLUMNS": "200", **(env or {})})
+    return metaaug_process(*args, cwd=cwd, env=env, columns=200)
 
 
 def in_process(args, cwd, monkeypatch):
     """`metaaug ARGS` in this process (no start-up cost); the exit code."""
-    from metaaugment.cli.main import main
-
-    monkeypatch.chdir(cwd)
-    with pytest.raises(SystemExit) as exit_info:
-        main(args)
-    return exit_info.value.code
+    return run_in_process(args, cwd, monkeypatch)[0]
 
 
 def table(folder):

@@ -1,7 +1,7 @@
 """MetaAugment's embedding, sampler (Eq. 5), weights and its place in the training loop."""
 import pytest
 import torch
-from conftest import quick_config
+from helpers import quick_config
 
 from metaaugment import Batch, StepContext, TaskSpec, create_model, create_policy
 from metaaugment.learners import forward_pass, supervised_step

@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import run_in_process as run
+from helpers import run_in_process as run
 
 from metaaugment.dependencies import OPTIONAL_PARTS
 

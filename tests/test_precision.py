@@ -5,7 +5,7 @@ import dataclasses
 
 import pytest
 import torch
-from conftest import quick_config
+from helpers import quick_config
 
 from metaaugment import Batch, StepContext, TaskSpec, create_model, create_policy
 from metaaugment.errors import UserError

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import quick_config
+from helpers import KILL_SCRIPT, quick_config
 
 import metaaugment.files as files
 from metaaugment.run.config import RunConfig
@@ -171,19 +171,6 @@ def test_what_each_kind_keeps_in_its_checkpoint_and_figures(references):
         assert record["policy_reward_count"] == 4  # a reward at each of the epoch's 4 steps
 
 
-KILL_AT_STEP_6 = '''
-import os, signal, sys
-from metaaugment.run.loop import Trainer
-step = Trainer._step
-def step_or_die(self, inputs):
-    if self.state.step == 6:
-        os.kill(os.getpid(), signal.SIGKILL)
-    return step(self, inputs)
-Trainer._step = step_or_die
-from metaaugment.cli.main import main
-main(sys.argv[1:])
-'''
-
 
 @pytest.mark.slow
 @pytest.mark.multiprocess
@@ -191,7 +178,8 @@ def test_a_sigkilled_process_resumes_to_the_uninterrupted_results(references, tm
     """A real kill -9 mid-epoch: no cleanup runs, the OS drops the lock; the run resumes."""
     args = ["run", "digits", "--epochs", "2", "--batch-size", "256", "--checkpoint-every", "5", "--device", "cpu",
             "--quiet", "--out", str(tmp_path / "run")]
-    killed = subprocess.run([sys.executable, "-c", KILL_AT_STEP_6, *args], capture_output=True, text=True)
+    killed = subprocess.run([sys.executable, "-c", KILL_SCRIPT, *args], capture_output=True, text=True,
+                            env={**os.environ, "KILL_AT_STEP": "6"})
     assert killed.returncode == -signal.SIGKILL, killed.stderr
     config = RunConfig(benchmark="digits", epochs=2, batch_size=256, checkpoint_every=5, device="cpu")  # the CLI's
     reference = train(config, tmp_path / "reference", show_progress=False)

@@ -6,7 +6,7 @@ import sys
 import time
 
 import pytest
-from conftest import quick_config
+from helpers import quick_config
 
 from metaaugment.run.folder import RunDirectory
 from metaaugment.run.loop import train

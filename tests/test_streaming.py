@@ -6,6 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import run_in_process
 
 from metaaugment.data.streaming import FileSplit, eval_crop, train_crop
 from metaaugment.errors import UserError
@@ -38,13 +39,10 @@ def imagenet_root(tmp_path_factory) -> Path:
 
 
 def metaaug(capsys, *args: str) -> tuple[int, str]:
-    """`metaaug ARGS` in this process (an exception would fail the test): exit code, stderr."""
-    from metaaugment.cli.main import main
-
+    """`metaaug ARGS --device cpu --quiet` in this process: exit code, stderr."""
     capsys.readouterr()
-    with pytest.raises(SystemExit) as exit_info:
-        main([*args, "--device", "cpu", "--quiet"])
-    return exit_info.value.code, capsys.readouterr().err
+    code, _, err = run_in_process([*args, "--device", "cpu", "--quiet"], None, None, capsys)
+    return code, err
 
 
 def test_imagenet_holds_out_2_percent_of_each_training_class_and_tests_on_val(imagenet_root):

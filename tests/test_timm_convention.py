@@ -2,7 +2,7 @@
 the task network of MetaAugment's shared feature extractor and of ProtoNets."""
 import pytest
 import torch
-from conftest import quick_config
+from helpers import quick_config
 from torch import nn
 
 from metaaugment import Batch, StepContext, TaskSpec, create_model, create_policy, forward_pass, supervised_step, train

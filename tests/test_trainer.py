@@ -4,7 +4,7 @@ import os
 from pathlib import Path
 
 import pytest
-from conftest import quick_config
+from helpers import quick_config
 
 from metaaugment import train
 from metaaugment.errors import UserError

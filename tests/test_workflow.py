@@ -9,8 +9,8 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from helpers import metaaug_process, run_in_process
 
-from metaaugment.cli.main import main
 from metaaugment.errors import UserError
 from metaaugment.registry import LEARNERS, MODELS, POLICIES, Registry, describe_options
 
@@ -27,18 +27,7 @@ def doc_block(marker: str, language: str = "python") -> str:
 PLUGIN_POLICY = doc_block("plugin-file")
 
 
-def metaaug(*args, cwd, env=None, code=None):
-    """`metaaug ARGS` in a new process in `cwd` (or `code` run with ARGS as sys.argv[1:])."""
-    command = [sys.executable, "-c", code] if code else [sys.executable, "-m", "metaaugment.cli.main"]
-    return subprocess.run([*command, *args], cwd=cwd, capture_output=True, text=True,
-                          env={**os.environ, "COLUMNS": "250", **(env or {})})
-
-
-def run_in_process(args, capsys):
-    with pytest.raises(SystemExit) as exit_info:
-        main(args)
-    captured = capsys.readouterr()
-    return exit_info.value.code, captured.out, captured.err
+metaaug = metaaug_process
 
 
 def test_a_policy_file_in_the_working_folder_runs_is_reused_and_compares(tmp_path, monkeypatch, capsys):
@@ -50,15 +39,16 @@ def test_a_policy_file_in_the_working_folder_runs_is_reused_and_compares(tmp_pat
     args = ["run", "digits", "--policy", "mypol:MyPolicy", "--set", "probability=0.5", "--epochs", "1",
             "--batch-size", "256", "--device", "cpu", "-q"]
     with POLICIES.scoped():
-        code, _, err = run_in_process([*args, "--out", "run"], capsys)
+        code, _, err = run_in_process([*args, "--out", "run"], None, None, capsys)
         assert code == 0, err
         config = json.loads((tmp_path / "run" / "config.json").read_text())
         assert config["policy"] == "mypol:MyPolicy" and config["policy_options"] == {"probability": 0.5}
         stamp = (tmp_path / "run" / "results.json").stat().st_mtime_ns
-        assert run_in_process([*args, "--out", "run", "--resume"], capsys)[0] == 0
+        assert run_in_process([*args, "--out", "run", "--resume"], None, None, capsys)[0] == 0
         assert (tmp_path / "run" / "results.json").stat().st_mtime_ns == stamp  # reused, not trained again
         code, _, err = run_in_process(["compare", "digits", "--policies", "none,mypol:MyPolicy", "--seeds", "0",
-                                       "--epochs", "1", "--batch-size", "256", "--device", "cpu", "-q"], capsys)
+                                       "--epochs", "1", "--batch-size", "256", "--device", "cpu", "-q"],
+                                      None, None, capsys)
         assert code == 0, err
     sys.modules.pop("mypol", None)
     assert "mypol-MyPolicy" in (tmp_path / "runs" / "compare" / "digits" / "none+mypol-MyPolicy" /
@@ -121,9 +111,9 @@ def test_the_docs_options_example_reads_its_docstring():
 
 
 def test_options_come_from_signatures_and_docstrings_and_every_builtin_one_is_explained(capsys):
-    code, out, _ = run_in_process(["list", "policies", "mixup"], capsys)
+    code, out, _ = run_in_process(["list", "policies", "mixup"], None, None, capsys)
     assert code == 0 and "alpha" in out and "1.0" in out and "Beta(alpha, alpha)" in out
-    code, out, _ = run_in_process(["list", "benchmarks", "glyphs"], capsys)
+    code, out, _ = run_in_process(["list", "benchmarks", "glyphs"], None, None, capsys)
     assert code == 0 and "5 / 1 / 5" in out and "maml" in out and "conv4" in out
     for registry in (POLICIES, LEARNERS, MODELS):
         for entry in registry:
@@ -148,9 +138,9 @@ def test_options_come_from_signatures_and_docstrings_and_every_builtin_one_is_ex
 def test_a_run_s_config_json_replays_it_and_command_line_options_override_the_file(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     code, _, err = run_in_process(["run", "digits", "--policy", "mixup", "--set", "alpha=0.4", "--epochs", "2",
-                                   "--seed", "3", "--device", "cpu", "-q", "--out", "first"], capsys)
+                                   "--seed", "3", "--device", "cpu", "-q", "--out", "first"], None, None, capsys)
     assert code == 0, err
-    code, _, err = run_in_process(["run", "--config", "first/config.json", "--out", "again", "-q"], capsys)
+    code, _, err = run_in_process(["run", "--config", "first/config.json", "--out", "again", "-q"], None, None, capsys)
     assert code == 0, err
     first = json.loads((tmp_path / "first" / "results.json").read_text())
     again = json.loads((tmp_path / "again" / "results.json").read_text())
@@ -158,12 +148,12 @@ def test_a_run_s_config_json_replays_it_and_command_line_options_override_the_fi
     (tmp_path / "short.yaml").write_text("benchmark: digits\npolicy: mixup\npolicy_options: {alpha: 0.4}\n"
                                          "epochs: 2\nseed: 3\n")
     code, _, err = run_in_process(["run", "--config", "short.yaml", "--epochs", "1", "--set", "alpha=0.2",
-                                   "--device", "cpu", "-q"], capsys)
+                                   "--device", "cpu", "-q"], None, None, capsys)
     assert code == 0, err
     config = json.loads((tmp_path / "runs" / "digits" / "mixup-alpha=0.2" / "seed3" / "config.json").read_text())
     assert (config["epochs"], config["policy_options"]) == (1, {"alpha": 0.2})
     (tmp_path / "bad.json").write_text('{"benchmark": "digits", "epoch": 2}')
-    code, _, err = run_in_process(["run", "--config", "bad.json"], capsys)
+    code, _, err = run_in_process(["run", "--config", "bad.json"], None, None, capsys)
     assert code == 2 and err.count("\n") == 1 and "unknown setting epoch; valid: benchmark" in err
 
 
@@ -177,7 +167,7 @@ def test_a_sweep_puts_variants_of_one_policy_side_by_side(tmp_path, monkeypatch,
           mixup-0.2: {policy: mixup, policy_options: {alpha: 0.2}}
           mixup-1.0: {policy: mixup, policy_options: {alpha: 1.0}}
     '''))
-    code, out, err = run_in_process(["compare", "--sweep", "alphas.yaml", "--device", "cpu", "-q"], capsys)
+    code, out, err = run_in_process(["compare", "--sweep", "alphas.yaml", "--device", "cpu", "-q"], None, None, capsys)
     assert code == 0, err
     assert "mixup-0.2" in out and "mixup-1.0" in out
     alphas = tmp_path / "runs" / "compare" / "digits" / "alphas"  # named after the sweep file
@@ -187,21 +177,21 @@ def test_a_sweep_puts_variants_of_one_policy_side_by_side(tmp_path, monkeypatch,
         for seed in (0, 1):
             config = json.loads((alphas / name / f"seed{seed}" / "config.json").read_text())
             assert config["policy_options"] == {"alpha": alpha} and config["seed"] == seed
-    code, _, err = run_in_process(["compare", "digits", "--policies", "mixup,mixup"], capsys)
+    code, _, err = run_in_process(["compare", "digits", "--policies", "mixup,mixup"], None, None, capsys)
     assert code == 2 and "use a --sweep file" in err
     # another sweep on the same benchmark keeps the first one's table
     (tmp_path / "boxes.yaml").write_text("benchmark: digits\nepochs: 1\nseeds: [0]\nvariants:\n"
                                          "  small: {policy: cutout, policy_options: {size: 2}}\n")
-    assert run_in_process(["compare", "--sweep", "boxes.yaml", "--device", "cpu", "-q"], capsys)[0] == 0
+    assert run_in_process(["compare", "--sweep", "boxes.yaml", "--device", "cpu", "-q"], None, None, capsys)[0] == 0
     assert (alphas / "comparison.md").read_text() == table
     assert "| small | 1 |" in (alphas.parent / "boxes" / "comparison.md").read_text()
     # a --policies set into the folder of another set: one line, unless --overwrite
     into_alphas = ["compare", "digits", "--policies", "none,mixup", "--seeds", "0", "--epochs", "1", "--device", "cpu",
                    "-q", "--out", str(alphas)]
-    code, _, err = run_in_process(into_alphas, capsys)
+    code, _, err = run_in_process(into_alphas, None, None, capsys)
     assert code == 2 and err.count("\n") == 1 and "holds the table of another comparison (mixup-0.2, mixup-1.0)" in err
     assert (alphas / "comparison.md").read_text() == table
-    assert run_in_process([*into_alphas, "--overwrite"], capsys)[0] == 0
+    assert run_in_process([*into_alphas, "--overwrite"], None, None, capsys)[0] == 0
     assert "| none | 1 |" in (alphas / "comparison.md").read_text()
 
 

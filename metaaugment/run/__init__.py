@@ -1,5 +1,7 @@
-"""Running experiments: run configuration, the run loop, checkpoints, run folders, comparisons.
+"""One run: its configuration and settings, the run loop, checkpoints, the run folder, its
+metrics' sinks and progress.
 
-Import the modules themselves (`metaaugment.run.loop`, ...); this package imports nothing,
-so that library modules may use its leaf modules without import cycles.
+Import the modules themselves (`metaaugment.run.loop`, ...). This package is the top of the
+library: nothing below it imports it (tests/test_layers.py); many runs (comparisons, their
+launchers, jobs and sweep files) live beside it in `metaaugment.comparison`.
 """

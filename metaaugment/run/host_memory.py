@@ -5,7 +5,7 @@ glibc's defaults, blocks above a (dynamic) threshold are mmapped and unmapped, a
 memory at the top of the heap is handed back to the OS, so every step touches hundreds of
 megabytes of fresh pages and pays a page fault (and zeroing) per 4 KiB. On our 2-core CPU
 that was 22% of a small CNN's plain SGD step and 30% of a MetaAugment step, which
-allocates more (benchmarks/host_memory.py), and it made timings swing from run to run.
+allocates more (perf/host_memory.py), and it made timings swing from run to run.
 CUDA's caching allocator keeps freed blocks; `keep_freed_host_memory` asks glibc to do
 the same: blocks up to 32 MiB (glibc's largest mmap threshold) come from the heap, and the
 heap is never trimmed. The process then holds on to its peak memory, as a GPU training
