@@ -4,7 +4,6 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import math
-import os
 import sys
 from pathlib import Path
 from typing import Any, List, Optional
@@ -16,10 +15,10 @@ from rich.table import Table
 from typing_extensions import Annotated
 
 from metaaugment.cli.settings_options import given_on_command_line, with_run_settings
-from metaaugment.errors import UserError
+from metaaugment.infra.errors import UserError
+from metaaugment.infra.trust import refuse_code_references
 from metaaugment.run.config import COMPARE, RUN
 from metaaugment.run.settings import CommandLine, build_run_config, layer_settings
-from metaaugment.trust import refuse_code_references
 
 app = typer.Typer(
     name="metaaug",
@@ -208,13 +207,9 @@ def check_launch(config: Any, out: Path, count: int, *, resume: bool, overwrite:
 
 
 def launch_processes(count: int) -> int:
-    """Rerun this command on `count` local processes through torch.distributed's launcher
-    (torchrun --standalone, in this process); returns the processes' exit code."""
-    import logging
-
-    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
-    from torch.distributed.run import get_args_parser
-    from torch.distributed.run import run as torchrun
+    """Rerun this command on `count` local processes (torchrun --standalone, in this process);
+    returns the processes' exit code."""
+    from metaaugment.parallel.launcher import run_on_local_processes
 
     args, skip = [], False
     for arg in ARGV:  # this command's arguments without --nproc-per-node
@@ -224,14 +219,7 @@ def launch_processes(count: int) -> int:
             skip = True
         elif not arg.startswith("--nproc-per-node="):
             args.append(arg)
-    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // count)))
-    logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)  # rank 0 reports errors itself
-    try:
-        torchrun(get_args_parser().parse_args(["--standalone", f"--nproc-per-node={count}", "-m", "metaaugment.cli",
-                                               *args]))
-    except ChildFailedError as failure:
-        return failure.get_first_failure()[1].exitcode or 1
-    return 0
+    return run_on_local_processes(count, "metaaugment.cli", args)
 
 
 def _result_rows(results: dict[str, Any], out: Path) -> list[tuple[str, str]]:
@@ -331,9 +319,9 @@ def compare(
     """Compare policies or sweep variants over seeds: table and plot.
 
     Runs (or reuses finished) runs of each variant and seed; prints and saves the table and plot."""
+    from metaaugment.comparison.compare import format_stat, plan_comparison, run_comparison, summarize, write_comparison
+    from metaaugment.comparison.sweep_file import Variant, read_sweep
     from metaaugment.registry import POLICIES
-    from metaaugment.run.compare import format_stat, plan_comparison, run_comparison, summarize, write_comparison
-    from metaaugment.run.config_file import Variant, read_sweep
     from metaaugment.run.naming import comparison_folder, policy_variant_name
 
     if (policies is None) == (sweep is None):
@@ -450,7 +438,7 @@ def export_command(
 def _launch_options(ctx: typer.Context, launcher: str, jobs: int, nproc_per_node: int, wait: bool,
                     slurm: dict[str, Any]) -> Any:
     """compare's launcher options, checked: SLURM settings only with --launcher slurm."""
-    from metaaugment.run.launch import LAUNCHERS, LaunchOptions
+    from metaaugment.comparison.launch import LAUNCHERS, LaunchOptions
 
     if launcher not in LAUNCHERS:
         raise UserError(f"--launcher must be one of {', '.join(LAUNCHERS)} (got {launcher!r})")
@@ -466,7 +454,7 @@ def _launch_options(ctx: typer.Context, launcher: str, jobs: int, nproc_per_node
 
 
 def _print_status(runs: Any, out: Path) -> None:
-    from metaaugment.run.launch import status_rows
+    from metaaugment.comparison.launch import status_rows
 
     table = Table(title=f"{out}: runs and jobs")
     for column in ("run", "folder", "job", "last progress line"):

@@ -18,7 +18,7 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "Batch": "metaaugment.batch", "Episode": "metaaugment.batch", "Params": "metaaugment.batch",
     "Share": "metaaugment.batch", "Tasks": "metaaugment.batch", "per_sample": "metaaugment.batch",
-    "UserError": "metaaugment.errors",
+    "UserError": "metaaugment.infra.errors",
     "EpisodicLearner": "metaaugment.learners", "Learner": "metaaugment.learners",
     "SupervisedLearner": "metaaugment.learners", "create_learner": "metaaugment.learners",
     "forward_pass": "metaaugment.learners", "list_learners": "metaaugment.learners",
@@ -54,7 +54,7 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:  # what type checkers and IDEs see
     from metaaugment.batch import Batch, Episode, Params, Share, Tasks, per_sample  # noqa: F401
-    from metaaugment.errors import UserError  # noqa: F401
+    from metaaugment.infra.errors import UserError  # noqa: F401
     from metaaugment.learners import (  # noqa: F401
         EpisodicLearner,
         Learner,

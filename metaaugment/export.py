@@ -16,7 +16,7 @@ policy is frozen and weighs samples with the exported task network's features, a
 
 An exported file is data: the model and policy it names are built by their registered
 names; a `module:Name` reference in it is refused unless the caller passes `trust_code=True`
-(metaaugment.trust), and its options are held to the factory's declared types.
+(metaaugment.infra.trust), and its options are held to the factory's declared types.
 """
 from __future__ import annotations
 
@@ -26,13 +26,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from metaaugment.errors import UserError
-from metaaugment.files import load_torch
+from metaaugment.infra.errors import UserError
+from metaaugment.infra.files import load_torch
+from metaaugment.infra.schema import SchemaError, check_value, clip, short
+from metaaugment.infra.trust import refuse_code_references
 from metaaugment.policy import AugmentationPolicy, StepContext
 from metaaugment.registry import create_model, create_policy
-from metaaugment.schema import SchemaError, check_value, clip, short
 from metaaugment.spec import TaskSpec
-from metaaugment.trust import refuse_code_references
 
 EXPORT_FORMAT = "metaaugment.export/1"
 MODEL_FILE, POLICY_FILE = "model.pt", "policy.pt"

@@ -6,7 +6,7 @@ and follows timm's convention, so a timm model can stand in for any of them:
 pre_logits=True)` the pooled (B, D) features and `forward_head(maps)` the logits;
 `get_classifier()` is the final linear layer and `num_features` its input width D.
 Feature-based policies (MetaAugment's policy network and last-layer lookahead, RL-Mixup's
-saliency does not need them) read the pooled features through `metaaugment.features`. A
+saliency does not need them) read the pooled features through `metaaugment.steptools.features`. A
 user's own model needs only `forward`; policies that need features then use their own
 extractor.
 """
@@ -17,8 +17,8 @@ from typing import Callable
 import torch
 from torch import Tensor, nn
 
-from metaaugment.dependencies import require
-from metaaugment.errors import UserError, check_option
+from metaaugment.infra.dependencies import require
+from metaaugment.infra.errors import UserError, check_option
 from metaaugment.registry import MODELS
 from metaaugment.spec import TaskSpec
 

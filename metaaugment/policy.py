@@ -54,11 +54,11 @@ import torch
 from torch import Tensor, nn
 
 from metaaugment.batch import Batch, Episode, Params
-from metaaugment.errors import UserError
+from metaaugment.infra.errors import UserError
 from metaaugment.losses import per_sample_cross_entropy
 from metaaugment.parallel.comm import SINGLE_PROCESS, Communicator
-from metaaugment.scratch import RandomState
 from metaaugment.spec import TaskSpec
+from metaaugment.steptools.scratch import RandomState
 
 
 @dataclass
@@ -140,7 +140,7 @@ class StepContext:
 
     def autocast(self) -> Any:
         """The context of the task network's forward at this run's precision."""
-        from metaaugment.precision import autocast
+        from metaaugment.steptools.precision import autocast
 
         return autocast(self.device, self.precision)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from metaaugment.errors import UserError
+from metaaugment.infra.errors import UserError
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,7 @@ from timing import round_robin
 from torchvision.transforms import v2
 
 from metaaugment import Batch, StepContext, TaskSpec, UserError, create_policy
-from metaaugment.dependencies import require
+from metaaugment.infra.dependencies import require
 from metaaugment.run.devices import resolve_device
 from metaaugment.run.host_memory import keep_freed_host_memory
 

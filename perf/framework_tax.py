@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from timing import round_robin
 
-from metaaugment.dependencies import learn2learn
+from metaaugment.infra.dependencies import learn2learn
 from metaaugment.learners.episodic import embed, prototype_logits
 from metaaugment.run.config import RunConfig
 from metaaugment.run.folder import RunDirectory

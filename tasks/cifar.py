@@ -15,8 +15,8 @@ import torch
 
 from metaaugment.data.splits import ClassificationData, ImageSplit, split_off
 from metaaugment.data.train_crops import PadCropFlip
-from metaaugment.errors import UserError
-from metaaugment.files import load_data_pickle
+from metaaugment.infra.errors import UserError
+from metaaugment.infra.files import load_data_pickle
 from metaaugment.registry import BENCHMARKS
 from metaaugment.spec import TaskSpec
 from metaaugment.tasks.base import Benchmark

@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 
 from metaaugment.data.splits import ClassificationData, ImageSplit
-from metaaugment.files import save_torch
+from metaaugment.infra.files import save_torch
 from metaaugment.registry import BENCHMARKS
 from metaaugment.spec import TaskSpec
 from metaaugment.tasks.base import Benchmark

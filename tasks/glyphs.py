@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from metaaugment.data.episodes import FewShotData, FewShotSplit
-from metaaugment.files import save_torch
+from metaaugment.infra.files import save_torch
 from metaaugment.registry import BENCHMARKS
 from metaaugment.spec import TaskSpec
 from metaaugment.tasks.base import Benchmark

@@ -9,8 +9,8 @@ import numpy as np
 import torch
 
 from metaaugment.data.streaming import image_errors, unreadable
-from metaaugment.errors import UserError
-from metaaugment.files import load_torch
+from metaaugment.infra.errors import UserError
+from metaaugment.infra.files import load_torch
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 

@@ -20,8 +20,8 @@ from rich.progress import Progress
 
 from metaaugment.data.episodes import FewShotData, FewShotSplit
 from metaaugment.data.streaming import image_errors, unreadable
-from metaaugment.errors import UserError
-from metaaugment.files import save_torch
+from metaaugment.infra.errors import UserError
+from metaaugment.infra.files import save_torch
 from metaaugment.registry import BENCHMARKS
 from metaaugment.spec import TaskSpec
 from metaaugment.tasks.base import Benchmark

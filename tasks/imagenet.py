@@ -32,7 +32,7 @@ import torch
 
 from metaaugment.data.splits import ClassificationData
 from metaaugment.data.streaming import FileSplit, Preprocessing, check_image_headers, image_files
-from metaaugment.errors import UserError
+from metaaugment.infra.errors import UserError
 from metaaugment.registry import BENCHMARKS
 from metaaugment.spec import TaskSpec
 from metaaugment.tasks.base import Benchmark

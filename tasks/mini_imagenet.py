@@ -19,8 +19,8 @@ import numpy as np
 import torch
 
 from metaaugment.data.episodes import FewShotData, FewShotSplit
-from metaaugment.errors import UserError
-from metaaugment.files import load_data_pickle
+from metaaugment.infra.errors import UserError
+from metaaugment.infra.files import load_data_pickle
 from metaaugment.registry import BENCHMARKS
 from metaaugment.spec import TaskSpec
 from metaaugment.tasks.base import Benchmark

@@ -22,8 +22,8 @@ from rich.progress import Progress
 
 from metaaugment.data.episodes import FewShotData, FewShotSplit
 from metaaugment.data.splits import ClassificationData, ImageSplit
-from metaaugment.errors import UserError
-from metaaugment.files import save_torch
+from metaaugment.infra.errors import UserError
+from metaaugment.infra.files import save_torch
 from metaaugment.registry import BENCHMARKS
 from metaaugment.spec import TaskSpec
 from metaaugment.tasks.base import Benchmark

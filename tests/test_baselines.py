@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from metaaugment import Batch, StepContext, TaskSpec, create_policy
-from metaaugment.errors import UserError
+from metaaugment.infra.errors import UserError
 
 SPEC = TaskSpec(num_classes=4, input_shape=(1, 8, 8))
 CTX = StepContext(model=torch.nn.Identity(), spec=SPEC)

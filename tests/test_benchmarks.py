@@ -4,7 +4,7 @@ import pytest
 import torch
 from helpers import write_cifar_fixture
 
-from metaaugment.errors import UserError
+from metaaugment.infra.errors import UserError
 from metaaugment.tasks import create_benchmark, list_benchmarks
 
 
@@ -62,7 +62,7 @@ def test_cifar_validation_size_is_configurable(tmp_path):
     """MetaAugment's paper holds out 1,000 CIFAR training images; --val-size sets it."""
     from helpers import write_cifar_fixture
 
-    from metaaugment.errors import UserError
+    from metaaugment.infra.errors import UserError
     from metaaugment.tasks import create_benchmark
 
     write_cifar_fixture(tmp_path, per_file=40)  # 200 training images

@@ -254,7 +254,7 @@ def test_with_dropout_every_engine_follows_the_training_forwards_masks(engine):
     """The fast engine differences two passes over the training batch: under two dropout masks
     its meta-gradient was noise (cosine 0.18 with higher, -0.35 between two repeats). Every
     pass now replays the training forward's masks (ForwardOutput.random_state)."""
-    from metaaugment.scratch import RandomState
+    from metaaugment.steptools.scratch import RandomState
 
     body, head, policy, x, y, vx, vy, emb = dropout_problem()
     model = nn.Sequential(body, head)
@@ -292,7 +292,7 @@ def test_the_training_forward_records_the_state_its_dropout_masks_are_drawn_from
     training forward's masks exactly, and replaying consumes none of the run's randomness."""
     from metaaugment import Batch
     from metaaugment.learners import forward_pass
-    from metaaugment.scratch import replayed
+    from metaaugment.steptools.scratch import replayed
 
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(5, 16), nn.Dropout(0.5), nn.Linear(16, 3))

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from metaaugment.run.folder import RunDirectory
-from metaaugment.stats import mean_std
+from metaaugment.steptools.stats import mean_std
 
 
 def test_mean_std_is_the_sample_standard_deviation():
@@ -52,7 +52,7 @@ def test_compare_writes_table_csv_markdown_and_png(tmp_path, capsys):
 
 
 def test_comparison_markdown_gives_each_column_its_own_unit():
-    from metaaugment.run.compare import RunRecord, comparison_markdown, summarize
+    from metaaugment.comparison.compare import RunRecord, comparison_markdown, summarize
 
     regression = [RunRecord("nme", seed, Path(f"r{seed}"), {"kind": "regression", "wall_time_s": 1.0, "metrics": {
         "test_mse": 0.5 + seed, "test_mse_ci95": 0.1, "test_pre_mse": 2.0, "best_val_mse": 0.4}}) for seed in (0, 1)]
@@ -62,14 +62,14 @@ def test_comparison_markdown_gives_each_column_its_own_unit():
         "test_accuracy": 0.9, "best_val_accuracy": 0.8, "test_loss": 0.3}})]
     text = comparison_markdown("digits", summarize(single), single)
     assert "| test accuracy (%) |" in text and "| none | 1 | 90.00 | 80.00 | 0.3000 |" in text  # one seed: no ± 0
-    from metaaugment.run.compare import comparison_csv
+    from metaaugment.comparison.compare import comparison_csv
 
     row = next(csv.DictReader(io.StringIO(comparison_csv(summarize(single)))))
     assert row["test_accuracy_mean"] == "0.900000" and row["test_accuracy_std"] == ""  # unknown, not 0
 
 
 def test_the_comparison_plots_y_range_shows_differences_at_their_size():
-    from metaaugment.run.compare import MIN_PERCENT_SPAN, honest_range
+    from metaaugment.comparison.compare import MIN_PERCENT_SPAN, honest_range
 
     low, high = honest_range([97.13], percent=True)  # one seed: not zoomed onto one point
     assert high - low >= MIN_PERCENT_SPAN and low <= 97.13 <= high <= 100

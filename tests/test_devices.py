@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from metaaugment.errors import UserError
+from metaaugment.infra.errors import UserError
 from metaaugment.run.devices import resolve_device
 
 

@@ -4,8 +4,8 @@ import pytest
 import torch
 from helpers import quick_config, write_omniglot_fixture
 
-from metaaugment.errors import UserError
 from metaaugment.export import load_exported_model, load_exported_policy
+from metaaugment.infra.errors import UserError
 from metaaugment.run.checkpoint import load_checkpoint
 from metaaugment.run.config import RunConfig
 from metaaugment.run.evaluate import evaluate_run

@@ -27,7 +27,7 @@ from PIL import Image
 
 from metaaugment import train
 from metaaugment.cli.main import main
-from metaaugment.errors import UserError
+from metaaugment.infra.errors import UserError
 from metaaugment.run.folder import LOCK, MANIFEST
 
 MARKER = "pwned.txt"
@@ -435,7 +435,7 @@ def failing_writes(error_number: int):
     def setup(tmp, templates):
         def refuse(*args, **kwargs):
             raise OSError(error_number, os.strerror(error_number))
-        templates["monkeypatch"].setattr("metaaugment.files.tempfile.mkstemp", refuse)
+        templates["monkeypatch"].setattr("metaaugment.infra.files.tempfile.mkstemp", refuse)
         return [*DIGITS, "--out", str(tmp / "run")]
     return setup
 
@@ -1192,7 +1192,7 @@ def test_the_sampler_never_holds_a_nan_or_negative_probability():
 
 
 def test_a_disk_that_fills_during_a_run_stops_it_in_one_line_and_keeps_the_last_checkpoint(tmp_path, monkeypatch):
-    import metaaugment.files as files
+    import metaaugment.infra.files as files
 
     config = quick_config(epochs=1, checkpoint_every=5)
     reference = train(config, tmp_path / "ref", show_progress=False)

@@ -5,7 +5,7 @@ import pytest
 import torch
 from helpers import write_image_folder_fixture, write_mini_imagenet_fixture, write_omniglot_fixture
 
-from metaaugment.errors import UserError
+from metaaugment.infra.errors import UserError
 from metaaugment.tasks import create_benchmark
 
 

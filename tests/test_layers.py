@@ -1,6 +1,7 @@
-"""The layers of the source tree, read from the source: the run package at the top, the
-step-time tools (metaaugment.parallel, precision, stats) at the bottom, no import cycle
-between packages, and ranks known only where they must be."""
+"""The layers of the source tree, read from the source: many runs (metaaugment.comparison)
+and one run (metaaugment.run) at the top, the bottom layers (metaaugment.infra,
+metaaugment.parallel, metaaugment.steptools) below everything, no import cycle between
+packages, ranks known only where they must be, and one module that starts processes."""
 from __future__ import annotations
 
 import ast
@@ -40,11 +41,35 @@ def unit(module: str) -> str:
 
 
 def test_nothing_below_the_run_package_imports_it():
-    """Only the run package itself, the CLI above it and the package root's re-exports."""
+    """Only the run package itself, many runs and the CLI above it and the package root's re-exports."""
     offenders = sorted(name for name, tree in modules().items()
-                       if unit(name) not in ("run", "cli") and name != FACADE
+                       if unit(name) not in ("run", "comparison", "cli") and name != FACADE
                        and any(unit(target) == "run" for target in imported(tree) if "." in target))
     assert offenders == []
+
+
+def test_only_the_cli_uses_many_runs_and_the_root_shows_the_layers():
+    """metaaugment.comparison is imported by the CLI only; the package root holds at most 10
+    modules (the core types, the registry, models, export), the rest in their layers."""
+    offenders = sorted(name for name, tree in modules().items() if unit(name) not in ("comparison", "cli")
+                       and any(unit(target) == "comparison" for target in imported(tree) if "." in target))
+    assert offenders == []
+    root_modules = [path.stem for path in SOURCES["metaaugment"].glob("*.py") if path.stem != "__init__"]
+    assert len(root_modules) <= 10, root_modules
+
+
+def test_the_bottom_layers_import_nothing_above_them():
+    bottom = {"infra", "parallel", "steptools"}
+    for name, tree in modules().items():
+        if name.startswith("metaaugment.") and unit(name) in bottom:
+            above = {unit(t) for t in imported(tree) if "." in t and unit(t) not in bottom} - {"batch", "spec"}
+            assert not above, (name, above)
+
+
+def test_one_module_starts_processes():
+    starters = sorted(name for name, tree in modules().items()
+                      if any(word in ast.unparse(tree) for word in ("subprocess.Popen", "torch.distributed.run")))
+    assert starters == ["metaaugment.parallel.launcher"]
 
 
 def test_no_import_cycle_between_packages():
@@ -72,8 +97,9 @@ def test_no_import_cycle_between_packages():
 
 def test_ranks_are_known_by_the_bottom_layer_the_run_loop_and_the_launcher_only():
     """Policies and learners see ctx.comm; torch.distributed, torchrun's environment and the
-    process group stay in metaaugment.parallel, the run package and the CLI."""
-    allowed = {"parallel", "run", "cli"}
+    process group stay in metaaugment.parallel, the run package and the process entry points
+    (the CLI, a comparison's jobs)."""
+    allowed = {"parallel", "run", "comparison", "cli"}
     for name, tree in modules().items():
         if unit(name) in allowed:
             continue

@@ -187,7 +187,7 @@ def test_split_support_query_takes_the_first_shots_of_each_label():
 
 
 def test_policies_reject_the_wrong_kind_of_benchmark(tmp_path):
-    from metaaugment.errors import UserError
+    from metaaugment.infra.errors import UserError
     from metaaugment.run.config import RunConfig
     from metaaugment.run.loop import train
 

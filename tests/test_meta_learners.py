@@ -11,7 +11,7 @@ from metaaugment import Episode, StepContext, TaskSpec, create_learner, create_p
 from metaaugment.learners.episodic import prototype_logits
 from metaaugment.run.config import RunConfig
 from metaaugment.run.loop import train
-from metaaugment.stats import mean_and_ci95
+from metaaugment.steptools.stats import mean_and_ci95
 
 SPEC = TaskSpec(num_classes=3, input_shape=(4,))
 
@@ -65,7 +65,7 @@ def test_prototype_logits_are_negative_squared_distances_to_class_means():
 
 
 def test_protonet_refuses_regression():
-    from metaaugment.errors import UserError
+    from metaaugment.infra.errors import UserError
 
     with pytest.raises(UserError, match="regression"):
         create_learner("protonet").setup(nn.Linear(1, 1), TaskSpec(None, (1,)), 1)
@@ -176,7 +176,7 @@ def test_higher_inner_optimizers_take_their_own_steps(optimizer):
 
 
 def test_non_sgd_inner_optimizers_need_the_higher_loop():
-    from metaaugment.errors import UserError
+    from metaaugment.infra.errors import UserError
 
     pytest.importorskip("learn2learn")
     with pytest.raises(UserError, match="inner_optimizer must be sgd with inner_loop=learn2learn"):

@@ -111,7 +111,7 @@ def test_transfer_reuses_a_trained_policy_frozen_to_train_another_network(tmp_pa
 
 
 def test_policy_from_needs_a_finished_run_of_the_same_policy(tmp_path):
-    from metaaugment.errors import UserError
+    from metaaugment.infra.errors import UserError
 
     with pytest.raises(UserError, match="not a finished run"):
         train(quick_config(policy="metaaugment", policy_from=str(tmp_path)), tmp_path / "x", show_progress=False)
@@ -161,7 +161,7 @@ def test_val_batch_size_is_algorithm_1s_n_val_the_first_samples_of_the_validatio
 
 
 def test_the_task_optimizer_lookahead_needs_an_sgd_task_optimizer():
-    from metaaugment.errors import UserError
+    from metaaugment.infra.errors import UserError
 
     ctx = context()
     ctx.optimizer = torch.optim.Adam(ctx.model.parameters())

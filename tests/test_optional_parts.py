@@ -1,4 +1,4 @@
-"""Optional parts (metaaugment.dependencies): hidden from the environment, each feature that
+"""Optional parts (metaaugment.infra.dependencies): hidden from the environment, each feature that
 needs one is one line naming its extra, exit 2, nothing written; the default path of every
 family needs none of them."""
 import importlib.util
@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from helpers import run_in_process as run
 
-from metaaugment.dependencies import OPTIONAL_PARTS
+from metaaugment.infra.dependencies import OPTIONAL_PARTS
 
 FAST = ["--epochs", "1", "--quiet", "--device", "cpu"]
 FEW_SHOT = [*FAST, "--steps-per-epoch", "2", "--batch-size", "2", "--val-tasks", "2", "--test-tasks", "2"]

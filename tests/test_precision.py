@@ -8,7 +8,7 @@ import torch
 from helpers import quick_config
 
 from metaaugment import Batch, StepContext, TaskSpec, create_model, create_policy
-from metaaugment.errors import UserError
+from metaaugment.infra.errors import UserError
 from metaaugment.learners import forward_pass
 from metaaugment.run.config import RunConfig
 from metaaugment.run.loop import train
@@ -73,7 +73,7 @@ def test_unsupported_precision_settings_are_refused(changes, message):
 
 
 def test_float16_on_cpu_comes_with_a_note_pointing_at_bf16():
-    from metaaugment.precision import precision_note
+    from metaaugment.steptools.precision import precision_note
 
     assert "bf16" in precision_note(torch.device("cpu"), "16")
     assert precision_note(torch.device("cpu"), "bf16") is None and precision_note(torch.device("cuda"), "16") is None

@@ -5,7 +5,7 @@ import io
 import pytest
 from rich.console import Console
 
-from metaaugment.run.launch import OverallProgress, last_line
+from metaaugment.comparison.launch import OverallProgress, last_line
 from metaaugment.run.progress import fit_progress_line, training_progress
 
 DESCRIPTION, METRICS = "digits · none · supervised · seed 0", "loss 1.702 acc 66.7% val 22.8%"
@@ -38,7 +38,7 @@ def test_narrow_rows_lose_elapsed_then_bar_then_metrics_then_description():
 
 def test_a_comparisons_progress_counts_runs_and_estimates_from_the_trained_ones(monkeypatch):
     clock = iter([0.0, 100.0, 400.0])
-    monkeypatch.setattr("metaaugment.run.launch.time.monotonic", lambda: next(clock))
+    monkeypatch.setattr("metaaugment.comparison.launch.time.monotonic", lambda: next(clock))
     overall = OverallProgress(4)
     assert overall.summary() == ""
     overall.finished(0.5, trained=False)  # a reused run

@@ -3,7 +3,7 @@ a factory rejects become one UserError line naming them."""
 import pytest
 
 from metaaugment import AugmentationPolicy
-from metaaugment.errors import UserError
+from metaaugment.infra.errors import UserError
 from metaaugment.registry import LEARNERS, MODELS, POLICIES, Registry
 
 

@@ -22,7 +22,7 @@ import pytest
 import torch
 from helpers import KILL_SCRIPT, quick_config
 
-import metaaugment.files as files
+import metaaugment.infra.files as files
 from metaaugment.run.config import RunConfig
 from metaaugment.run.folder import RunDirectory
 from metaaugment.run.loop import Trainer, train

@@ -9,7 +9,7 @@ import torch
 from helpers import run_in_process
 
 from metaaugment.data.streaming import FileSplit, eval_crop, train_crop
-from metaaugment.errors import UserError
+from metaaugment.infra.errors import UserError
 from metaaugment.registry import create_benchmark
 from metaaugment.run.config import RunConfig
 from metaaugment.run.loop import train

@@ -6,8 +6,8 @@ from helpers import quick_config
 from torch import nn
 
 from metaaugment import Batch, StepContext, TaskSpec, create_model, create_policy, forward_pass, supervised_step, train
-from metaaugment.features import pooled_features
 from metaaugment.registry import MODELS
+from metaaugment.steptools.features import pooled_features
 
 SPEC = TaskSpec(num_classes=4, input_shape=(3, 12, 12), mean=(0.5,) * 3, std=(0.25,) * 3)
 
@@ -110,7 +110,7 @@ def test_a_timm_model_by_name_trains_on_digits(policy, tmp_path):
 
 def test_a_timm_name_that_timm_does_not_know_is_one_line():
     pytest.importorskip("timm")
-    from metaaugment.errors import UserError
+    from metaaugment.infra.errors import UserError
 
     with pytest.raises(UserError, match="timm has no model 'resnet_nope'; similar: "):
         MODELS.get("timm/resnet_nope")

@@ -7,7 +7,7 @@ import pytest
 from helpers import quick_config
 
 from metaaugment import train
-from metaaugment.errors import UserError
+from metaaugment.infra.errors import UserError
 from metaaugment.run.folder import RunDirectory
 
 
@@ -67,7 +67,7 @@ def test_a_run_that_fails_to_start_leaves_no_folder(tmp_path):
 
 @pytest.mark.skipif(not hasattr(os, "fchmod"), reason="POSIX permissions")
 def test_atomic_writes_get_the_permissions_of_a_plain_open(tmp_path):
-    from metaaugment.files import write_text
+    from metaaugment.infra.files import write_text
 
     umask = os.umask(0o022)
     try:

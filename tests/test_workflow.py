@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from helpers import metaaug_process, run_in_process
 
-from metaaugment.errors import UserError
+from metaaugment.infra.errors import UserError
 from metaaugment.registry import LEARNERS, MODELS, POLICIES, Registry, describe_options
 
 WORKFLOW = Path(__file__).resolve().parents[1] / "docs" / "workflow.md"

@@ -11,8 +11,8 @@ from torchvision.transforms import v2
 from metaaugment.baselines import batched
 from metaaugment.baselines.per_sample import apply_per_sample, draw_seeds
 from metaaugment.batch import Batch, Params, per_sample
-from metaaugment.errors import UserError, check_option, representable
 from metaaugment.imageops.cutout import apply_cutout, draw_cutout
+from metaaugment.infra.errors import UserError, check_option, representable
 from metaaugment.parallel.comm import Communicator
 from metaaugment.policy import BatchPolicy, StepContext, TaskPolicy
 from metaaugment.registry import POLICIES

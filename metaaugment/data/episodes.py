@@ -24,7 +24,7 @@ from torch.utils.data import Dataset
 
 from metaaugment.batch import Episode
 from metaaugment.data.task_sampling import ClassIndex, TaskSampler, standard_task_transforms
-from metaaugment.errors import UserError
+from metaaugment.infra.errors import UserError
 from metaaugment.spec import TaskSpec
 
 

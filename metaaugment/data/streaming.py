@@ -34,7 +34,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from metaaugment.batch import Batch
-from metaaugment.errors import UserError
+from metaaugment.infra.errors import UserError
 
 IMAGE_SUFFIXES = (".jpeg", ".jpg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
 CROP_SCALE = (0.08, 1.0)          # Inception-style random resized crop (Szegedy et al. 2015)
@@ -84,7 +84,7 @@ def check_image_headers(paths: Sequence[str], cache: Path | None = None) -> None
             if error is not None:
                 raise unreadable(path, error)
     if cache is not None:
-        from metaaugment.files import write_bytes
+        from metaaugment.infra.files import write_bytes
 
         write_bytes(cache, b"")
 

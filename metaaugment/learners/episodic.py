@@ -17,16 +17,16 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from metaaugment.batch import Episode, Tasks
-from metaaugment.dependencies import learn2learn
-from metaaugment.errors import UserError, check_option, representable
-from metaaugment.features import has_features, pooled_features
+from metaaugment.infra.dependencies import learn2learn
+from metaaugment.infra.errors import UserError, check_option, representable
 from metaaugment.learners.base import Learner
 from metaaugment.learners.inner_loops import INNER_LOOPS, Learn2LearnInnerLoop
 from metaaugment.parallel.comm import SINGLE_PROCESS, Communicator
 from metaaugment.policy import StepContext, TaskPolicy
 from metaaugment.registry import LEARNERS
 from metaaugment.spec import TaskSpec
-from metaaugment.stats import ci95_of_sums, mean_and_ci95
+from metaaugment.steptools.features import has_features, pooled_features
+from metaaugment.steptools.stats import ci95_of_sums, mean_and_ci95
 
 
 def task_loss(spec: TaskSpec) -> Callable[[Tensor, Tensor], Tensor]:

@@ -19,7 +19,7 @@ from typing import Any, Callable, ClassVar, Iterator
 import torch
 from torch import Tensor, nn
 
-from metaaugment.dependencies import learn2learn
+from metaaugment.infra.dependencies import learn2learn
 
 
 class MetaParameters(nn.Module):

@@ -8,15 +8,15 @@ import torch
 from torch import Tensor, nn
 
 from metaaugment.batch import Batch
-from metaaugment.errors import check_option, representable
-from metaaugment.features import classifier, has_features
+from metaaugment.infra.errors import check_option, representable
 from metaaugment.learners.base import Learner
 from metaaugment.losses import accuracy, per_sample_cross_entropy, weighted_mean
 from metaaugment.parallel.comm import SINGLE_PROCESS, Communicator
 from metaaugment.policy import BatchPolicy, ForwardOutput, StepContext, StepResult
 from metaaugment.registry import LEARNERS
-from metaaugment.scratch import RandomState
 from metaaugment.spec import TaskSpec
+from metaaugment.steptools.features import classifier, has_features
+from metaaugment.steptools.scratch import RandomState
 
 
 def forward_pass(model: nn.Module, batch: Batch,

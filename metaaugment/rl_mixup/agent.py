@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from metaaugment.dependencies import import_quietly
+from metaaugment.infra.dependencies import import_quietly
 
 _sb3 = import_quietly("stable_baselines3", "ppo", "common.logger", "common.torch_layers", "common.vec_env")
 gym = import_quietly("gymnasium")

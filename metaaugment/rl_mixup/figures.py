@@ -7,7 +7,7 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
-from metaaugment.files import pyplot, save_figure, show_image
+from metaaugment.infra.files import pyplot, save_figure, show_image
 
 
 def mixup_examples_figure(last: dict[str, Tensor], path: Path) -> None:

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 
 from metaaugment.batch import Batch, Params, per_sample
-from metaaugment.errors import UserError, check_option, representable
+from metaaugment.infra.errors import UserError, check_option, representable
 from metaaugment.policy import BatchPolicy, StepContext, StepResult
 from metaaugment.registry import POLICIES
 from metaaugment.rl_mixup.figures import action_histogram_figure, mixup_examples_figure
@@ -34,7 +34,7 @@ from metaaugment.rl_mixup.saliency import (
     patch_saliency,
     percentile_masks,
 )
-from metaaugment.scratch import scratch_buffers
+from metaaugment.steptools.scratch import scratch_buffers
 
 DEFAULT_PATCHES = 16
 EXAMPLES = 4  # samples of the last batch kept for the Appendix B figure

@@ -11,10 +11,10 @@ from typing import Any
 
 import torch
 
-from metaaugment.errors import UserError
-from metaaugment.files import load_torch, save_torch
-from metaaugment.schema import SchemaError, check_value, short
-from metaaugment.trust import refuse_code_references
+from metaaugment.infra.errors import UserError
+from metaaugment.infra.files import load_torch, save_torch
+from metaaugment.infra.schema import SchemaError, check_value, short
+from metaaugment.infra.trust import refuse_code_references
 
 CHECKPOINT_FORMAT = "metaaugment-checkpoint/2"
 # What the run loop restores from a checkpoint: each entry's type (state dicts are mappings).

@@ -7,9 +7,9 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any
 
-from metaaugment.errors import UserError
+from metaaugment.infra.errors import UserError
+from metaaugment.infra.schema import SchemaError, check_value
 from metaaugment.registry import create_benchmark
-from metaaugment.schema import SchemaError, check_value
 from metaaugment.spec import benchmark_kind
 
 DEFAULT_VAL_TASKS = 100

@@ -1,65 +1,26 @@
-"""Run configurations and comparison sweeps read from JSON or YAML files.
+"""Run configurations read from JSON or YAML files, and the reading of such files.
 
 A run file holds RunConfig's fields (config.json of a finished run is one, so a run can be
-replayed from its own folder). A sweep file holds the settings every run shares, the seeds,
-and named variants, each a policy with its options and, optionally, its own learner, model
-and their options:
-
-    benchmark: digits
-    epochs: 3
-    seeds: [0, 1]
-    variants:
-      mixup-0.2: {policy: mixup, policy_options: {alpha: 0.2}}
-      mixup-1.0: {policy: mixup, policy_options: {alpha: 1.0}}
-
-Both are held to one schema, RunConfig's field types (`RunConfig.check_settings`), the same
+replayed from its own folder). Sweep files (metaaugment.comparison.sweep_file) are read by
+the same `read_mapping`. Both are held to one schema, RunConfig's field types (`RunConfig.check_settings`), the same
 types the CLI parses its options into: a wrong type, an unknown or duplicate key, a file
 too large or an alias bomb is one line naming the file and the key. Code references
-(`module:Name`) in a file are refused unless the user trusts them (`metaaugment.trust`).
+(`module:Name`) in a file are refused unless the user trusts them (`metaaugment.infra.trust`).
 """
 from __future__ import annotations
 
 import dataclasses
 import json
-import re
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from metaaugment.errors import UserError
+from metaaugment.infra.errors import UserError
+from metaaugment.infra.schema import SchemaError, clip, count_values, short
 from metaaugment.run.config import RunConfig
-from metaaugment.schema import SchemaError, check_value, clip, count_values, short
-from metaaugment.trust import refuse_code_references
 
 RUN_FIELDS = tuple(f.name for f in dataclasses.fields(RunConfig))
-VARIANT_FIELDS = ("policy", "policy_options", "learner", "learner_options", "model", "model_options")
-VARIANT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._=+-]*$")
 MAX_FILE_BYTES = 1 << 20  # a settings file is a page of text; anything larger is not one
 MAX_VALUES = 100_000  # values once YAML aliases are expanded
-
-
-@dataclass(frozen=True)
-class Variant:
-    """One row of a comparison: a name (its folder and table row), a policy with its options,
-    and optionally a learner and model with their options (None: the benchmark's)."""
-
-    name: str
-    policy: str
-    policy_options: dict[str, Any] = field(default_factory=dict)
-    learner: str | None = None
-    learner_options: dict[str, Any] = field(default_factory=dict)
-    model: str | None = None
-    model_options: dict[str, Any] = field(default_factory=dict)
-
-    def apply(self, base: RunConfig, seed: int) -> RunConfig:
-        """`base` with this variant's settings and `seed`; a variant's learner or model
-        replaces the base's options for it."""
-        learner_options = dict(self.learner_options if self.learner else {**base.learner_options,
-                                                                          **self.learner_options})
-        model_options = dict(self.model_options if self.model else {**base.model_options, **self.model_options})
-        return dataclasses.replace(base, policy=self.policy, policy_options=dict(self.policy_options), seed=seed,
-                                   learner=self.learner or base.learner, learner_options=learner_options,
-                                   model=self.model or base.model, model_options=model_options)
 
 
 def read_mapping(path: Path, what: str) -> dict[str, Any]:
@@ -137,7 +98,8 @@ def _load_yaml(text: str) -> Any:
     return yaml.load(text, Loader=Loader)  # noqa: S506 (a SafeLoader subclass)
 
 
-def _check_keys(data: dict[str, Any], allowed: tuple[str, ...], where: str) -> None:
+def check_keys(data: dict[str, Any], allowed: tuple[str, ...], where: str) -> None:
+    """A UserError naming the keys of `data` that are not in `allowed` (and listing those)."""
     unknown = sorted((key for key in data if key not in allowed), key=str)
     if unknown:
         names = ", ".join(short(key) if not isinstance(key, str) else key for key in unknown)
@@ -150,49 +112,5 @@ def run_settings(path: Path) -> dict[str, Any]:
     option mappings copied. Code references in it are the caller's to refuse or trust."""
     data = read_mapping(path, "config file")
     where = f"config file {path}"
-    _check_keys(data, RUN_FIELDS, where)
+    check_keys(data, RUN_FIELDS, where)
     return RunConfig.check_settings(data, where)
-
-
-@dataclass(frozen=True)
-class Sweep:
-    """A sweep file: the settings every run shares, the seeds (None: not given) and the variants."""
-
-    settings: dict[str, Any]
-    seeds: list[int] | None
-    variants: list[Variant]
-
-
-def read_sweep(path: Path, *, trust_code: bool = False) -> Sweep:
-    """Read and check a sweep file (module docstring): names and types of the shared settings
-    and of every variant (each needs a policy), the seeds; a variant naming code is refused
-    unless `trust_code` (the shared settings' references are the caller's to check, as the
-    command line may override them)."""
-    data = read_mapping(path, "sweep file")
-    where = f"sweep file {path}"
-    shared = tuple(name for name in RUN_FIELDS if name not in ("seed", "policy", "policy_options"))
-    _check_keys(data, shared + ("seeds", "variants"), where)
-    variants_data = data.pop("variants", None)
-    if not isinstance(variants_data, dict) or not variants_data:
-        raise UserError(f"{where} needs 'variants': a mapping of name -> {{policy: ..., policy_options: ...}}")
-    variants = []
-    for name, settings in variants_data.items():
-        if not isinstance(name, (str, int)) or isinstance(name, bool) or not VARIANT_NAME.match(str(name)):
-            raise UserError(f"{where}: variant name {short(name)} must be letters, digits and . _ = + - (it names a "
-                            f"folder)")
-        name = str(name)
-        if not isinstance(settings, dict):
-            raise UserError(f"{where}: variant {name} must be a mapping with at least a policy (got {short(settings)})")
-        _check_keys(settings, VARIANT_FIELDS, f"{where}, variant {name}")
-        if "policy" not in settings:
-            raise UserError(f"{where}: variant {name} names no policy")
-        checked = RunConfig.check_settings(settings, f"{where}, variant {name}")
-        refuse_code_references(checked, f"{where}, variant {name},", trust_code=trust_code)
-        variants.append(Variant(name=name, **checked))
-    seeds = data.pop("seeds", None)
-    if seeds is not None:
-        try:
-            seeds = check_value(seeds, list[int], "seeds")
-        except SchemaError as error:
-            raise UserError(f"{where}: {error}, e.g. [0, 1, 2]") from None
-    return Sweep(settings=RunConfig.check_settings(data, where), seeds=seeds, variants=variants)

@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Sequence
 
-from metaaugment.files import pyplot, save_figure
+from metaaugment.infra.files import pyplot, save_figure
 from metaaugment.spec import BenchmarkKind
 
 CURVES_FILE = "curves.png"

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from metaaugment.errors import UserError
+from metaaugment.infra.errors import UserError
 from metaaugment.parallel.process_group import launched_by_torchrun, local_rank
 
 

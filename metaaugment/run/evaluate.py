@@ -6,7 +6,7 @@ from typing import Any
 
 from rich.console import Console
 
-from metaaugment.errors import UserError
+from metaaugment.infra.errors import UserError
 from metaaugment.run.checkpoint import read_finished_run
 from metaaugment.run.config import RunConfig
 from metaaugment.run.folder import RunDirectory
@@ -20,7 +20,7 @@ def restored_trainer(folder: Path, command: str, *, benchmark: str | None = None
     """A Trainer of the finished run in `folder` (writing nothing), its model holding the
     weights the run was tested with (the best-validation model where the run tests that
     one), and the run's final checkpoint. The folder's config.json is a file: a code
-    reference in it is refused unless `trust_code` (metaaugment.trust)."""
+    reference in it is refused unless `trust_code` (metaaugment.infra.trust)."""
     from metaaugment.run.loop import Trainer
 
     settings, checkpoint = read_finished_run(Path(folder), command, trust_code=trust_code)

@@ -5,9 +5,9 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from metaaugment.errors import UserError
 from metaaugment.export import EXPORT_FORMAT, MODEL_FILE, POLICY_FILE
-from metaaugment.files import save_torch
+from metaaugment.infra.errors import UserError
+from metaaugment.infra.files import save_torch
 from metaaugment.run.evaluate import restored_trainer
 
 

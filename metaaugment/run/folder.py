@@ -29,9 +29,9 @@ import stat
 from pathlib import Path
 from typing import Any, Iterator
 
-from metaaugment.errors import UserError
-from metaaugment.files import remove_stale_temporary_files, write_json, write_text
-from metaaugment.schema import SchemaError, check_value, clip, short
+from metaaugment.infra.errors import UserError
+from metaaugment.infra.files import remove_stale_temporary_files, write_json, write_text
+from metaaugment.infra.schema import SchemaError, check_value, clip, short
 
 CONFIG, METRICS, RESULTS, CHECKPOINT = "config.json", "metrics.jsonl", "results.json", "checkpoint.pt"
 MANIFEST, LOCK = ".metaaugment-run.json", ".metaaugment.lock"

@@ -22,12 +22,12 @@ from typing import Any
 import torch
 from rich.console import Console
 
-from metaaugment.errors import UserError
+from metaaugment.infra.errors import UserError
+from metaaugment.infra.schema import clip
 from metaaugment.parallel.comm import Communicator
 from metaaugment.parallel.process_group import communicator, launched_by_torchrun
 from metaaugment.parallel.sync_batchnorm import synchronize_batchnorm
 from metaaugment.policy import BatchPolicy, StepContext, TaskPolicy
-from metaaugment.precision import grad_scaler, precision_note
 from metaaugment.registry import BENCHMARKS, LEARNERS, create_benchmark, create_learner, create_model, create_policy
 from metaaugment.run import sinks
 from metaaugment.run.checkpoint import load_checkpoint, read_finished_run, save_checkpoint
@@ -39,8 +39,8 @@ from metaaugment.run.folder import RunDirectory
 from metaaugment.run.progress import format_metrics, training_progress
 from metaaugment.run.seeding import capture_rng_state, restore_rng_state, seed_everything
 from metaaugment.run.strategies import KindStrategy, strategy_for
-from metaaugment.schema import clip
 from metaaugment.spec import BenchmarkKind, benchmark_kind
+from metaaugment.steptools.precision import grad_scaler, precision_note
 
 
 def run_kind(config: RunConfig) -> BenchmarkKind:
@@ -370,7 +370,7 @@ def train(config: RunConfig, out: Path | str, *, resume: bool = False, overwrite
     On many ranks (under torchrun, or `comm` given, e.g. parallel.lockstep's ranks) every
     rank calls this; rank 0 checks, locks and prepares the folder.
     `trust_code`: a `--policy-from` folder may name its task network by module:Name
-    (metaaugment.trust); the config's own names are the caller's, trusted.
+    (metaaugment.infra.trust); the config's own names are the caller's, trusted.
     """
     config = config.resolve()
     run_dir = RunDirectory(Path(out))

@@ -12,9 +12,9 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-from metaaugment.errors import UserError
+from metaaugment.infra.errors import UserError
+from metaaugment.infra.trust import refuse_code_references
 from metaaugment.run.config import RunConfig, cli_metadata, options_of
-from metaaugment.trust import refuse_code_references
 
 ROLES = ("policy", "learner", "model")  # a name given on the command line drops a file's options for it
 

@@ -28,11 +28,11 @@ import uuid
 from pathlib import Path
 from typing import Any, Sequence
 
-from metaaugment.dependencies import require
-from metaaugment.errors import UserError
-from metaaugment.files import write_json, write_text
+from metaaugment.infra.dependencies import require
+from metaaugment.infra.errors import UserError
+from metaaugment.infra.files import write_json, write_text
+from metaaugment.infra.schema import short
 from metaaugment.run.folder import TREE_SUFFIX, RunDirectory
-from metaaugment.schema import short
 
 CSV_FILE, TENSORBOARD_DIR, WANDB_DIR, WANDB_FILE = "metrics.csv", "tensorboard", "wandb", "wandb.json"
 POSITION_KEYS = ("kind", "step", "epoch")

@@ -33,10 +33,10 @@ from metaaugment.data.batches import BatchStream, evaluation_batches, steps_per_
 from metaaugment.data.episodes import FewShotData, isolated_random
 from metaaugment.data.regression import RegressionTasks
 from metaaugment.data.splits import ClassificationData
-from metaaugment.errors import UserError
+from metaaugment.infra.errors import UserError
 from metaaugment.parallel.comm import SINGLE_PROCESS, Communicator
-from metaaugment.precision import autocast
 from metaaugment.spec import BenchmarkKind, TaskSpec
+from metaaugment.steptools.precision import autocast
 
 EVAL_BATCH_SIZE = 512
 # Fixed seeds of the evaluation tasks: every run, seed and policy is scored on the same tasks.

@@ -8,7 +8,7 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
-from metaaugment.files import pyplot, save_figure, show_image
+from metaaugment.infra.files import pyplot, save_figure, show_image
 
 
 def sampler_heatmap(probabilities: Tensor, ops: Sequence[str], path: Path) -> None:

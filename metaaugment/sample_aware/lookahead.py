@@ -51,7 +51,7 @@ from torch import Tensor, nn
 from torch.func import functional_call, jvp
 
 from metaaugment.parallel.comm import SINGLE_PROCESS, Communicator
-from metaaugment.scratch import RandomState, replayed, scratch_buffers
+from metaaugment.steptools.scratch import RandomState, replayed, scratch_buffers
 
 LossFn = Callable[[Tensor, Tensor], Tensor]  # (outputs, targets) -> (B,) per-sample losses
 

@@ -20,13 +20,11 @@ import torch
 from torch import Tensor
 
 from metaaugment.batch import Batch, Params, Share, per_sample
-from metaaugment.errors import UserError, check_option, representable
-from metaaugment.features import classifier, feature_width, pooled_features
 from metaaugment.imageops.cutout import apply_cutout, draw_cutout
 from metaaugment.imageops.flip import apply_flips, draw_flips
+from metaaugment.infra.errors import UserError, check_option, representable
 from metaaugment.parallel.comm import Communicator
 from metaaugment.policy import BatchPolicy, ForwardOutput, StepContext, StepResult
-from metaaugment.precision import full_precision
 from metaaugment.registry import POLICIES
 from metaaugment.sample_aware.figures import sampler_heatmap, select_extremes, weighted_samples_grid
 from metaaugment.sample_aware.lookahead import (
@@ -38,7 +36,9 @@ from metaaugment.sample_aware.lookahead import (
 from metaaugment.sample_aware.ops import ALL_OPS, MAGNITUDE_FREE, OPS, apply_transformations
 from metaaugment.sample_aware.policy_network import PolicyNetwork, normalize_weights, reject_below_mean
 from metaaugment.sample_aware.transformations import TransformationSampler, embed_transformations
-from metaaugment.scratch import replayed, scratch_buffers
+from metaaugment.steptools.features import classifier, feature_width, pooled_features
+from metaaugment.steptools.precision import full_precision
+from metaaugment.steptools.scratch import replayed, scratch_buffers
 
 
 @dataclass

@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from metaaugment.errors import check_option
+from metaaugment.infra.errors import check_option
 from metaaugment.sample_aware.ops import MAGNITUDE_FREE, MAX_MAGNITUDE, NUM_OPS, OPS
 
 EMBEDDING_DIM = 2 * NUM_OPS

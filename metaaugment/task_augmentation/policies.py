@@ -18,7 +18,7 @@ import torch
 
 from metaaugment.batch import Episode
 from metaaugment.data import task_sampling
-from metaaugment.errors import UserError, check_option, representable
+from metaaugment.infra.errors import UserError, check_option, representable
 from metaaugment.policy import TaskPolicy
 from metaaugment.registry import POLICIES
 from metaaugment.task_augmentation.label_noise import shift_targets

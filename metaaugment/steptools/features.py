@@ -13,9 +13,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from metaaugment.errors import UserError
-from metaaugment.scratch import scratch_buffers
+from metaaugment.infra.errors import UserError
 from metaaugment.spec import TaskSpec
+from metaaugment.steptools.scratch import scratch_buffers
 
 
 def has_features(model: nn.Module) -> bool:

@@ -24,7 +24,7 @@ from typing import IO, Any, BinaryIO, Callable
 
 import torch
 
-from metaaugment.errors import UserError
+from metaaugment.infra.errors import UserError
 
 TEMPORARY_SUFFIX = ".metaaug-tmp"
 

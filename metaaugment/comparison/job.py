@@ -1,7 +1,7 @@
 """One job of `metaaug compare --launcher local|slurm`: one run trained (or resumed, or
 reused) in a process of its own, its progress written as plain lines to the job's log.
 
-A local job is `python -m metaaugment.run.job SPEC [--trust-code] [--threads N]`, started by
+A local job is `python -m metaaugment.comparison.job SPEC [--trust-code] [--threads N]`, started by
 the comparison (`run.launch.LocalJob`), which wrote SPEC, {"config": RunConfig fields, "out":
 the run folder}, just before; under torchrun every rank runs it. A SLURM job calls `run_job`
 (`run.launch.train_job`). Errors are one line in the log and exit code 2, as `metaaug run`'s.
@@ -35,11 +35,11 @@ def run_job(config: dict[str, Any], out: str, *, threads: int | None = None, tru
 def main(argv: list[str] | None = None) -> None:
     """The entry point of a local job: exit code 0 once the run is finished, 2 with one line for
     a user error, 130 when stopped."""
-    from metaaugment.errors import UserError
-    from metaaugment.files import load_json
+    from metaaugment.infra.errors import UserError
+    from metaaugment.infra.files import load_json
     from metaaugment.parallel.process_group import leave
 
-    parser = argparse.ArgumentParser(prog="python -m metaaugment.run.job",
+    parser = argparse.ArgumentParser(prog="python -m metaaugment.comparison.job",
                                      description="Train one run of a comparison (started by metaaug compare).")
     parser.add_argument("spec", type=Path, help="the job's JSON file: {config, out}")
     parser.add_argument("--trust-code", action="store_true", help="as metaaug run --trust-code")

@@ -2,7 +2,7 @@
 
 `inline` trains them one after another here (on `--nproc-per-node` N > 1, each as a run of N
 processes started here, one after another: a local job at a time). `local` starts each unfinished (variant, seed)
-run as a child process of this command (`python -m metaaugment.run.job`, through torchrun
+run as a child process of this command (`python -m metaaugment.comparison.job`, through torchrun
 for `--nproc-per-node` > 1), at most `jobs` at a time, each in its own session with its
 output in a log of its own (`.jobs/VARIANT-seedK.log` in the comparison folder): Ctrl-C
 reaches this command alone, which then stops its jobs (SIGINT, then SIGKILL after a grace
@@ -27,8 +27,6 @@ import dataclasses
 import os
 import re
 import signal
-import subprocess
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,13 +34,14 @@ from typing import Any, Callable, Sequence
 
 from rich.console import Console
 
-from metaaugment.dependencies import require
-from metaaugment.errors import UserError
-from metaaugment.files import load_json, write_json
+from metaaugment.infra.dependencies import require
+from metaaugment.infra.errors import UserError
+from metaaugment.infra.files import load_json, write_json
+from metaaugment.infra.schema import short
+from metaaugment.parallel.launcher import start_job
 from metaaugment.run.config import RunConfig
 from metaaugment.run.folder import RunDirectory, folder_name
 from metaaugment.run.progress import duration
-from metaaugment.schema import short
 
 LAUNCHERS = ("inline", "local", "slurm")
 JOBS_FILE, SUBMITIT_DIR, LOCAL_JOBS_DIR = "jobs.json", ".submitit", ".jobs"
@@ -93,7 +92,7 @@ def train_job(config: dict[str, Any], path: str, threads: int | None = None, tru
     through submitit's result pickle)."""
     import submitit
 
-    from metaaugment.run.job import run_job
+    from metaaugment.comparison.job import run_job
 
     if submitit.JobEnvironment().num_tasks > 1:
         # every rank chooses its GPU from LOCAL_RANK, so all of them stay visible
@@ -117,13 +116,8 @@ class LocalJob:
         self.log = folder / f"{stem}.log"
         spec = folder / f"{stem}.json"
         write_json(spec, {"config": run.config.to_dict(), "out": str(run.path)})
-        command = ["-m", "metaaugment.run.job", str(spec), *(["--trust-code"] if trust_code else []),
-                   *(["--threads", str(threads)] if threads else [])]
-        if nproc_per_node > 1:  # the run's processes, as `metaaug run --nproc-per-node` starts them
-            command = ["-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc_per_node}", *command]
-        with open(self.log, "ab") as log:
-            self.process = subprocess.Popen([sys.executable, *command], stdout=log, stderr=subprocess.STDOUT,
-                                            stdin=subprocess.DEVNULL, start_new_session=True)
+        args = [str(spec), *(["--trust-code"] if trust_code else []), *(["--threads", str(threads)] if threads else [])]
+        self.process = start_job("metaaugment.comparison.job", args, self.log, nproc_per_node)
         self.job_id = str(self.process.pid)
 
     def done(self) -> bool:

@@ -18,7 +18,7 @@ import warnings
 from dataclasses import dataclass
 from types import ModuleType
 
-from metaaugment.errors import UserError
+from metaaugment.infra.errors import UserError
 
 
 @dataclass(frozen=True)

@@ -9,16 +9,17 @@ from typing import Any, Sequence
 
 from rich.console import Console
 
-from metaaugment.errors import UserError
-from metaaugment.files import remove_stale_temporary_files, write_bytes, write_text
+from metaaugment.comparison.launch import LaunchOptions, PlannedRun, launch
+from metaaugment.comparison.sweep_file import Variant
+from metaaugment.infra.errors import UserError
+from metaaugment.infra.files import remove_stale_temporary_files, write_bytes, write_text
+from metaaugment.infra.schema import clip
 from metaaugment.run.config import RunConfig
-from metaaugment.run.config_file import MAX_FILE_BYTES, Variant
+from metaaugment.run.config_file import MAX_FILE_BYTES
 from metaaugment.run.folder import RunDirectory, folder_name
-from metaaugment.run.launch import LaunchOptions, PlannedRun, launch
 from metaaugment.run.loop import check_global_batch, policy_and_learner, run_kind
-from metaaugment.schema import clip
 from metaaugment.spec import BenchmarkKind, benchmark_kind
-from metaaugment.stats import mean_std
+from metaaugment.steptools.stats import mean_std
 
 
 def kind_of(records: Sequence["RunRecord"]) -> BenchmarkKind:

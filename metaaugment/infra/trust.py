@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from typing import Any, Iterable, Mapping
 
-from metaaugment.errors import UserError
+from metaaugment.infra.errors import UserError
 
 TRUST_FLAG = "--trust-code"
 # the settings of a run that name a registry entry, and so may name code
