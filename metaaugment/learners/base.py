@@ -25,8 +25,8 @@ class Learner(ABC):
     name: ClassVar[str] = "learner"  # set by the registry to the CLI name
     rate_option: ClassVar[str] = "lr"  # the option `--lr` sets: the learning rate the user tunes first
     # the benchmark kinds (keys of metaaugment.spec.KINDS) it trains, as a policy declares its own:
-    # a run on any other kind stops with one line before it starts
-    benchmark_kinds: ClassVar[tuple[str, ...]] = ()
+    # a run on any other kind stops with one line before it starts (a mini-batch learner by default)
+    benchmark_kinds: ClassVar[tuple[str, ...]] = ("classification",)
 
     @abstractmethod
     def setup(self, model: nn.Module, spec: TaskSpec, total_steps: int) -> None:
