@@ -170,20 +170,24 @@ def run(
     """Train with one policy on a benchmark.
 
     Writes config.json, metrics.jsonl, checkpoints and results.json in the run folder."""
-    from metaaugment.parallel.process_group import is_main_process, launched_by_torchrun
     from metaaugment.run.config_file import run_settings
-    from metaaugment.run.loop import train
-    from metaaugment.run.naming import run_folder
 
     if resume and overwrite:
         raise UserError("--resume and --overwrite exclude each other")
     if nproc_per_node < 1:
         raise UserError(f"--nproc-per-node must be a positive integer (got {nproc_per_node})")
-    launch = nproc_per_node > 1 and not launched_by_torchrun()
     layered = layer_settings(run_settings(config_file) if config_file is not None else {}, settings,
                              f"config file {config_file}", trust_code)
-    config = build_run_config(layered, settings)
+    config = build_run_config(layered, settings)  # names checked before torch is imported
+    from metaaugment.parallel.process_group import is_main_process, launched_by_torchrun
+    from metaaugment.run.folder import RunDirectory
+    from metaaugment.run.loop import train
+    from metaaugment.run.naming import run_folder
+
+    launch = nproc_per_node > 1 and not launched_by_torchrun()
     out = out or run_folder(config)  # runs/BENCHMARK/POLICY[-what differs from the defaults]/seedK
+    if resume and not RunDirectory(out).holds_anything():  # a misspelt --out would silently start afresh
+        raise UserError(f"--resume: {out} holds no run, nothing to resume; run without --resume to start one there")
     if launch:  # bad options and folders are reported here, before any process starts
         check_launch(config, out, nproc_per_node, resume=resume, overwrite=overwrite)
         raise typer.Exit(launch_processes(nproc_per_node))
@@ -319,10 +323,8 @@ def compare(
     """Compare policies or sweep variants over seeds: table and plot.
 
     Runs (or reuses finished) runs of each variant and seed; prints and saves the table and plot."""
-    from metaaugment.comparison.compare import format_stat, plan_comparison, run_comparison, summarize, write_comparison
     from metaaugment.comparison.sweep_file import Variant, read_sweep
     from metaaugment.registry import POLICIES
-    from metaaugment.run.naming import comparison_folder, policy_variant_name
 
     if (policies is None) == (sweep is None):
         raise UserError("give --policies a,b,... or a --sweep file (one of them)")
@@ -339,14 +341,18 @@ def compare(
             raise UserError(f"--policies must be distinct comma-separated names (got {policies!r}); to compare "
                             f"variants of one policy, use a --sweep file")
         for name in names:
-            POLICIES.get(name)  # fail before any training on a misspelt name
+            POLICIES.check_name(name)  # a misspelt name fails at once, before torch is imported
         variants, file_settings, file_seeds = names, {}, None
-        options = _parse_policy_sets(names, policy_set or [])
     seed_list = _parse_seeds(seeds) if seeds is not None else (
         file_seeds if file_seeds is not None else [0, 1, 2])
     if seeds is None and file_seeds is not None:
         _parse_seeds(",".join(map(str, file_seeds)))  # the same checks as --seeds
     config = build_run_config(layer_settings(file_settings, settings, f"sweep file {sweep}", trust_code), settings)
+    if sweep is None:
+        options = _parse_policy_sets(variants, policy_set or [])
+    from metaaugment.comparison.compare import format_stat, plan_comparison, run_comparison, summarize, write_comparison
+    from metaaugment.run.naming import comparison_folder, policy_variant_name
+
     if sweep is None:  # each row named after its policy and the options that differ from the defaults
         variants = [Variant(policy_variant_name(dataclasses.replace(config, policy=name, policy_options=options[name])),
                             name, options[name]) for name in variants]

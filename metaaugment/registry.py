@@ -308,10 +308,26 @@ class Registry(Generic[T]):
         self._load_builtins()
         entry = self._entries.get(name) or self._load_plugin(name)
         if entry is None:
-            choices = sorted(set(self.names()) | set(self.installed_plugins()))
-            raise UserError(f"unknown {self.kind} '{name}'; choose from: {', '.join(choices)} "
-                            f"(or a plug-in, module.path:Name)")
+            self._refuse_unknown(name, sorted(set(self.names()) | set(self.installed_plugins())))
         return entry
+
+    def check_name(self, name: str) -> None:
+        """A UserError for a name that is no built-in or installed entry, read from the sources
+        without importing them (no torch): a misspelt name is refused at once, with the nearest
+        names. References (module.path:Name) and prefixed names (timm/NAME) are left to `get`."""
+        if ":" in name or "/" in name or name in self._entries:
+            return
+        choices = sorted({row.name for row in self.listing()})
+        if name not in choices:
+            self._refuse_unknown(name, choices)
+
+    def _refuse_unknown(self, name: str, choices: list[str]) -> None:
+        import difflib
+
+        near = difflib.get_close_matches(name, choices, n=3, cutoff=0.5)
+        hint = f"did you mean {' or '.join(near)}? " if near else ""
+        raise UserError(f"unknown {self.kind} '{name}'; {hint}choose from: {', '.join(choices)} "
+                        f"(or a plug-in, module.path:Name)")
 
     def create(self, name: str, *args: Any, **options: Any) -> T:
         """Build `name` with keyword `options`. The factory is checked against the role first;

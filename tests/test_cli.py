@@ -255,3 +255,31 @@ def test_one_run_resolves_its_config_once(tmp_path, monkeypatch, capsys):
                                    "-q", "--out", str(tmp_path / "run")], tmp_path, monkeypatch, capsys)
     assert code == 0, err
     assert len(calls) == 1
+
+
+def test_resume_on_a_folder_with_no_run_is_one_line_and_starts_nothing(tmp_path, monkeypatch, capsys):
+    for out in (tmp_path / "never", tmp_path / "empty"):
+        if out.name == "empty":
+            out.mkdir()
+        code, _, err = run_in_process(["run", "digits", "--device", "cpu", "-q", "--resume", "--out", str(out)],
+                                      tmp_path, monkeypatch, capsys)
+        assert code == 2 and "holds no run, nothing to resume; run without --resume" in err
+        assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+        assert not out.exists() or not any(out.iterdir())
+
+
+@pytest.mark.multiprocess
+@pytest.mark.parametrize("args, near", [
+    (["run", "digit"], "did you mean digits"),
+    (["run", "cifar-10"], "did you mean cifar10 or cifar100"),
+    (["run", "digits", "--policy", "randaug"], "did you mean randaugment"),
+    (["run", "digits", "--learner", "supervise"], "did you mean supervised"),
+    (["run", "digits", "--model", "resnt18"], "did you mean resnet18"),
+    (["compare", "digits", "--policies", "none,trivialaugmnt"], "did you mean trivialaugment"),
+])
+def test_a_misspelt_name_is_refused_with_the_nearest_names_before_torch_is_imported(args, near):
+    code = ("import sys\nfrom metaaugment.cli.main import main\ntry:\n    main(sys.argv[1:])\n"
+            "except SystemExit as done:\n    print(done.code, 'torch' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True)
+    assert result.stdout.split() == ["2", "False"], result.stdout + result.stderr
+    assert near in result.stderr and len(result.stderr.strip().splitlines()) == 1

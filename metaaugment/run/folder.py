@@ -149,11 +149,15 @@ class RunDirectory:
         """Whether metaaugment created this folder (it holds our manifest)."""
         return self.manifest_path.is_file()
 
+    def holds_anything(self) -> bool:
+        """Whether the folder exists and holds more than a lock (a run, or something else)."""
+        return self.path.is_dir() and any(p.name != LOCK for p in self.path.iterdir())
+
     def check(self, config: dict[str, Any], *, resume: bool = False, overwrite: bool = False) -> bool:
         """Validate opening this folder for `config`, writing nothing; True when it holds a
         run to continue or reuse. Raises UserError when the flags do not allow it."""
         self.check_location()
-        if not (self.path.is_dir() and any(p.name != LOCK for p in self.path.iterdir())):
+        if not self.holds_anything():
             return False
         if overwrite:
             if not self.owned():

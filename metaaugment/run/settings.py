@@ -54,11 +54,14 @@ def layer_settings(file_settings: dict[str, Any], command_line: CommandLine, sou
 def build_run_config(settings: dict[str, Any], command_line: CommandLine) -> RunConfig:
     """The resolved RunConfig of `settings` with the command line's --lr and key=value
     options applied over the benchmark's defaults, each option checked by its factory."""
-    from metaaugment.learners import LEARNERS
-    from metaaugment.registry import BENCHMARKS, MODELS, POLICIES, create_benchmark, parse_options
+    from metaaugment.registry import BENCHMARKS, LEARNERS, MODELS, POLICIES, create_benchmark, parse_options
 
     if not settings.get("benchmark"):
         raise UserError("name a benchmark (e.g. metaaug run digits) or give a --config file that names one")
+    for role, registry in (("benchmark", BENCHMARKS), ("policy", POLICIES), ("learner", LEARNERS),
+                           ("model", MODELS)):  # a misspelt name refused before anything is imported
+        if isinstance(settings.get(role), str):
+            registry.check_name(settings[role])
     config = RunConfig.from_dict(settings).resolve()  # validates values, checks the benchmark, fills defaults
     sets = command_line.option_sets
     config.learner_options.update(parse_options(LEARNERS.get(config.learner).factory, sets.get("learner_options", [])))
