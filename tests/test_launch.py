@@ -54,8 +54,9 @@ def test_local_jobs_give_the_same_table_as_training_inline(tmp_path, monkeypatch
 @pytest.mark.slow
 @pytest.mark.multiprocess
 def test_an_interrupted_local_comparison_stops_its_jobs_and_resumes_when_launched_again(tmp_path, monkeypatch):
-    # 100 epochs of 4 steps: long enough to be interrupted after its first checkpoint
-    args = ["compare", "digits", "--policies", "none", "--seeds", "0", "--epochs", "100", "--batch-size", "256",
+    # 300 epochs of 4 steps: long enough to be interrupted after its first checkpoint on any
+    # thread count (100 epochs finished in 19 s with OMP_NUM_THREADS=2, before the Ctrl-C)
+    args = ["compare", "digits", "--policies", "none", "--seeds", "0", "--epochs", "300", "--batch-size", "256",
             "--checkpoint-every", "5", "--device", "cpu", "-q", "--out", "cmp"]
     process = subprocess.Popen([sys.executable, "-m", "metaaugment.cli.main", *args, "--launcher", "local",
                                 "--progress-every", "0.5"], cwd=tmp_path, stdout=subprocess.PIPE,
@@ -81,7 +82,7 @@ def test_an_interrupted_local_comparison_stops_its_jobs_and_resumes_when_launche
     assert in_process(other, tmp_path, monkeypatch) == 2
     assert in_process(args, tmp_path, monkeypatch) == 0  # launched again: the run continues from its checkpoint
     results = json.loads((tmp_path / "cmp" / "none" / "seed0" / "results.json").read_text())
-    assert results["resumed_at_step"] > 0 and results["metrics"]["steps"] == 100 * (1257 // 256)
+    assert results["resumed_at_step"] > 0 and results["metrics"]["steps"] == 300 * (1257 // 256)
 
 
 def test_the_slurm_launcher_writes_the_submission_its_options_ask_for(tmp_path, monkeypatch):
