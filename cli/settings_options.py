@@ -60,11 +60,11 @@ def with_run_settings(command: str, config_class: type = RunConfig) -> Callable[
 
     def decorate(function: Callable) -> Callable:
         own = list(inspect.signature(function, eval_str=True).parameters.values())
-        generated = [_parameter(f, hints[f.name]) for f in fields]
-        generated.append(inspect.Parameter("lr", inspect.Parameter.KEYWORD_ONLY, default=None,
-                                           annotation=Annotated[Optional[float], typer.Option("--lr", help=LR_HELP)]))
-        arguments = [p for p in generated if cli_metadata_of(fields, p.name).get("argument")]
-        options = [p for p in generated if p not in arguments]
+        arguments = [_parameter(f, hints[f.name]) for f in fields if cli_metadata(f)["argument"]]
+        options = [_parameter(f, hints[f.name]) for f in fields if not cli_metadata(f)["argument"]]
+        options.append(inspect.Parameter("lr", inspect.Parameter.KEYWORD_ONLY, default=None,
+                                         annotation=Annotated[Optional[float], typer.Option("--lr", help=LR_HELP)]))
+        generated = arguments + options
         context = [p for p in own if p.name == "ctx"]
         rest = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in own if p.name not in ("ctx", "settings")]
         parameters = context + arguments + rest + options
@@ -90,7 +90,3 @@ def with_run_settings(command: str, config_class: type = RunConfig) -> Callable[
 
     return decorate
 
-
-def cli_metadata_of(fields: list[dataclasses.Field], name: str) -> dict[str, Any]:
-    """The command-line metadata of the field `name` among `fields` ({} for --lr)."""
-    return next((cli_metadata(f) for f in fields if f.name == name), {})

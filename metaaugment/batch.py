@@ -60,16 +60,15 @@ class Params:
     def rows(self, share: Share | None) -> "Params":
         """The entries of the rows `share` holds (every rank draws the same global params and
         keeps its own rows here, once); the params themselves for a whole batch (None)."""
-        if share is None:
-            return self
-        return dataclasses.replace(self, **{f.name: share.take(getattr(self, f.name))
-                                            for f in dataclasses.fields(self)
-                                            if f.metadata.get("per_sample") and getattr(self, f.name) is not None})
+        return self if share is None else self._per_sample(share.take)
 
     def subset(self, index: slice) -> "Params":
         """The entries of rows `index` of the batch these params are of (`Batch.rows`)."""
-        return dataclasses.replace(self, **{f.name: getattr(self, f.name)[index]
-                                            for f in dataclasses.fields(self)
+        return self._per_sample(lambda values: values[index])
+
+    def _per_sample(self, keep: Any) -> "Params":
+        """A copy with `keep` applied to every per-sample field that was drawn."""
+        return dataclasses.replace(self, **{f.name: keep(getattr(self, f.name)) for f in dataclasses.fields(self)
                                             if f.metadata.get("per_sample") and getattr(self, f.name) is not None})
 
 

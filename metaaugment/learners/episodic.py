@@ -17,10 +17,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from metaaugment.batch import Episode, Tasks
-from metaaugment.infra.dependencies import learn2learn
 from metaaugment.infra.errors import UserError, check_option, representable
 from metaaugment.learners.base import Learner
-from metaaugment.learners.inner_loops import INNER_LOOPS, Learn2LearnInnerLoop
+from metaaugment.learners.inner_loops import INNER_LOOPS
 from metaaugment.parallel.comm import SINGLE_PROCESS, Communicator
 from metaaugment.policy import StepContext, TaskPolicy
 from metaaugment.registry import LEARNERS
@@ -222,8 +221,6 @@ class _GradientMetaLearner(EpisodicLearner):
                      "two numbers in [0, 1), e.g. 0.9,0.999")
         check_option(representable(inner_weight_decay) and inner_weight_decay >= 0, "inner_weight_decay",
                      inner_weight_decay, "a non-negative number")
-        if isinstance(loop, Learn2LearnInnerLoop):
-            learn2learn()  # not installed: one line naming the extra, before anything starts
         self.loop = loop
         self.inner_lr, self.inner_steps, self.first_order = inner_lr, inner_steps, first_order
         self.eval_inner_steps = eval_inner_steps or inner_steps

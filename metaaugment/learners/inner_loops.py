@@ -107,6 +107,9 @@ class Learn2LearnInnerLoop(InnerLoop):
 
     name = "learn2learn"
 
+    def __init__(self) -> None:
+        learn2learn()  # not installed: one line naming the extra, before anything starts
+
     def wrap(self, model: nn.Module, inner_lr: float, learned_rates: bool, first_order: bool) -> nn.Module:
         algorithms = learn2learn().algorithms
         return (algorithms.MetaSGD if learned_rates else algorithms.MAML)(model, lr=inner_lr, first_order=first_order)
