@@ -16,6 +16,7 @@ from typing_extensions import Annotated
 
 from metaaugment.cli.settings_options import given_on_command_line, with_run_settings
 from metaaugment.infra.errors import UserError
+from metaaugment.infra.interrupt import INTERRUPTED, finishing, stop_within
 from metaaugment.infra.trust import refuse_code_references
 from metaaugment.run.config import COMPARE, RUN
 from metaaugment.run.settings import CommandLine, build_run_config, layer_settings
@@ -30,7 +31,6 @@ app = typer.Typer(
     rich_markup_mode=None,  # help text is plain: `pip install 'metaaugment[tensorboard]'` keeps its brackets
 )
 out_console = Console()
-INTERRUPTED = 130
 err_console = Console(stderr=True)
 
 def _print_version(asked: bool) -> None:
@@ -57,8 +57,8 @@ DeviceOpt = Annotated[str, typer.Option(help="auto (CUDA when present, else CPU)
 
 def _results_table(title: str, rows: list[tuple[str, str]]) -> Table:
     table = Table(title=title, show_header=False)
-    table.add_column(style="bold")
-    table.add_column()
+    table.add_column(style="bold", overflow="fold")  # narrow terminals: folded, never cut
+    table.add_column(overflow="fold")
     for key, value in rows:
         table.add_row(key, value)
     return table
@@ -191,6 +191,8 @@ def run(
     if launch:  # bad options and folders are reported here, before any process starts
         check_launch(config, out, nproc_per_node, resume=resume, overwrite=overwrite)
         raise typer.Exit(launch_processes(nproc_per_node))
+    if AS_PROGRAM:  # not when a test or a notebook calls main(): the watchdog may end the process
+        stop_within(_print_interrupted)  # Ctrl-C ends a run in ~2 s, even inside a long C call
     results = train(config, out, resume=resume, overwrite=overwrite, console=err_console, show_progress=not quiet,
                     trust_code=trust_code)
     if not is_main_process():  # under torchrun rank 0 reports
@@ -350,7 +352,7 @@ def compare(
     config = build_run_config(layer_settings(file_settings, settings, f"sweep file {sweep}", trust_code), settings)
     if sweep is None:
         options = _parse_policy_sets(variants, policy_set or [])
-    from metaaugment.comparison.compare import format_stat, plan_comparison, run_comparison, summarize, write_comparison
+    from metaaugment.comparison.compare import plan_comparison, run_comparison, write_comparison
     from metaaugment.run.naming import comparison_folder, policy_variant_name
 
     if sweep is None:  # each row named after its policy and the options that differ from the defaults
@@ -373,17 +375,26 @@ def compare(
     if len(records) < len(variants) * len(seed_list):  # submitted without waiting
         return
     paths = write_comparison(out, config.benchmark, records)
-    table = Table(title=f"{config.benchmark}: " + (f"mean ± std over seeds {', '.join(map(str, seed_list))}"
-                                                   if len(seed_list) > 1 else f"seed {seed_list[0]}"))
-    table.add_column("variant" if sweep is not None else "policy", style="bold")
+    first_column = "variant" if sweep is not None else "policy"
+    out_console.print(comparison_table(config.benchmark, seed_list, records, first_column))
+    out_console.print("wrote " + ", ".join(str(p) for p in paths.values()))
+
+
+def comparison_table(benchmark: str, seeds: list[int], records: list[Any], first_column: str) -> Table:
+    """The comparison's table as printed: a row per variant, a column per metric; every cell
+    folds onto more lines in a narrow terminal, never cut with an ellipsis."""
+    from metaaugment.comparison.compare import format_stat, summarize
+
+    table = Table(title=f"{benchmark}: " + (f"mean ± std over seeds {', '.join(map(str, seeds))}"
+                                            if len(seeds) > 1 else f"seed {seeds[0]}"))
+    table.add_column(first_column, style="bold", overflow="fold")
     summaries = summarize(records)
     for _, title, percent in summaries[0].metrics:
-        table.add_column(title + (" (%)" if percent else ""), justify="right")
+        table.add_column(title + (" (%)" if percent else ""), justify="right", overflow="fold")
     for summary in summaries:
-        table.add_row(summary.policy, *(format_stat(*summary.stat(m), p, len(summary.seeds))
-                                        for m, _, p in summary.metrics))
-    out_console.print(table)
-    out_console.print("wrote " + ", ".join(str(p) for p in paths.values()))
+        table.add_row(escape(summary.policy), *(format_stat(*summary.stat(m), p, len(summary.seeds))
+                                                for m, _, p in summary.metrics))
+    return table
 
 
 @app.command("eval")
@@ -464,13 +475,14 @@ def _print_status(runs: Any, out: Path) -> None:
 
     table = Table(title=f"{out}: runs and jobs")
     for column in ("run", "folder", "job", "last progress line"):
-        table.add_column(column)
+        table.add_column(column, overflow="fold")
     for row in status_rows(runs, out):
         table.add_row(*(escape(cell) for cell in row))
     out_console.print(table)
 
 
 ARGV: list[str] = []  # the arguments `main` was called with (--nproc-per-node relaunches them)
+AS_PROGRAM = False  # main() was called as the program (the console script, python -m), not from Python
 
 
 def main(argv: Optional[List[str]] = None) -> None:
@@ -482,6 +494,8 @@ def main(argv: Optional[List[str]] = None) -> None:
 
     keep_freed_host_memory()  # training processes reuse freed host memory (no page fault per step)
     ARGV[:] = list(sys.argv[1:] if argv is None else argv)
+    global AS_PROGRAM
+    AS_PROGRAM = argv is None
     try:
         code = app(args=argv, prog_name="metaaug", standalone_mode=False)
         leave_process_group()
@@ -497,10 +511,19 @@ def main(argv: Optional[List[str]] = None) -> None:
         sys.exit(2)
     except KeyboardInterrupt:
         code = INTERRUPTED
-    if code == INTERRUPTED:  # Typer turns Ctrl-C into a silent exit code 130
+    if code == INTERRUPTED and finishing():  # Typer turns Ctrl-C into a silent exit code 130
+        _print_interrupted()
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+def _print_interrupted() -> None:
+    from metaaugment.parallel.process_group import is_main_process
+
+    if is_main_process():
+        if err_console.is_terminal:
+            err_console.show_cursor(True)  # a progress bar cut by the watchdog hid it
         err_console.print("interrupted: rerun the same command (`run`: with --resume) to continue from the last "
                           "checkpoint; a run stopped before its first checkpoint starts over", soft_wrap=True)
-    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

@@ -165,11 +165,14 @@ class AugmentationPolicy(nn.Module):
     to; a run on any other kind stops with one clear line before it starts.
     transferable: whether `load_transferred` can reuse what a finished run of this policy
     learned, frozen, to train another network (`--policy-from`; MetaAugment's Table 4).
+    relative_cost: a training step's time against no augmentation's (measured on fonts);
+    `compare` weighs its ETA by it until a run of the policy has finished.
     """
 
     name: ClassVar[str] = "policy"  # set by the registry to the CLI name
     benchmark_kinds: ClassVar[tuple[str, ...]] = ()
     transferable: ClassVar[bool] = False
+    relative_cost: ClassVar[float] = 1.0
 
     def __init__(self) -> None:
         super().__init__()

@@ -47,7 +47,21 @@ def class_folders(root: Path) -> dict[str, list[Path]]:
         empty = [f.name for f in folders if not image_paths(f)]
         if empty:
             raise UserError(f"class folder(s) without images in {root / split}: {', '.join(empty[:5])}")
+    refuse_shared_classes(root, {split: [f.name for f in folders] for split, folders in found.items()})
     return found
+
+
+def refuse_shared_classes(root: Path, names: dict[str, list[str]]) -> None:
+    """UserError when two splits share a class name: few-shot evaluation needs classes never
+    seen in meta-training, and the same classes in train/ and test/ is a supervised folder."""
+    for first, second in (("train", "val"), ("train", "test"), ("val", "test")):
+        shared = sorted(set(names[first]) & set(names[second]))
+        if shared:
+            more = f" and {len(shared) - 5} more" if len(shared) > 5 else ""
+            raise UserError(f"{root}: {first}/ and {second}/ share {len(shared)} class(es) "
+                            f"({', '.join(shared[:5])}{more}); the few-shot benchmark image-folder needs disjoint "
+                            f"classes per split. For the same classes in every split (a supervised folder) use "
+                            f"image-classification-folder")
 
 
 def _colour_mode(folders: list[Path]) -> str:

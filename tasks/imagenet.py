@@ -20,8 +20,10 @@ sub-folders of train/, sorted by name; val/ and test/ must use the same names. N
 loaded into memory: worker processes (`--workers`) decode and crop each batch
 (`metaaugment.data.streaming`), to --image-size (224 by default). How they crop and flip is
 the benchmarks' `--benchmark-set` options (`streaming.Preprocessing`): ImageNet's random resized crop
-(8-100% of the area, aspect 3/4-4/3) and flip by default; `crop=none` (a plain resize),
-`flip=false`, `crop_scale=0.5,1` for data a crop or a mirror image changes.
+(8-100% of the area, aspect 3/4-4/3) and flip by default; `crop=pad` (CIFAR's: the whole
+image resized, 4 zero pixels a side, a random crop back; `padding=N`) for small photos;
+`crop=none` (a plain resize), `flip=false`, `crop_scale=0.5,1` for data a crop or a mirror
+image changes. Evaluation takes an image that already has --image-size as it is.
 """
 from __future__ import annotations
 
@@ -61,7 +63,9 @@ def class_files(split_folder: Path, classes: list[str] | None = None) -> tuple[l
     if classes is not None:
         unknown = sorted(set(p.name for p in split_folder.iterdir() if p.is_dir()) - set(classes))
         if unknown:
-            raise UserError(f"{split_folder} has class folders that train/ does not: {', '.join(unknown[:5])}")
+            raise UserError(f"{split_folder} has class folders that train/ does not: {', '.join(unknown[:5])}; "
+                            f"a supervised folder has the same classes in every split (for new classes at test time, "
+                            f"a few-shot folder, use the benchmark image-folder)")
     return names, files
 
 

@@ -77,7 +77,7 @@ def write_image_folder_fixture(root: Path, per_split=(4, 3, 3), per_class=5) -> 
     rng = np.random.default_rng(0)
     for split, classes in zip(("train", "val", "test"), per_split):
         for c in range(classes):
-            folder = root / split / f"class_{c}"
+            folder = root / split / f"{split}_class_{c}"  # few-shot: each split its own classes
             folder.mkdir(parents=True)
             for i in range(per_class):
                 h, w = rng.integers(40, 120, size=2)  # any size

@@ -49,6 +49,14 @@ def test_compare_writes_table_csv_markdown_and_png(tmp_path, capsys):
     assert code == 0 and stderr.count("reusing") == 4
     assert (out / "none" / "seed0" / "results.json").stat().st_mtime_ns == stamp
     assert not killed_write.exists()
+    # finished runs are reused before any launcher starts a job: no job, no "starting"
+    code, _, stderr = compare([*command, "--launcher", "local"], capsys)
+    assert code == 0 and stderr.count("reusing") == 4 and "starting" not in stderr and not (out / ".jobs").exists()
+    # runs trained on one process are not what a two-process comparison would train
+    code, _, stderr = compare([*command, "--nproc-per-node", "2"], capsys)
+    assert code == 2 and len(stderr.strip().splitlines()) == 1
+    assert "holds a finished run trained on 1 process(es); this comparison asks for 2" in stderr
+    assert (out / "none" / "seed0" / "results.json").stat().st_mtime_ns == stamp
 
 
 def test_comparison_markdown_gives_each_column_its_own_unit():
@@ -81,3 +89,25 @@ def test_the_comparison_plots_y_range_shows_differences_at_their_size():
     assert low == 0.0 and high > 0.2386
     low, high = honest_range([10.0, 10.2], percent=False)
     assert high - low >= 0.2 * 10.2 and low < 10.0 < 10.2 < high
+
+
+def test_long_variant_names_wrap_under_their_own_point_without_overlap():
+    from metaaugment.comparison.compare import RunRecord, comparison_figure, summarize, wrap_label
+
+    assert wrap_label("metaaugment-engine=last-layer,policy_lr=0.001") == \
+        "metaaugment-\nengine=last-\nlayer,policy_lr=\n0.001"
+    assert all(len(line) <= 16 for line in wrap_label("x" * 40 + ",short").splitlines())
+    names = ["none", "randaugment", "metaaugment-engine=last-layer,policy_lr=0.001",
+             "rl-mixup-patches=16,reward_every=50", "trivialaugment,backend=torchvision"]
+    records = [RunRecord(name, seed, Path("nowhere"), {"kind": "classification", "wall_time_s": 1.0, "metrics": {
+        "test_accuracy": 0.9 + 0.01 * seed, "best_val_accuracy": 0.9, "test_loss": 0.3}})
+        for name in names for seed in (0, 1)]
+    fig = comparison_figure("fonts", summarize(records), records)
+    renderer = fig.canvas.get_renderer()
+    left, right = fig.axes
+    boxes = [label.get_window_extent(renderer) for label in left.get_xticklabels()]
+    assert len(boxes) == len(names)
+    for first, second in zip(boxes, boxes[1:]):
+        assert first.x1 < second.x0  # side by side, none over its neighbour
+    assert max(box.x1 for box in boxes) < right.get_window_extent(renderer).x0  # none under the next panel
+    assert min(box.x0 for box in boxes) >= 0 and min(box.y0 for box in boxes) >= 0  # inside the figure

@@ -163,14 +163,14 @@ def mini_imagenet(change):
 
 def corrupt_first_image(tmp, templates):
     write_image_folder_fixture(tmp / "data")
-    (tmp / "data" / "train" / "class_0" / "0.jpg").write_bytes(b"not a jpeg")
+    (tmp / "data" / "train" / "train_class_0" / "0.jpg").write_bytes(b"not a jpeg")
     return ["run", "image-folder", "--data-root", str(tmp / "data"), "--image-size", "16", "--epochs", "1",
             "--device", "cpu"]
 
 
 def corrupt_later_image(tmp, templates):
     write_image_folder_fixture(tmp / "data")
-    (tmp / "data" / "val" / "class_1" / "3.jpg").write_bytes(b"\xff\xd8\xff truncated")
+    (tmp / "data" / "val" / "val_class_1" / "3.jpg").write_bytes(b"\xff\xd8\xff truncated")
     return ["run", "image-folder", "--data-root", str(tmp / "data"), "--image-size", "16", "--epochs", "1",
             "--device", "cpu"]
 
@@ -387,7 +387,7 @@ def image_folder_with(split: str, content: bytes):
     """The few-shot image-folder fixture with one image of `split` replaced by `content`."""
     def setup(tmp, templates):
         write_image_folder_fixture(tmp / "data")
-        (tmp / "data" / split / "class_1" / "2.jpg").write_bytes(content)
+        (tmp / "data" / split / f"{split}_class_1" / "2.jpg").write_bytes(content)
         return ["run", "image-folder", "--data-root", str(tmp / "data"), "--image-size", "16", "--epochs", "1",
                 "--device", "cpu"]
     return setup

@@ -59,8 +59,18 @@ def test_image_folder_resizes_any_jpeg_to_the_requested_size(tmp_path):
 
     data = load_image_folder(tmp_path, image_size=32)
     assert data.train.images.shape == (20, 3, 32, 32)
-    assert len(data.val.classes) == 3 and data.test.class_names == ["class_0", "class_1", "class_2"]
+    assert len(data.val.classes) == 3 and data.test.class_names == ["test_class_0", "test_class_1", "test_class_2"]
     assert data.spec.input_shape == (3, 32, 32)
+
+
+def test_a_supervised_folder_given_to_the_few_shot_benchmark_names_the_shared_classes(tmp_path):
+    from metaaugment.tasks.image_folder import load_image_folder
+
+    write_image_folder_fixture(tmp_path)
+    (tmp_path / "test" / "test_class_2").rename(tmp_path / "test" / "train_class_3")
+    with pytest.raises(UserError, match=r"train/ and test/ share 1 class\(es\) \(train_class_3\).*"
+                                        r"use image-classification-folder"):
+        load_image_folder(tmp_path, image_size=16)
 
 
 def test_image_folder_missing_split_is_named(tmp_path):

@@ -115,7 +115,7 @@ def test_image_classification_folder_uses_val_when_present_else_holds_out_10_per
     data = bench.load(tmp_path, image_size=24)
     assert len(data.val) == 4 and len(data.train) == 40 and all("/val/" in f for f in data.val.files)
     write_images(tmp_path / "test" / "bird", 1, 2, seed=6)
-    with pytest.raises(UserError, match="class folders that train/ does not: bird"):
+    with pytest.raises(UserError, match="class folders that train/ does not: bird;.*use the benchmark image-folder"):
         bench.load(tmp_path, image_size=24)
 
 
@@ -207,3 +207,34 @@ def test_flip_off_and_a_plain_resize_train_on_the_images_as_they_are(tmp_path):
     default = RunConfig(benchmark="image-classification-folder", policy="recorder", data_root=str(tmp_path),
                         image_size=8).resolve()
     assert default.benchmark_options == {}  # imagenet's crop and flip stay the default
+
+
+def test_pad_crop_shifts_the_whole_image_over_zeros_and_evaluation_keeps_an_image_of_the_size(tmp_path):
+    """crop=pad is CIFAR's: the photo resized whole, 4 zero pixels a side, a random 16 of 24 at
+    an offset drawn from the seed; an evaluation image already 16 x 16 is used as it is, under
+    pad and under the default centre crop alike."""
+    from PIL import Image
+
+    from metaaugment.data.streaming import Preprocessing
+
+    photo = np.random.default_rng(0).integers(1, 256, (16, 16, 3)).astype(np.uint8)  # no zero pixel
+    Image.fromarray(photo).save(tmp_path / "photo.png")
+    path, image = str(tmp_path / "photo.png"), torch.from_numpy(photo).permute(2, 0, 1)
+    pad = Preprocessing(crop="pad", flip=False)
+    offsets = set()
+    for seed in range(40):
+        crop = train_crop(path, 16, seed, pad)
+        top, left = pad.pad_offset(seed)
+        offsets.add((top, left))
+        rows, cols = slice(max(0, 4 - top), 16 - max(0, top - 4)), slice(max(0, 4 - left), 16 - max(0, left - 4))
+        source = image[:, max(0, top - 4):16 + min(0, top - 4), max(0, left - 4):16 + min(0, left - 4)]
+        assert torch.equal(crop[:, rows, cols], source)
+        assert int((crop == 0).all(0).sum()) == 256 - source[0].numel()  # the rest is the zero padding
+    assert {t for t, _ in offsets} == set(range(9)) and len(offsets) > 20  # 9 x 9 offsets, uniform
+    for preprocessing in (pad, Preprocessing()):
+        assert torch.equal(eval_crop(path, 16, preprocessing), image)
+    Image.fromarray(photo).resize((20, 20)).save(tmp_path / "larger.png")  # another size: the centre crop
+    larger = str(tmp_path / "larger.png")
+    assert not torch.equal(eval_crop(larger, 16), eval_crop(larger, 16, pad))
+    with pytest.raises(ValueError, match="crop must be random-resized, none or pad"):
+        Preprocessing(crop="cifar")

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -103,10 +104,23 @@ def run_comparison(base: RunConfig, variants: Sequence[str | Variant], seeds: Se
             with folder.locked():
                 folder.prepare(run.config.to_dict(), overwrite=True)
         elif folder.check(run.config.to_dict(), resume=True) and folder.finished:
-            folder.read_results()  # a finished run's results are read back: damaged ones stop us here
+            # a finished run's results are read back: damaged ones stop us here
+            refuse_other_process_count(run.path, folder.read_results(), options.nproc_per_node)
     results = launch(runs, out, options, console, show_progress, trust_code)
     return [RunRecord(run.name, run.seed, run.path, results[run.key]) for run in runs
             if results.get(run.key) is not None]
+
+
+def refuse_other_process_count(path: Path, results: dict[str, Any], processes: int) -> None:
+    """UserError when a finished run was trained on another number of processes than the
+    comparison asks for: its results are not what this comparison would train (float sums
+    in another order), so it is not silently reused."""
+    environment = results.get("environment")
+    trained_on = environment.get("processes", 1) if isinstance(environment, dict) else 1
+    if trained_on != processes:
+        raise UserError(f"{path} holds a finished run trained on {trained_on} process(es); this comparison asks for "
+                        f"{processes} (--nproc-per-node): pass --overwrite to train it again, or compare into "
+                        f"another --out")
 
 
 def tabled_variants(out: Path) -> list[str] | None:
@@ -215,10 +229,50 @@ def format_value(value: float | None, percent: bool) -> str:
     return f"{100 * value:.2f}" if percent else f"{value:.4f}"
 
 
+LABEL_COLUMNS = 16  # a variant's name wraps at this width under its point and in the legend
+
+
+def wrap_label(name: str, columns: int = LABEL_COLUMNS) -> str:
+    """A variant name on lines of at most `columns` characters where it can break (after a
+    comma, around '=', '-' or '_'; a longer word is split), so that long sweep names stay
+    under their own point."""
+    words = re.split(r"(?<=[,=_\-])|\s+", name)
+    lines, line = [], ""
+    for word in (w for w in words if w):
+        while len(word) > columns:  # an unbreakable run of characters
+            if line:
+                lines.append(line)
+                line = ""
+            lines.append(word[:columns])
+            word = word[columns:]
+        joined = f"{line} {word}" if line and not line.endswith((",", "=", "_", "-")) else line + word
+        if len(joined) > columns and line:
+            lines.append(line)
+            line = word
+        else:
+            line = joined
+    if line:
+        lines.append(line)
+    return "\n".join(lines)
+
+
 def plot_comparison(path: Path, benchmark: str, summaries: Sequence[PolicySummary],
                     records: Sequence[RunRecord]) -> None:
     """PNG: the headline test metric per policy (mean ± std, seeds as dots) and mean
-    validation curves."""
+    validation curves (`comparison_figure`)."""
+    import matplotlib.pyplot as plt
+
+    fig = comparison_figure(benchmark, summaries, records)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=120)
+    plt.close(fig)
+    write_bytes(Path(path), buffer.getvalue())
+
+
+def comparison_figure(benchmark: str, summaries: Sequence[PolicySummary], records: Sequence[RunRecord]) -> Any:
+    """The comparison's matplotlib figure: the headline test metric per variant (left; names
+    wrapped by `wrap_label`, the panel widened with the number of variants) and the mean
+    validation curves (right; the legend below the panel when it has many entries)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -230,7 +284,12 @@ def plot_comparison(path: Path, benchmark: str, summaries: Sequence[PolicySummar
     scale = 100.0 if percent else 1.0
     unit = " (%)" if percent else ""
     curve_key = kind.validation_curve
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
+    labels = [wrap_label(s.policy) for s in summaries]
+    label_lines = max(label.count("\n") + 1 for label in labels)
+    # each variant gets 1.1 inches of the left panel (room for LABEL_COLUMNS characters at 10 pt)
+    left_width = max(5.5, 1.1 * len(summaries) + 1.0)
+    fig, (left, right) = plt.subplots(1, 2, figsize=(left_width + 5.5, 4.2 + 0.18 * label_lines),
+                                      gridspec_kw={"width_ratios": [left_width, 5.5]})
     # Points with error bars, not bars: a bar's length reads as the value, so a bar chart
     # must start at 0, where the differences between policies vanish; points may start at a
     # floor near the values without overstating them.
@@ -240,7 +299,8 @@ def plot_comparison(path: Path, benchmark: str, summaries: Sequence[PolicySummar
                       color=f"C{i}", markersize=8)
         left.scatter([i] * len(s.seeds), [scale * v for v in s.values[metric]], color="black", s=12, zorder=3)
     # each point's n (its seeds) under its name: a mean of one seed is not a mean of five
-    left.set_xticks(range(len(summaries)), [f"{s.policy}\n(n={len(s.seeds)})" for s in summaries], rotation=20)
+    left.set_xticks(range(len(summaries)), [f"{label}\n(n={len(s.seeds)})" for label, s in zip(labels, summaries)],
+                    fontsize=9)
     left.set_xlim(-0.6, len(summaries) - 0.4)
     better = "higher" if kind.higher_is_better else "lower"
     left.set_ylabel(f"{title}{unit}, {better} is better")
@@ -268,7 +328,7 @@ def plot_comparison(path: Path, benchmark: str, summaries: Sequence[PolicySummar
             common = sorted(set.intersection(*(set(c) for c in curves))) if curves else []
             if common:
                 right.plot(common, [sum(c[e] for c in curves) / len(curves) for e in common], style, marker=".",
-                           label=s.policy + suffix, color=f"C{i}")
+                           label=wrap_label(s.policy + suffix, 2 * LABEL_COLUMNS), color=f"C{i}")
                 plotted.update(common)
     right.set_xlabel("epoch")
     if 0 < len(plotted) <= 12:  # whole epochs only: every epoch a tick, or integer ticks
@@ -278,12 +338,10 @@ def plot_comparison(path: Path, benchmark: str, summaries: Sequence[PolicySummar
     right.set_ylabel(curve_key.replace("_", " ") + unit)
     title = curve_key.replace("_", " ") + (" (solid), train pre-update (dashed)" if kind.pre_update_curve else "")
     right.set_title(f"{title}, mean over seeds", fontsize=10)
-    right.legend()
+    if plotted:
+        right.legend(fontsize=8)
     fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=120)
-    plt.close(fig)
-    write_bytes(Path(path), buffer.getvalue())
+    return fig
 
 
 MIN_PERCENT_SPAN = 10.0  # percentage points: a y axis never zooms in further on accuracies

@@ -37,6 +37,7 @@ def main(argv: list[str] | None = None) -> None:
     a user error, 130 when stopped."""
     from metaaugment.infra.errors import UserError
     from metaaugment.infra.files import load_json
+    from metaaugment.infra.interrupt import finishing, stop_within
     from metaaugment.parallel.process_group import leave
 
     parser = argparse.ArgumentParser(prog="python -m metaaugment.comparison.job",
@@ -45,6 +46,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--trust-code", action="store_true", help="as metaaug run --trust-code")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads of this job")
     args = parser.parse_args(argv)
+    if argv is None:  # the job's own process: Ctrl-C (compare's SIGINT) ends it in ~2 s
+        stop_within(_print_stopped)
     try:
         spec = load_json(args.spec, "job file")
         if not isinstance(spec, dict) or not isinstance(spec.get("config"), dict) or not isinstance(
@@ -56,9 +59,14 @@ def main(argv: list[str] | None = None) -> None:
         print(f"error: {error}", file=sys.stderr, flush=True)
         sys.exit(2)
     except KeyboardInterrupt:
-        print("stopped: the comparison's next launch resumes this run from its last checkpoint", file=sys.stderr,
-              flush=True)
+        if finishing():
+            _print_stopped()
         sys.exit(130)
+
+
+def _print_stopped() -> None:
+    print("stopped: the comparison's next launch resumes this run from its last checkpoint", file=sys.stderr,
+          flush=True)
 
 
 if __name__ == "__main__":

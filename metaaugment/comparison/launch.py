@@ -208,21 +208,21 @@ def launch(runs: Sequence[PlannedRun], out: Path, options: LaunchOptions, consol
 
     results: dict[str, dict[str, Any] | None] = {}
     pending = []
-    for run in runs:
-        if RunDirectory(run.path).finished and options.launcher != "inline":
+    for run in runs:  # a finished run is reused here, whatever the launcher: no job starts for it
+        if RunDirectory(run.path).finished:
             results[run.key] = RunDirectory(run.path).read_results()
+            console.print(f"reusing {run.name} seed {run.seed} (finished) -> {run.path}", highlight=False)
         else:
             pending.append(run)
     if options.launcher == "inline" and options.nproc_per_node == 1:
-        overall = OverallProgress(len(pending))
+        overall = OverallProgress(planned_costs(pending))
         for index, run in enumerate(pending, start=1):
-            state = "reusing" if RunDirectory(run.path).finished else "running"
-            console.print(f"[{index}/{len(pending)}] {state} {run.name} seed {run.seed} -> {run.path}"
+            console.print(f"[{index}/{len(pending)}] running {run.name} seed {run.seed} -> {run.path}"
                           f"{overall.summary()}", highlight=False)
             started = time.monotonic()
             results[run.key] = train(run.config, run.path, resume=True, console=console, show_progress=show_progress,
                                      trust_code=trust_code)
-            overall.finished(time.monotonic() - started, trained=state == "running")
+            overall.finished(run.key, time.monotonic() - started)
         return results
     recorded = read_jobs(out)
     if not pending:
@@ -250,7 +250,13 @@ def launch(runs: Sequence[PlannedRun], out: Path, options: LaunchOptions, consol
         console.print("submitted; run the same command again (or `compare --status`) when the jobs are done")
         return {**results, **{key: None for key in jobs}}
     folders = {run.key: RunDirectory(run.path) for run in pending}
-    return {**results, **_wait(jobs, folders, console, options.poll_interval(), options.progress_seconds)}
+    overall = OverallProgress(planned_costs(pending), parallel=getattr(jobs, "limit", len(jobs)))
+    return {**results, **_wait(jobs, folders, console, overall, options.poll_interval(), options.progress_seconds)}
+
+
+def planned_costs(runs: Sequence[PlannedRun]) -> dict[str, tuple[str, float]]:
+    """Run key -> (variant name, expected cost) for `OverallProgress`."""
+    return {run.key: (run.name, expected_cost(run.config)) for run in runs}
 
 
 def _record(out: Path, recorded: dict[str, dict[str, str]], key: str, job: Any, launcher: str) -> None:
@@ -305,28 +311,57 @@ class LocalJobs(dict):
 
 
 class OverallProgress:
-    """A comparison's progress over its runs: runs done of the total, elapsed, and an ETA from
-    the mean time of the runs it trained (reused runs take no time)."""
+    """A comparison's progress over the runs it trains: runs done of the total, elapsed, and an
+    ETA that weighs each remaining run by its cost. A run's cost is measured once a run of the
+    same variant has finished (its seconds per epoch), else expected: the seconds per unit of
+    expected cost (`expected_cost`: epochs x the policy's relative cost) of the runs done so
+    far. `parallel` runs train at a time."""
 
-    def __init__(self, total: int):
-        self.total, self.done, self.started = total, 0, time.monotonic()
-        self.trained_seconds: list[float] = []
+    def __init__(self, runs: dict[str, tuple[str, float]], parallel: int = 1):
+        self.remaining = dict(runs)  # run key -> (variant name, expected cost)
+        self.total, self.done, self.parallel, self.started = len(runs), 0, max(1, parallel), time.monotonic()
+        self.seconds_per_cost: dict[str, list[float]] = {}  # variant -> its finished runs' seconds per cost
 
-    def finished(self, seconds: float, trained: bool = True) -> None:
-        """Count one more run done, which took `seconds` (trained, or reused when not `trained`)."""
+    def finished(self, key: str, seconds: float) -> None:
+        """Count run `key` done, which trained for `seconds`."""
+        variant, cost = self.remaining.pop(key)
         self.done += 1
-        if trained:
-            self.trained_seconds.append(seconds)
+        self.seconds_per_cost.setdefault(variant, []).append(seconds / max(cost, 1e-9))
+
+    def eta_s(self) -> float | None:
+        """Seconds until the remaining runs are done; None before any run finished."""
+        if not self.seconds_per_cost:
+            return None
+        measured = [rate for rates in self.seconds_per_cost.values() for rate in rates]
+        overall = sum(measured) / len(measured)
+        total = 0.0
+        for variant, cost in self.remaining.values():
+            rates = self.seconds_per_cost.get(variant)
+            total += cost * (sum(rates) / len(rates) if rates else overall)
+        return total / self.parallel
 
     def summary(self) -> str:
         """' · comparison 3/9 runs done, 0:04:10 elapsed, eta 0:08:20' ('' before any run ends)."""
         if not self.done:
             return ""
         line = f" · comparison {self.done}/{self.total} runs done, {duration(time.monotonic() - self.started)} elapsed"
-        if self.trained_seconds and self.done < self.total:
-            mean = sum(self.trained_seconds) / len(self.trained_seconds)
-            line += f", eta {duration(mean * (self.total - self.done))}"
+        eta = self.eta_s()
+        if eta is not None and self.remaining:
+            line += f", eta {duration(eta)}"
         return line
+
+
+def expected_cost(config: Any) -> float:
+    """A run's expected training time in relative units: its epochs x its policy's
+    `relative_cost` (a step's time against no augmentation's; 1 when the policy says nothing)."""
+    from metaaugment.registry import POLICIES
+
+    try:
+        factory = POLICIES.get(config.policy).factory
+    except Exception:  # a plug-in that cannot be looked up here still gets an ETA
+        factory = None
+    relative = getattr(factory, "relative_cost", 1.0)
+    return float(config.epochs or 1) * (float(relative) if isinstance(relative, (int, float)) and relative > 0 else 1.0)
 
 
 def last_line(path: Path, tail_bytes: int = 8192) -> str | None:
@@ -352,7 +387,7 @@ def _show_progress(jobs: dict[str, Any], results: dict[str, Any], console: Conso
                 console.print(f"  {key} (job {job.job_id}): {line}", highlight=False, markup=False, soft_wrap=True)
 
 
-def _wait(jobs: dict[str, Any], folders: dict[str, RunDirectory], console: Console,
+def _wait(jobs: dict[str, Any], folders: dict[str, RunDirectory], console: Console, overall: OverallProgress,
           poll_seconds: float, progress_seconds: float = 30.0) -> dict[str, dict[str, Any]]:
     """Each job's results, read from its run folder as the job ends; a job that ends without
     finishing its run is one UserError naming its log. Every `progress_seconds` each running
@@ -360,7 +395,6 @@ def _wait(jobs: dict[str, Any], folders: dict[str, RunDirectory], console: Conso
     finished job. Ctrl-C (or SIGTERM) stops the jobs still running (local jobs: SIGINT, then
     SIGKILL after STOP_GRACE_SECONDS; SLURM jobs: scancel): the same command resumes them."""
     results: dict[str, dict[str, Any]] = {}
-    overall = OverallProgress(_total(jobs))
     shown = time.monotonic()
     previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
@@ -371,7 +405,7 @@ def _wait(jobs: dict[str, Any], folders: dict[str, RunDirectory], console: Conso
                         raise UserError(f"the job of {key} ended without finishing its run ({job.state}); its log: "
                                         f"{log_path(job)}")
                     results[key] = folders[key].read_results()
-                    overall.finished(float(results[key].get("wall_time_s", 0.0)))
+                    overall.finished(key, float(results[key].get("wall_time_s", 0.0)))
                     console.print(f"finished {key} (job {job.job_id}){overall.summary()}", highlight=False)
             if isinstance(jobs, LocalJobs):
                 jobs.fill()

@@ -11,9 +11,11 @@ same call. Batches leave the workers as uint8 (a quarter of float32's bytes), be
 [0, 1] on the device, and the policy's batched ops run there.
 
 The geometric preprocessing is the benchmark's options (`Preprocessing`, `--benchmark-set`):
-the crop's area and aspect-ratio ranges, the flip on or off, or a plain resize of the whole
+the crop's area and aspect-ratio ranges, the flip on or off, a plain resize of the whole
 image (no crop, in training and evaluation) for data where a crop or a mirror image changes
-what an image shows (characters, digits, many medical images).
+what an image shows (characters, digits, many medical images), or CIFAR's pad-and-crop for
+small photos (the whole image resized, zero-padded and cropped back at a random offset). An
+evaluation image that already has the requested size is used as it is.
 
 Deterministic whatever the number of workers: the crop and flip of an image are drawn from
 a generator seeded by (split seed, pass, index), not from a worker's random state, and the
@@ -40,6 +42,8 @@ IMAGE_SUFFIXES = (".jpeg", ".jpg", ".png", ".bmp", ".gif", ".webp", ".tif", ".ti
 CROP_SCALE = (0.08, 1.0)          # Inception-style random resized crop (Szegedy et al. 2015)
 CROP_RATIO = (3 / 4, 4 / 3)
 CENTRE_CROP_FRACTION = 0.875      # evaluation: resize to size / 0.875, then centre crop (224 of 256)
+CIFAR_PADDING = 4                 # crop=pad: 4 zero pixels a side, a random 32 of 40 (He et al. 2016)
+MAX_PADDING = 1024
 UNREADABLE = "cannot read image"
 HEADER_THREADS = 8  # the header check reads a few bytes per file: bound by file-system latency, not CPU
 
@@ -120,27 +124,33 @@ def open_rgb(path: str, size: int, crop: Callable[[int, int], tuple[Region, bool
 class Preprocessing:
     """The per-image geometric preprocessing of a streamed benchmark (its `--benchmark-set`
     options). Defaults: ImageNet's Inception-style training crop and flip, and the centre
-    crop of 87.5% in evaluation.
+    crop of 87.5% in evaluation; `crop="pad"` is CIFAR's, for small photos.
 
     Options:
         crop: random-resized (a random area and aspect ratio, resized; evaluation: the centre
-            crop) or none (the whole image resized to the square size, in training and evaluation)
+            crop), none (the whole image resized to the square size, in training and evaluation)
+            or pad (CIFAR's, for small photos: the whole image resized, zero-padded by `padding`
+            pixels a side and cropped back to the size at a random offset; evaluation: the
+            whole image resized)
         crop_scale: the random crop's area as a fraction of the image's (lowest, highest)
         crop_ratio: the random crop's aspect ratio, width / height (lowest, highest)
+        padding: zero pixels added on each side before crop=pad's random crop
         flip: flip training images horizontally with probability 1/2
     """
 
-    CROPS = ("random-resized", "none")
+    CROPS = ("random-resized", "none", "pad")
 
     def __init__(self, *, crop: str = "random-resized", crop_scale: tuple[float, ...] = CROP_SCALE,
-                 crop_ratio: tuple[float, ...] = CROP_RATIO, flip: bool = True):
+                 crop_ratio: tuple[float, ...] = CROP_RATIO, padding: int = CIFAR_PADDING, flip: bool = True):
         if crop not in self.CROPS:
-            raise ValueError(f"crop must be {' or '.join(self.CROPS)} (got {crop!r})")
+            raise ValueError(f"crop must be {', '.join(self.CROPS[:-1])} or {self.CROPS[-1]} (got {crop!r})")
+        if not 0 <= padding <= MAX_PADDING:
+            raise ValueError(f"padding must be an integer from 0 to {MAX_PADDING} pixels (got {padding})")
         if len(crop_scale) != 2 or not 0 < crop_scale[0] <= crop_scale[1] <= 1:
             raise ValueError(f"crop_scale must be two fractions 0 < low <= high <= 1 (got {crop_scale})")
         if len(crop_ratio) != 2 or not 0 < crop_ratio[0] <= crop_ratio[1] < math.inf:
             raise ValueError(f"crop_ratio must be two positive finite numbers low <= high (got {crop_ratio})")
-        self.crop, self.flip = crop, flip
+        self.crop, self.flip, self.padding = crop, flip, int(padding)
         self.crop_scale = (float(crop_scale[0]), float(crop_scale[1]))
         self.crop_ratio = (float(crop_ratio[0]), float(crop_ratio[1]))
 
@@ -152,16 +162,24 @@ class Preprocessing:
 
     def train_region(self, width: int, height: int, generator_seed: int) -> tuple[Region, bool]:
         """The region of one training image and whether to flip it, drawn from `generator_seed`."""
-        if self.crop == "none":
-            region: Region = (0, 0, width, height)
-            flip = random.Random(generator_seed).random() < 0.5
-        else:
+        if self.crop == "random-resized":
             region, flip = train_region(width, height, generator_seed, self.crop_scale, self.crop_ratio)
+        else:  # none and pad: the whole image (pad's offset: `pad_offset`, drawn from its own seed)
+            region = (0, 0, width, height)
+            flip = random.Random(generator_seed).random() < 0.5
         return region, flip and self.flip
 
-    def eval_region(self, width: int, height: int) -> Region:
-        """The region of one evaluation image."""
-        return (0, 0, width, height) if self.crop == "none" else eval_region(width, height)
+    def pad_offset(self, generator_seed: int) -> tuple[int, int]:
+        """crop=pad: the (top, left) of the crop in the padded image, each in [0, 2 * padding]."""
+        draws = random.Random(generator_seed * 2 + 1)  # not the flip's stream
+        return draws.randint(0, 2 * self.padding), draws.randint(0, 2 * self.padding)
+
+    def eval_region(self, width: int, height: int, size: int) -> Region:
+        """The region of one evaluation image resized to `size`: the whole image when it already
+        has that size or the crop is none or pad, else the centre crop."""
+        if self.crop != "random-resized" or width == height == size:
+            return (0, 0, width, height)
+        return eval_region(width, height)
 
 
 def draw_seed(seed: int, draw: int, index: int) -> int:
@@ -208,17 +226,30 @@ def eval_region(width: int, height: int) -> tuple[float, float, float, float]:
     return left, top, left + side, top + side
 
 
+def pad_crop(image: Tensor, padding: int, top: int, left: int) -> Tensor:
+    """(C, H, W) -> (C, H, W): `image` zero-padded by `padding` pixels a side, then the (H, W)
+    window at (top, left) of the padded image (CIFAR's random crop; top = left = padding is
+    the image itself)."""
+    height, width = image.shape[-2:]
+    padded = torch.nn.functional.pad(image, (padding, padding, padding, padding))
+    return padded[..., top:top + height, left:left + width]
+
+
 def train_crop(path: str, size: int, generator_seed: int, preprocessing: Preprocessing | None = None) -> Tensor:
     """One training image: its region (the random resized crop by default) resized to
-    (3, size, size), flipped or not."""
+    (3, size, size), flipped or not; crop=pad: then padded and cropped at a random offset."""
     chosen = preprocessing or Preprocessing()
-    return open_rgb(path, size, lambda width, height: chosen.train_region(width, height, generator_seed))
+    image = open_rgb(path, size, lambda width, height: chosen.train_region(width, height, generator_seed))
+    if chosen.crop == "pad":
+        image = pad_crop(image, chosen.padding, *chosen.pad_offset(generator_seed))
+    return image
 
 
 def eval_crop(path: str, size: int, preprocessing: Preprocessing | None = None) -> Tensor:
-    """One evaluation image: its region (the centre crop by default) resized to (3, size, size)."""
+    """One evaluation image: its region (the centre crop by default; the whole image when it
+    already is size x size) resized to (3, size, size)."""
     chosen = preprocessing or Preprocessing()
-    return open_rgb(path, size, lambda width, height: (chosen.eval_region(width, height), False))
+    return open_rgb(path, size, lambda width, height: (chosen.eval_region(width, height, size), False))
 
 
 class DecodedImages(Dataset):

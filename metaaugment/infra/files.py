@@ -25,6 +25,7 @@ from typing import IO, Any, BinaryIO, Callable
 import torch
 
 from metaaugment.infra.errors import UserError
+from metaaugment.infra.interrupt import AtomicWrite
 
 TEMPORARY_SUFFIX = ".metaaug-tmp"
 
@@ -60,7 +61,11 @@ class _RecordingWriter:
 
 
 def _write_atomically(path: Path, write: Callable[[IO[bytes]], None]) -> None:
-    path = Path(path)
+    with AtomicWrite():  # the Ctrl-C watchdog lets it finish
+        _write_through_temporary(Path(path), write)
+
+
+def _write_through_temporary(path: Path, write: Callable[[IO[bytes]], None]) -> None:
     tmp, writer = None, None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -173,6 +173,8 @@ class RLMixup(SaliencyMixup):
         extractor_channels: conv channels of the agent's feature extractor (comma-separated)
     """
 
+    relative_cost = 3.7  # fonts, 16 x 16 grid: 126.7 s a run against none's 34.4 s (docs/results.md)
+
     def __init__(self, *, patches: int | None = None, alpha: float = 0.5, reward_every: int = 50,
                  val_fraction: float = 0.1, episodes_per_update: int = 2, agent_lr: float = 3e-4,
                  ppo_epochs: int = 20, agent_batch_size: int = 100, gamma: float = 1.001,

@@ -86,10 +86,12 @@ class RunConfig:
     # a finished run of the same policy whose learned policy is reused, frozen (MetaAugment's transfer)
     policy_from: str | None = setting(None, "metaaugment: reuse the policy network, sampler and task network of this "
                                       "finished run (frozen) to train a new network.", commands=(RUN,))
-    image_size: int | None = setting(None, "image-folder: resize images to this square size (84).")
+    image_size: int | None = setting(None, "The square size images are resized and cropped to: image-folder (84), "
+                                     "imagenet and image-classification-folder (224).")
     benchmark_options: dict[str, Any] = setting(
         help="Benchmark option key=value (repeatable): CIFAR's padding and flip, the streamed benchmarks' crop, "
-        "crop_scale, crop_ratio and flip; see metaaug list benchmarks NAME.", flag="--benchmark-set",
+        "crop_scale, crop_ratio, padding and flip (crop=pad: CIFAR's pad-and-crop for small photos); see metaaug list "
+        "benchmarks NAME.", flag="--benchmark-set",
         option_list=True, default_factory=dict)
     val_size: int | None = setting(None, "CIFAR: images held out of train for validation (5000; MetaAugment's "
                                    "paper: 1000).")

@@ -33,6 +33,7 @@ from metaaugment.run import sinks
 from metaaugment.run.checkpoint import load_checkpoint, read_finished_run, save_checkpoint
 from metaaugment.run.config import RunConfig
 from metaaugment.run.curves import CURVES_FILE, plot_curves
+from metaaugment.run.device_fit import cpu_fit_warning, estimate_training, machine_memory_bytes
 from metaaugment.run.devices import resolve_device
 from metaaugment.run.environment import describe_environment
 from metaaugment.run.folder import RunDirectory
@@ -154,6 +155,8 @@ class Trainer:
         self.strategy: KindStrategy = strategy_class(config, self.kind, data, self.model, self.learner, self.policy,
                                                      self.device, self.comm)
         self.total_steps = self.strategy.steps_per_epoch * config.epochs
+        if self.writes and self.device.type == "cpu" and not self.kind.episodic and not config.compile:
+            self._warn_if_sized_for_a_gpu(bench)
         self.learner.setup(self.model, spec, self.total_steps)
         self.ctx = StepContext(model=self.model, spec=spec, steps_per_epoch=self.strategy.steps_per_epoch,
                                epochs=config.epochs, batch_size=config.batch_size, optimizer=self.learner.optimizer,
@@ -168,6 +171,20 @@ class Trainer:
         self.strategy.prepare()
         self.state = TrainingState()
         self.best_model: dict[str, Any] | None = None
+
+    def _warn_if_sized_for_a_gpu(self, bench: Any) -> None:
+        """One line before the first step when the settings would fill a CPU machine's memory
+        or take hours (`device_fit`)."""
+        from metaaugment.data.streaming import Preprocessing
+
+        cfg = self.config
+        estimate = estimate_training(self.model, self.spec.input_shape, cfg.batch_size, self.total_steps, self.device)
+        warning = cpu_fit_warning(estimate, model=cfg.model, image_size=self.spec.input_shape[-1],
+                                  batch_size=cfg.batch_size, epochs=cfg.epochs,
+                                  takes_image_size=bench.accepts_image_size, takes_crop=bench.options is Preprocessing,
+                                  machine_bytes=machine_memory_bytes())
+        if warning:
+            self.console.print(warning, markup=False, highlight=False, soft_wrap=True)
 
     def _transfer_policy(self, source: Path) -> None:
         """--policy-from: give the policy the trained state of a finished run of the same policy,

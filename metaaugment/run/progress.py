@@ -2,13 +2,17 @@
 
 On a terminal each run is one row fitted to the terminal's width (`fit_progress_line`): the
 step counts, the percentage and the ETA always show; narrower terminals drop the elapsed
-time first, then shorten and drop the bar, then shorten the metrics, then the description.
-Under nohup, in a log file or in a cluster job's output a bar prints nothing until it ends
-and cuts lines to 80 columns, so there the progress is a line every few steps and at the
-end of each epoch, written whole and flushed.
+time first, then shorten and drop the bar, then shorten the description (each of its parts
+keeps its start), then drop metrics from the end. Elsewhere a bar prints nothing until it
+ends, so the progress is a line every few steps and at the end of each epoch, flushed: whole
+in a regular file (nohup, a log, a cluster job's output), fitted to the terminal's width on
+a pipe (`| tee`), so that each update stays one row.
 """
 from __future__ import annotations
 
+import os
+import re
+import stat
 import time
 from typing import Any, Mapping, NamedTuple
 
@@ -16,7 +20,7 @@ from rich.console import Console
 from rich.progress import Progress, ProgressColumn, Task
 from rich.text import Text
 
-BAR_WIDTH, MIN_BAR, MIN_TEXT = 28, 8, 12
+BAR_WIDTH, MIN_BAR, MIN_TEXT = 28, 8, 14
 
 
 def _cut(text: str, width: int) -> str:
@@ -38,11 +42,57 @@ class FittedLine(NamedTuple):
         return " ".join(part for part in (self.left, bar, self.right) if part)
 
 
+# a run's description is "benchmark · policy · learner · seed K": the learner goes first (a
+# comparison's runs share it), then the benchmark (the same all run long); policy and seed last
+RUN_PART_STEPS = (("shrink", 2), ("drop", 2), ("shrink", 0), ("shrink", 1), ("drop", 0))
+
+
+def shorten_description(description: str, width: int) -> str:
+    """`description` in at most `width` columns (at least MIN_TEXT). A run's description
+    (4 parts, ' · ' between them) loses the learner, then shortens the benchmark name and the
+    policy, never below 4 characters ('ima…'); the seed stays. Any other is cut longest part
+    first; last, the whole is cut with '…'."""
+    width = max(MIN_TEXT, width)
+    parts = description.split(" · ")
+
+    def fits() -> bool:
+        return len(" · ".join(p for p in parts if p is not None)) <= width
+
+    steps = RUN_PART_STEPS if len(parts) == 4 else [("shrink", i) for i in
+                                                     sorted(range(len(parts)), key=lambda i: -len(parts[i]))]
+    for action, index in steps:
+        if fits():
+            break
+        if action == "drop":
+            parts[index] = None
+            continue
+        part = parts[index]
+        while part is not None and len(part) > 4 and not fits():
+            part = part[:len(part) - 2] + "…"
+            parts[index] = part
+    return _cut(" · ".join(p for p in parts if p is not None), width)
+
+
+def fit_metrics(metrics: str, width: int) -> str:
+    """The leading metrics of `metrics` ('loss 0.123 acc 95.1% val 96.0%') that fit in `width`
+    columns, whole ('' when not even the first does)."""
+    items = re.findall(r"[a-z][a-z ]* [-+0-9.eEinfa]+%?", metrics)
+    if " ".join(items) != metrics:  # not the usual form: cut as text
+        return _cut(metrics, width) if width >= MIN_TEXT else ""
+    kept: list[str] = []
+    for item in items:
+        if len(" ".join([*kept, item])) > width:
+            break
+        kept.append(item)
+    return " ".join(kept)
+
+
 def fit_progress_line(description: str, completed: float, total: float | None, elapsed: float | None,
                       remaining: float | None, metrics: str, width: int) -> FittedLine:
-    """One progress row within `width` columns: the counts, percentage and ETA always; the
-    elapsed time, the bar (shortened first), the metrics and the description (shortened with
-    '…') as far as they fit, dropped in that order."""
+    """One progress row within `width` columns: the counts, percentage and ETA always; then
+    the elapsed time and the bar (shortened first) as far as they fit, then the description
+    shortened (`shorten_description`) so that the metrics stay whole; last, the metrics lose
+    items from the end."""
     count = f"{int(completed)}/{int(total)}" if total else f"{int(completed)}"
     percent = f"{100 * completed / total:3.0f}%" if total else ""
     eta = f"eta {duration(remaining) if remaining is not None else '-:--:--'}"
@@ -61,14 +111,46 @@ def fit_progress_line(description: str, completed: float, total: float | None, e
         bar = max(MIN_BAR, bar - (length(desc, bar, show_elapsed, shown) - budget))
         if length(desc, bar, show_elapsed, shown) > budget:
             bar = 0
-    if length(desc, bar, show_elapsed, shown) > budget and shown:
-        room = len(shown) - (length(desc, bar, show_elapsed, shown) - budget)
-        shown = _cut(shown, room) if room >= MIN_TEXT else ""
     if length(desc, bar, show_elapsed, shown) > budget:
-        desc = _cut(desc, max(MIN_TEXT, len(desc) - (length(desc, bar, show_elapsed, shown) - budget)))
+        desc = shorten_description(desc, len(desc) - (length(desc, bar, show_elapsed, shown) - budget))
+    if length(desc, bar, show_elapsed, shown) > budget and shown:
+        shown = fit_metrics(shown, len(shown) - (length(desc, bar, show_elapsed, shown) - budget))
     right = " ".join(part for part in (core, spent if show_elapsed else "", shown) if part)
     filled = round(bar * completed / total) if total and bar else 0
     return FittedLine(desc, bar, filled, right)
+
+
+def fit_plain_line(description: str, core: str, metrics: str, width: int | None) -> str:
+    """A plain progress line `description core metrics` in `width` columns (None: whole): the
+    description shortened first, then the metrics' last items dropped; `core` (the epoch,
+    step counts, times and ETA) stays whole."""
+    line = " ".join(part for part in (description, core, metrics) if part)
+    budget = None if width is None else width - 1
+    if budget is None or len(line) <= budget:
+        return line
+    description = shorten_description(description, len(description) - (len(line) - budget))
+    line = " ".join(part for part in (description, core, metrics) if part)
+    if len(line) > budget and metrics:
+        metrics = fit_metrics(metrics, len(metrics) - (len(line) - budget))
+    return " ".join(part for part in (description, core, metrics) if part)
+
+
+def plain_width(file: Any) -> int | None:
+    """The columns a plain progress line may take on `file`: None (whole lines) for a regular
+    file (a log: nohup, a cluster job's output, `> log`); on a pipe (`| tee`, `| less`), the
+    width of the terminal this process runs in, else $COLUMNS, else 80."""
+    try:
+        if stat.S_ISREG(os.fstat(file.fileno()).st_mode):
+            return None
+    except (AttributeError, OSError, ValueError):  # no file descriptor (a StringIO): as a pipe
+        pass
+    for fd in (2, 1, 0):
+        try:
+            return os.get_terminal_size(fd).columns
+        except OSError:
+            continue
+    columns = os.environ.get("COLUMNS", "")
+    return int(columns) if columns.isdigit() and int(columns) > 0 else 80
 
 
 class FittedRow(ProgressColumn):
@@ -128,6 +210,7 @@ class PlainProgress:
 
     def __init__(self, console: Console, every: int = 10):
         self.console, self.every = console, max(1, every)
+        self.width = plain_width(console.file)  # one row per line on a pipe to a terminal
         self.tasks: dict[int, dict[str, Any]] = {}
 
     def __enter__(self) -> "PlainProgress":
@@ -161,12 +244,10 @@ class PlainProgress:
             return
         completed, total = task["completed"], task["total"]
         elapsed = time.perf_counter() - task["started"]
-        line = task["description"] + (f" epoch {fields['epoch']} done," if epoch_done else "") + f" step {completed}"
+        core = (f"epoch {fields['epoch']} done, " if epoch_done else "") + f"step {completed}"
         if total:
             done = completed - task["start"]
             eta = elapsed / done * (total - completed) if done > 0 else 0.0
-            line += f"/{total} ({100 * completed / total:.0f}%) {duration(elapsed)} eta {duration(eta)}"
-        metrics = task["fields"].get("metrics")
-        if metrics:
-            line += f" {metrics}"
+            core += f"/{total} ({100 * completed / total:.0f}%) {duration(elapsed)} eta {duration(eta)}"
+        line = fit_plain_line(task["description"], core, task["fields"].get("metrics") or "", self.width)
         print(line, file=self.console.file, flush=True)

@@ -116,6 +116,8 @@ class MetaAugment(BatchPolicy):
             0 in the task network's update (the policy still learns from all); the paper found it worse
     """
 
+    relative_cost = 2.3  # fonts, fast engine: 77.6 s a run against none's 34.4 s (docs/results.md)
+
     def __init__(self, *, engine: str = "fast", policy_lr: float = 1e-3, alpha: float | None = None,
                  window: int = 100, refresh: int = 10, epsilon: float = 0.1, embedding: bool = True,
                  flip: bool = False, cutout: int = 0, copies: int = 1, extra_ops: tuple[str, ...] = (),
