@@ -43,8 +43,8 @@ class FittedLine(NamedTuple):
 
 
 # a run's description is "benchmark · policy · learner · seed K": the learner goes first (a
-# comparison's runs share it), then the benchmark (the same all run long); policy and seed last
-RUN_PART_STEPS = (("shrink", 2), ("drop", 2), ("shrink", 0), ("shrink", 1), ("drop", 0))
+# comparison's runs share it), then the benchmark (the same all run long); then the policy; the seed stays
+RUN_PART_STEPS = (("shrink", 2), ("drop", 2), ("shrink", 0), ("drop", 0), ("shrink", 1))
 
 
 def shorten_description(description: str, width: int) -> str:

@@ -44,7 +44,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -264,3 +264,81 @@ def share_of_mean(losses: Tensor, count: int, comm: Communicator = SINGLE_PROCES
     """This rank's share of the mean of a global batch of `count` (b,) losses: the plain mean
     on one rank, sum / count on many (the shares sum to the global mean)."""
     return losses.sum() / count if comm.distributed else losses.mean()
+
+
+def input_lookahead(model: nn.Module, train_inputs: Tensor, train_targets: Tensor, val_inputs: Tensor,
+                    val_targets: Tensor, loss_fn: LossFn, lr: float, wrt: Sequence[Tensor], engine: str = "fast",
+                    optimizer: torch.optim.Optimizer | None = None, train_count: int | None = None,
+                    val_count: int | None = None, comm: Communicator = SINGLE_PROCESS,
+                    random_state: RandomState | None = None) -> tuple[tuple[Tensor, ...], float]:
+    """MADAug's hypergradient: the training inputs depend on a policy (train_inputs carries
+    its graph); one lookahead step of the task network on their mean loss,
+        w_hat = w - lr * (s * grad_w L_train(w, x(phi)) + o)      (InnerStep of `optimizer`)
+    and dL_val(w_hat)/dphi for the policy's tensors `wrt` (this rank's share; the caller sums
+    it over ranks). Returns those gradients and the validation loss at w_hat.
+
+    engine "fast" (exact, no copy of the model): with u = s * grad L_val(w_hat),
+        dL_val/dphi = -lr * d/dphi <u, grad_w L_train(w, x(phi))>,
+    the training gradient's dot with u differentiated in phi. A finite difference along u, as
+    MetaAugment's fd engine takes, is not used: differentiated in the inputs it jumps wherever
+    a ReLU or max-pool switches between w and w + h u. engine "higher" (the reference) unrolls
+    the step with `higher`. The task network's
+    parameters and buffers are left untouched; random_state (the generators' state to replay
+    in passes over the training batch, dropout's masks) is captured here when None."""
+    if engine not in ("fast", "higher"):
+        raise ValueError("engine must be 'fast' or 'higher'")
+    with replayed(None):
+        random_state = random_state or RandomState.capture(train_inputs.device)
+        val_state = RandomState.capture(val_inputs.device)
+        train_count = train_count or train_inputs.shape[0]
+        val_count = val_count or val_inputs.shape[0]
+        if engine == "higher":
+            return _higher_input_lookahead(model, train_inputs, train_targets, val_inputs, val_targets, loss_fn, lr,
+                                           wrt, optimizer, train_count, val_count, comm, random_state, val_state)
+        names, params = zip(*[(n, p) for n, p in model.named_parameters() if p.requires_grad])
+        step = optimizer_step(optimizer, list(params)) if optimizer is not None else sgd_step(len(params))
+        with scratch_buffers(model):
+            # the training gradient with its graph (to phi through the inputs, and to w)
+            with replayed(random_state):  # the training forward's masks
+                attached_loss = share_of_mean(loss_fn(model(train_inputs), train_targets), train_count, comm)
+            attached_grad = torch.autograd.grad(attached_loss, params, create_graph=True)
+            train_grad = comm.sum_all(tuple(g.detach() for g in attached_grad))
+            lookahead = {n: (p.detach() - lr * d).requires_grad_()
+                         for n, p, d in zip(names, params, step.direction(train_grad))}
+            with replayed(val_state):
+                val_loss = share_of_mean(loss_fn(functional_call(model, lookahead, (val_inputs,)), val_targets),
+                                         val_count, comm)
+            val_grad = comm.sum_all(torch.autograd.grad(val_loss, list(lookahead.values())))
+            tangent = tuple(g if scale == 1 else scale * g for scale, g in zip(step.scales, val_grad))
+
+            # d/dphi <u, grad_w L_train(w, x(phi))>: the training gradient's dot with u
+            # differentiated once more (reverse over reverse; torch's forward-mode batch_norm
+            # drops the batch statistics' dependence on the inputs when differentiated again, so
+            # a jvp here is off by 1e-3 with BatchNorm)
+            directional = sum((u * g).sum() for u, g in zip(tangent, attached_grad))
+            policy_grads = torch.autograd.grad(-lr * directional, list(wrt), allow_unused=True)
+        return _zeros_for_unused(policy_grads, wrt), float(comm.sum(val_loss.detach()))
+
+
+def _zeros_for_unused(grads: Sequence[Tensor | None], wrt: Sequence[Tensor]) -> tuple[Tensor, ...]:
+    return tuple(torch.zeros_like(w) if g is None else g for g, w in zip(grads, wrt))
+
+
+def _higher_input_lookahead(model: nn.Module, train_inputs: Tensor, train_targets: Tensor, val_inputs: Tensor,
+                            val_targets: Tensor, loss_fn: LossFn, lr: float, wrt: Sequence[Tensor],
+                            optimizer: torch.optim.Optimizer | None, train_count: int, val_count: int,
+                            comm: Communicator, random_state: RandomState,
+                            val_state: RandomState) -> tuple[tuple[Tensor, ...], float]:
+    import higher
+
+    inner = optimizer or torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=lr)
+    with scratch_buffers(model), higher.innerloop_ctx(model, inner, copy_initial_weights=True,
+                                                        track_higher_grads=True) as (fmodel, diffopt):
+        with replayed(random_state):
+            loss = share_of_mean(loss_fn(fmodel(train_inputs), train_targets), train_count, comm)
+        diffopt.step(loss, override={"lr": [lr] * len(inner.param_groups)},
+                     grad_callback=comm.sum_all_differentiable if comm.distributed else None)
+        with replayed(val_state):
+            val_loss = share_of_mean(loss_fn(fmodel(val_inputs), val_targets), val_count, comm)
+        grads = torch.autograd.grad(val_loss, list(wrt), allow_unused=True)
+    return _zeros_for_unused(grads, wrt), float(comm.sum(val_loss.detach()))
