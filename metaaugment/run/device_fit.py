@@ -2,13 +2,13 @@
 
 The ImageNet-sized defaults of the image benchmarks (ResNet-50, 224 px, batch 256) are for
 GPUs; on a laptop they fill the memory and take days, with no step done for minutes. Before
-training, a run on a CPU measures one forward pass of a single sample (evaluation mode, no
+training, a run on a CPU measures one forward pass of 16 samples (evaluation mode, no
 gradient: it changes no parameter, statistic or random state) and estimates
 
     memory  ~ 4 x parameter bytes (weights, gradients, two optimizer moments)
               + batch size x the bytes of every leaf module's output for one sample
                 (what backpropagation keeps)
-    step    ~ 3 x batch size x the one-sample forward time (forward and backward)
+    step    ~ 3 x batch size x the forward time per sample (forward and backward)
 
 without the policy's own cost. When the memory is over half the machine's or the run over
 `SLOW_RUN_S`, one line says so and names a CPU-sized alternative.
@@ -24,6 +24,7 @@ from torch import nn
 
 SLOW_RUN_S = 2 * 3600.0
 SLOW_FORWARD_S = 0.2  # a forward slower than this is measured once, not twice
+TIMED_SAMPLES = 16
 MEMORY_SHARE = 0.5
 OPTIMIZER_COPIES = 4  # weights, gradients and two moments (Adam; SGD with momentum keeps fewer)
 BACKWARD_COST = 3     # a forward and a backward pass cost about three forwards
@@ -39,10 +40,11 @@ class TrainingEstimate:
     run_s: float
 
 
-def forward_footprint(model: nn.Module, input_shape: tuple[int, ...], device: torch.device | str
-                      ) -> tuple[int, float]:
-    """One sample of `input_shape` (C, H, W) through `model`: (the bytes of every leaf module's
-    output, the forward's seconds, the faster of two). The model is left in its mode."""
+def forward_footprint(model: nn.Module, input_shape: tuple[int, ...], device: torch.device | str,
+                      samples: int = 1) -> tuple[int, float]:
+    """`samples` inputs of `input_shape` (C, H, W) through `model`, per sample: (the bytes of
+    every leaf module's output, the forward's seconds, the faster of two). The model is left
+    in its mode."""
     sizes: list[int] = []
 
     def record(module: nn.Module, inputs: object, output: object) -> None:
@@ -52,7 +54,7 @@ def forward_footprint(model: nn.Module, input_shape: tuple[int, ...], device: to
     leaves = [m for m in model.modules() if next(m.children(), None) is None]
     hooks = [m.register_forward_hook(record) for m in leaves]
     was_training = model.training
-    sample = torch.zeros(1, *input_shape, device=device)
+    sample = torch.zeros(samples, *input_shape, device=device)
     seconds = []
     try:
         model.eval()
@@ -68,13 +70,15 @@ def forward_footprint(model: nn.Module, input_shape: tuple[int, ...], device: to
         for hook in hooks:
             hook.remove()
         model.train(was_training)
-    return sum(sizes), min(seconds)
+    return sum(sizes) // samples, min(seconds) / samples
 
 
 def estimate_training(model: nn.Module, input_shape: tuple[int, ...], batch_size: int, total_steps: int,
                       device: torch.device | str) -> TrainingEstimate:
     """The memory and time of `total_steps` steps of `batch_size` samples (formula above)."""
-    activation_bytes, forward_s = forward_footprint(model, input_shape, device)
+    # a few samples, not one: a small model's forward costs its per-call overhead whatever the
+    # batch, and timing one sample would scale that overhead by the batch size
+    activation_bytes, forward_s = forward_footprint(model, input_shape, device, min(batch_size, TIMED_SAMPLES))
     parameter_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
     memory = OPTIMIZER_COPIES * parameter_bytes + batch_size * activation_bytes
     step_s = BACKWARD_COST * batch_size * forward_s
