@@ -357,8 +357,8 @@ def expected_cost(config: Any) -> float:
     from metaaugment.registry import POLICIES
 
     try:
-        factory = POLICIES.get(config.policy).factory
-    except Exception:  # a plug-in that cannot be looked up here still gets an ETA
+        factory = POLICIES.get(config.policy).factory  # checked by plan_comparison already
+    except UserError:
         factory = None
     relative = getattr(factory, "relative_cost", 1.0)
     return float(config.epochs or 1) * (float(relative) if isinstance(relative, (int, float)) and relative > 0 else 1.0)

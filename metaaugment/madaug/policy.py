@@ -133,17 +133,20 @@ class MADAug(BatchPolicy):
         gumbel = -torch.log(-torch.log(torch.rand(count, ops).clamp(1e-20, 1 - 1e-7)))
         return HeadDraws(augmented, gumbel, _signs(count, ops), _signs(count, ops))
 
-    def policy_of(self, images: Tensor, model: torch.nn.Module) -> tuple[Tensor, Tensor]:
-        """The head's (probabilities, magnitudes), each (B, K), for clean images (B, C, H, W):
-        from the task network's pooled features in evaluation mode, detached."""
-        assert self.head is not None
+    def features_of(self, images: Tensor, model: torch.nn.Module) -> Tensor:
+        """What the head reads: the task network's pooled features (B, D) of clean images
+        (B, C, H, W), in evaluation mode, detached, its BatchNorm statistics untouched."""
         was_training = model.training
         try:
             model.eval()
             with torch.no_grad(), scratch_buffers(model):
-                features = pooled_features(model, images).float()
+                return pooled_features(model, images).float()
         finally:
             model.train(was_training)
+
+    def policy_of(self, features: Tensor) -> tuple[Tensor, Tensor]:
+        """The head's (probabilities, magnitudes), each (B, K), for features (B, D)."""
+        assert self.head is not None
         return head_parameters(self.head(features), self.temperature)
 
     # -- the step -------------------------------------------------------------------------
@@ -153,10 +156,11 @@ class MADAug(BatchPolicy):
         assert isinstance(params, HeadDraws)
         if self.head is None:
             self.require_spec()
+        features = self.features_of(batch.inputs, ctx.model)  # the same before and after the head's update
         if self.optimizer is not None and ctx.step % self.lookahead_every == 0:
-            self._learn(batch, params, ctx)
+            self._learn(batch, features, params, ctx)
         with torch.no_grad():
-            probabilities, magnitudes = self.policy_of(batch.inputs, ctx.model)
+            probabilities, magnitudes = self.policy_of(features)
         self._record(probabilities, magnitudes, batch.hard_targets(), ctx)
         rows = params.augmented.nonzero().flatten()
         inputs = batch.inputs.clone()
@@ -168,27 +172,19 @@ class MADAug(BatchPolicy):
                                                             chosen_magnitudes, chosen_signs, self.pool)
         return Batch(inputs, batch.targets, batch.weights, dict(batch.info), batch.share)
 
-    def _learn(self, batch: Batch, params: HeadDraws, ctx: StepContext) -> None:
+    def _learn(self, batch: Batch, features: Tensor, params: HeadDraws, ctx: StepContext) -> None:
         """One lookahead step of the head on the explore mixture of this batch's clean rows."""
         assert self.head is not None and self.optimizer is not None
         ctx.require("validation_batch", "madaug")
         val = ctx.validation_batch()
-        model = ctx.model
         lr = float(ctx.optimizer.param_groups[0]["lr"]) if ctx.optimizer is not None else 0.1
         task_optimizer = ctx.optimizer if isinstance(ctx.optimizer, torch.optim.SGD) else None
-        with full_precision(ctx.device):  # the finite difference's parameter step is below bfloat16's resolution
-            was_training = model.training
-            try:
-                model.eval()
-                with torch.no_grad(), scratch_buffers(model):
-                    features = pooled_features(model, batch.inputs).float()
-            finally:
-                model.train(was_training)
-            probabilities, magnitudes = head_parameters(self.head(features), self.temperature)
+        parameters = list(self.head.parameters())
+        with full_precision(ctx.device):  # the lookahead's second-order terms in float32
+            probabilities, magnitudes = self.policy_of(features)
             mixed = explore_mixture(batch.inputs, probabilities, magnitudes, params.explore_signs, self.pool)
-            parameters = list(self.head.parameters())
-            grads, val_loss = input_lookahead(model, mixed, batch.targets, val.inputs, val.targets, ctx.loss_fn, lr,
-                                              parameters, engine=self.engine, optimizer=task_optimizer,
+            grads, val_loss = input_lookahead(ctx.model, mixed, batch.targets, val.inputs, val.targets, ctx.loss_fn,
+                                              lr, parameters, engine=self.engine, optimizer=task_optimizer,
                                               train_count=batch.global_size, val_count=val.global_size, comm=ctx.comm)
         for parameter, grad in zip(parameters, grads):  # a rank's rows' share of the gradient, summed
             parameter.grad = grad.detach().clone()
@@ -200,16 +196,11 @@ class MADAug(BatchPolicy):
         """Per class: the sums of the head's probabilities and magnitudes over the global batch."""
         if not len(self.class_counts):
             return
-        comm = ctx.comm
-        labels = comm.gather_rows(labels.to(probabilities.device))
-        probabilities, magnitudes = comm.gather_rows(probabilities), comm.gather_rows(magnitudes)
-        index = labels.cpu()
-        self.class_probability_sums.index_add_(0, index.to(self.class_counts.device),
-                                               probabilities.double().to(self.class_counts.device))
-        self.class_magnitude_sums.index_add_(0, index.to(self.class_counts.device),
-                                             magnitudes.double().to(self.class_counts.device))
-        self.class_counts.index_add_(0, index.to(self.class_counts.device),
-                                     torch.ones(len(index), dtype=torch.float64, device=self.class_counts.device))
+        comm, device = ctx.comm, self.class_counts.device
+        labels = comm.gather_rows(labels.to(probabilities.device)).to(device)
+        self.class_probability_sums.index_add_(0, labels, comm.gather_rows(probabilities).double().to(device))
+        self.class_magnitude_sums.index_add_(0, labels, comm.gather_rows(magnitudes).double().to(device))
+        self.class_counts.index_add_(0, labels, torch.ones(len(labels), dtype=torch.float64, device=device))
 
     def after_step(self, result: StepResult, ctx: StepContext) -> dict[str, float]:
         metrics = dict(self.last)
