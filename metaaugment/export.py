@@ -42,7 +42,9 @@ MODEL_FILE, POLICY_FILE = "model.pt", "policy.pt"
 MODEL_SCHEMA = {"model": str, "model_options": dict[str, Any], "spec": dict[str, Any],
                 "state_dict": dict[str, torch.Tensor]}
 POLICY_SCHEMA = {"policy": str, "policy_options": dict[str, Any], "context": dict[str, int | None],
-                 "state_dict": dict[str, Any]}
+                 "state_dict": dict[str, Any], "feature_model": dict[str, Any] | None}
+# a transferred policy's frozen network (its registry name and options; None: the exported model's)
+FEATURE_MODEL_SCHEMA = {"model": str, "model_options": dict[str, Any]}
 SPEC_SCHEMA = {"num_classes": int | None, "input_shape": tuple[int, ...], "mean": tuple[float, ...],
                "std": tuple[float, ...], "kind": str}  # kind: in files of earlier versions, not used
 CONTEXT_FIELDS = ("batch_size", "steps_per_epoch", "epochs")
@@ -64,6 +66,20 @@ def _read(path: Path, what: str, schema: dict[str, Any], trust_code: bool) -> di
         raise UserError(f"{path} is a damaged {what} export ({error})") from None
     refuse_code_references(checked, str(path), trust_code=trust_code, keys=(what,))
     return checked
+
+
+def _feature_model(source: dict[str, Any] | None, model: nn.Module, path: Path, trust_code: bool) -> nn.Module:
+    """The architecture of a transferred policy's frozen network (its weights come with the
+    policy's state): built by registry name where the export records one, else `model`."""
+    if source is None:
+        return model
+    try:
+        checked = {key: check_value(source.get(key), kind, f"feature_model {key}")
+                   for key, kind in FEATURE_MODEL_SCHEMA.items()}
+    except SchemaError as error:
+        raise UserError(f"{path} is a damaged policy export ({error})") from None
+    refuse_code_references(checked, str(path), trust_code=trust_code, keys=("model",))
+    return create_model(checked["model"], model.spec, **checked["model_options"])
 
 
 def _spec(data: dict[str, Any], path: Path) -> TaskSpec:
@@ -114,7 +130,8 @@ def load_exported_policy(path: Path, model: nn.Module, *, trust_code: bool = Fal
     policy.to(next(model.parameters()).device)
     try:
         if policy.transferable:
-            policy.load_transferred(contents["state_dict"], model)
+            policy.load_transferred(contents["state_dict"], _feature_model(contents["feature_model"], model, path,
+                                                                           trust_code))
         else:
             policy.load_state_dict(contents["state_dict"])
     except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as error:

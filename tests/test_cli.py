@@ -36,7 +36,7 @@ BAD_OPTION_VALUES = [
     (["digits", "--policy", "metaaugment", "--set", "lookahead_steps=2"],
      "lookahead_steps must be 1 unless engine=higher"),
     (["digits", "--policy", "metaaugment", "--set", "extra_ops=Blur"],
-     "extra_ops must be among Rotate180 (got ('Blur',))"),
+     "extra_ops must be among Rotate180, Flip (got ('Blur',))"),
     (["digits", "--policy", "randaugment", "--set", "num_ops=-1"],
      "policy 'randaugment': num_ops must be a non-negative integer (got -1)"),
     (["digits", "--policy", "randaugment", "--set", "magnitude=40"], "magnitude must be in [0, 30] (got 40)"),

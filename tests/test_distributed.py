@@ -30,6 +30,8 @@ FAMILIES = {
     "metaaugment-fast-jvp": dict(SHORT, policy="metaaugment", policy_options={"engine": "fast-jvp"}),
     "metaaugment-last-layer": dict(SHORT, policy="metaaugment", policy_options={"engine": "last-layer"}),
     "rl-mixup": dict(SHORT, policy="rl-mixup"),
+    "madaug": dict(SHORT, policy="madaug"),
+    "adaaug": dict(SHORT, policy="adaaug", policy_options={"search_every": 1}),
     "maml-intershuffle": dict(benchmark="glyphs", policy="intershuffle", epochs=1, steps_per_epoch=2, batch_size=4,
                               val_tasks=8, test_tasks=12, seed=3, device="cpu"),
     "streamed-randaugment": dict(benchmark="image-classification-folder", data_root="STREAMED", image_size=32,

@@ -443,7 +443,7 @@ def failing_writes(error_number: int):
 COMMAND_LINE = [
     ("unknown benchmark", args("run", "nosuch"), "unknown benchmark 'nosuch'; choose from: cifar10, cifar100, digits"),
     ("unknown policy", args("run", "digits", "--policy", "nosuch"),
-     "unknown policy 'nosuch'; choose from: autoaugment,"),
+     "unknown policy 'nosuch'; choose from: adaaug, autoaugment,"),
     ("unknown learner", args("run", "digits", "--learner", "nosuch"), "unknown learner 'nosuch'"),
     ("unknown model", args("run", "digits", "--model", "nosuch"), "unknown model 'nosuch'"),
     ("negative epochs", args("run", "digits", "--epochs", "-1"), "--epochs must be a positive integer (got -1)"),

@@ -5,7 +5,8 @@ import pytest
 import torch
 from torchvision.transforms.v2 import functional as TF
 
-from metaaugment.sample_aware.ops import MAGNITUDE_FREE, OPS, apply_ops, apply_transformations, op_parameter
+from metaaugment.adaaug.head import HEAD_OPS
+from metaaugment.sample_aware.ops import ALL_OPS, MAGNITUDE_FREE, OPS, apply_ops, apply_transformations, op_parameter
 
 
 def torchvision_single(name, image, value):
@@ -36,18 +37,25 @@ def torchvision_single(name, image, value):
         return TF.posterize(image, int(value))
     if name == "Solarize":
         return TF.solarize(image, value)
+    if name == "Invert":
+        return TF.invert(image)
+    if name == "Rotate180":
+        return TF.rotate(image, angle=180.0)
+    if name == "Flip":
+        return TF.horizontal_flip(image)
     raise AssertionError(name)
 
 
 @pytest.mark.parametrize("channels", [3, 1])
-@pytest.mark.parametrize("name", OPS)
+@pytest.mark.parametrize("name", sorted(set(ALL_OPS) | set(HEAD_OPS)))
 def test_each_batched_op_equals_torchvision_on_every_sample(name, channels):
     g = torch.Generator().manual_seed(0)
     images = (torch.rand(12, channels, 16, 20, generator=g) * 255).round() / 255  # uint8-representable
     magnitudes = torch.rand(12, generator=g) * 10
     signs = torch.where(torch.rand(12, generator=g) < 0.5, -1.0, 1.0)
-    ops = torch.full((12,), OPS.index(name))
-    out = apply_ops(images, ops, magnitudes, signs)
+    pool = tuple(sorted(set(ALL_OPS) | set(HEAD_OPS)))
+    ops = torch.full((12,), pool.index(name))
+    out = apply_ops(images, ops, magnitudes, signs, pool)
     for i in range(12):
         value = op_parameter(name, magnitudes[i].item(), signs[i].item(), (16, 20))
         expected = torchvision_single(name, images[i], value)

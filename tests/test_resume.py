@@ -59,6 +59,8 @@ KINDS = {
     "plain": lambda data: quick_config(epochs=2, **DIGITS),
     "metaaugment": lambda data: quick_config(policy="metaaugment", epochs=2, **DIGITS),
     "rl-mixup": lambda data: quick_config(policy="rl-mixup", epochs=3, policy_options=SMALL_AGENT, **DIGITS),
+    "madaug": lambda data: quick_config(policy="madaug", epochs=2, **DIGITS),
+    "adaaug": lambda data: quick_config(policy="adaaug", epochs=2, policy_options={"search_every": 2}, **DIGITS),
     "few-shot": lambda data: quick_config(benchmark="glyphs", policy="intershuffle", epochs=2, steps_per_epoch=4,
                                           batch_size=2, val_tasks=2, test_tasks=4, checkpoint_every=5, log_every=1),
     "streamed": lambda data: RunConfig(benchmark="imagenet", data_root=str(data), image_size=16, model="small-cnn",
@@ -163,6 +165,7 @@ def test_what_each_kind_keeps_in_its_checkpoint_and_figures(references):
                  for kind, folder in references.items()}
     assert set(artifacts["metaaugment"]) == {"sampler_heatmap.png", "weighted_samples.png", "curves.png"}
     assert {"mixup_examples.png", "action_histogram.png"} <= set(artifacts["rl-mixup"])
+    assert "class_policy.png" in artifacts["madaug"] and "class_policy.png" in artifacts["adaaug"]
     assert torch.load(references["float16"] / "checkpoint.pt", weights_only=True)["grad_scaler"]["scale"] > 0
     epochs = [r for r in RunDirectory(references["rl-mixup"]).read_metrics() if r["kind"] == "epoch"]
     assert [("policy_ppo_value_loss" in r) for r in epochs] == [False, True, False]  # two episodes per update

@@ -7,12 +7,15 @@ MLP with `hidden_layers` layers of 128, the papers' projection) gives 2K numbers
 Exploit (training images): k ops per sample drawn from p without replacement (Gumbel top-k),
 each at its magnitude, perturbed by a uniform amount up to delta (AdaAug's exploit), applied
 one after another. Explore (learning the head): every op applied to every sample at its
-magnitude and the K results mixed by p, with the magnitudes' gradient passed straight
+magnitude and the K results mixed by p (MADAug mixes the images, AdaAug the task network's
+features of them), with the magnitudes' gradient passed straight
 through (`straight_through`: the augmented image's value, d image / d m = 1 per pixel), as
 both papers' code does. Ops run batched on the device through the op table the baselines
 and MetaAugment share (`metaaugment.imageops`); a magnitude m in (0, 1) is that table's 10 m.
 """
 from __future__ import annotations
+
+from typing import Callable
 
 import torch
 from torch import Tensor, nn
@@ -61,20 +64,44 @@ def straight_through(augmented: Tensor, magnitude: Tensor) -> Tensor:
     return augmented.detach() + shift.view(-1, *([1] * (augmented.dim() - 1)))
 
 
-def explore_mixture(images: Tensor, probabilities: Tensor, magnitudes: Tensor, signs: Tensor,
-                    pool: tuple[str, ...] = HEAD_OPS) -> Tensor:
-    """MADAug's explore images: sum_k p_k * op_k(x, m_k) per sample, every op of `pool` applied
-    (one batched call per op), magnitudes' gradient straight through. images (B, C, H, W) in
-    [0, 1]; probabilities, magnitudes (B, K) attached to the head; signs (B, K) of +-1
-    -> (B, C, H, W), differentiable in the probabilities and magnitudes."""
-    count, num_ops = probabilities.shape
+def explored_images(images: Tensor, magnitudes: Tensor, signs: Tensor, pool: tuple[str, ...] = HEAD_OPS) -> Tensor:
+    """Every op of `pool` applied to every sample at its magnitude (one batched call per op),
+    magnitudes' gradient straight through. images (B, C, H, W) in [0, 1]; magnitudes (B, K)
+    attached to the head; signs (B, K) of +-1 -> (K, B, C, H, W), op-major."""
+    count, num_ops = magnitudes.shape
     ops = torch.arange(num_ops).repeat_interleave(count)  # op-major: K slices of the batch
     tiled = images.detach().repeat(num_ops, *([1] * (images.dim() - 1)))
     flat_magnitudes = magnitudes.t().reshape(-1)
     augmented = apply_ops(tiled, ops, MAX_MAGNITUDE * flat_magnitudes.detach().cpu(), signs.t().reshape(-1).cpu(), pool)
-    augmented = straight_through(augmented, flat_magnitudes).view(num_ops, count, *images.shape[1:])
-    weights = probabilities.t().reshape(num_ops, count, *([1] * (images.dim() - 1)))
-    return (weights * augmented).sum(0)
+    return straight_through(augmented, flat_magnitudes).view(num_ops, count, *images.shape[1:])
+
+
+def mix(values: Tensor, probabilities: Tensor) -> Tensor:
+    """sum_k p_k * values_k per sample: values (K, B, ...) op-major, probabilities (B, K)
+    -> (B, ...)."""
+    num_ops, count = values.shape[:2]
+    weights = probabilities.t().reshape(num_ops, count, *([1] * (values.dim() - 2)))
+    return (weights * values).sum(0)
+
+
+def explore_mixture(images: Tensor, probabilities: Tensor, magnitudes: Tensor, signs: Tensor,
+                    pool: tuple[str, ...] = HEAD_OPS) -> Tensor:
+    """MADAug's explore images: sum_k p_k * op_k(x, m_k) per sample (`explored_images` mixed
+    by the head's probabilities). images (B, C, H, W) in [0, 1]; probabilities, magnitudes
+    (B, K) attached to the head; signs (B, K) of +-1 -> (B, C, H, W), differentiable in the
+    probabilities and magnitudes."""
+    return mix(explored_images(images, magnitudes, signs, pool), probabilities)
+
+
+def explore_features(images: Tensor, probabilities: Tensor, magnitudes: Tensor, signs: Tensor,
+                     features: Callable[[Tensor], Tensor], pool: tuple[str, ...] = HEAD_OPS) -> Tensor:
+    """AdaAug's explore: the features of every op's image mixed by the head's probabilities,
+    sum_k p_k * f(op_k(x, m_k)) per sample. images (B, C, H, W); probabilities, magnitudes,
+    signs (B, K); `features` maps (N, C, H, W) -> (N, D) -> (B, D), differentiable in the
+    probabilities and (straight through the images) the magnitudes."""
+    explored = explored_images(images, magnitudes, signs, pool)
+    num_ops, count = explored.shape[:2]
+    return mix(features(explored.flatten(0, 1)).view(num_ops, count, -1), probabilities)
 
 
 def draw_ops(probabilities: Tensor, gumbel: Tensor, k: int) -> Tensor:

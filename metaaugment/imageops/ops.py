@@ -29,8 +29,8 @@ from torchvision.transforms.v2 import functional as TF
 
 # every op a kernel here applies (torchvision's names), and those that take no argument
 OP_NAMES = ("AutoContrast", "Equalize", "Rotate", "Posterize", "Solarize", "Color", "Contrast", "Brightness",
-            "Sharpness", "ShearX", "ShearY", "TranslateX", "TranslateY", "Identity", "Rotate180", "Invert")
-MAGNITUDE_FREE = frozenset({"AutoContrast", "Equalize", "Identity", "Rotate180", "Invert"})
+            "Sharpness", "ShearX", "ShearY", "TranslateX", "TranslateY", "Identity", "Rotate180", "Invert", "Flip")
+MAGNITUDE_FREE = frozenset({"AutoContrast", "Equalize", "Identity", "Rotate180", "Invert", "Flip"})
 
 
 GEOMETRIC = ("Rotate", "ShearX", "ShearY", "TranslateX", "TranslateY")
@@ -200,6 +200,8 @@ def apply_op_(name: str, images: Tensor, values: Tensor) -> Tensor:
         return images
     if name == "Rotate180":  # what F.rotate(image, 180) returns
         return images.copy_(torch.rot90(images, k=2, dims=(-2, -1)))
+    if name == "Flip":  # what F.horizontal_flip returns (AdaAug's and MADAug's Flip)
+        return images.copy_(images.flip(-1))
     if name == "Invert":  # AutoAugment's op: F.invert of a float image, 1 - x
         return images.neg_().add_(1.0)
     if name == "AutoContrast":

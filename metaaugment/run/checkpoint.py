@@ -21,7 +21,7 @@ CHECKPOINT_FORMAT = "metaaugment-checkpoint/2"
 CHECKPOINT_SCHEMA = {"training": dict[str, object], "model": dict[str, torch.Tensor],
                      "best_model": dict[str, torch.Tensor] | None, "learner": dict[str, object],
                      "policy": dict[str, object], "data": dict[str, object], "rng": dict[str, object],
-                     "grad_scaler": dict[str, object] | None}
+                     "grad_scaler": dict[str, object] | None, "transfer_source": dict[str, object] | None}
 
 
 def save_checkpoint(path: Path, contents: dict[str, Any]) -> None:

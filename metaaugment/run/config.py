@@ -84,8 +84,9 @@ class RunConfig:
     val_tasks: int | None = setting(None, "Few-shot: validation tasks per evaluation (100).")
     test_tasks: int | None = setting(None, "Few-shot: meta-test tasks (600).")
     # a finished run of the same policy whose learned policy is reused, frozen (MetaAugment's transfer)
-    policy_from: str | None = setting(None, "metaaugment: reuse the policy network, sampler and task network of this "
-                                      "finished run (frozen) to train a new network.", commands=(RUN,))
+    policy_from: str | None = setting(None, "metaaugment, adaaug: reuse the learned policy and the task network of "
+                                      "this finished run of the same policy (frozen) to train a new network.",
+                                      commands=(RUN,))
     image_size: int | None = setting(None, "The square size images are resized and cropped to: image-folder (84), "
                                      "imagenet and image-classification-folder (224).")
     benchmark_options: dict[str, Any] = setting(

@@ -33,5 +33,6 @@ def export_run(folder: Path, out: Path | None = None, *, overwrite: bool = False
     context = {"batch_size": config.batch_size, "steps_per_epoch": trainer.strategy.steps_per_epoch,
                "epochs": config.epochs}
     save_torch(paths[1], {"format": EXPORT_FORMAT, "policy": config.policy, "policy_options": config.policy_options,
-                          "context": context, "state_dict": checkpoint["policy"]})
+                          "context": context, "state_dict": checkpoint["policy"],
+                          "feature_model": checkpoint.get("transfer_source")})
     return paths

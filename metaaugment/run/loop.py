@@ -28,7 +28,15 @@ from metaaugment.parallel.comm import Communicator
 from metaaugment.parallel.process_group import communicator, launched_by_torchrun
 from metaaugment.parallel.sync_batchnorm import synchronize_batchnorm
 from metaaugment.policy import BatchPolicy, StepContext, TaskPolicy
-from metaaugment.registry import BENCHMARKS, LEARNERS, create_benchmark, create_learner, create_model, create_policy
+from metaaugment.registry import (
+    BENCHMARKS,
+    LEARNERS,
+    POLICIES,
+    create_benchmark,
+    create_learner,
+    create_model,
+    create_policy,
+)
 from metaaugment.run import sinks
 from metaaugment.run.checkpoint import load_checkpoint, read_finished_run, save_checkpoint
 from metaaugment.run.config import RunConfig
@@ -67,7 +75,8 @@ def policy_and_learner(config: RunConfig, kind: BenchmarkKind | None = None) -> 
         raise UserError(f"learner '{config.learner}' does not train {kind.name} benchmark "
                         f"'{config.benchmark}': it needs {needed} ({', '.join(takers)})")
     if config.policy_from is not None and not policy.transferable:
-        raise UserError(f"--policy-from applies to policies that can be transferred (metaaugment), "
+        takers = [name for name in POLICIES.names() if getattr(POLICIES.get(name).factory, "transferable", False)]
+        raise UserError(f"--policy-from applies to policies that can be transferred ({', '.join(takers)}), "
                         f"not '{config.policy}'")
     return policy, learner
 
@@ -166,6 +175,7 @@ class Trainer:
         self.policy.to(self.device)
         if not self.kind.episodic:
             synchronize_batchnorm(self.policy, self.device, self.comm)
+        self.transfer_source: dict[str, Any] | None = None  # the network a transferred policy reads
         if config.policy_from is not None:
             self._transfer_policy(Path(config.policy_from))
         self.strategy.prepare()
@@ -201,6 +211,8 @@ class Trainer:
         except (UserError, RuntimeError, KeyError) as error:
             raise UserError(f"{misfit} ({' '.join(str(error).split())[:200]})") from None
         self.policy.load_transferred(checkpoint["policy"], model)
+        # what an export needs to rebuild the frozen network beside this run's own
+        self.transfer_source = {"model": config["model"], "model_options": dict(config.get("model_options", {}))}
 
     # -- checkpoints -----------------------------------------------------------------------
     def _save_state(self) -> None:
@@ -220,6 +232,7 @@ class Trainer:
             "data": self.strategy.state_dict(),
             "rng": capture_rng_state(),
             "grad_scaler": self.grad_scaler.state_dict() if self.grad_scaler is not None else None,
+            "transfer_source": self.transfer_source,
         })
 
     def _restore_state(self) -> bool:

@@ -17,8 +17,9 @@ from metaaugment.imageops.ops import MAGNITUDE_FREE, apply_named_ops
 OPS = ("AutoContrast", "Equalize", "Rotate", "Posterize", "Solarize", "Color", "Contrast", "Brightness",
        "Sharpness", "ShearX", "ShearY", "TranslateX", "TranslateY", "Identity")
 NUM_OPS = len(OPS)
-# Ops outside the paper's pool, for experiments: Rotate180 destroys labels such as 6 vs 9.
-EXTRA_OPS = ("Rotate180",)
+# Ops outside the paper's pool, for experiments: Rotate180 destroys labels such as 6 vs 9, and
+# a horizontal Flip those of b vs d (AdaAug and MADAug list Flip among their ops).
+EXTRA_OPS = ("Rotate180", "Flip")
 ALL_OPS = OPS + EXTRA_OPS
 MAX_MAGNITUDE = 10.0
 _MAX = {"Rotate": 30.0, "ShearX": 0.3, "ShearY": 0.3, "TranslateX": 150.0 / 331.0, "TranslateY": 150.0 / 331.0,

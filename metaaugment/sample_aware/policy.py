@@ -36,7 +36,7 @@ from metaaugment.sample_aware.lookahead import (
 from metaaugment.sample_aware.ops import ALL_OPS, MAGNITUDE_FREE, OPS, apply_transformations
 from metaaugment.sample_aware.policy_network import PolicyNetwork, normalize_weights, reject_below_mean
 from metaaugment.sample_aware.transformations import TransformationSampler, embed_transformations
-from metaaugment.steptools.features import classifier, feature_width, pooled_features
+from metaaugment.steptools.features import classifier, feature_width, pooled_features, transferred_feature_model
 from metaaugment.steptools.precision import full_precision
 from metaaugment.steptools.scratch import replayed, scratch_buffers
 
@@ -199,7 +199,7 @@ class MetaAugment(BatchPolicy):
         if saved_pool is not None and tuple(saved_pool) != self.pool:
             raise UserError(f"the transferred policy's op pool {saved_pool} differs from this run's {list(self.pool)}")
         device = self.log_alpha.device
-        self.feature_model = feature_model.eval().requires_grad_(False).to(device)
+        self.feature_model = transferred_feature_model(policy_state, feature_model).to(device)
         if self.own_extractor is None:  # sized for the transferred task network's features
             width = feature_width(self.feature_model, spec, needed_by="metaaugment")
             self.network = PolicyNetwork(width, use_embedding=self.use_embedding,

@@ -10,6 +10,8 @@ them too, and one that does not is told so in one line.
 """
 from __future__ import annotations
 
+import copy
+
 import torch
 from torch import Tensor, nn
 
@@ -33,6 +35,22 @@ def classifier(model: nn.Module) -> nn.Module | None:
     """The model's final linear layer (timm's `get_classifier()`), or None."""
     get = getattr(model, "get_classifier", None)
     return get() if callable(get) else None
+
+
+FEATURE_MODEL_PREFIX = "feature_model."
+
+
+def transferred_feature_model(policy_state: dict, feature_model: nn.Module) -> nn.Module:
+    """The frozen task network a transferred policy reads its features from: `feature_model`
+    as given (a finished run's network, loaded), or, where `policy_state` holds a network
+    already (`feature_model.*` keys: the state of a run that was itself transferred, e.g. an
+    export), a copy of `feature_model` loaded with those weights. In eval mode, no gradient."""
+    saved = {key[len(FEATURE_MODEL_PREFIX):]: value for key, value in policy_state.items()
+             if key.startswith(FEATURE_MODEL_PREFIX)}
+    if saved:
+        feature_model = copy.deepcopy(feature_model)
+        feature_model.load_state_dict(saved)
+    return feature_model.eval().requires_grad_(False)
 
 
 def feature_width(model: nn.Module, spec: TaskSpec, needed_by: str = "this policy") -> int:
