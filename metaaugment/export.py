@@ -26,6 +26,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from metaaugment.infra.downloads import offline_options
 from metaaugment.infra.errors import UserError
 from metaaugment.infra.files import load_torch
 from metaaugment.infra.schema import SchemaError, check_value, clip, short
@@ -55,6 +56,8 @@ def _read(path: Path, what: str, schema: dict[str, Any], trust_code: bool) -> di
     references refused unless `trust_code`."""
     try:
         contents = load_torch(Path(path))  # weights_only=True
+    except UserError:  # not a regular file
+        raise
     except Exception as error:  # missing, truncated, or objects beyond weights_only
         raise UserError(f"{path} cannot be read as a metaaugment {what} export ({type(error).__name__}: "
                         f"{clip(str(error), 160)})") from None
@@ -79,7 +82,7 @@ def _feature_model(source: dict[str, Any] | None, model: nn.Module, path: Path, 
     except SchemaError as error:
         raise UserError(f"{path} is a damaged policy export ({error})") from None
     refuse_code_references(checked, str(path), trust_code=trust_code, keys=("model",))
-    return create_model(checked["model"], model.spec, **checked["model_options"])
+    return create_model(checked["model"], model.spec, **offline_options(checked["model_options"]))
 
 
 def _spec(data: dict[str, Any], path: Path) -> TaskSpec:
@@ -99,7 +102,7 @@ def load_exported_model(path: Path, device: str | torch.device = "cpu", *, trust
     A model named by module:Name is built only with `trust_code`."""
     contents = _read(path, "model", MODEL_SCHEMA, trust_code)
     spec = _spec(contents["spec"], Path(path))
-    model = create_model(contents["model"], spec, **contents["model_options"])
+    model = create_model(contents["model"], spec, **offline_options(contents["model_options"]))  # weights: the file's
     try:
         model.load_state_dict(contents["state_dict"])
     except RuntimeError as error:

@@ -14,11 +14,15 @@ In one process, round-robin (`timing.round_robin`), on the same model and batch:
       converted to a PIL image, the op applied by torchvision's functional op on the PIL
       image at the same argument, converted back (`pil_apply_ops`, patched in for
       `apply_ops`); the rest of the step is ours.
-It prints ms per step and `madaug step, batched vs image-by-image PIL: 12.3x`.
+  (d) the head's ops alone, both ways: the explore mixture (every op on every image) and the
+      k = 2 exploit ops per image, without the network.
+It prints ms per step and `madaug step, batched vs image-by-image PIL: 12.3x`, and the same
+ratio for the ops alone.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 from unittest import mock
 
@@ -95,6 +99,26 @@ def make_step(policy_name: str, spec: TaskSpec, batch: Batch, device: torch.devi
     return step
 
 
+def ops_only(batch: Batch, pil: bool = False):
+    """The head's ops of one MADAug step without the network: the explore mixture and the
+    k = 2 exploit ops per image, at random probabilities and magnitudes."""
+    from metaaugment.adaaug import HEAD_OPS, draw_ops, exploit_images, explore_mixture
+
+    g = torch.Generator().manual_seed(0)
+    count, num_ops = len(batch), len(HEAD_OPS)
+    probabilities = torch.softmax(torch.randn(count, num_ops, generator=g), 1).to(batch.inputs.device)
+    magnitudes = torch.rand(count, num_ops, generator=g).to(batch.inputs.device)
+    signs = torch.where(torch.rand(count, num_ops, generator=g) < 0.5, -1.0, 1.0)
+    gumbel = -torch.log(-torch.log(torch.rand(count, num_ops, generator=g)))
+
+    def step() -> None:
+        with mock.patch("metaaugment.adaaug.head.apply_ops", pil_apply_ops) if pil else contextlib.nullcontext():
+            explore_mixture(batch.inputs, probabilities, magnitudes, signs)
+            ops = draw_ops(probabilities, gumbel, 2)
+            exploit_images(batch.inputs, ops, magnitudes.gather(1, ops), signs.gather(1, ops.cpu()))
+    return step
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--image-size", type=int, default=32)
@@ -114,11 +138,13 @@ def main() -> None:
           f"threads {torch.get_num_threads()}, model {args.model}, batch {args.batch_size}x{spec.input_shape}")
     steps = {"none": make_step("none", spec, batch, device, args.model),
              "madaug batched": make_step("madaug", spec, batch, device, args.model),
-             "madaug PIL": make_step("madaug", spec, batch, device, args.model, pil=True)}
+             "madaug PIL": make_step("madaug", spec, batch, device, args.model, pil=True),
+             "ops batched": ops_only(batch), "ops PIL": ops_only(batch, pil=True)}
     median = round_robin(steps, device, args.repeats, warmup=2)
     for name, seconds in median.items():
         print(f"{name:16s} {1e3 * seconds:9.1f} ms/step {seconds / median['none']:8.2f}x none")
     print(f"madaug step, batched vs image-by-image PIL: {median['madaug PIL'] / median['madaug batched']:.1f}x")
+    print(f"the head's ops alone, batched vs image-by-image PIL: {median['ops PIL'] / median['ops batched']:.1f}x")
 
 
 if __name__ == "__main__":

@@ -136,3 +136,17 @@ def test_every_file_and_test_a_doc_names_exists():
     missing += [(path.name, name) for path, text in texts.items() if path.suffix == ".md"
                 for name in re.findall(r"`(test_[a-z0-9_]+)`", text) if name not in defined]
     assert missing == []
+
+
+def test_the_adaaug_example_searches_with_a_user_loop():
+    """docs/adaaug.md's loop: the head learns on steps 0 and 3, and the class policy it
+    reports is a distribution per class that has seen rows."""
+    torch.manual_seed(0)
+    path = ROOT / "docs" / "adaaug.md"
+    code = doc_block(path, "adaaug-example")
+    namespace = run(code.replace("policy.setup(ctx)\n", "policy.setup(ctx)\n"
+                                 "initial = [p.detach().clone() for p in policy.head.parameters()]\n"), path)
+    policy, probabilities = namespace["policy"], namespace["probabilities"]
+    assert any(not torch.equal(a, b) for a, b in zip(namespace["initial"], policy.head.parameters()))
+    assert probabilities.shape == (4, 15) and torch.allclose(probabilities.sum(1), torch.ones(4))
+    assert int(policy.class_counts.sum()) == 6 * 32

@@ -70,13 +70,21 @@ def finished_glyphs_run(tmp_path_factory) -> Path:
 
 
 def snapshot(root: Path) -> dict[str, str]:
-    """Every file under root (but the cache) with a digest of its bytes; the lock file holds the
-    PID of its last holder, so only its presence counts."""
+    """Every file under root (but the cache) with a digest of its bytes, lock files included (a
+    refused start leaves even the lock's PID as it was); a FIFO, device or link by its kind
+    and target; a sparse file by its size (it is not read)."""
     files = {}
     for path in sorted(root.rglob("*")):
-        if path.is_file() and "cache" not in path.relative_to(root).parts:
-            relative = str(path.relative_to(root))
-            files[relative] = "lock" if path.name == LOCK else hashlib.sha256(path.read_bytes()).hexdigest()
+        relative = path.relative_to(root)
+        if "cache" in relative.parts or any((root / p).is_symlink() for p in relative.parents if p != Path(".")):
+            continue  # what a linked folder holds is listed where it really is
+        if path.is_symlink():
+            files[str(relative)] = f"link to {os.readlink(path)}"
+        elif path.is_fifo():
+            files[str(relative)] = "fifo"
+        elif path.is_file():
+            size = path.stat().st_size
+            files[str(relative)] = f"sparse {size}" if size > 1 << 30 else hashlib.sha256(path.read_bytes()).hexdigest()
     return files
 
 
@@ -358,6 +366,47 @@ def finished_in_comparison(change):
     return apply
 
 
+# -- audit 3: links, FIFOs, devices, sparse files, downloads asked for by a file, reserved names --
+def fifo(path: Path) -> None:
+    path.unlink(missing_ok=True)
+    os.mkfifo(path)
+
+
+def sparse(path: Path, size: int = 1 << 34) -> None:
+    """`path` as a 16 GiB sparse file (no disk used): a reader that reads it whole fills memory."""
+    with open(path, "wb") as handle:
+        handle.truncate(size)
+
+
+def outside(tmp: Path) -> Path:
+    """A folder outside the run or comparison folder, with a file in it, whose checksums the
+    snapshot covers: nothing may be written there."""
+    folder = tmp / "outside"
+    folder.mkdir(exist_ok=True)
+    (folder / "precious.txt").write_text("mine\n")
+    return folder
+
+
+def link_in_place(relative: str, target: str = "folder"):
+    """A run or comparison folder's `relative` (a folder or file it writes) as a symbolic link to
+    something outside it."""
+    def change(root: Path, tmp: Path) -> None:
+        place = outside(tmp)
+        path = root / relative
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.symlink_to(place if target == "folder" else place / "precious.txt")
+    return change
+
+
+def hard_linked_lock(tmp, templates):
+    out = run_copy(templates["digits"], tmp)
+    (out / LOCK).unlink(missing_ok=True)
+    os.link(outside(tmp) / "precious.txt", out / LOCK)
+    return [*DIGITS, "--out", str(out), "--overwrite"]
+
+
 def plugin_file(source: str, *command: str):
     """`command` next to plugin.py holding `source`."""
     def setup(tmp, templates):
@@ -579,7 +628,18 @@ PLUGINS = [
 
 
 CONFIG_FILES = [
-    ("config file missing", args("run", "--config", "nofile.yaml"), "config file nofile.yaml cannot be read"),
+    ("config file a FIFO", lambda tmp, t: (fifo(tmp / "cfg.yaml"), ["run", "--config", "cfg.yaml"])[1],
+     "cfg.yaml is a FIFO: the config file must be a regular file"),
+    ("config file /dev/zero", args("run", "--config", "/dev/zero"), "is a character device"),
+    ("config file a 16 GiB sparse file", lambda tmp, t: (sparse(tmp / "big.json"), ["run", "--config", "big.json"])[1],
+     "is larger than 1 MiB: not a config file"),
+    ("config file a link to a settings file", lambda tmp, t: (
+        (tmp / "real.yaml").write_text("benchmark: digits\n"), (tmp / "cfg.yaml").symlink_to(tmp / "real.yaml"),
+        ["run", "--config", "cfg.yaml"])[2], "cfg.yaml is a symbolic link"),
+    ("config file asking for downloaded weights", config_file(
+        "benchmark: digits\nmodel: timm/resnet18\nmodel_options: {pretrained: true}\n"),
+     "which downloads weights: a file never makes metaaugment reach the network"),
+    ("config file missing", args("run", "--config", "nofile.yaml"), "nofile.yaml cannot be read as the config file"),
     ("config file not a mapping", with_file("list.json", "[1, 2]", "run", "--config", "list.json"),
      "must hold a mapping of settings"),
     ("config file with a typo", with_file("typo.yaml", "benchmark: digits\nepoch: 3\n", "run", "--config",
@@ -650,10 +710,10 @@ CONFIG_FILES = [
     ("config JSON nested too deeply", big_file("c.json", "[" * 100_000 + "]" * 100_000, "run", "--config", "c.json"),
      "nested too deeply"),
     ("config file too large", big_file("c.yaml", "benchmark: digits\n" + "# padding\n" * 120_000, "run", "--config",
-                                       "c.yaml"), "is larger than 1024 KiB"),
+                                       "c.yaml"), "is larger than 1 MiB: not a config file"),
     ("config not UTF-8", lambda tmp, t: ((tmp / "c.yaml").write_bytes(b"benchmark: \xff\xfe\n"), ["run", "--config",
                                                                                                    "c.yaml"])[1],
-     "config file c.yaml cannot be read"),
+     "c.yaml cannot be read as the config file (not UTF-8"),
     ("config YAML python tag", big_file("c.yaml", "benchmark: !!python/object/apply:os.system ['touch pwned.txt']\n",
                                         "run", "--config", "c.yaml"), "is not valid JSON or YAML"),
     ("config empty file", big_file("c.yaml", "", "run", "--config", "c.yaml"), "must hold a mapping of settings"),
@@ -676,6 +736,18 @@ CONFIG_FILES = [
 
 
 SWEEP_FILES = [
+    ("sweep file a FIFO", lambda tmp, t: (fifo(tmp / "s.yaml"), ["compare", "digits", "--sweep", "s.yaml"])[1],
+     "s.yaml is a FIFO"),
+    ("sweep file /dev/zero", args("compare", "digits", "--sweep", "/dev/zero"), "is a character device"),
+    ("sweep variant named like the table", sweep_file("variants: {comparison.csv: {policy: none}}\n"),
+     "variant name 'comparison.csv' is the name of a file the comparison writes"),
+    ("sweep variant named jobs.json", sweep_file("variants: {jobs.json: {policy: none}}\n"),
+     "variant name 'jobs.json' is the name of a file"),
+    ("sweep variant name of 300 characters", sweep_file("variants: {" + "v" * 300 + ": {policy: none}}\n"),
+     "is 300 bytes long"),
+    ("sweep variant asking for downloaded weights", sweep_file(
+        "variants: {a: {policy: none, model: timm/resnet18, model_options: {pretrained: true}}}\n"),
+     "which downloads weights"),
     ("sweep without variants", with_file("empty.yaml", "benchmark: digits\n", "compare", "--sweep", "empty.yaml"),
      "needs 'variants'"),
     ("sweep variant without a policy", with_file("nopol.yaml", "variants: {a: {policy_options: {}}}\n", "compare",
@@ -722,6 +794,17 @@ SWEEP_FILES = [
 
 
 RUN_FOLDERS = [
+    ("a lock hard-linked to a file outside", hard_linked_lock, "other name(s) (a hard link)"),
+    ("config.json a FIFO, with --resume", folder_with(lambda run, tmp: fifo(run / "config.json"), *DIGITS, "--out",
+                                                      "RUN", "--resume", finished=False), "config.json is a FIFO"),
+    ("config.json a 16 GiB sparse file, with --resume", folder_with(
+        lambda run, tmp: sparse(run / "config.json"), *DIGITS, "--out", "RUN", "--resume", finished=False),
+     "is larger than 1 MiB"),
+    ("checkpoint.pt a FIFO, with --resume", folder_with(lambda run, tmp: fifo(run / "checkpoint.pt"), *DIGITS,
+                                                        "--out", "RUN", "--resume", finished=False),
+     "checkpoint.pt is a FIFO"),
+    ("the manifest a FIFO, with --overwrite", folder_with(lambda run, tmp: fifo(run / MANIFEST), *DIGITS, "--out",
+                                                          "RUN", "--overwrite"), "is a FIFO"),
     ("out below a file", out_below_a_file, "is a file"),
     ("out in an unwritable place", out_unwritable, "/proc"),
     ("a finished run without flags", finished_without_flags, "already holds a finished run"),
@@ -871,6 +954,13 @@ DATA = [
 
 
 EVAL_EXPORT = [
+    ("export into export/ linked outside", folder_with(link_in_place("export"), "export", "RUN"),
+     "export is a symbolic link"),
+    ("eval of a folder whose config.json is a FIFO", folder_with(lambda run, tmp: fifo(run / "config.json"), "eval",
+                                                                 "RUN", "--device", "cpu"), "config.json is a FIFO"),
+    ("eval of a folder whose results.json is /dev/zero", folder_with(
+        lambda run, tmp: ((run / "results.json").unlink(), (run / "results.json").symlink_to("/dev/zero")), "eval",
+        "RUN", "--device", "cpu"), "results.json is a symbolic link"),
     ("eval of a folder naming a policy module", folder_with(config_naming_code("policy"), "eval", "RUN", "--device",
                                                             "cpu"), "its config.json names code (policy 'evil_"),
     ("eval of a folder naming a model module", folder_with(config_naming_code("model", "{module}:net"), "eval",
@@ -899,6 +989,17 @@ EVAL_EXPORT = [
 ]
 
 COMPARISON_FOLDERS = [
+    ("a variant's folder linked outside", comparison_with(lambda cmp, tmp, templates: link_in_place("none")(cmp, tmp)),
+     "none is a symbolic link"),
+    ("a run folder of a variant linked outside", comparison_with(
+        lambda cmp, tmp, templates: link_in_place("none/seed0")(cmp, tmp)), "seed0 is a symbolic link"),
+    ("the job logs' folder linked outside", comparison_with(
+        lambda cmp, tmp, templates: link_in_place(".jobs")(cmp, tmp), "--launcher", "local"),
+     ".jobs is a symbolic link"),
+    ("jobs.json a FIFO, with --status", comparison_with(lambda cmp, tmp, templates: fifo(cmp / "jobs.json"),
+                                                       "--status"), "jobs.json is a FIFO"),
+    ("jobs.json a 16 GiB sparse file, with --status", comparison_with(
+        lambda cmp, tmp, templates: sparse(cmp / "jobs.json"), "--status"), "is larger than 1 MiB"),
     ("jobs.json not JSON", jobs_json("{"), "cannot be read as the record of the comparison's jobs"),
     ("jobs.json a list", jobs_json("[]"), "jobs.json is damaged"),
     ("jobs.json with a shell command for an id", jobs_json('{"none/seed0": {"job_id": "1; touch pwned.txt", '
@@ -919,7 +1020,7 @@ COMPARISON_FOLDERS = [
         cmp / "comparison.csv").write_text("policy,x\n" + "".join(f"variant-{i:05d},1\n" for i in range(10_000)))),
      "holds the table of another comparison (variant-00000, variant-00001"),
     ("a table over 1 MiB", comparison_with(lambda cmp, tmp, templates: (cmp / "comparison.csv").write_text(
-        "policy,x\n" + "v,1\n" * 300_000)), "is not a comparison table (over 1024 KiB)"),
+        "policy,x\n" + "v,1\n" * 300_000)), "is larger than 1 MiB: not a comparison table"),
     ("a table naming a variant with a NUL", comparison_with(lambda cmp, tmp, templates: (
         cmp / "comparison.csv").write_bytes(b"policy,x\nab\x00cd,1\n")), "another comparison ('ab\\x00cd')"),
     ("a folder in the table's place", comparison_with(lambda cmp, tmp, templates: (cmp / "comparison.md").mkdir()),
@@ -1245,3 +1346,37 @@ def test_a_damaged_cache_is_rebuilt_and_a_crafted_one_runs_nothing(tmp_path, mon
     torch.save(Payload(tmp_path / MARKER), cache)  # crafted
     assert torch.equal(read_omniglot(tmp_path)[0], images)
     assert not (tmp_path / MARKER).exists()
+
+
+def test_no_file_makes_metaaugment_reach_the_network(tmp_path, monkeypatch, capsys):
+    """timm's `pretrained` from a config file is one line before anything is built; an exported
+    model.pt that says `pretrained: true` is rebuilt from its own weights: neither opens a
+    socket (the network is blocked and every attempt recorded)."""
+    import socket
+
+    pytest.importorskip("timm")
+    from metaaugment import TaskSpec, create_model
+    from metaaugment.export import EXPORT_FORMAT, load_exported_model
+
+    attempts = []
+
+    def blocked(self, address, *rest):
+        attempts.append(address)
+        raise OSError("network blocked by the test")
+
+    monkeypatch.setattr(socket.socket, "connect", blocked)
+    monkeypatch.setattr(socket, "create_connection", lambda address, *a, **k: blocked(None, address))
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "cfg.yaml").write_text("benchmark: digits\nmodel: timm/test_resnet\nmodel_options: {pretrained: true}\n")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["run", "--config", "cfg.yaml", "--epochs", "1", "--device", "cpu"])
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert exit_info.value.code == 2 and len(lines) == 1 and "downloads weights" in lines[0]
+    spec = TaskSpec(num_classes=10, input_shape=(1, 8, 8), mean=(0.5,), std=(0.25,))
+    model = create_model("timm/test_resnet", spec)
+    torch.save({"format": EXPORT_FORMAT, "model": "timm/test_resnet", "model_options": {"pretrained": True},
+                "spec": {"num_classes": 10, "input_shape": (1, 8, 8), "mean": (0.5,), "std": (0.25,)},
+                "state_dict": model.state_dict()}, tmp_path / "model.pt")
+    rebuilt = load_exported_model(tmp_path / "model.pt")
+    assert all(torch.equal(rebuilt.state_dict()[k], v) for k, v in model.state_dict().items())
+    assert attempts == []

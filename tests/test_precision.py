@@ -42,7 +42,7 @@ def test_metaaugment_s_lookahead_under_bf16_is_the_float32_lookahead(engine):
         assert torch.nn.functional.cosine_similarity(results["bf16"].weights, results["32"].weights, dim=0) > 0.99
 
 
-@pytest.mark.parametrize("policy", ["none", "mixup", "metaaugment"])
+@pytest.mark.parametrize("policy", ["none", "mixup", "metaaugment", "madaug", "adaaug"])
 def test_bf16_training_follows_float32_training(policy, tmp_path):
     full = train(quick_config(policy=policy, epochs=2), tmp_path / "32", show_progress=False)["metrics"]
     half = train(quick_config(policy=policy, epochs=2, precision="bf16"), tmp_path / "bf16",

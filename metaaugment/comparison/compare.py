@@ -10,10 +10,23 @@ from typing import Any, Sequence
 
 from rich.console import Console
 
-from metaaugment.comparison.launch import LaunchOptions, PlannedRun, launch
+from metaaugment.comparison.launch import (
+    JOBS_FILE,
+    LOCAL_JOBS_DIR,
+    SUBMITIT_DIR,
+    LaunchOptions,
+    PlannedRun,
+    launch,
+)
 from metaaugment.comparison.sweep_file import Variant
 from metaaugment.infra.errors import UserError
-from metaaugment.infra.files import remove_stale_temporary_files, write_bytes, write_text
+from metaaugment.infra.files import (
+    read_text_capped,
+    refuse_linked_folders,
+    remove_stale_temporary_files,
+    write_bytes,
+    write_text,
+)
 from metaaugment.infra.schema import clip
 from metaaugment.run.config import RunConfig
 from metaaugment.run.config_file import MAX_FILE_BYTES
@@ -73,6 +86,12 @@ def plan_comparison(base: RunConfig, variants: Sequence[str | Variant], seeds: S
     names = [v.name for v in chosen]
     if len(set(names)) != len(names):
         raise UserError(f"the compared variants need distinct names (got {', '.join(names)})")
+    for name in names:  # each names a folder beside the comparison's own files
+        if name in RESERVED_NAMES:
+            raise UserError(f"variant name {name!r} is the name of a file the comparison writes; choose another")
+        if len(name.encode()) > MAX_VARIANT_BYTES:
+            raise UserError(f"variant name {name[:40]!r}... is {len(name.encode())} bytes long; a variant names a "
+                            f"folder and a log file, so at most {MAX_VARIANT_BYTES}")
     # each run resolved once, here: its policy's benchmark defaults join its options
     runs = [PlannedRun(v.name, seed, v.apply(base, seed).resolve(), Path(out) / v.name / f"seed{seed}")
             for v in chosen for seed in seeds]
@@ -99,6 +118,8 @@ def run_comparison(base: RunConfig, variants: Sequence[str | Variant], seeds: Se
     runs = plan_comparison(base, variants, seeds, out, policy_options, options.nproc_per_node)
     check_table_owner(out, list(dict.fromkeys(run.name for run in runs)), overwrite)
     for run in runs:  # every folder checked before anything trains or is submitted
+        refuse_linked_folders(out, run.path)
+        refuse_linked_folders(out, Path(out) / LOCAL_JOBS_DIR)
         folder = RunDirectory(run.path)
         if overwrite and folder.owned():  # what earlier runs wrote goes (their own files only)
             with folder.locked():
@@ -129,12 +150,10 @@ def tabled_variants(out: Path) -> list[str] | None:
     path = Path(out) / "comparison.csv"
     if not path.is_file():
         return None
+    text = read_text_capped(path, "comparison table", MAX_FILE_BYTES)  # a table has a row per variant
     try:
-        if path.stat().st_size > MAX_FILE_BYTES:  # a table has a row per variant
-            raise UserError(f"{path} is not a comparison table (over {MAX_FILE_BYTES // 1024} KiB); move it away "
-                            f"or pass --overwrite")
-        rows = list(csv.reader(io.StringIO(path.read_text(encoding="utf-8"))))
-    except (OSError, UnicodeDecodeError, csv.Error) as error:
+        rows = list(csv.reader(io.StringIO(text)))
+    except csv.Error as error:
         raise UserError(f"{path} cannot be read ({error}); move it away or pass --overwrite") from None
     if not rows or not rows[0] or rows[0][0] != "policy":
         raise UserError(f"{path} is not a comparison table; move it away or pass --overwrite")
@@ -142,6 +161,8 @@ def tabled_variants(out: Path) -> list[str] | None:
 
 
 TABLE_FILES = ("comparison.csv", "comparison.md", "comparison.png")
+RESERVED_NAMES = frozenset({*TABLE_FILES, JOBS_FILE, LOCAL_JOBS_DIR, SUBMITIT_DIR})
+MAX_VARIANT_BYTES = 200  # a file name has 255; its job log adds -seedK.log
 
 
 def check_table_owner(out: Path, names: Sequence[str], overwrite: bool) -> None:

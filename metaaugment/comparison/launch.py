@@ -36,7 +36,7 @@ from rich.console import Console
 
 from metaaugment.infra.dependencies import require
 from metaaugment.infra.errors import UserError
-from metaaugment.infra.files import load_json, write_json
+from metaaugment.infra.files import load_json, open_regular, refuse_linked_folders, write_json
 from metaaugment.infra.schema import short
 from metaaugment.parallel.launcher import start_job
 from metaaugment.run.config import RunConfig
@@ -111,6 +111,7 @@ class LocalJob:
     in `log`. `done`, `state`, `cancel` and `job_id` as submitit's jobs have them."""
 
     def __init__(self, run: PlannedRun, folder: Path, nproc_per_node: int, threads: int | None, trust_code: bool):
+        refuse_linked_folders(folder.parent, folder)
         folder.mkdir(parents=True, exist_ok=True)
         stem = job_file_stem(run.key)
         self.log = folder / f"{stem}.log"
@@ -172,7 +173,7 @@ def read_jobs(out: Path) -> dict[str, dict[str, str]]:
     """jobs.json of a comparison folder: run key -> {"job_id", "launcher"}, checked (a
     UserError naming the file when it is damaged)."""
     path = Path(out) / JOBS_FILE
-    if not path.is_file():
+    if not os.path.lexists(path):
         return {}
     jobs = load_json(path, "record of the comparison's jobs")
     valid = isinstance(jobs, dict) and all(
@@ -368,11 +369,11 @@ def last_line(path: Path, tail_bytes: int = 8192) -> str | None:
     """The last non-empty line of a log file (progress lines end in newlines; a bar's carriage
     returns split lines too), or None when it has none or cannot be read."""
     try:
-        with open(path, "rb") as log:
+        with os.fdopen(open_regular(path, "job log"), "rb") as log:  # a FIFO in its place never blocks
             log.seek(0, os.SEEK_END)
             log.seek(max(0, log.tell() - tail_bytes))
             text = log.read().decode("utf-8", errors="replace")
-    except OSError:
+    except (OSError, UserError):
         return None
     lines = [line.strip() for line in text.replace("\r", "\n").splitlines() if line.strip()]
     return lines[-1] if lines else None

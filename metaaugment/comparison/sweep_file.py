@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from metaaugment.infra.downloads import refuse_downloads_from_file
 from metaaugment.infra.errors import UserError
 from metaaugment.infra.schema import SchemaError, check_value, short
 from metaaugment.infra.trust import refuse_code_references
@@ -88,6 +89,7 @@ def read_sweep(path: Path, *, trust_code: bool = False) -> Sweep:
             raise UserError(f"{where}: variant {name} names no policy")
         checked = RunConfig.check_settings(settings, f"{where}, variant {name}")
         refuse_code_references(checked, f"{where}, variant {name},", trust_code=trust_code)
+        refuse_downloads_from_file(checked.get("model_options"), f"{where}, variant {name},")
         variants.append(Variant(name=name, **checked))
     seeds = data.pop("seeds", None)
     if seeds is not None:

@@ -7,27 +7,139 @@ write killed midway leaves only such a temporary file, which `remove_stale_tempo
 recognizes by its name and removes at the next start. A write the system refuses (disk
 full, read-only or unwritable folder) is one UserError naming the file.
 
+Reads of the files a run or comparison keeps (configs, sweeps, bookkeeping, manifests,
+results, logs, checkpoints) go through `open_regular`: the file is opened without following
+a link and without blocking (a FIFO cannot hang the program), must be a regular file (a
+FIFO, device or socket is one line), and `read_capped` refuses one larger than its cap
+before reading it (a sparse or endless file cannot fill memory).
+
 Loads: torch files with `weights_only=True` (tensors, plain containers, strings and numbers);
 dataset pickles (CIFAR, mini-ImageNet) through an unpickler that builds numpy arrays and
 builtin containers and refuses everything else, so a crafted file cannot execute code.
 """
 from __future__ import annotations
 
+import errno
 import io
 import json
 import os
 import pickle
+import stat
 import tempfile
 import warnings
 from pathlib import Path
 from typing import IO, Any, BinaryIO, Callable
 
-import torch
-
 from metaaugment.infra.errors import UserError
 from metaaugment.infra.interrupt import AtomicWrite
 
 TEMPORARY_SUFFIX = ".metaaug-tmp"
+SETTINGS_CAP = 1 << 20  # a settings or bookkeeping file is a page of text; anything larger is not one
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+_NONBLOCK = getattr(os, "O_NONBLOCK", 0)
+
+
+def _kind_of(mode: int) -> str:
+    for test, name in ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
+                       (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"), (stat.S_ISDIR, "a folder")):
+        if test(mode):
+            return name
+    return "not a regular file"
+
+
+def file_kind(path: Path) -> str:
+    """What `path` is, in words, when it is not a regular file ("a FIFO", "a folder", ...)."""
+    return _kind_of(os.lstat(path).st_mode)
+
+
+def open_regular(path: Path, what: str) -> int:
+    """A read-only descriptor of `path`, opened without following a link and without
+    blocking, and checked to be a regular file; one UserError naming the file and `what` it
+    should be otherwise (missing, a link, a FIFO, a device, a socket, a folder)."""
+    path = Path(path)
+    try:
+        fd = os.open(path, os.O_RDONLY | _NOFOLLOW | _NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except OSError as error:
+        if error.errno == errno.ELOOP or os.path.islink(path):
+            raise UserError(f"{path} is a symbolic link: the {what} is read only from a regular file, never "
+                            f"through a link") from None
+        raise UserError(f"{path} cannot be read as the {what} ({error.strerror or error})") from None
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        raise UserError(f"{path} is {_kind_of(mode)}: the {what} must be a regular file")
+    return fd
+
+
+def read_capped(path: Path, what: str, cap: int = SETTINGS_CAP) -> bytes:
+    """The bytes of the regular file `path` (`open_regular`), refused in one line naming the
+    cap when it is larger than `cap` bytes (checked before reading, and while reading)."""
+    fd = open_regular(path, what)
+    try:
+        if os.fstat(fd).st_size > cap:
+            raise UserError(f"{path} is larger than {_size(cap)}: not a {what}")
+        chunks, total = [], 0
+        while total <= cap:
+            chunk = os.read(fd, min(1 << 16, cap + 1 - total))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            total += len(chunk)
+        if total > cap:  # grew while read
+            raise UserError(f"{path} is larger than {_size(cap)}: not a {what}")
+        return b"".join(chunks)
+    except OSError as error:
+        raise UserError(f"{path} cannot be read as the {what} ({error.strerror or error})") from None
+    finally:
+        os.close(fd)
+
+
+def read_text_capped(path: Path, what: str, cap: int = SETTINGS_CAP) -> str:
+    """`read_capped` decoded as UTF-8; undecodable bytes are one UserError line."""
+    try:
+        return read_capped(path, what, cap).decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise UserError(f"{path} cannot be read as the {what} (not UTF-8 text: {error.reason} at byte "
+                        f"{error.start})") from None
+
+
+def refuse_linked_folders(root: Path, path: Path) -> None:
+    """A UserError when a folder between `root` (excluded: the folder the user named) and
+    `path` (included), or `path` itself, is a symbolic link: what is written inside a run or
+    comparison folder stays inside it."""
+    root, path = Path(root), Path(path)
+    try:
+        parts = path.relative_to(root).parts
+    except ValueError:
+        return
+    current = root
+    for part in parts:
+        current = current / part
+        if current.is_symlink():
+            raise UserError(f"{current} is a symbolic link: metaaugment writes inside {root} only into folders of "
+                            f"its own; remove the link")
+
+
+def open_for_append(path: Path, what: str) -> int:
+    """A descriptor appending to `path` (created if missing), never through a link, and only
+    to a regular file with no other name (a hard link); one UserError line otherwise."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | _NOFOLLOW | _NONBLOCK
+                     | getattr(os, "O_CLOEXEC", 0), 0o666)
+    except OSError as error:
+        if error.errno == errno.ELOOP or os.path.islink(path):
+            raise UserError(f"{path} is a symbolic link: the {what} is never written through one; remove it") from None
+        raise UserError(f"cannot write {path}: {error.strerror or error}") from None
+    status = os.fstat(fd)
+    if not stat.S_ISREG(status.st_mode) or status.st_nlink > 1:
+        os.close(fd)
+        problem = "a file with another name (a hard link)" if stat.S_ISREG(status.st_mode) else _kind_of(status.st_mode)
+        raise UserError(f"{path} is {problem}: the {what} is written only into a regular file of its own; remove it")
+    return fd
+
+
+def _size(count: int) -> str:
+    return f"{count // (1 << 20)} MiB" if count >= 1 << 20 else f"{count // 1024} KiB"
 
 
 def _default_file_mode() -> int:
@@ -104,6 +216,8 @@ def write_bytes(path: Path, data: bytes) -> None:
 
 def save_torch(path: Path, obj: Any) -> None:
     """torch.save `obj` atomically."""
+    import torch  # here: the CLI reads settings files before torch is imported
+
     _write_atomically(path, lambda h: torch.save(obj, h))
 
 
@@ -117,7 +231,7 @@ def pyplot():  # type: ignore[no-untyped-def]
     return plt
 
 
-def show_image(ax: Any, image: torch.Tensor) -> None:
+def show_image(ax: Any, image: Any) -> None:
     """Show one (C, H, W) image in [0, 1] (gray when C = 1) on a matplotlib axis."""
     array = image.permute(1, 2, 0).clamp(0, 1).numpy()
     gray = array.shape[-1] == 1
@@ -147,21 +261,25 @@ def remove_stale_temporary_files(folder: Path) -> list[Path]:
     return stale
 
 
-def load_json(path: Path, what: str) -> Any:
+def load_json(path: Path, what: str, cap: int = SETTINGS_CAP) -> Any:
     """The JSON of a file this program wrote (a run's records, a job file), or one UserError
-    line naming it and `what` it is when it cannot be read or parsed."""
+    line naming it and `what` it is when it cannot be read (`read_text_capped`) or parsed."""
+    text = read_text_capped(path, what, cap)
     try:
-        return json.loads(Path(path).read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as error:
+        return json.loads(text)
+    except (json.JSONDecodeError, RecursionError) as error:
         raise UserError(f"{path} cannot be read as the {what} ({' '.join(str(error).split())[:200]})") from None
 
 
 def load_torch(path: Path) -> Any:
     """torch.load of a file written by `save_torch`, on the CPU, with weights_only=True: only
     tensors, plain containers, strings and numbers are built, so a crafted file runs no code."""
-    with warnings.catch_warnings():  # a crafted file's protocol warning: its refusal is reported as one line
-        warnings.simplefilter("ignore")
-        return torch.load(Path(path), map_location="cpu", weights_only=True)
+    import torch
+
+    fd = open_regular(Path(path), "torch file")  # a FIFO or link is refused before torch reads it
+    with warnings.catch_warnings(), os.fdopen(fd, "rb") as handle:
+        warnings.simplefilter("ignore")  # a crafted file's protocol warning: its refusal is reported as one line
+        return torch.load(handle, map_location="cpu", weights_only=True)
 
 
 class _DataUnpickler(pickle.Unpickler):

@@ -10,6 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from metaaugment.infra.files import open_for_append
+
 
 def torchrun_arguments(count: int, module: str, args: list[str]) -> list[str]:
     """torchrun's arguments that run `python -m module ARGS` on `count` local processes."""
@@ -40,6 +42,6 @@ def start_job(module: str, args: list[str], log: Path, processes: int = 1) -> su
     command = ["-m", module, *args]
     if processes > 1:  # the run's processes, as `metaaug run --nproc-per-node` starts them
         command = ["-m", "torch.distributed.run", *torchrun_arguments(processes, module, args)]
-    with open(log, "ab") as output:
+    with os.fdopen(open_for_append(log, "job log"), "ab") as output:  # never through a link
         return subprocess.Popen([sys.executable, *command], stdout=output, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL, start_new_session=True)

@@ -37,6 +37,8 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     # tensors (CUDA generator states included).
     try:
         contents = load_torch(path)
+    except UserError:  # not a regular file
+        raise
     except Exception as error:  # truncated, empty, garbage, or objects beyond weights_only
         reason = " ".join(str(error).split())[:300]
         raise UserError(f"{path} cannot be read as a checkpoint ({type(error).__name__}: {reason}); "
@@ -63,6 +65,8 @@ def read_finished_run(folder: Path, command: str = "--policy-from", *, trust_cod
     from metaaugment.run.folder import RunDirectory
 
     run = RunDirectory(Path(folder))
+    if run.path.is_dir():
+        run.refuse_odd_members()  # a link or FIFO in a member's place is named, never read
     if not run.finished or not run.checkpoint_path.is_file():
         raise UserError(f"{command} {folder}: not a finished run folder (no results.json / checkpoint.pt)")
     config = run.read_config()

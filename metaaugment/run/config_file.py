@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from metaaugment.infra.errors import UserError
+from metaaugment.infra.files import read_text_capped
 from metaaugment.infra.schema import SchemaError, clip, count_values, short
 from metaaugment.run.config import RunConfig
 
@@ -29,12 +30,7 @@ def read_mapping(path: Path, what: str) -> dict[str, Any]:
     MAX_FILE_BYTES and MAX_VALUES values with aliases expanded. A UserError naming the file
     when it cannot be read or is none of these."""
     path = Path(path)
-    try:
-        if path.stat().st_size > MAX_FILE_BYTES:
-            raise UserError(f"{what} {path} is larger than {MAX_FILE_BYTES // 1024} KiB: not a settings file")
-        text = path.read_text()
-    except (OSError, UnicodeDecodeError) as error:
-        raise UserError(f"{what} {path} cannot be read: {' '.join(str(error).split())}") from None
+    text = read_text_capped(path, what, MAX_FILE_BYTES)  # a regular file, never through a link, capped
     suffix = path.suffix.lower()
     try:
         if suffix == ".json":

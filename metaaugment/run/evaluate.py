@@ -31,7 +31,8 @@ def restored_trainer(folder: Path, command: str, *, benchmark: str | None = None
     if benchmark is not None:
         settings["benchmark"] = benchmark
     config = RunConfig.from_dict(settings).resolve()
-    trainer = Trainer(config, RunDirectory(Path(folder)), console=console, show_progress=False, trust_code=trust_code)
+    trainer = Trainer(config, RunDirectory(Path(folder)), console=console, show_progress=False, trust_code=trust_code,
+                      weights_from_file=True)
     weights = checkpoint["best_model"] if trainer.strategy.tests_best_model and checkpoint.get("best_model") \
         else checkpoint["model"]
     try:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from metaaugment.export import EXPORT_FORMAT, MODEL_FILE, POLICY_FILE
 from metaaugment.infra.errors import UserError
-from metaaugment.infra.files import save_torch
+from metaaugment.infra.files import refuse_linked_folders, save_torch
 from metaaugment.run.evaluate import restored_trainer
 
 
@@ -24,6 +24,7 @@ def export_run(folder: Path, out: Path | None = None, *, overwrite: bool = False
                         f"to replace, or choose another --out")
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} is a file, not a folder")
+    refuse_linked_folders(Path(folder), out)  # the run's own export/ is never a link out of it
     trainer, checkpoint = restored_trainer(Path(folder), "export", device=device, data_root=data_root,
                                            trust_code=trust_code)
     config = trainer.config

@@ -30,12 +30,21 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from metaaugment.infra.errors import UserError
-from metaaugment.infra.files import remove_stale_temporary_files, write_json, write_text
+from metaaugment.infra.files import (
+    file_kind,
+    open_for_append,
+    read_capped,
+    read_text_capped,
+    remove_stale_temporary_files,
+    write_json,
+    write_text,
+)
 from metaaugment.infra.schema import SchemaError, check_value, clip, short
 
 CONFIG, METRICS, RESULTS, CHECKPOINT = "config.json", "metrics.jsonl", "results.json", "checkpoint.pt"
 MANIFEST, LOCK = ".metaaugment-run.json", ".metaaugment.lock"
 MANIFEST_FORMAT = "metaaugment-run/1"
+METRICS_CAP = 1 << 30  # a record every few steps: a long run's metrics.jsonl is some MiB
 
 # Settings that may change between a run and its resumption without changing its results.
 NON_IDENTITY_KEYS = frozenset({"device", "data_root", "checkpoint_every", "workers", "tensorboard", "wandb"})
@@ -80,9 +89,10 @@ def config_differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
 
 
 def _read_json(path: Path, what: str) -> Any:
+    text = read_text_capped(path, what)  # a regular file, never through a link, capped
     try:
-        return json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as error:
+        return json.loads(text)
+    except (json.JSONDecodeError, RecursionError) as error:
         raise UserError(f"{path} cannot be read ({clip(str(error), 200)}): the {what} is "
                         f"damaged; rerun with --overwrite to start this run again") from None
 
@@ -106,9 +116,14 @@ def _open_lock(path: Path) -> Any:
             raise UserError(f"{path} is not a regular file: a run locks its folder with a file of that name; "
                             f"remove it") from None
         raise UserError(f"--out {path.parent} cannot be written: {_reason(error)}") from None
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
+    status = os.fstat(fd)
+    if not stat.S_ISREG(status.st_mode):
         os.close(fd)
         raise UserError(f"{path} is not a regular file: a run locks its folder with a file of that name; remove it")
+    if status.st_nlink > 1:  # writing the PID would change the file's other names too
+        os.close(fd)
+        raise UserError(f"{path} has {status.st_nlink - 1} other name(s) (a hard link): a run writes its lock only "
+                        f"into a file of its own; remove it")
     return os.fdopen(fd, "r+")
 
 
@@ -145,6 +160,17 @@ class RunDirectory:
         if not os.access(existing, os.W_OK | os.X_OK):
             raise UserError(f"--out {self.path} cannot be written: no write permission on {existing}")
 
+    def refuse_odd_members(self) -> None:
+        """A UserError when a file the run keeps (config, results, checkpoint, manifest,
+        metrics) is there but not a regular file: a link, FIFO, device, socket or folder is
+        never read, written or taken for a missing file."""
+        for name, what in ((CONFIG, "configuration"), (RESULTS, "results"), (CHECKPOINT, "checkpoint"),
+                           (MANIFEST, "manifest"), (METRICS, "metrics record")):
+            path = self.path / name
+            if os.path.lexists(path) and (path.is_symlink() or not path.is_file()):
+                kind = "a symbolic link" if path.is_symlink() else file_kind(path)
+                raise UserError(f"{path} is {kind}: a run keeps its {what} in a regular file of its own; move it away")
+
     def owned(self) -> bool:
         """Whether metaaugment created this folder (it holds our manifest)."""
         return self.manifest_path.is_file()
@@ -159,6 +185,7 @@ class RunDirectory:
         self.check_location()
         if not self.holds_anything():
             return False
+        self.refuse_odd_members()
         if overwrite:
             if not self.owned():
                 raise UserError(f"refusing to overwrite {self.path}: metaaugment did not create it (no {MANIFEST}); "
@@ -200,6 +227,8 @@ class RunDirectory:
             raise UserError(f"{self.path} is in use by another metaaugment process (pid {holder}); wait for it to "
                             f"end or choose another --out") from None
         handle.seek(0)
+        previous = handle.read(64)  # put back when the block ends
+        handle.seek(0)
         handle.truncate()
         handle.write(f"{os.getpid()}\n")
         handle.flush()
@@ -214,6 +243,12 @@ class RunDirectory:
                 self._remove_folders(created)
             raise
         finally:
+            if not created_lock:  # a lock file found here holds again what it held (a refused start changes nothing)
+                with contextlib.suppress(OSError):
+                    handle.seek(0)
+                    handle.truncate()
+                    handle.write(previous)
+                    handle.flush()
             self._lock_handle = None
             handle.close()  # releases the lock
 
@@ -346,7 +381,7 @@ class RunDirectory:
         """Append one JSON line to metrics.jsonl (never through a link)."""
         line = (json.dumps(record, sort_keys=True) + "\n").encode()
         try:
-            fd = os.open(self.metrics_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | _NOFOLLOW, 0o666)
+            fd = open_for_append(self.metrics_path, "metrics record")
             try:
                 os.write(fd, line)
             finally:
@@ -361,7 +396,8 @@ class RunDirectory:
         if not self.metrics_path.is_file() or self.metrics_path.is_symlink():
             return []
         records = []
-        for line in self.metrics_path.read_text(errors="replace").splitlines():
+        text = read_capped(self.metrics_path, "metrics record", METRICS_CAP).decode("utf-8", errors="replace")
+        for line in text.splitlines():
             try:
                 record = json.loads(line)
             except (json.JSONDecodeError, RecursionError):

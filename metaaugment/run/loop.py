@@ -22,6 +22,7 @@ from typing import Any
 import torch
 from rich.console import Console
 
+from metaaugment.infra.downloads import offline_options
 from metaaugment.infra.errors import UserError
 from metaaugment.infra.schema import clip
 from metaaugment.parallel.comm import Communicator
@@ -121,7 +122,8 @@ class Trainer:
     """Builds the parts of a run from a resolved RunConfig and trains them."""
 
     def __init__(self, config: RunConfig, run_dir: RunDirectory, *, console: Console | None = None,
-                 show_progress: bool = True, trust_code: bool = False, comm: Communicator | None = None):
+                 show_progress: bool = True, trust_code: bool = False, comm: Communicator | None = None,
+                 weights_from_file: bool = False):
         self.config, self.run_dir = config, run_dir
         self.trust_code = trust_code  # --policy-from: import a model its folder names by module:Name
         self.console = console or Console(stderr=True)
@@ -148,7 +150,9 @@ class Trainer:
         data = bench.load(Path(config.data_root), **load_options)
         strategy_class.check_data(data, config.benchmark)
         self.spec = spec = strategy_class.model_spec(data, config)
-        self.model = create_model(config.model, spec, **config.model_options).to(self.device)
+        # weights a checkpoint will give (resume, eval, export) are never downloaded first
+        model_options = offline_options(config.model_options) if weights_from_file else config.model_options
+        self.model = create_model(config.model, spec, **model_options).to(self.device)
         if not self.kind.episodic:  # a task's forward stays on one rank: its BatchNorm is already the one process's
             self.model = synchronize_batchnorm(self.model, self.device, self.comm)
         self.comm.broadcast_module(self.model)
@@ -206,7 +210,7 @@ class Trainer:
         misfit = (f"--policy-from {source}: its task network ({config.get('model')} on {config.get('benchmark')}) "
                   f"does not fit benchmark '{self.config.benchmark}'")
         try:
-            model = create_model(config["model"], self.spec, **config.get("model_options", {}))
+            model = create_model(config["model"], self.spec, **offline_options(config.get("model_options", {})))
             model.load_state_dict(checkpoint["model"])
         except (UserError, RuntimeError, KeyError) as error:
             raise UserError(f"{misfit} ({' '.join(str(error).split())[:200]})") from None
@@ -411,7 +415,7 @@ def train(config: RunConfig, out: Path | str, *, resume: bool = False, overwrite
     if reuse and run_dir.finished:
         return run_dir.read_results()
     trainer = Trainer(config, run_dir, console=console, show_progress=show_progress,
-                      trust_code=trust_code)  # may raise UserError
+                      trust_code=trust_code, weights_from_file=bool(reuse))  # may raise UserError
     with run_dir.locked():
         # again under the lock: another process may have started or finished a run here meanwhile
         reuse = run_dir.check(config.to_dict(), resume=resume, overwrite=overwrite)

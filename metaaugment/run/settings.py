@@ -12,6 +12,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from metaaugment.infra.downloads import refuse_downloads_from_file
 from metaaugment.infra.errors import UserError
 from metaaugment.infra.trust import refuse_code_references
 from metaaugment.run.config import RunConfig, cli_metadata, options_of
@@ -44,6 +45,9 @@ def layer_settings(file_settings: dict[str, Any], command_line: CommandLine, sou
     settings = dict(file_settings)
     given = command_line.given
     refuse_code_references({k: v for k, v in file_settings.items() if k not in given}, source, trust_code=trust_code)
+    typed = [item.split("=", 1)[0].strip() for item in command_line.option_sets.get("model_options", [])]
+    if "model" not in given or given.get("model") == file_settings.get("model"):
+        refuse_downloads_from_file(file_settings.get("model_options"), source, typed)
     for name, value in given.items():
         if name in ROLES and settings.get(name) != value:
             settings.pop(f"{name}_options", None)

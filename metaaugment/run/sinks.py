@@ -30,7 +30,7 @@ from typing import Any, Sequence
 
 from metaaugment.infra.dependencies import require
 from metaaugment.infra.errors import UserError
-from metaaugment.infra.files import write_json, write_text
+from metaaugment.infra.files import read_capped, write_json, write_text
 from metaaugment.infra.schema import short
 from metaaugment.run.folder import TREE_SUFFIX, RunDirectory
 
@@ -164,13 +164,14 @@ def _stored_wandb_id(path: Path) -> str | None:
     """The W&B run id of wandb.json, or None when there is none; a UserError when it is damaged."""
     if not path.is_file():
         return None
+    text = read_capped(path, "W&B run record", 4096).decode("utf-8", errors="replace")
     try:
-        run_id = json.loads(path.read_text()).get("id")
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError, AttributeError):
+        run_id = json.loads(text).get("id")
+    except (json.JSONDecodeError, RecursionError, AttributeError):
         run_id = None
     if not isinstance(run_id, str) or not WANDB_ID.match(run_id):
         raise UserError(f"{path} is damaged (it must hold {{\"id\": a W&B run id of lowercase letters and digits}}, "
-                        f"got {short(path.read_text(errors='replace'))}); remove it to start a new W&B run")
+                        f"got {short(text)}); remove it to start a new W&B run")
     return run_id
 
 
