@@ -485,6 +485,12 @@ ARGV: list[str] = []  # the arguments `main` was called with (--nproc-per-node r
 AS_PROGRAM = False  # main() was called as the program (the console script, python -m), not from Python
 
 
+def one_line(message: str) -> str:
+    """An error message as one line: a line break or other control character inside a name
+    the user gave (a file name, a value) is shown escaped, as Python writes it."""
+    return "".join(c if c.isprintable() or c == " " else repr(c)[1:-1] for c in message)
+
+
 def main(argv: Optional[List[str]] = None) -> None:
     """Console-script entry point: one line and exit code 2 for any user error."""
     from typer.exceptions import TyperException
@@ -503,11 +509,11 @@ def main(argv: Optional[List[str]] = None) -> None:
         from metaaugment.parallel.process_group import is_main_process
 
         if is_main_process():  # under torchrun every rank raises the same error
-            err_console.print(f"[red]error:[/red] {escape(str(error))}", highlight=False, soft_wrap=True)
+            err_console.print(f"[red]error:[/red] {escape(one_line(str(error)))}", highlight=False, soft_wrap=True)
         sys.exit(2)
     except TyperException as error:  # click usage errors: unknown option, missing argument...
-        err_console.print(f"[red]error:[/red] {escape(error.format_message())} (see metaaug --help)", highlight=False,
-                          soft_wrap=True)
+        err_console.print(f"[red]error:[/red] {escape(one_line(error.format_message()))} (see metaaug --help)",
+                          highlight=False, soft_wrap=True)
         sys.exit(2)
     except KeyboardInterrupt:
         code = INTERRUPTED

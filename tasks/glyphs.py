@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from metaaugment.data.episodes import FewShotData, FewShotSplit
+from metaaugment.infra.errors import UserError
 from metaaugment.infra.files import save_torch
 from metaaugment.registry import BENCHMARKS
 from metaaugment.spec import TaskSpec
@@ -49,8 +50,14 @@ def font_files() -> list[Path]:
 
 
 def cache_folder() -> Path:
-    """Where generated benchmarks are cached: $METAAUG_CACHE or ~/.cache/metaaugment."""
-    return Path(os.environ.get("METAAUG_CACHE", Path.home() / ".cache" / "metaaugment"))
+    """Where generated benchmarks are cached: $METAAUG_CACHE or ~/.cache/metaaugment (an empty
+    or relative METAAUG_CACHE is refused: it would scatter caches into the working folder)."""
+    value = os.environ.get("METAAUG_CACHE")
+    if value is None:
+        return Path.home() / ".cache" / "metaaugment"
+    if not value.strip() or not Path(value).is_absolute():
+        raise UserError(f"METAAUG_CACHE={value!r} must be an absolute folder (unset it for ~/.cache/metaaugment)")
+    return Path(value)
 
 
 def place_glyph(bitmap: np.ndarray, box: int = GLYPH_BOX, size: int = IMAGE_SIZE,

@@ -92,3 +92,28 @@ def test_an_exported_rl_mixup_agent_loads_and_mixes(tmp_path):
 
     mixed = policy.augment(Batch(torch.rand(64, 1, 8, 8), torch.randint(10, (64,))), ctx)
     assert mixed.targets.shape == (64, 10) and torch.allclose(mixed.targets.sum(1), torch.ones(64))
+
+
+def test_an_export_that_fills_the_disk_at_its_second_file_leaves_nothing(metaaugment_run, tmp_path, monkeypatch):
+    """All or none: the first file is not left behind, nor the folder, and a retry needs no
+    --overwrite."""
+    import metaaugment.run.export as export_module
+    from metaaugment.infra.files import save_torch
+
+    folder, _ = metaaugment_run
+    written = []
+
+    def full_disk_at_the_second(path, obj):
+        written.append(path)
+        if len(written) == 2:
+            raise UserError(f"cannot write {path}: No space left on device")
+        save_torch(path, obj)
+
+    monkeypatch.setattr(export_module, "save_torch", full_disk_at_the_second)
+    with pytest.raises(UserError, match="No space left"):
+        export_run(folder, tmp_path / "a" / "export")
+    assert not (tmp_path / "a").exists()
+    monkeypatch.undo()
+    paths = export_run(folder, tmp_path / "a" / "export")
+    assert sorted(p.name for p in (tmp_path / "a" / "export").iterdir()) == ["model.pt", "policy.pt"]
+    assert not [p for p in (tmp_path / "a").iterdir() if p.name != "export"] and all(p.exists() for p in paths)

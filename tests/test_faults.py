@@ -489,7 +489,29 @@ def failing_writes(error_number: int):
     return setup
 
 
+def with_environment(name: str, value: str, *command: str):
+    def setup(tmp, templates):
+        templates["monkeypatch"].setenv(name, value)
+        return list(command)
+    return setup
+
+
 COMMAND_LINE = [
+    ("an empty METAAUG_CACHE", with_environment("METAAUG_CACHE", "", "run", "fonts", "--epochs", "1"),
+     "METAAUG_CACHE='' must be an absolute folder"),
+    ("a newline in a policy name", args("run", "digits", "--policy", "none\nrm -rf /"), "unknown policy 'none\\nrm"),
+    ("a newline in a benchmark name", args("run", "dig\nits"), "unknown benchmark 'dig\\nits'"),
+    ("a newline in a device", args("run", "digits", "--device", "cpu\nx"), "cpu\\nx"),
+    ("a newline in a config path", args("run", "--config", "a\nb.yaml"), "a\\nb.yaml cannot be read"),
+    ("a learning rate that is zero in float32", args(*DIGITS, "--lr", "1e-46"), "rounds this to 0"),
+    ("mixup alpha that is zero in float32", args(*DIGITS, "--policy", "mixup", "--set", "alpha=1e-310"),
+     "rounds this to 0"),
+    ("an image size no batch fits in memory", args("run", "image-classification-folder", "--data-root", "x",
+                                                   "--image-size", "100000"), "more than this machine's"),
+    ("CIFAR padding of 1e8", args("run", "cifar10", "--data-root", "x", "--benchmark-set", "padding=100000000"),
+     "padding must be an integer from 0 to 1024"),
+    ("an extreme crop ratio", args("run", "image-classification-folder", "--data-root", "x", "--benchmark-set",
+                                   "crop_ratio=1e-308,1e308"), "crop_ratio must be two aspect ratios"),
     ("unknown benchmark", args("run", "nosuch"), "unknown benchmark 'nosuch'; choose from: cifar10, cifar100, digits"),
     ("unknown policy", args("run", "digits", "--policy", "nosuch"),
      "unknown policy 'nosuch'; choose from: adaaug, autoaugment,"),
@@ -552,7 +574,7 @@ COMMAND_LINE = [
     ("an unknown benchmark option", args("run", "imagenet", "--benchmark-set", "mirror=false"),
      "has no option mirror"),
     ("an infinite crop aspect ratio", args("run", "imagenet", "--benchmark-set", "crop_ratio=1,inf"),
-     "crop_ratio must be two positive finite numbers"),
+     "crop_ratio must be two aspect ratios"),
     ("progress shown every infinity", args("compare", "digits", "--policies", "none", "--launcher", "local",
                                             "--progress-every", "inf"), "--progress-every must be a positive finite"),
     ("an unknown launcher", args("compare", "digits", "--policies", "none", "--launcher", "cloud"),
@@ -989,6 +1011,8 @@ EVAL_EXPORT = [
 ]
 
 COMPARISON_FOLDERS = [
+    ("--device cuda without one, through the local launcher", comparison_with(
+        lambda cmp, tmp, templates: None, "--device", "cuda", "--launcher", "local"), "CUDA is not available here"),
     ("a variant's folder linked outside", comparison_with(lambda cmp, tmp, templates: link_in_place("none")(cmp, tmp)),
      "none is a symbolic link"),
     ("a run folder of a variant linked outside", comparison_with(
@@ -1380,3 +1404,42 @@ def test_no_file_makes_metaaugment_reach_the_network(tmp_path, monkeypatch, caps
     rebuilt = load_exported_model(tmp_path / "model.pt")
     assert all(torch.equal(rebuilt.state_dict()[k], v) for k, v in model.state_dict().items())
     assert attempts == []
+
+
+def test_ctrl_c_inside_a_checkpoint_write_is_the_interrupt_and_keeps_the_old_file(tmp_path, monkeypatch):
+    """torch.save turns an exception raised by the file's write into a RuntimeError of its own;
+    a Ctrl-C there is still a KeyboardInterrupt (the interrupt line, exit 130), the previous
+    checkpoint stays whole and no temporary file is left."""
+    from metaaugment.infra import files
+
+    target = tmp_path / "checkpoint.pt"
+    files.save_torch(target, {"step": 1})
+    real_fdopen = os.fdopen
+
+    class Interrupting:
+        """A file whose second write is interrupted by Ctrl-C."""
+
+        def __init__(self, handle):
+            self.handle, self.calls = handle, 0
+
+        def write(self, data):
+            self.calls += 1
+            if self.calls == 2:
+                raise KeyboardInterrupt
+            return self.handle.write(data)
+
+        def __getattr__(self, name):
+            return getattr(self.handle, name)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.handle.close()
+
+    monkeypatch.setattr(files.os, "fdopen", lambda fd, mode="r", *a, **k: Interrupting(real_fdopen(fd, mode, *a, **k)))
+    with pytest.raises(KeyboardInterrupt):
+        files.save_torch(target, {"step": 2, "weights": torch.zeros(100_000)})
+    monkeypatch.undo()
+    assert torch.load(target, weights_only=True) == {"step": 1}
+    assert not list(tmp_path.glob("*.metaaug-tmp"))

@@ -117,3 +117,4 @@ def test_ctrl_c_while_workers_decode_large_images_ends_the_run_and_its_workers_i
     wait_for(tmp_path / "run" / "config.json", process, tmp_path)
     time.sleep(3.0)  # the workers are decoding
     assert_stopped(process, tmp_path / "run")
+

@@ -30,6 +30,7 @@ from metaaugment.infra.files import (
 from metaaugment.infra.schema import clip
 from metaaugment.run.config import RunConfig
 from metaaugment.run.config_file import MAX_FILE_BYTES
+from metaaugment.run.devices import resolve_device
 from metaaugment.run.folder import RunDirectory, folder_name
 from metaaugment.run.loop import check_global_batch, policy_and_learner, run_kind
 from metaaugment.spec import BenchmarkKind, benchmark_kind
@@ -95,7 +96,11 @@ def plan_comparison(base: RunConfig, variants: Sequence[str | Variant], seeds: S
     # each run resolved once, here: its policy's benchmark defaults join its options
     runs = [PlannedRun(v.name, seed, v.apply(base, seed).resolve(), Path(out) / v.name / f"seed{seed}")
             for v in chosen for seed in seeds]
+    checked_devices = set()
     for run in runs:
+        if run.config.device not in checked_devices:  # a device this machine lacks, before any job starts
+            resolve_device(run.config.device)
+            checked_devices.add(run.config.device)
         kind = run_kind(run.config)
         policy_and_learner(run.config, kind)
         check_global_batch(run.config, processes, kind)

@@ -44,6 +44,7 @@ CROP_RATIO = (3 / 4, 4 / 3)
 CENTRE_CROP_FRACTION = 0.875      # evaluation: resize to size / 0.875, then centre crop (224 of 256)
 CIFAR_PADDING = 4                 # crop=pad: 4 zero pixels a side, a random 32 of 40 (He et al. 2016)
 MAX_PADDING = 1024
+MIN_CROP_RATIO = 0.01  # a crop 100 times wider than high, or higher than wide, at most
 UNREADABLE = "cannot read image"
 HEADER_THREADS = 8  # the header check reads a few bytes per file: bound by file-system latency, not CPU
 
@@ -148,8 +149,9 @@ class Preprocessing:
             raise ValueError(f"padding must be an integer from 0 to {MAX_PADDING} pixels (got {padding})")
         if len(crop_scale) != 2 or not 0 < crop_scale[0] <= crop_scale[1] <= 1:
             raise ValueError(f"crop_scale must be two fractions 0 < low <= high <= 1 (got {crop_scale})")
-        if len(crop_ratio) != 2 or not 0 < crop_ratio[0] <= crop_ratio[1] < math.inf:
-            raise ValueError(f"crop_ratio must be two positive finite numbers low <= high (got {crop_ratio})")
+        if len(crop_ratio) != 2 or not MIN_CROP_RATIO <= crop_ratio[0] <= crop_ratio[1] <= 1 / MIN_CROP_RATIO:
+            raise ValueError(f"crop_ratio must be two aspect ratios {MIN_CROP_RATIO} <= low <= high <= "
+                             f"{1 / MIN_CROP_RATIO:g} (got {crop_ratio})")
         self.crop, self.flip, self.padding = crop, flip, int(padding)
         self.crop_scale = (float(crop_scale[0]), float(crop_scale[1]))
         self.crop_ratio = (float(crop_ratio[0]), float(crop_ratio[1]))

@@ -12,7 +12,7 @@ import random
 import torch
 from torch import Tensor
 
-from metaaugment.data.streaming import draw_seed
+from metaaugment.data.streaming import MAX_PADDING, draw_seed
 from metaaugment.imageops import pad_crop_flip
 
 
@@ -27,8 +27,8 @@ class PadCropFlip:
     """
 
     def __init__(self, *, padding: int = 4, flip: bool = True):
-        if padding < 0:
-            raise ValueError(f"padding must be a non-negative number of pixels (got {padding})")
+        if not 0 <= padding <= MAX_PADDING:  # a larger padding is mostly zeros, and memory for each batch
+            raise ValueError(f"padding must be an integer from 0 to {MAX_PADDING} pixels (got {padding})")
         self.padding, self.flip = padding, flip
 
     def __eq__(self, other: object) -> bool:

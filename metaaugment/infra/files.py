@@ -155,13 +155,16 @@ class _RecordingWriter:
     write (disk full) as a RuntimeError of its own, which this lets us name."""
 
     def __init__(self, handle: IO[bytes]):
-        self.handle, self.error = handle, None
+        self.handle, self.error, self.interrupted = handle, None, False
 
     def write(self, data: bytes) -> int:
         try:
             return self.handle.write(data)
         except OSError as error:
             self.error = error
+            raise
+        except KeyboardInterrupt:  # torch.save would report it as a RuntimeError of its own
+            self.interrupted = True
             raise
 
     def flush(self) -> None:
@@ -193,6 +196,8 @@ def _write_through_temporary(path: Path, write: Callable[[IO[bytes]], None]) -> 
     except BaseException as error:
         if tmp is not None:
             Path(tmp).unlink(missing_ok=True)
+        if getattr(writer, "interrupted", False) and not isinstance(error, KeyboardInterrupt):
+            raise KeyboardInterrupt from None  # Ctrl-C inside torch.save: the interrupt, not torch's wrapper
         cause = error if isinstance(error, OSError) else getattr(writer, "error", None)
         if cause is not None:  # the previous file, if any, is intact
             raise UserError(f"cannot write {path}: {cause.strerror or ' '.join(str(cause).split())}") from None

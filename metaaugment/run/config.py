@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import os
 import typing
 from dataclasses import dataclass, field
 from typing import Any
@@ -44,6 +45,21 @@ def setting(default: Any = None, help: str = "", *, flag: str | None = None, sho
 def cli_metadata(config_field: dataclasses.Field) -> dict[str, Any]:
     """The command-line metadata `setting` gave a field (commands () when it gave none)."""
     return {"commands": (), **config_field.metadata}
+
+
+def check_batch_fits(side: int, batch_size: int, channels: int = 3) -> None:
+    """A UserError, with the estimate, when one batch of float32 images of `side` x `side`
+    pixels (padding included) would not fit in this machine's memory: the workers decode
+    each batch in host memory, whatever device trains on it."""
+    try:
+        machine = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return
+    needed = batch_size * channels * side * side * 4
+    if needed > machine:
+        raise UserError(f"--image-size with --batch-size {batch_size}: one batch of {side} x {side} images (padding "
+                        f"included) is {needed / 1e9:,.1f} GB as float32, more than this machine's "
+                        f"{machine / 1e9:.0f} GB; choose a smaller --image-size, padding or --batch-size")
 
 
 @dataclass
@@ -197,6 +213,10 @@ class RunConfig:
             batch_size=self.batch_size or bench.default_batch_size,
             **episodic,
         )
+        if resolved.image_size is not None:
+            padding = resolved.benchmark_options.get("padding", 0)
+            check_batch_fits(resolved.image_size + 2 * (padding if isinstance(padding, int) else 0),
+                             resolved.batch_size)
         resolved.__dict__["_resolved"] = True  # not a field: not in to_dict, equality or replace
         return resolved
 

@@ -2,13 +2,46 @@
 folder (their format and loaders: `metaaugment.export`)."""
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import os
+import tempfile
 from pathlib import Path
 
 from metaaugment.export import EXPORT_FORMAT, MODEL_FILE, POLICY_FILE
 from metaaugment.infra.errors import UserError
-from metaaugment.infra.files import refuse_linked_folders, save_torch
+from metaaugment.infra.files import TEMPORARY_SUFFIX, refuse_linked_folders, save_torch
 from metaaugment.run.evaluate import restored_trainer
+
+
+def write_together(out: Path, paths: list[Path], contents: list[object]) -> None:
+    """Write each of `contents` to its path in `out`, all or none: into a temporary folder
+    beside `out` first, then moved into place by renames (a disk that fills at the second
+    file leaves nothing: no first file, no folder)."""
+    created = [p for p in (out, *out.parents) if not p.exists()][::-1]  # outermost first
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=TEMPORARY_SUFFIX))
+    except OSError as error:
+        for folder in reversed(created):
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+        raise UserError(f"--out {out} cannot be created: {error.strerror or error}") from None
+    try:
+        for path, content in zip(paths, contents):
+            save_torch(staging / path.name, content)
+        for path in paths:
+            os.replace(staging / path.name, path)
+    except BaseException:
+        for path in paths:
+            (staging / path.name).unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            staging.rmdir()
+        for folder in reversed(created):  # innermost first
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+        raise
+    staging.rmdir()
 
 
 def export_run(folder: Path, out: Path | None = None, *, overwrite: bool = False, device: str = "cpu",
@@ -29,11 +62,12 @@ def export_run(folder: Path, out: Path | None = None, *, overwrite: bool = False
                                            trust_code=trust_code)
     config = trainer.config
     model_state = {k: v.detach().cpu() for k, v in trainer.model.state_dict().items()}
-    save_torch(paths[0], {"format": EXPORT_FORMAT, "model": config.model, "model_options": config.model_options,
-                          "spec": dataclasses.asdict(trainer.spec), "state_dict": model_state})
     context = {"batch_size": config.batch_size, "steps_per_epoch": trainer.strategy.steps_per_epoch,
                "epochs": config.epochs}
-    save_torch(paths[1], {"format": EXPORT_FORMAT, "policy": config.policy, "policy_options": config.policy_options,
-                          "context": context, "state_dict": checkpoint["policy"],
-                          "feature_model": checkpoint.get("transfer_source")})
+    contents = [{"format": EXPORT_FORMAT, "model": config.model, "model_options": config.model_options,
+                 "spec": dataclasses.asdict(trainer.spec), "state_dict": model_state},
+                {"format": EXPORT_FORMAT, "policy": config.policy, "policy_options": config.policy_options,
+                 "context": context, "state_dict": checkpoint["policy"],
+                 "feature_model": checkpoint.get("transfer_source")}]
+    write_together(out, paths, contents)
     return paths
