@@ -1443,3 +1443,28 @@ def test_ctrl_c_inside_a_checkpoint_write_is_the_interrupt_and_keeps_the_old_fil
     monkeypatch.undo()
     assert torch.load(target, weights_only=True) == {"step": 1}
     assert not list(tmp_path.glob("*.metaaug-tmp"))
+
+
+@pytest.mark.parametrize("make, command, expected", [
+    (lambda tmp: os.mkfifo(tmp / "cfg.yaml"), ["run", "--config", "cfg.yaml"], "is a FIFO"),
+    (lambda tmp: None, ["compare", "digits", "--sweep", "/dev/zero"], "is a character device"),
+    (lambda tmp: (tmp / "cmp").mkdir() or sparse(tmp / "cmp" / "jobs.json", 1 << 40),
+     ["compare", "digits", "--policies", "none", "--seeds", "0", "--out", "cmp", "--status"], "is larger than 1 MiB"),
+], ids=["a FIFO as --config", "/dev/zero as --sweep", "a 1 TiB sparse jobs.json"])
+def test_no_reader_hangs_or_fills_memory_on_an_odd_file(make, command, expected, tmp_path):
+    """A real process, under a 20 s timeout and an 8 GiB address-space limit: the odd file is one
+    line and exit 2 (a reader that blocked on the FIFO or read the file whole would fail here)."""
+    import resource
+    import subprocess
+
+    make(tmp_path)
+    limit = 8 << 30  # torch itself maps a few GiB of address space
+
+    def cap_memory():
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+    code = "import sys\nfrom metaaugment.cli.main import main\nmain(sys.argv[1:])"
+    result = subprocess.run([sys.executable, "-c", code, *command], cwd=tmp_path, capture_output=True, text=True,
+                            timeout=20, preexec_fn=cap_memory)
+    assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr[-2000:]
+    assert expected in result.stderr
