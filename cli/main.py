@@ -517,6 +517,14 @@ def main(argv: Optional[List[str]] = None) -> None:
         sys.exit(2)
     except KeyboardInterrupt:
         code = INTERRUPTED
+    except RuntimeError as error:  # under torchrun: another rank died; one line, not gloo's traceback
+        from metaaugment.parallel.process_group import peer_failure
+
+        message = peer_failure(error)
+        if message is None:
+            raise
+        err_console.print(f"[red]error:[/red] {escape(message)}", highlight=False, soft_wrap=True)
+        sys.exit(1)
     if code == INTERRUPTED and finishing():  # Typer turns Ctrl-C into a silent exit code 130
         _print_interrupted()
     sys.exit(code if isinstance(code, int) else 0)

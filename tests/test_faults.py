@@ -1391,7 +1391,8 @@ def test_no_file_makes_metaaugment_reach_the_network(tmp_path, monkeypatch, caps
     monkeypatch.setattr(socket.socket, "connect", blocked)
     monkeypatch.setattr(socket, "create_connection", lambda address, *a, **k: blocked(None, address))
     monkeypatch.chdir(tmp_path)
-    (tmp_path / "cfg.yaml").write_text("benchmark: digits\nmodel: timm/test_resnet\nmodel_options: {pretrained: true}\n")
+    (tmp_path / "cfg.yaml").write_text("benchmark: digits\nmodel: timm/test_resnet\n"
+                                       "model_options: {pretrained: true}\n")
     with pytest.raises(SystemExit) as exit_info:
         main(["run", "--config", "cfg.yaml", "--epochs", "1", "--device", "cpu"])
     lines = capsys.readouterr().err.strip().splitlines()

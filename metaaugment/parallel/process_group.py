@@ -42,6 +42,25 @@ def is_main_process() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
 
+PEER_SIGNS = ("Connection closed by peer", "Connection reset by peer", "Broken pipe", "Socket Timeout")
+
+
+def peer_failure(error: BaseException) -> str | None:
+    """One line for the error a rank gets when another process of its run died (a collective's
+    connection closed: gloo's or NCCL's error), or None for any other error."""
+    if not launched_by_torchrun() or not isinstance(error, RuntimeError):
+        return None
+    import torch.distributed as dist
+
+    text = " ".join(str(error).split())
+    signs = [sign for sign in PEER_SIGNS if sign in text]
+    if not (isinstance(error, getattr(dist, "DistError", ())) or signs):
+        return None
+    reason = signs[0] if signs else type(error).__name__
+    return (f"another process of this run stopped, so rank {os.environ.get('RANK', '?')} stops too ({reason}); "
+            f"the last checkpoint is kept: rerun with --resume")
+
+
 def leave() -> None:
     """Leave the process group, if this process joined one: after a barrier, so that no rank
     tears its connections down while another still talks (gloo aborts the process then)."""
