@@ -238,3 +238,26 @@ def test_pad_crop_shifts_the_whole_image_over_zeros_and_evaluation_keeps_an_imag
     assert not torch.equal(eval_crop(larger, 16), eval_crop(larger, 16, pad))
     with pytest.raises(ValueError, match="crop must be random-resized, none or pad"):
         Preprocessing(crop="cifar")
+
+
+def test_an_image_replaced_in_place_after_its_header_was_cached_is_checked_again(tmp_path):
+    """The header check's cache is keyed by each file's size and time: a file overwritten in
+    place (its folder's time unchanged) is read again, and a broken one stops the run."""
+    import os
+
+    from metaaugment.data.streaming import check_image_headers
+    from metaaugment.infra.errors import UserError
+
+    folder = tmp_path / "images"
+    write_images(folder, 3, 0, seed=0)
+    paths = sorted(str(p) for p in folder.iterdir())
+    cache = tmp_path / "cache" / "headers-x.ok"
+    cache.parent.mkdir()
+    check_image_headers(paths, cache)
+    assert len(list(cache.parent.iterdir())) == 1
+    folder_time = os.stat(folder).st_mtime_ns
+    with open(paths[0], "r+b") as handle:  # in place: the folder's time stays
+        handle.write(b"\x00" * 64)
+    os.utime(folder, ns=(folder_time, folder_time))
+    with pytest.raises(UserError, match="cannot read image"):
+        check_image_headers(paths, cache)

@@ -26,6 +26,7 @@ index.
 from __future__ import annotations
 
 import math
+import os
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -63,17 +64,33 @@ def unreadable(path: str | Path, error: BaseException) -> UserError:
     return UserError(f"{UNREADABLE} {path}: {' '.join(str(error).split())[:200]}")
 
 
+def _stamp(path: str) -> str:
+    """A file's size and modification time, as a line of the header cache's digest."""
+    try:
+        status = os.stat(path)
+    except OSError:
+        return "missing"
+    return f"{status.st_size}:{status.st_mtime_ns}"
+
+
 def check_image_headers(paths: Sequence[str], cache: Path | None = None) -> None:
     """Open every image's header (a few bytes each, on HEADER_THREADS threads) so that a file
     that is not an image, or too large to decode safely, stops the run before it trains, not
     when its split is first read (the test split: after training). `cache`: a marker file
-    written once every header has been read, so the check runs once per set of files."""
+    written once every header has been read, so the check runs once per set of files; its
+    name carries a digest of every file's size and modification time, so a file replaced in
+    place (its folder's time unchanged) is checked again."""
+    import hashlib
     from concurrent.futures import ThreadPoolExecutor
 
     from PIL import Image
 
-    if cache is not None and cache.is_file():
-        return
+    if cache is not None:
+        with ThreadPoolExecutor(HEADER_THREADS) as pool:
+            digest = hashlib.sha256("\n".join(pool.map(_stamp, paths, chunksize=1024)).encode()).hexdigest()[:12]
+        cache = cache.with_name(f"{cache.stem}-{digest}{cache.suffix}")
+        if cache.is_file():
+            return
     errors = image_errors()
 
     def header(path: str) -> BaseException | None:
