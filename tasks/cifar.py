@@ -7,6 +7,7 @@ tests build in the same format (and any subset a user prepares).
 from __future__ import annotations
 
 import dataclasses
+import os
 import pickle
 from pathlib import Path
 
@@ -16,7 +17,7 @@ import torch
 from metaaugment.data.splits import ClassificationData, ImageSplit, split_off
 from metaaugment.data.train_crops import PadCropFlip
 from metaaugment.infra.errors import UserError
-from metaaugment.infra.files import load_data_pickle
+from metaaugment.infra.files import load_data_pickle, open_regular
 from metaaugment.registry import BENCHMARKS
 from metaaugment.spec import TaskSpec
 from metaaugment.tasks.base import Benchmark
@@ -42,7 +43,7 @@ def read_cifar_pickle(path: Path, label_key: bytes, num_classes: int) -> tuple[t
         return UserError(f"{path} is not a CIFAR batch of the python version: {problem}")
 
     try:
-        with open(path, "rb") as handle:
+        with os.fdopen(open_regular(path, "CIFAR batch"), "rb") as handle:  # never a FIFO or a link
             entry = load_data_pickle(handle, encoding="bytes")
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, IndexError, KeyError) as error:
         raise bad(f"it cannot be unpickled ({' '.join(str(error).split())[:200] or type(error).__name__})") from None
@@ -68,7 +69,7 @@ def read_cifar_pickle(path: Path, label_key: bytes, num_classes: int) -> tuple[t
 
 def _require_files(root: Path, folder: str, names: list[str], benchmark: str) -> Path:
     directory = root / folder
-    missing = [n for n in names if not (directory / n).is_file()]
+    missing = [n for n in names if not os.path.lexists(directory / n)]  # a FIFO or link: named when read
     if missing:
         raise UserError(
             f"{benchmark} data not found: put the '{folder}' folder (files {', '.join(names)}) in "

@@ -12,6 +12,7 @@ whole split to float32 (4x the memory, 3.3 GB for the train split); we keep uint
 """
 from __future__ import annotations
 
+import os
 import pickle
 from pathlib import Path
 
@@ -20,7 +21,7 @@ import torch
 
 from metaaugment.data.episodes import FewShotData, FewShotSplit
 from metaaugment.infra.errors import UserError
-from metaaugment.infra.files import load_data_pickle
+from metaaugment.infra.files import load_data_pickle, open_regular
 from metaaugment.registry import BENCHMARKS
 from metaaugment.spec import TaskSpec
 from metaaugment.tasks.base import Benchmark
@@ -40,7 +41,7 @@ def read_cache(path: Path) -> FewShotSplit:
                          f"(N, H, W, 3) and 'class_dict' name -> indices): {problem}")
 
     try:
-        with open(path, "rb") as handle:
+        with os.fdopen(open_regular(path, "mini-ImageNet pickle"), "rb") as handle:  # never a FIFO or a link
             entry = load_data_pickle(handle)
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, IndexError, KeyError) as error:
         raise bad(f"it cannot be unpickled ({' '.join(str(error).split())[:200] or type(error).__name__})") from None
@@ -73,7 +74,7 @@ def read_cache(path: Path) -> FewShotSplit:
 def load_mini_imagenet(root: Path) -> FewShotData:
     """The three splits (64 / 16 / 20 classes of 600 images), uint8 in memory."""
     root = Path(root)
-    missing = [f for f in SPLIT_FILES.values() if not (root / f).is_file()]
+    missing = [f for f in SPLIT_FILES.values() if not os.path.lexists(root / f)]  # a FIFO or link: named when read
     if missing:
         raise UserError(
             f"mini-imagenet data not found: put {', '.join(SPLIT_FILES.values())} in {root.resolve()}/ "

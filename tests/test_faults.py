@@ -1,6 +1,7 @@
 """Fault injection: bad command lines and bad data on disk each give one line and exit 2, with
 no traceback and nothing left behind; crafted files execute nothing; the run folder belongs
 to the run that made it (docs/reliability.md)."""
+import codecs
 import errno
 import hashlib
 import io
@@ -132,6 +133,16 @@ def crafted_policy_from(tmp, templates):
     (source / "config.json").write_text(config)
     return ["run", "digits", "--policy", "metaaugment", "--epochs", "1", "--device", "cpu", "--policy-from",
             str(source), "--out", str(tmp / "new")]
+
+
+class Reduced:
+    """Pickles as `function(*args)`: what a crafted dataset pickle built from allowed globals holds."""
+
+    def __init__(self, function, *args):
+        self.function, self.args = function, args
+
+    def __reduce__(self):
+        return (self.function, self.args)
 
 
 def cifar_batch(change):
@@ -933,6 +944,13 @@ POLICY_FROM = [
 
 
 DATA = [
+    ("CIFAR batch allocating 10 TB from bytearray", cifar_batch(
+        lambda e, t: {**e, b"data": Reduced(bytearray, 10**13)}), "refusing bytearray(<count>)"),
+    ("CIFAR batch with an unknown codec", cifar_batch(
+        lambda e, t: {**e, b"data": Reduced(codecs.encode, "x", "nosuch")}), "refusing _codecs.encode"),
+    ("CIFAR batch a FIFO", lambda tmp, t: (cifar_batch(lambda e, t2: e)(tmp, t),
+                                           fifo(tmp / "data" / "cifar-10-batches-py" / "data_batch_1"))[0],
+     "data_batch_1 is a FIFO"),
     ("missing CIFAR", args("run", "cifar10", "--data-root", "nodata"), "cifar-10-batches-py"),
     ("missing mini-ImageNet", args("run", "mini-imagenet", "--data-root", "nodata"), "mini-imagenet-cache-train.pkl"),
     ("missing Omniglot", args("run", "omniglot", "--data-root", "nodata"), "omniglot data not found"),

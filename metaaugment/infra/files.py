@@ -303,10 +303,44 @@ class _DataUnpickler(pickle.Unpickler):
         if (module, name) not in self.ALLOWED:
             raise pickle.UnpicklingError(f"refusing to load {module}.{name}: a dataset pickle holds only arrays, "
                                          "lists, dicts, strings and numbers")
+        if name == "encode":
+            return _latin1_encode
+        if name in ("bytes", "bytearray"):
+            return _bytes_of_data(bytearray if name == "bytearray" else bytes)
         return super().find_class(module, name)
+
+
+def _latin1_encode(text: str, encoding: str = "latin1") -> bytes:
+    """`_codecs.encode` as protocol 2 calls it for bytes (latin-1 only: another codec, or a
+    codec name that does not exist, is refused rather than looked up)."""
+    if encoding not in ("latin1", "latin-1") or not isinstance(text, str):
+        raise pickle.UnpicklingError(f"refusing _codecs.encode with {short_text(encoding)}: a dataset pickle encodes "
+                                     "bytes as latin-1")
+    return text.encode("latin1")
+
+
+def _bytes_of_data(kind: type) -> Callable[..., Any]:
+    """bytes / bytearray of existing data only: `bytearray(10**13)` would allocate 10 TB."""
+    def build(*args: Any) -> Any:
+        if any(isinstance(arg, int) for arg in args[:1]):
+            raise pickle.UnpicklingError(f"refusing {kind.__name__}(<count>): a dataset pickle stores data, not sizes")
+        return kind(*args)
+    return build
+
+
+def short_text(value: Any) -> str:
+    return repr(value)[:40]
 
 
 def load_data_pickle(handle: BinaryIO, encoding: str = "ASCII") -> Any:
     """Unpickle a dataset file (CIFAR's and mini-ImageNet's pickles) without running code:
-    only numpy arrays and builtin containers, strings and numbers are built."""
-    return _DataUnpickler(handle, encoding=encoding).load()
+    only numpy arrays and builtin containers, strings and numbers are built, never from a
+    count (no allocation a file can inflate); whatever else goes wrong building them is an
+    UnpicklingError naming it."""
+    try:
+        return _DataUnpickler(handle, encoding=encoding).load()
+    except (pickle.UnpicklingError, EOFError):
+        raise
+    except (MemoryError, LookupError, OverflowError, AttributeError, ValueError, TypeError, IndexError,
+            KeyError) as error:
+        raise pickle.UnpicklingError(f"{type(error).__name__}: {' '.join(str(error).split())[:160]}") from None
