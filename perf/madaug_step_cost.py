@@ -21,17 +21,15 @@ ratio for the ops alone.
 """
 from __future__ import annotations
 
-import argparse
 import contextlib
 import math
 from unittest import mock
 
 import torch
-from timing import round_robin
+from timing import random_batch, round_robin, step_arguments
 from torchvision.transforms import functional as F
 
 from metaaugment import Batch, StepContext, TaskSpec, create_model, create_policy, supervised_step
-from metaaugment.run.devices import resolve_device
 from metaaugment.sample_aware.ops import op_parameter
 
 
@@ -120,22 +118,8 @@ def ops_only(batch: Batch, pil: bool = False):
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--image-size", type=int, default=32)
-    parser.add_argument("--channels", type=int, default=3)
-    parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--model", default="small-cnn")
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--repeats", type=int, default=7)
-    args = parser.parse_args()
-    device = resolve_device(args.device)
-    spec = TaskSpec(num_classes=10, input_shape=(args.channels, args.image_size, args.image_size),
-                    mean=(0.5,) * args.channels, std=(0.25,) * args.channels)
-    g = torch.Generator().manual_seed(0)
-    batch = Batch(torch.rand(args.batch_size, *spec.input_shape, generator=g),
-                  torch.randint(0, 10, (args.batch_size,), generator=g)).to(device)
-    print(f"device {device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else 'CPU'}), "
-          f"threads {torch.get_num_threads()}, model {args.model}, batch {args.batch_size}x{spec.input_shape}")
+    args = step_arguments(__doc__.splitlines()[0], repeats=7)
+    device, spec, batch = random_batch(args)
     steps = {"none": make_step("none", spec, batch, device, args.model),
              "madaug batched": make_step("madaug", spec, batch, device, args.model),
              "madaug PIL": make_step("madaug", spec, batch, device, args.model, pil=True),

@@ -7,14 +7,11 @@ machines even where absolute times do not. Run by hand (not part of the test sui
 """
 from __future__ import annotations
 
-import argparse
-
 import torch
-from timing import round_robin
+from timing import random_batch, round_robin, step_arguments
 
 from metaaugment import Batch, StepContext, TaskSpec, create_model, create_policy, supervised_step
 from metaaugment.registry import POLICIES
-from metaaugment.run.devices import resolve_device
 
 
 def make_stepper(policy_name: str, spec: TaskSpec, batch: Batch, device: torch.device, model_name: str):
@@ -33,22 +30,8 @@ def make_stepper(policy_name: str, spec: TaskSpec, batch: Batch, device: torch.d
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--image-size", type=int, default=32)
-    parser.add_argument("--channels", type=int, default=3)
-    parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--model", default="small-cnn")
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--repeats", type=int, default=15)
-    args = parser.parse_args()
-    device = resolve_device(args.device)
-    spec = TaskSpec(num_classes=10, input_shape=(args.channels, args.image_size, args.image_size),
-                    mean=(0.5,) * args.channels, std=(0.25,) * args.channels)
-    g = torch.Generator().manual_seed(0)
-    batch = Batch(torch.rand(args.batch_size, *spec.input_shape, generator=g),
-                  torch.randint(0, 10, (args.batch_size,), generator=g)).to(device)
-    print(f"device {device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else 'CPU'}), "
-          f"threads {torch.get_num_threads()}, model {args.model}, batch {args.batch_size}x{spec.input_shape}")
+    args = step_arguments(__doc__.splitlines()[0], repeats=15)
+    device, spec, batch = random_batch(args)
     names = [n for n in POLICIES.names() if "classification" in POLICIES.get(n).factory.benchmark_kinds]
     steppers = {name: make_stepper(name, spec, batch, device, args.model) for name in names}
     median = round_robin(steppers, device, args.repeats)

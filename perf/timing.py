@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import time
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 
@@ -39,3 +39,35 @@ def round_robin(steps: dict[str, Callable[[], object]], device: torch.device, re
         for name, step in steps.items():
             times[name].append(timed(step, device, calls[name]) / calls[name])
     return {name: sorted(t)[len(t) // 2] for name, t in times.items()}
+
+
+def step_arguments(description: str, repeats: int) -> Any:
+    """The command line of the scripts that time one training step on a random batch: image
+    size, channels, batch size, model, device, repeats."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--image-size", type=int, default=32)
+    parser.add_argument("--channels", type=int, default=3)
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--model", default="small-cnn")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--repeats", type=int, default=repeats)
+    return parser.parse_args()
+
+
+def random_batch(args: Any) -> tuple[torch.device, Any, Any]:
+    """(device, spec, batch): a fixed random batch of 10 classes for `step_arguments`' sizes,
+    on the device; prints the device, threads, model and batch shape."""
+    from metaaugment import Batch, TaskSpec
+    from metaaugment.run.devices import resolve_device
+
+    device = resolve_device(args.device)
+    spec = TaskSpec(num_classes=10, input_shape=(args.channels, args.image_size, args.image_size),
+                    mean=(0.5,) * args.channels, std=(0.25,) * args.channels)
+    g = torch.Generator().manual_seed(0)
+    batch = Batch(torch.rand(args.batch_size, *spec.input_shape, generator=g),
+                  torch.randint(0, 10, (args.batch_size,), generator=g)).to(device)
+    print(f"device {device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else 'CPU'}), "
+          f"threads {torch.get_num_threads()}, model {args.model}, batch {args.batch_size}x{spec.input_shape}")
+    return device, spec, batch
