@@ -3,12 +3,12 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import os
 import typing
 from dataclasses import dataclass, field
 from typing import Any
 
 from metaaugment.infra.errors import UserError
+from metaaugment.infra.machine import machine_memory_bytes
 from metaaugment.infra.schema import SchemaError, check_value
 from metaaugment.registry import create_benchmark
 from metaaugment.spec import benchmark_kind
@@ -51,9 +51,8 @@ def check_batch_fits(side: int, batch_size: int, channels: int = 3) -> None:
     """A UserError, with the estimate, when one batch of float32 images of `side` x `side`
     pixels (padding included) would not fit in this machine's memory: the workers decode
     each batch in host memory, whatever device trains on it."""
-    try:
-        machine = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError, AttributeError):
+    machine = machine_memory_bytes()
+    if machine is None:
         return
     needed = batch_size * channels * side * side * 4
     if needed > machine:

@@ -15,7 +15,6 @@ without the policy's own cost. When the memory is over half the machine's or the
 """
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass
 
@@ -83,14 +82,6 @@ def estimate_training(model: nn.Module, input_shape: tuple[int, ...], batch_size
     memory = OPTIMIZER_COPIES * parameter_bytes + batch_size * activation_bytes
     step_s = BACKWARD_COST * batch_size * forward_s
     return TrainingEstimate(memory, step_s, step_s * total_steps)
-
-
-def machine_memory_bytes() -> int | None:
-    """The machine's physical memory, or None where the system does not say."""
-    try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError, AttributeError):
-        return None
 
 
 def cpu_fit_warning(estimate: TrainingEstimate, *, model: str, image_size: int, batch_size: int, epochs: int,

@@ -24,6 +24,7 @@ from rich.console import Console
 
 from metaaugment.infra.downloads import offline_options
 from metaaugment.infra.errors import UserError
+from metaaugment.infra.machine import machine_memory_bytes
 from metaaugment.infra.schema import clip
 from metaaugment.parallel.comm import Communicator
 from metaaugment.parallel.process_group import communicator, launched_by_torchrun
@@ -42,7 +43,7 @@ from metaaugment.run import sinks
 from metaaugment.run.checkpoint import load_checkpoint, read_finished_run, save_checkpoint
 from metaaugment.run.config import RunConfig
 from metaaugment.run.curves import CURVES_FILE, plot_curves
-from metaaugment.run.device_fit import cpu_fit_warning, estimate_training, machine_memory_bytes
+from metaaugment.run.device_fit import cpu_fit_warning, estimate_training
 from metaaugment.run.devices import resolve_device
 from metaaugment.run.environment import describe_environment
 from metaaugment.run.folder import RunDirectory
