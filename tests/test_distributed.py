@@ -282,7 +282,10 @@ def test_two_ranks_killed_then_resumed_end_as_the_uninterrupted_run(rank, tmp_pa
     env = environment(cache)
     killer = tmp_path / "killer.py"
     killer.write_text(KILL_SCRIPT)
-    killed = torchrun(str(killer), *args, env={**env, "KILL_AT_STEP": "6", "KILL_RANK": rank})
+    # torchrun polls its children every 0.1 s and SIGTERMs the survivor once it sees the killed
+    # one; polled every 5 s, the survivor has the time to notice the dead peer and say so itself
+    killed = torchrun("--monitor-interval", "5", str(killer), *args,
+                      env={**env, "KILL_AT_STEP": "6", "KILL_RANK": rank})
     assert killed.returncode != 0 and not (tmp_path / "run" / "results.json").exists()
     # the surviving rank ends in one line, not a traceback from the collective it was in
     # (torchrun's own report of the killed child follows it)

@@ -118,3 +118,23 @@ def test_ctrl_c_while_workers_decode_large_images_ends_the_run_and_its_workers_i
     time.sleep(3.0)  # the workers are decoding
     assert_stopped(process, tmp_path / "run")
 
+
+
+def test_a_ctrl_c_python_could_only_report_as_ignored_still_stops_the_main_thread(capsys, monkeypatch):
+    # SIGINT inside the logging module's after-fork hook (a DataLoader starting its workers)
+    # was printed as "Exception ignored ... Traceback" and lost; a __del__ is the same path
+    from metaaugment.infra.interrupt import redeliver_swallowed_interrupts
+
+    monkeypatch.setattr(sys, "unraisablehook", sys.unraisablehook)
+    redeliver_swallowed_interrupts()
+
+    class InterruptedOnDelete:
+        def __del__(self):
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        InterruptedOnDelete()
+        deadline = time.monotonic() + 5.0
+        while time.monotonic() < deadline:  # the re-armed interrupt is raised here, within 50 ms
+            time.sleep(0.01)
+    assert "Exception ignored" not in capsys.readouterr().err

@@ -25,6 +25,7 @@ from typing import Callable
 INTERRUPTED = 130
 GRACE_S = 1.5
 WRITE_WAIT_S = 30.0  # a checkpoint in the middle of being written is finished first
+REARM_AFTER_S = 0.05  # a swallowed Ctrl-C is raised again once its hook has returned
 
 _writes_in_progress = 0
 _writes_lock = threading.Lock()
@@ -99,4 +100,35 @@ def stop_within(on_deadline: Callable[[], None], grace_s: float = GRACE_S) -> bo
             os._exit(INTERRUPTED)
 
     threading.Thread(target=watch, name="metaaug-interrupt-watchdog", daemon=True).start()
+    redeliver_swallowed_interrupts()
     return True
+
+
+def redeliver_swallowed_interrupts() -> None:
+    """Raise again, in the main thread, a Ctrl-C that Python could only report as "ignored".
+
+    A SIGINT landing in a hook Python cannot raise from (the logging module's after-fork lock
+    release while a DataLoader starts its workers, a `__del__`) is printed as "Exception ignored
+    in ..." with a traceback, and the interrupt is lost. This hook re-arms it instead
+    (`_thread.interrupt_main`, 50 ms later), so the main thread unwinds at its next bytecode as after any
+    Ctrl-C; every other unraisable exception goes to the hook that was there before."""
+    import _thread
+
+    previous = sys.unraisablehook
+    if getattr(previous, "redelivers_interrupts", False):
+        return
+
+    def rearm() -> None:
+        time.sleep(REARM_AFTER_S)
+        _thread.interrupt_main()
+
+    def hook(unraisable) -> None:
+        if isinstance(unraisable.exc_value, KeyboardInterrupt):
+            # from another thread, a moment later: armed here, the interrupt would be raised
+            # inside this hook (at its next bytecode) and be "ignored" once more
+            threading.Thread(target=rearm, name="metaaug-interrupt-rearm", daemon=True).start()
+            return
+        previous(unraisable)
+
+    hook.redelivers_interrupts = True
+    sys.unraisablehook = hook
