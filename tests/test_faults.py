@@ -500,6 +500,27 @@ def failing_writes(error_number: int):
     return setup
 
 
+def disk_full_at_the_lock(setup):
+    """`setup`, on a disk that fills as the lock's PID is written (after the truncation: the
+    lock found empty is what a real full disk left behind); putting a lock's old contents
+    back still fits."""
+    def wrapped(tmp, templates):
+        from metaaugment.run import folder as run_folder
+
+        write, calls = run_folder._write_lock, []
+
+        def full(handle, text):
+            calls.append(text)
+            if len(calls) == 1:  # the PID
+                handle.seek(0)
+                handle.truncate()
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            write(handle, text)
+        templates["monkeypatch"].setattr(run_folder, "_write_lock", full)
+        return setup(tmp, templates)
+    return wrapped
+
+
 def with_environment(name: str, value: str, *command: str):
     def setup(tmp, templates):
         templates["monkeypatch"].setenv(name, value)
@@ -1076,6 +1097,11 @@ ENVIRONMENT = [
     ("a full disk", failing_writes(errno.ENOSPC), "No space left on device"),
     ("a read-only file system", failing_writes(errno.EROFS), "Read-only file system"),
     ("a folder the user may not write", failing_writes(errno.EACCES), "Permission denied"),
+    ("a disk that fills as a new run's lock is written",
+     disk_full_at_the_lock(lambda tmp, t: [*DIGITS, "--out", str(tmp / "new" / "run")]), "lock: No space left"),
+    ("a disk that fills as a resumed run's lock is written", disk_full_at_the_lock(
+        folder_with(lambda run, tmp: None, *DIGITS, "--out", "RUN", "--resume", finished=False)),
+     "lock: No space left"),
 ]
 
 SURFACES = {"command line": COMMAND_LINE, "plug-ins": PLUGINS, "config files": CONFIG_FILES,

@@ -127,6 +127,14 @@ def _open_lock(path: Path) -> Any:
     return os.fdopen(fd, "r+")
 
 
+def _write_lock(handle: Any, text: str) -> None:
+    """Replace the open lock file's contents by `text`, on disk before this returns."""
+    handle.seek(0)
+    handle.truncate()
+    handle.write(text)
+    handle.flush()
+
+
 class RunDirectory:
     """Paths and file operations of one run folder."""
 
@@ -228,10 +236,18 @@ class RunDirectory:
                             f"end or choose another --out") from None
         handle.seek(0)
         previous = handle.read(64)  # put back when the block ends
-        handle.seek(0)
-        handle.truncate()
-        handle.write(f"{os.getpid()}\n")
-        handle.flush()
+        try:
+            _write_lock(handle, f"{os.getpid()}\n")
+        except OSError as error:  # a full disk: no empty lock, no new folder left behind
+            if not created_lock:
+                with contextlib.suppress(OSError):
+                    _write_lock(handle, previous)
+            with contextlib.suppress(OSError):
+                handle.close()
+            if created_lock:
+                self.lock_path.unlink(missing_ok=True)
+            self._remove_folders(created)
+            raise UserError(f"cannot write {self.lock_path}: {_reason(error)}") from None
         self._lock_handle = handle
         started = self.owned()
         try:
@@ -245,12 +261,10 @@ class RunDirectory:
         finally:
             if not created_lock:  # a lock file found here holds again what it held (a refused start changes nothing)
                 with contextlib.suppress(OSError):
-                    handle.seek(0)
-                    handle.truncate()
-                    handle.write(previous)
-                    handle.flush()
+                    _write_lock(handle, previous)
             self._lock_handle = None
-            handle.close()  # releases the lock
+            with contextlib.suppress(OSError):
+                handle.close()  # releases the lock
 
     def _make_folder(self) -> list[Path]:
         """Create the folder and its missing parents; returns those created, outermost first.
