@@ -25,7 +25,7 @@ class Benchmark:
     accepts_val_size: load takes a `val_size` keyword, the images held out of train (--val-size).
     options: the class of the benchmark's own options (--benchmark-set key=value; its keyword
           options, typed and documented as a policy's), built and given to load as
-          `preprocessing`; None when the benchmark has none.
+          `options`; None when the benchmark has none.
     """
 
     name: str

@@ -79,10 +79,10 @@ def _require_files(root: Path, folder: str, names: list[str], benchmark: str) ->
 
 
 def load_cifar(root: Path, files: tuple, num_classes: int, benchmark: str,
-               val_size: int | None = None, preprocessing: PadCropFlip | None = None) -> ClassificationData:
+               val_size: int | None = None, options: PadCropFlip | None = None) -> ClassificationData:
     """Train (minus a fixed validation split of `val_size` images, default VALIDATION_SIZE;
     MetaAugment's paper holds out 1,000) and test splits. Training batches are zero-padded by
-    4, randomly cropped back to 32 x 32 and flipped (`preprocessing`, PadCropFlip's defaults:
+    4, randomly cropped back to 32 x 32 and flipped (`options`, PadCropFlip's defaults:
     the papers' standard baseline); validation and test images are not."""
     folder, train_names, test_names, label_key = files
     directory = _require_files(Path(root), folder, train_names + test_names, benchmark)
@@ -97,7 +97,7 @@ def load_cifar(root: Path, files: tuple, num_classes: int, benchmark: str,
     elif not 0 < val_size < len(labels):
         raise UserError(f"--val-size must be between 1 and {len(labels) - 1} for {benchmark} (got {val_size})")
     train, val = split_off(images, labels, val_size)
-    train = dataclasses.replace(train, train_transform=preprocessing or PadCropFlip())
+    train = dataclasses.replace(train, train_transform=options or PadCropFlip())
     test = ImageSplit(*read_all(test_names))
     spec = TaskSpec(num_classes=num_classes, input_shape=(3, 32, 32), mean=MEAN, std=STD)
     return ClassificationData(train, val, test, spec)
@@ -106,8 +106,8 @@ def load_cifar(root: Path, files: tuple, num_classes: int, benchmark: str,
 def _cifar_benchmark(name: str, files: tuple, num_classes: int, title: str) -> Benchmark:
     return Benchmark(
         name=name,
-        load=lambda root, val_size=None, preprocessing=None: load_cifar(root, files, num_classes, title, val_size,
-                                                                        preprocessing),
+        load=lambda root, val_size=None, options=None: load_cifar(root, files, num_classes, title, val_size,
+                                                                        options),
         default_model="resnet18", default_epochs=200, default_batch_size=128,
         default_learner_options={"lr": 0.1}, accepts_val_size=True, options=PadCropFlip,
         # MetaAugment's CIFAR pipeline: pad, crop and flip, its op pair, then Cutout 16 (§5.1)

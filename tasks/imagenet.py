@@ -83,16 +83,16 @@ def hold_out(files: list[list[Path]], fraction: float, seed: int = HOLDOUT_SEED
 
 
 def file_split(files: list[list[Path]], image_size: int, train: bool,
-               preprocessing: Preprocessing | None = None) -> FileSplit:
+               options: Preprocessing | None = None) -> FileSplit:
     """A FileSplit of per-class file lists (label = the class's index)."""
     paths = [str(p) for paths in files for p in paths]
     labels = torch.tensor([label for label, paths in enumerate(files) for _ in paths], dtype=torch.int64)
-    return FileSplit(paths, labels, image_size, train, preprocessing=preprocessing or Preprocessing())
+    return FileSplit(paths, labels, image_size, train, preprocessing=options or Preprocessing())
 
 
 def load_class_folders(root: Path, *, name: str, image_size: int, val_fraction: float,
                        val_folder: str | None, test_folder: str,
-                       preprocessing: Preprocessing | None = None) -> ClassificationData:
+                       options: Preprocessing | None = None) -> ClassificationData:
     """train/, test/ and val/ (or a per-class hold-out of train) as streamed splits."""
     classes, train = class_files(root / "train")
     _, test = class_files(root / test_folder, classes)
@@ -109,13 +109,13 @@ def load_class_folders(root: Path, *, name: str, image_size: int, val_fraction: 
     check_image_headers(paths, cache_folder() / f"headers-{listing_key(paths, folders, Path(root).resolve())}.ok")
     spec = TaskSpec(num_classes=len(classes), input_shape=(3, image_size, image_size), mean=IMAGENET_MEAN,
                     std=IMAGENET_STD)
-    return ClassificationData(file_split(train, image_size, True, preprocessing),
-                              file_split(val, image_size, False, preprocessing),
-                              file_split(test, image_size, False, preprocessing), spec)
+    return ClassificationData(file_split(train, image_size, True, options),
+                              file_split(val, image_size, False, options),
+                              file_split(test, image_size, False, options), spec)
 
 
 def load_imagenet(data_root: Path, image_size: int = DEFAULT_IMAGE_SIZE,
-                  preprocessing: Preprocessing | None = None) -> ClassificationData:
+                  options: Preprocessing | None = None) -> ClassificationData:
     """ImageNet from <data-root>/imagenet/{train,val}/<wnid>/ (val is the test split)."""
     root = Path(data_root) / "imagenet"
     missing = [s for s in ("train", "val") if not (root / s).is_dir()]
@@ -125,11 +125,11 @@ def load_imagenet(data_root: Path, image_size: int = DEFAULT_IMAGE_SIZE,
                         f"e.g. with the valprep.sh script of the PyTorch ImageNet example), or pass --data-root DIR "
                         f"(missing {', '.join(s + '/' for s in missing)})")
     return load_class_folders(root, name="imagenet", image_size=image_size, val_fraction=0.02, val_folder=None,
-                              test_folder="val", preprocessing=preprocessing)
+                              test_folder="val", options=options)
 
 
 def load_image_classification_folder(data_root: Path, image_size: int = DEFAULT_IMAGE_SIZE,
-                                     preprocessing: Preprocessing | None = None) -> ClassificationData:
+                                     options: Preprocessing | None = None) -> ClassificationData:
     """The user's supervised data from <data-root>/{train,val,test}/<class>/ (val optional)."""
     root = Path(data_root)
     missing = [s for s in ("train", "test") if not (root / s).is_dir()]
@@ -138,7 +138,7 @@ def load_image_classification_folder(data_root: Path, image_size: int = DEFAULT_
                         f"(and optionally val/), each with one sub-folder of images per class (missing "
                         f"{', '.join(s + '/' for s in missing)}); pass --data-root DIR")
     return load_class_folders(root, name="image-classification-folder", image_size=image_size, val_fraction=0.1,
-                              val_folder="val", test_folder="test", preprocessing=preprocessing)
+                              val_folder="val", test_folder="test", options=options)
 
 
 @BENCHMARKS.register("imagenet")

@@ -121,6 +121,6 @@ def test_cifar_trains_on_padded_cropped_flipped_images_and_evaluates_on_the_imag
     assert moved and (seen[moved][:, :, :4, :] == 0).all()  # the padding shows as zero rows at the top
     tested = torch.cat([batch.inputs for batch in evaluation_batches(data.test, 16)])
     assert torch.equal(tested, data.test.images.float() / 255)
-    plain = bench.load(tmp_path, preprocessing=PadCropFlip(padding=0, flip=False))
+    plain = bench.load(tmp_path, options=PadCropFlip(padding=0, flip=False))
     unchanged = next(training_batches(plain.train, 16, seed=0, epoch=1)).inputs
     assert torch.equal(unchanged, originals[order[:16]])

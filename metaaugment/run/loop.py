@@ -146,7 +146,7 @@ class Trainer:
         seed_everything(config.seed)  # the same seed on every rank: same initialization and draws
         load_options = {name: getattr(config, name) for name in ("image_size", "val_size") if getattr(config, name)}
         if bench.options is not None:  # the benchmark's own options (streamed: crop and flip)
-            load_options["preprocessing"] = BENCHMARKS.create_options(config.benchmark, bench.options,
+            load_options["options"] = BENCHMARKS.create_options(config.benchmark, bench.options,
                                                                       config.benchmark_options)
         data = bench.load(Path(config.data_root), **load_options)
         strategy_class.check_data(data, config.benchmark)
