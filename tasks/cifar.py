@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from metaaugment.data.splits import ClassificationData, ImageSplit, split_off
+from metaaugment.data.subsets import SUBSET_SEED, TooFewSamples, balanced_subset, check_subset_options
 from metaaugment.data.train_crops import PadCropFlip
 from metaaugment.infra.errors import UserError
 from metaaugment.infra.files import load_data_pickle, open_regular
@@ -28,6 +29,29 @@ CIFAR100_FILES = ("cifar-100-python", ["train"], ["test"], b"fine_labels")
 ARCHIVES = {"cifar-10-batches-py": "cifar-10-python.tar.gz", "cifar-100-python": "cifar-100-python.tar.gz"}
 MEAN = (0.4914, 0.4822, 0.4465)
 STD = (0.2470, 0.2435, 0.2616)
+
+
+class CifarOptions(PadCropFlip):
+    """CIFAR's `--benchmark-set` options: the training preprocessing (zero-pad, random crop back
+    to 32 x 32, flip) and the reduced-data regime of the literature.
+
+    Options:
+        padding: zero padding on each side before the random crop back to 32 x 32; 0: no crop
+        flip: flip training images horizontally with probability 1/2
+        train_per_class: train on this many images of each class (AutoAugment's reduced CIFAR-10:
+            400, 4,000 images), drawn by subset_seed from what --val-size leaves; 0: all of them
+        subset_seed: the seed that draws the reduced subset: the same images for every policy
+            and every --seed
+    """
+
+    def __init__(self, *, padding: int = 4, flip: bool = True, train_per_class: int = 0,
+                 subset_seed: int = SUBSET_SEED):
+        super().__init__(padding=padding, flip=flip)
+        check_subset_options(train_per_class, subset_seed, "train_per_class")
+        self.train_per_class, self.subset_seed = train_per_class, subset_seed
+
+    def __repr__(self) -> str:
+        return f"CifarOptions({', '.join(f'{k}={v!r}' for k, v in vars(self).items())})"
 
 
 def read_cifar_pickle(path: Path, label_key: bytes, num_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -82,8 +106,9 @@ def load_cifar(root: Path, files: tuple, num_classes: int, benchmark: str,
                val_size: int | None = None, options: PadCropFlip | None = None) -> ClassificationData:
     """Train (minus a fixed validation split of `val_size` images, default VALIDATION_SIZE;
     MetaAugment's paper holds out 1,000) and test splits. Training batches are zero-padded by
-    4, randomly cropped back to 32 x 32 and flipped (`options`, PadCropFlip's defaults:
-    the papers' standard baseline); validation and test images are not."""
+    4, randomly cropped back to 32 x 32 and flipped (`options`, CifarOptions' defaults:
+    the papers' standard baseline); validation and test images are not. `train_per_class`
+    keeps a balanced subset of the training images left once validation is held out."""
     folder, train_names, test_names, label_key = files
     directory = _require_files(Path(root), folder, train_names + test_names, benchmark)
 
@@ -97,7 +122,16 @@ def load_cifar(root: Path, files: tuple, num_classes: int, benchmark: str,
     elif not 0 < val_size < len(labels):
         raise UserError(f"--val-size must be between 1 and {len(labels) - 1} for {benchmark} (got {val_size})")
     train, val = split_off(images, labels, val_size)
-    train = dataclasses.replace(train, train_transform=options or PadCropFlip())
+    options = options or CifarOptions()
+    if getattr(options, "train_per_class", 0):
+        try:
+            keep = balanced_subset(train.labels, options.train_per_class, options.subset_seed)
+        except TooFewSamples as error:
+            raise UserError(f"{benchmark}: train_per_class={error.wanted} asks for more images than class "
+                            f"{error.label} has for training ({error.count}, once --val-size {val_size} is held "
+                            f"out)") from None
+        train = ImageSplit(train.images[keep], train.labels[keep])
+    train = dataclasses.replace(train, train_transform=options)
     test = ImageSplit(*read_all(test_names))
     spec = TaskSpec(num_classes=num_classes, input_shape=(3, 32, 32), mean=MEAN, std=STD)
     return ClassificationData(train, val, test, spec)
@@ -109,7 +143,7 @@ def _cifar_benchmark(name: str, files: tuple, num_classes: int, title: str) -> B
         load=lambda root, val_size=None, options=None: load_cifar(root, files, num_classes, title, val_size,
                                                                         options),
         default_model="resnet18", default_epochs=200, default_batch_size=128,
-        default_learner_options={"lr": 0.1}, accepts_val_size=True, options=PadCropFlip,
+        default_learner_options={"lr": 0.1}, accepts_val_size=True, options=CifarOptions,
         # MetaAugment's CIFAR pipeline: pad, crop and flip, its op pair, then Cutout 16 (§5.1)
         default_policy_options={"metaaugment": {"cutout": 16}},
     )

@@ -27,6 +27,7 @@ from metaaugment.infra.files import save_torch
 from metaaugment.registry import BENCHMARKS
 from metaaugment.spec import TaskSpec
 from metaaugment.tasks.base import Benchmark
+from metaaugment.tasks.fewshot_options import FewShotOptions, with_fewshot_options
 from metaaugment.tasks.image_files import files_key, load_cache
 
 CACHE_VERSION = 1
@@ -201,8 +202,10 @@ def load_glyphs(data_root: Path | None = None) -> FewShotData:
 @BENCHMARKS.register("glyphs")
 def glyphs() -> Benchmark:
     """Few-shot glyph classification rendered from matplotlib's fonts (2,537 classes, 28x28), embedded; MAML."""
-    return Benchmark(name="glyphs", load=load_glyphs, kind="few-shot", default_model="conv4",
+    return Benchmark(name="glyphs", load=with_fewshot_options(load_glyphs, "glyphs"),
+                     kind="few-shot", default_model="conv4",
                      default_model_options={"hidden_size": 32}, default_epochs=10,
                      default_batch_size=8, default_learner="maml",
                      default_learner_options={"inner_lr": 0.4, "inner_steps": 1, "eval_inner_steps": 3},
-                     default_ways=5, default_shots=1, default_query_shots=5, default_steps_per_epoch=50)
+                     default_ways=5, default_shots=1, default_query_shots=5, default_steps_per_epoch=50,
+                     options=FewShotOptions)

@@ -25,6 +25,7 @@ from metaaugment.infra.files import save_torch
 from metaaugment.registry import BENCHMARKS
 from metaaugment.spec import TaskSpec
 from metaaugment.tasks.base import Benchmark
+from metaaugment.tasks.fewshot_options import FewShotOptions, with_fewshot_options
 from metaaugment.tasks.glyphs import cache_folder
 from metaaugment.tasks.image_files import files_key, image_paths, load_cache, read_class_folders
 
@@ -111,9 +112,10 @@ def load_image_folder(root: Path, image_size: int = DEFAULT_IMAGE_SIZE) -> FewSh
 @BENCHMARKS.register("image-folder")
 def image_folder() -> Benchmark:
     """Your own few-shot data: <data-root>/{train,val,test}/<class>/<images>, resized to --image-size; MAML."""
-    return Benchmark(name="image-folder", load=load_image_folder, kind="few-shot", default_model="conv4",
+    return Benchmark(name="image-folder", load=with_fewshot_options(load_image_folder, "image-folder"),
+                     kind="few-shot", default_model="conv4",
                      default_model_options={"hidden_size": 32},
                      default_epochs=20, default_batch_size=4, default_learner="maml",
                      default_learner_options={"inner_lr": 0.01, "inner_steps": 5, "eval_inner_steps": 10},
                      default_ways=5, default_shots=1, default_query_shots=15, default_steps_per_epoch=500,
-                     accepts_image_size=True)
+                     accepts_image_size=True, options=FewShotOptions)

@@ -19,11 +19,12 @@ Images of any size and of the formats torchvision or PIL decode. The classes are
 sub-folders of train/, sorted by name; val/ and test/ must use the same names. Nothing is
 loaded into memory: worker processes (`--workers`) decode and crop each batch
 (`metaaugment.data.streaming`), to --image-size (224 by default). How they crop and flip is
-the benchmarks' `--benchmark-set` options (`streaming.Preprocessing`): ImageNet's random resized crop
+the benchmarks' `--benchmark-set` options (`FolderOptions`): ImageNet's random resized crop
 (8-100% of the area, aspect 3/4-4/3) and flip by default; `crop=pad` (CIFAR's: the whole
 image resized, 4 zero pixels a side, a random crop back; `padding=N`) for small photos;
 `crop=none` (a plain resize), `flip=false`, `crop_scale=0.5,1` for data a crop or a mirror
 image changes. Evaluation takes an image that already has --image-size as it is.
+`train_per_class=N` trains on N images of each class (a balanced subset drawn by a fixed seed).
 """
 from __future__ import annotations
 
@@ -33,7 +34,16 @@ from pathlib import Path
 import torch
 
 from metaaugment.data.splits import ClassificationData
-from metaaugment.data.streaming import FileSplit, Preprocessing, check_image_headers, image_files
+from metaaugment.data.streaming import (
+    CIFAR_PADDING,
+    CROP_RATIO,
+    CROP_SCALE,
+    FileSplit,
+    Preprocessing,
+    check_image_headers,
+    image_files,
+)
+from metaaugment.data.subsets import SUBSET_SEED, TooFewSamples, balanced_file_subset, check_subset_options
 from metaaugment.infra.errors import UserError
 from metaaugment.registry import BENCHMARKS
 from metaaugment.spec import TaskSpec
@@ -45,6 +55,34 @@ DEFAULT_IMAGE_SIZE = 224
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 HOLDOUT_SEED = 0
+
+
+class FolderOptions(Preprocessing):
+    """The class-folder benchmarks' `--benchmark-set` options: how training images are cropped
+    and flipped (`streaming.Preprocessing`) and the reduced-data regime of the literature.
+
+    Options:
+        crop: random-resized (a random area and aspect ratio, resized; evaluation: the centre
+            crop), none (the whole image resized to the square size, in training and evaluation)
+            or pad (CIFAR's, for small photos: the whole image resized, zero-padded by `padding`
+            pixels a side and cropped back to the size at a random offset; evaluation: the
+            whole image resized)
+        crop_scale: the random crop's area as a fraction of the image's (lowest, highest)
+        crop_ratio: the random crop's aspect ratio, width / height (lowest, highest)
+        padding: zero pixels added on each side before crop=pad's random crop
+        flip: flip training images horizontally with probability 1/2
+        train_per_class: train on this many images of each class (a reduced regime, e.g. 400 of
+            CIFAR-10's), drawn by subset_seed from what validation leaves; 0: all of them
+        subset_seed: the seed that draws the reduced subset: the same images for every policy
+            and every --seed
+    """
+
+    def __init__(self, *, crop: str = "random-resized", crop_scale: tuple[float, ...] = CROP_SCALE,
+                 crop_ratio: tuple[float, ...] = CROP_RATIO, padding: int = CIFAR_PADDING, flip: bool = True,
+                 train_per_class: int = 0, subset_seed: int = SUBSET_SEED):
+        super().__init__(crop=crop, crop_scale=crop_scale, crop_ratio=crop_ratio, padding=padding, flip=flip)
+        check_subset_options(train_per_class, subset_seed, "train_per_class")
+        self.train_per_class, self.subset_seed = train_per_class, subset_seed
 
 
 def class_files(split_folder: Path, classes: list[str] | None = None) -> tuple[list[str], list[list[Path]]]:
@@ -100,6 +138,13 @@ def load_class_folders(root: Path, *, name: str, image_size: int, val_fraction: 
         _, val = class_files(root / val_folder, classes)
     else:
         train, val = hold_out(train, val_fraction)
+    if getattr(options, "train_per_class", 0):
+        try:
+            train = balanced_file_subset(train, options.train_per_class, options.subset_seed)
+        except TooFewSamples as error:
+            raise UserError(f"{name}: train_per_class={error.wanted} asks for more images than class "
+                            f"'{classes[error.label]}' has for training ({error.count}, once validation is held "
+                            f"out)") from None
     for split, files in (("test", test), ("val", val)):
         if not any(files):
             raise UserError(f"the {split} split of {name} at {root} has no images")
@@ -149,7 +194,7 @@ def imagenet() -> Benchmark:
                      default_batch_size=256, default_learner_options={"lr": 0.1, "weight_decay": 1e-4},
                      # the paper's ImageNet setting: 4 transformations of each sample per step (§5.2)
                      default_policy_options={"metaaugment": {"copies": 4}}, accepts_image_size=True,
-                     options=Preprocessing)
+                     options=FolderOptions)
 
 
 @BENCHMARKS.register("image-classification-folder")
@@ -158,4 +203,4 @@ def image_classification_folder() -> Benchmark:
     return Benchmark(name="image-classification-folder", load=load_image_classification_folder,
                      default_model="resnet50", default_epochs=90, default_batch_size=256,
                      default_learner_options={"lr": 0.1, "weight_decay": 1e-4}, accepts_image_size=True,
-                     options=Preprocessing)
+                     options=FolderOptions)

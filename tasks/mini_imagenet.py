@@ -25,6 +25,7 @@ from metaaugment.infra.files import load_data_pickle, open_regular
 from metaaugment.registry import BENCHMARKS
 from metaaugment.spec import TaskSpec
 from metaaugment.tasks.base import Benchmark
+from metaaugment.tasks.fewshot_options import FewShotOptions, with_fewshot_options
 
 SPLIT_FILES = {"train": "mini-imagenet-cache-train.pkl", "val": "mini-imagenet-cache-validation.pkl",
                "test": "mini-imagenet-cache-test.pkl"}
@@ -90,8 +91,10 @@ def load_mini_imagenet(root: Path) -> FewShotData:
 @BENCHMARKS.register("mini-imagenet")
 def mini_imagenet() -> Benchmark:
     """mini-ImageNet few-shot (64/16/20 classes, 84x84) from learn2learn's pickles in <data-root>; MAML."""
-    return Benchmark(name="mini-imagenet", load=load_mini_imagenet, kind="few-shot", default_model="conv4",
+    return Benchmark(name="mini-imagenet", load=with_fewshot_options(load_mini_imagenet, "mini-imagenet"),
+                     kind="few-shot", default_model="conv4",
                      default_model_options={"hidden_size": 32},
                      default_epochs=60, default_batch_size=4, default_learner="maml",
                      default_learner_options={"inner_lr": 0.01, "inner_steps": 5, "eval_inner_steps": 10},
-                     default_ways=5, default_shots=1, default_query_shots=15, default_steps_per_epoch=1000)
+                     default_ways=5, default_shots=1, default_query_shots=15, default_steps_per_epoch=1000,
+                     options=FewShotOptions)

@@ -27,6 +27,7 @@ from metaaugment.infra.files import save_torch
 from metaaugment.registry import BENCHMARKS
 from metaaugment.spec import TaskSpec
 from metaaugment.tasks.base import Benchmark
+from metaaugment.tasks.fewshot_options import FewShotOptions, with_fewshot_options
 from metaaugment.tasks.glyphs import cache_folder
 from metaaugment.tasks.image_files import files_key, image_paths, load_cache, read_class_folders
 
@@ -120,10 +121,12 @@ def omniglot() -> Benchmark:
     """Omniglot few-shot (1,200/100/323 characters, 28x28) from <data-root>/omniglot-py; MAML."""
     # the MAML code base's Omniglot setting, which the paper's experiments use: K query examples
     # per class (as many as support), 1 inner step at 0.4, 10 at test, 32 tasks, 60,000 steps
-    return Benchmark(name="omniglot", load=load_omniglot, kind="few-shot", default_model="conv4",
+    return Benchmark(name="omniglot", load=with_fewshot_options(load_omniglot, "omniglot"),
+                     kind="few-shot", default_model="conv4",
                      default_epochs=60, default_batch_size=32, default_learner="maml",
                      default_learner_options={"inner_lr": 0.4, "inner_steps": 1, "eval_inner_steps": 10},
-                     default_ways=5, default_shots=1, default_query_shots=1, default_steps_per_epoch=1000)
+                     default_ways=5, default_shots=1, default_query_shots=1, default_steps_per_epoch=1000,
+                     options=FewShotOptions)
 
 
 @BENCHMARKS.register("omniglot-classification")

@@ -21,8 +21,8 @@ EPISODIC_FIELDS = ("ways", "shots", "query_shots", "steps_per_epoch", "val_tasks
 def options_of(bench: Any) -> Any:
     """The class of benchmark `bench`'s own options (--benchmark-set), or a UserError when it has none."""
     if bench.options is None:
-        raise UserError(f"--benchmark-set: benchmark '{bench.name}' has no options (cifar10, cifar100, imagenet and "
-                        f"image-classification-folder have; see metaaug list benchmarks NAME)")
+        raise UserError(f"--benchmark-set: benchmark '{bench.name}' has no options (see metaaug list "
+                        f"benchmarks NAME)")
     return bench.options
 
 RUN, COMPARE = "run", "compare"
@@ -106,7 +106,8 @@ class RunConfig:
                                      "imagenet and image-classification-folder (224).")
     benchmark_options: dict[str, Any] = setting(
         help="Benchmark option key=value (repeatable): CIFAR's padding and flip, the streamed benchmarks' crop, "
-        "crop_scale, crop_ratio, padding and flip (crop=pad: CIFAR's pad-and-crop for small photos); see metaaug list "
+        "crop_scale, crop_ratio, padding and flip (crop=pad: CIFAR's pad-and-crop for small photos); reduced data: "
+        "train_per_class=N (CIFAR, class folders), meta_train_classes=N (few-shot); see metaaug list "
         "benchmarks NAME.", flag="--benchmark-set",
         option_list=True, default_factory=dict)
     val_size: int | None = setting(None, "CIFAR: images held out of train for validation (5000; MetaAugment's "

@@ -194,9 +194,10 @@ class Trainer:
 
         cfg = self.config
         estimate = estimate_training(self.model, self.spec.input_shape, cfg.batch_size, self.total_steps, self.device)
+        takes_crop = isinstance(bench.options, type) and issubclass(bench.options, Preprocessing)
         warning = cpu_fit_warning(estimate, model=cfg.model, image_size=self.spec.input_shape[-1],
                                   batch_size=cfg.batch_size, epochs=cfg.epochs,
-                                  takes_image_size=bench.accepts_image_size, takes_crop=bench.options is Preprocessing,
+                                  takes_image_size=bench.accepts_image_size, takes_crop=takes_crop,
                                   machine_bytes=machine_memory_bytes())
         if warning:
             self.console.print(warning, markup=False, highlight=False, soft_wrap=True)
