@@ -52,6 +52,9 @@ TrustOpt = Annotated[bool, typer.Option(
     "--config or --sweep file, a run folder's config.json, a --policy-from folder). Without it such a file is "
     "refused: a file is data. Pass it only for files you would run as code.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")]
+DownloadOpt = Annotated[bool, typer.Option(
+    "--download", help="First fetch the benchmark's data into --data-root (cifar10, cifar100, omniglot: "
+    "torchvision's URLs and checksums); data already there is kept. Only on the command line, never from a file.")]
 DeviceOpt = Annotated[str, typer.Option(help="auto (CUDA when present, else CPU), cpu, cuda or cuda:N.")]
 
 
@@ -163,6 +166,7 @@ def run(
     overwrite: Annotated[bool, typer.Option(help="Replace an existing run folder in --out.")] = False,
     trust_code: TrustOpt = False,
     quiet: QuietOpt = False,
+    download: DownloadOpt = False,
     nproc_per_node: Annotated[int, typer.Option(
         "--nproc-per-node", help="Train one run on N processes of this machine (torchrun; NCCL on CUDA, one GPU "
         "each, gloo on CPU). --batch-size stays the global batch. Several machines: docs/scale.md.")] = 1,
@@ -185,6 +189,8 @@ def run(
     from metaaugment.run.naming import run_folder
 
     launch = nproc_per_node > 1 and not launched_by_torchrun()
+    if download:
+        _download(config.benchmark, config.data_root)
     out = out or run_folder(config)  # runs/BENCHMARK/POLICY[-what differs from the defaults]/seedK
     if resume and not RunDirectory(out).holds_anything():  # a misspelt --out would silently start afresh
         raise UserError(f"--resume: {out} holds no run, nothing to resume; run without --resume to start one there")
@@ -199,6 +205,37 @@ def run(
         return
     out_console.print(_results_table(f"{config.benchmark} · {config.policy} · seed {config.seed}",
                                      _result_rows(results, out)))
+
+
+@app.command()
+def download(
+    benchmark: Annotated[str, typer.Argument(help="cifar10, cifar100, omniglot or omniglot-classification.")],
+    data_root: Annotated[Path, typer.Option("--data-root", envvar="METAAUG_DATA_ROOT",
+                                            help="Folder to fetch the data into.")] = Path("data"),
+) -> None:
+    """Fetch a benchmark's data into --data-root (what `run --download` does first).
+
+    torchvision's official URLs, checksums and extraction; a failed or damaged download is one
+    line and leaves nothing behind."""
+    from metaaugment.registry import BENCHMARKS
+
+    BENCHMARKS.check_name(benchmark)
+    _download(benchmark, str(data_root))
+
+
+def _download(benchmark: str, data_root: str) -> None:
+    """Fetch `benchmark`'s data into `data_root` before anything trains (under torchrun: refused,
+    the ranks would fetch into one folder at once)."""
+    from metaaugment.parallel.process_group import launched_by_torchrun
+    from metaaugment.tasks.download import download_benchmark
+
+    if launched_by_torchrun():
+        raise UserError(f"--download under torchrun: fetch the data once first (metaaug download {benchmark} "
+                        f"--data-root {data_root}), then start torchrun without --download")
+    fetched = download_benchmark(benchmark, data_root)
+    note = f"downloaded {', '.join(fetched)} into {data_root}" if fetched else f"{benchmark} data is already in " \
+        f"{data_root}; nothing downloaded"
+    err_console.print(note, markup=False, highlight=False, soft_wrap=True)
 
 
 def check_launch(config: Any, out: Path, count: int, *, resume: bool, overwrite: bool) -> None:
@@ -321,6 +358,7 @@ def compare(
         "seconds.")] = 30.0,
     trust_code: TrustOpt = False,
     quiet: QuietOpt = False,
+    download: DownloadOpt = False,
 ) -> None:
     """Compare policies or sweep variants over seeds: table and plot.
 
@@ -369,6 +407,8 @@ def compare(
     if status:
         _print_status(plan_comparison(config, variants, seed_list, out, options), out)
         return
+    if download:  # once, before any run or job starts
+        _download(config.benchmark, config.data_root)
     records = run_comparison(config, variants, seed_list, out, options, console=err_console,
                              show_progress=not quiet, overwrite=overwrite, launch_options=launch_options,
                              trust_code=trust_code)

@@ -26,6 +26,10 @@ class Benchmark:
     options: the class of the benchmark's own options (--benchmark-set key=value; its keyword
           options, typed and documented as a policy's), built and given to load as
           `options`; None when the benchmark has none.
+    download: data_root -> the entries it fetched into data_root (`--download`; none when
+          they were there already); None when the data has no public download or needs none.
+    download_instead: what to do instead of --download (no public download), or "" when the
+          benchmark is embedded and needs no data.
     """
 
     name: str
@@ -45,6 +49,8 @@ class Benchmark:
     default_shots: int | None = None
     default_query_shots: int | None = None
     default_steps_per_epoch: int | None = None
+    download: Callable[[Path], list[str]] | None = None
+    download_instead: str = ""
 
     def default_options_for(self, role: str, name: str | None) -> dict[str, Any]:
         """The options this benchmark gives its `role` ("learner" or "model") when the run's is

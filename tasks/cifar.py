@@ -1,4 +1,5 @@
-"""CIFAR-10 / CIFAR-100 read from the standard 'python version' pickle files on disk.
+"""CIFAR-10 / CIFAR-100 read from the standard 'python version' pickle files on disk
+(`--download` fetches them with torchvision's URLs and checksums).
 
 We read the pickles ourselves instead of through torchvision.datasets.CIFAR10 because that
 class insists on the MD5 sums of the official files, which rejects the small fixtures the
@@ -17,6 +18,7 @@ import torch
 from metaaugment.data.splits import ClassificationData, ImageSplit, split_off
 from metaaugment.data.subsets import SUBSET_SEED, TooFewSamples, balanced_subset, check_subset_options
 from metaaugment.data.train_crops import PadCropFlip
+from metaaugment.infra.downloads import fetch_dataset
 from metaaugment.infra.errors import UserError
 from metaaugment.infra.files import load_data_pickle, open_regular
 from metaaugment.registry import BENCHMARKS
@@ -98,7 +100,7 @@ def _require_files(root: Path, folder: str, names: list[str], benchmark: str) ->
         raise UserError(
             f"{benchmark} data not found: put the '{folder}' folder (files {', '.join(names)}) in "
             f"{root.resolve()}/ — e.g. 'tar xzf {ARCHIVES[folder]} -C {root}' with the python version from "
-            f"https://www.cs.toronto.edu/~kriz/cifar.html, or pass --data-root DIR")
+            f"https://www.cs.toronto.edu/~kriz/cifar.html, or run with --download, or pass --data-root DIR")
     return directory
 
 
@@ -137,6 +139,25 @@ def load_cifar(root: Path, files: tuple, num_classes: int, benchmark: str,
     return ClassificationData(train, val, test, spec)
 
 
+def download_cifar(root: Path, hundred: bool = False) -> list[str]:
+    """Fetch CIFAR-10 (or -100) into `root` with torchvision's own URL, archive checksum and
+    extraction, then check each batch file against torchvision's checksums; returns the
+    entries fetched ([] when the folder is there already). A UserError line when it fails,
+    with nothing left behind (`downloads.fetch_dataset`)."""
+    from torchvision.datasets import CIFAR10, CIFAR100
+    from torchvision.datasets.utils import check_integrity, download_and_extract_archive
+
+    source = CIFAR100 if hundred else CIFAR10
+
+    def fetch(staging: Path) -> None:
+        download_and_extract_archive(source.url, staging, filename=source.filename, md5=source.tgz_md5)
+        for name, md5 in [*source.train_list, *source.test_list]:
+            if not check_integrity(str(staging / source.base_folder / name), md5):
+                raise RuntimeError(f"{source.base_folder}/{name} does not match torchvision's checksum")
+
+    return fetch_dataset(Path(root), [source.base_folder], fetch, "CIFAR-100" if hundred else "CIFAR-10")
+
+
 def _cifar_benchmark(name: str, files: tuple, num_classes: int, title: str) -> Benchmark:
     return Benchmark(
         name=name,
@@ -146,6 +167,7 @@ def _cifar_benchmark(name: str, files: tuple, num_classes: int, title: str) -> B
         default_learner_options={"lr": 0.1}, accepts_val_size=True, options=CifarOptions,
         # MetaAugment's CIFAR pipeline: pad, crop and flip, its op pair, then Cutout 16 (§5.1)
         default_policy_options={"metaaugment": {"cutout": 16}},
+        download=lambda root: download_cifar(root, hundred=num_classes == 100),
     )
 
 

@@ -118,4 +118,5 @@ def image_folder() -> Benchmark:
                      default_epochs=20, default_batch_size=4, default_learner="maml",
                      default_learner_options={"inner_lr": 0.01, "inner_steps": 5, "eval_inner_steps": 10},
                      default_ways=5, default_shots=1, default_query_shots=15, default_steps_per_epoch=500,
-                     accepts_image_size=True, options=FewShotOptions)
+                     accepts_image_size=True, options=FewShotOptions,
+                     download_instead="image-folder reads your own folder")

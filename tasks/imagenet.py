@@ -194,7 +194,9 @@ def imagenet() -> Benchmark:
                      default_batch_size=256, default_learner_options={"lr": 0.1, "weight_decay": 1e-4},
                      # the paper's ImageNet setting: 4 transformations of each sample per step (§5.2)
                      default_policy_options={"metaaugment": {"copies": 4}}, accepts_image_size=True,
-                     options=FolderOptions)
+                     options=FolderOptions,
+                     download_instead="ImageNet is downloaded by hand after signing up at https://image-net.org "
+                     "(ILSVRC2012 train and val), then laid out as docs/datasets.md says")
 
 
 @BENCHMARKS.register("image-classification-folder")
@@ -203,4 +205,4 @@ def image_classification_folder() -> Benchmark:
     return Benchmark(name="image-classification-folder", load=load_image_classification_folder,
                      default_model="resnet50", default_epochs=90, default_batch_size=256,
                      default_learner_options={"lr": 0.1, "weight_decay": 1e-4}, accepts_image_size=True,
-                     options=FolderOptions)
+                     options=FolderOptions, download_instead="image-classification-folder reads your own folder")

@@ -97,4 +97,7 @@ def mini_imagenet() -> Benchmark:
                      default_epochs=60, default_batch_size=4, default_learner="maml",
                      default_learner_options={"inner_lr": 0.01, "inner_steps": 5, "eval_inner_steps": 10},
                      default_ways=5, default_shots=1, default_query_shots=15, default_steps_per_epoch=1000,
-                     options=FewShotOptions)
+                     options=FewShotOptions,
+                     download_instead="mini-ImageNet has no official download: learn2learn's MiniImagenet(root, "
+                     "download=True) fetches the three pickles (pip install 'metaaugment[learn2learn]'); then pass "
+                     "--data-root root")

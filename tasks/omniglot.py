@@ -22,6 +22,7 @@ from rich.progress import Progress
 
 from metaaugment.data.episodes import FewShotData, FewShotSplit
 from metaaugment.data.splits import ClassificationData, ImageSplit
+from metaaugment.infra.downloads import fetch_dataset
 from metaaugment.infra.errors import UserError
 from metaaugment.infra.files import save_torch
 from metaaugment.registry import BENCHMARKS
@@ -47,7 +48,7 @@ def character_folders(root: Path) -> list[Path]:
             f"omniglot data not found: expected "
             f"{base.resolve()}/{{{BACKGROUND},{EVALUATION}}}/<Alphabet>/<character>/*.png "
             f"(missing {', '.join(missing)}); unpack images_background.zip and images_evaluation.zip from "
-            f"https://github.com/brendenlake/omniglot into {base}, or pass --data-root DIR")
+            f"https://github.com/brendenlake/omniglot into {base}, or run with --download, or pass --data-root DIR")
     folders = sorted(c for s in (BACKGROUND, EVALUATION) for a in (base / s).iterdir() if a.is_dir()
                      for c in a.iterdir() if c.is_dir())
     if not folders:
@@ -84,6 +85,21 @@ def read_omniglot(root: Path) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
                                                 progress=lambda n: progress.update(task, completed=n))
         save_torch(cache, (images, labels))
     return images, labels, [f"{f.parent.name}/{f.name}" for f in folders]
+
+
+def download_omniglot(root: Path) -> list[str]:
+    """Fetch both Omniglot sets into `root`/omniglot-py with torchvision's own URLs, archive
+    checksums and extraction; returns the entries fetched ([] when both are there already).
+    A UserError line when it fails, with nothing left behind (`downloads.fetch_dataset`)."""
+    from torchvision.datasets import Omniglot
+    from torchvision.datasets.utils import download_and_extract_archive
+
+    def fetch(staging: Path) -> None:
+        for name in (BACKGROUND, EVALUATION):
+            download_and_extract_archive(f"{Omniglot.download_url_prefix}/{name}.zip", staging / FOLDER,
+                                         filename=f"{name}.zip", md5=Omniglot.zips_md5[name])
+
+    return fetch_dataset(Path(root), [f"{FOLDER}/{BACKGROUND}", f"{FOLDER}/{EVALUATION}"], fetch, "Omniglot")
 
 
 def _spec(images: torch.Tensor, num_classes: int | None) -> TaskSpec:
@@ -126,11 +142,12 @@ def omniglot() -> Benchmark:
                      default_epochs=60, default_batch_size=32, default_learner="maml",
                      default_learner_options={"inner_lr": 0.4, "inner_steps": 1, "eval_inner_steps": 10},
                      default_ways=5, default_shots=1, default_query_shots=1, default_steps_per_epoch=1000,
-                     options=FewShotOptions)
+                     options=FewShotOptions, download=download_omniglot)
 
 
 @BENCHMARKS.register("omniglot-classification")
 def omniglot_classification() -> Benchmark:
     """Omniglot as 1,623-way classification, 15/2/3 drawings per character (MetaAugment's setting); small CNN."""
     return Benchmark(name="omniglot-classification", load=load_omniglot_classification, default_model="small-cnn",
-                     default_epochs=100, default_batch_size=128, default_learner_options={"lr": 0.05})
+                     default_epochs=100, default_batch_size=128, default_learner_options={"lr": 0.05},
+                     download=download_omniglot)
