@@ -148,6 +148,8 @@ def _show_benchmark(bench: Any) -> None:
         rows += [("ways / shots / query shots", f"{bench.default_ways} / {bench.default_shots} / "
                   f"{bench.default_query_shots}"), ("meta-steps per epoch", str(bench.default_steps_per_epoch))]
     rows += [(f"{policy} options", str(options)) for policy, options in bench.default_policy_options.items()]
+    rows.append(("data", "--download fetches it" if bench.download is not None else
+                 bench.download_instead or "embedded: nothing to download"))
     for key, value in rows:
         out_console.print(f"  {key:<28}{escape(value)}", highlight=False)
 
