@@ -35,11 +35,10 @@ STD = (0.2470, 0.2435, 0.2616)
 
 class CifarOptions(PadCropFlip):
     """CIFAR's `--benchmark-set` options: the training preprocessing (zero-pad, random crop back
-    to 32 x 32, flip) and the reduced-data regime of the literature.
+    to 32 x 32, flip: PadCropFlip's options, documented there) and the reduced-data regime of
+    the literature.
 
     Options:
-        padding: zero padding on each side before the random crop back to 32 x 32; 0: no crop
-        flip: flip training images horizontally with probability 1/2
         train_per_class: train on this many images of each class (AutoAugment's reduced CIFAR-10:
             400, 4,000 images), drawn by subset_seed from what --val-size leaves; 0: all of them
         subset_seed: the seed that draws the reduced subset: the same images for every policy

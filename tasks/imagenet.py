@@ -59,18 +59,10 @@ HOLDOUT_SEED = 0
 
 class FolderOptions(Preprocessing):
     """The class-folder benchmarks' `--benchmark-set` options: how training images are cropped
-    and flipped (`streaming.Preprocessing`) and the reduced-data regime of the literature.
+    and flipped (`streaming.Preprocessing`'s options, documented there) and the reduced-data
+    regime of the literature.
 
     Options:
-        crop: random-resized (a random area and aspect ratio, resized; evaluation: the centre
-            crop), none (the whole image resized to the square size, in training and evaluation)
-            or pad (CIFAR's, for small photos: the whole image resized, zero-padded by `padding`
-            pixels a side and cropped back to the size at a random offset; evaluation: the
-            whole image resized)
-        crop_scale: the random crop's area as a fraction of the image's (lowest, highest)
-        crop_ratio: the random crop's aspect ratio, width / height (lowest, highest)
-        padding: zero pixels added on each side before crop=pad's random crop
-        flip: flip training images horizontally with probability 1/2
         train_per_class: train on this many images of each class (a reduced regime, e.g. 400 of
             CIFAR-10's), drawn by subset_seed from what validation leaves; 0: all of them
         subset_seed: the seed that draws the reduced subset: the same images for every policy
