@@ -1,5 +1,6 @@
 """The data containers policies and learners exchange: Batch (and the Share of a global
-batch it holds, and the Params a policy drew for it), Episode and Tasks."""
+batch it holds, and the Params a policy drew for it), Episode (and the HiddenMix that may
+say how its inputs mix inside the network) and Tasks."""
 from __future__ import annotations
 
 import dataclasses
@@ -143,6 +144,26 @@ class Batch:
         return self.targets.argmax(dim=1) if self.is_soft else self.targets
 
 
+@dataclass(frozen=True)
+class HiddenMix:
+    """How an episode's inputs are interpolated inside the task network (MLTI's hidden-layer
+    task interpolation; Manifold Mixup's mechanism, task by task).
+
+    layer: the name of a module of the task network (as `named_modules()` gives it) whose
+           output is interpolated.
+    lam:   the interpolation weight of the episode's own rows.
+
+    An episode carrying one holds 2M rows in each inputs tensor: its M rows, then the M rows
+    of the partner they interpolate with, row by row. The learner runs the network with a
+    forward hook on `layer` (metaaugment.steptools.hidden_mix) that replaces the layer's
+    output (2M, ...) by lam * first half + (1 - lam) * second half, so the predictions and
+    the targets have M rows.
+    """
+
+    layer: str
+    lam: float
+
+
 @dataclass
 class Episode:
     """One few-shot task: adapt on the support set, evaluate on the query set.
@@ -150,6 +171,8 @@ class Episode:
     support_inputs: (N*K, C, H, W) or (N*K, D);  support_targets: (N*K,) int64 task-local labels
     in [0, N), or (N*K, D) float regression targets. query_* likewise with the query size.
     info: task-level annotations (e.g. the original class ids, the noise epsilon drawn).
+    mix:  None, or how the inputs interpolate inside the network (`HiddenMix`): then each
+          inputs tensor has twice the rows of its targets.
     """
 
     support_inputs: Tensor
@@ -157,6 +180,7 @@ class Episode:
     query_inputs: Tensor
     query_targets: Tensor
     info: dict[str, Any] = field(default_factory=dict)
+    mix: HiddenMix | None = None
 
     def replace(self, **changes: Any) -> "Episode":
         """A copy with some fields replaced (the original is left untouched)."""

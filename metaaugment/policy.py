@@ -22,7 +22,9 @@ A training step of a batch learner::
 
 A meta-training step of an episodic learner::
 
-    episode = policy.augment_task(episode, ctx.task_generator)   # one random key per task
+    keys  = one random key per task of the meta-batch, from ctx.task_generator
+    tasks = policy.augment_tasks(tasks, keys, ctx)   # the whole meta-batch (this rank's tasks of it);
+                                                     #   by default augment_task(episode, generator of its key)
 
 The three families of the papers map onto these hooks:
 
@@ -36,6 +38,8 @@ The three families of the papers map onto these hooks:
   `on_epoch_end` closes the episode.
 - CE-increasing meta-augmentation: `task_transforms` builds tasks (nme, intrashuffle,
   intershuffle) and `augment_task` adds target noise shared by support and query.
+
+Successors that pair tasks (MLTI) override `augment_tasks`, which sees the meta-batch.
 
 State: a policy is an `nn.Module`, so its networks move with `.to(device)` and are saved with
 `state_dict()`. Non-tensor state (sampler statistics, an optimizer's state, counters) goes
@@ -53,7 +57,7 @@ from typing import Any, Callable, ClassVar, Sequence
 import torch
 from torch import Tensor, nn
 
-from metaaugment.batch import Batch, Episode, Params
+from metaaugment.batch import Batch, Episode, Params, Tasks
 from metaaugment.infra.errors import UserError
 from metaaugment.losses import per_sample_cross_entropy
 from metaaugment.parallel.comm import SINGLE_PROCESS, Communicator
@@ -279,6 +283,9 @@ class TaskPolicy(AugmentationPolicy):
     learn2learn's protocol) that build tasks of `ways`
     classes with `shots` samples each; `augment_task` returns an Episode of the same shapes,
     draws its randomness from the generator only, and never modifies the caller's tensors.
+    `augment_tasks` returns Tasks at the same places whose targets have the same shapes (its
+    inputs may hold twice the rows, with a `HiddenMix`), draws its randomness from the keys
+    only, and on many ranks together returns what one process returns for the meta-batch.
     """
 
     benchmark_kinds: ClassVar[tuple[str, ...]] = ("few-shot",)
@@ -293,3 +300,16 @@ class TaskPolicy(AugmentationPolicy):
         """Transform one episode; draw its randomness once from `generator` so that support
         and query share the same key (e.g. one noise epsilon per task)."""
         return episode
+
+    def augment_tasks(self, tasks: Tasks, keys: Sequence[int], ctx: StepContext) -> Tasks:
+        """Transform a meta-batch of episodes together (a policy that pairs tasks overrides it).
+
+        tasks: this rank's episodes of the meta-batch with their places (`tasks.index` among
+               `tasks.total`; the whole meta-batch in one process).
+        keys:  one random key per task of the whole meta-batch (`tasks.total` ints), the same on
+               every rank: draw task t's randomness from keys[t] alone.
+        A task held by another rank is reached through `ctx.comm`
+        (metaaugment.parallel.task_exchange). Default: `augment_task` on each episode with a
+        generator seeded by its key."""
+        return Tasks([self.augment_task(episode, torch.Generator().manual_seed(keys[index]))
+                      for index, episode in zip(tasks.index, tasks)], tasks.index, tasks.total)

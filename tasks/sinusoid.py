@@ -9,7 +9,9 @@ fixed order of starts 4, -1, -2, 1, 3, -3, -5, 2, 0, -4 and split 6 meta-train /
 2 meta-test. Since x identifies the interval and so the task, one network can fit all
 meta-train tasks without reading the support set.
 
-Standard (`sinusoid-standard`): each task draws A, phi afresh and x ~ U[-5, 5].
+Standard (`sinusoid-standard`): each task draws A, phi afresh and x ~ U[-5, 5]. Its option
+`meta_train_tasks=N` (--benchmark-set) meta-trains on N fixed (A, phi) pairs drawn once by
+`subset_seed` (x still drawn afresh): the few-task regime of MLTI (Yao et al. 2022).
 """
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ import torch
 
 from metaaugment.batch import Episode
 from metaaugment.data.regression import RegressionTasks
+from metaaugment.data.subsets import SUBSET_SEED, check_subset_options
 from metaaugment.registry import BENCHMARKS
 from metaaugment.spec import TaskSpec
 from metaaugment.tasks.base import Benchmark
@@ -39,19 +42,28 @@ def sinusoid(x: torch.Tensor, amplitude: float, phase: float) -> torch.Tensor:
 
 
 class SinusoidTasks(RegressionTasks):
-    """Sinusoid tasks; `mutually_exclusive=False` gives the paper's 10 fixed interval tasks."""
+    """Sinusoid tasks; `mutually_exclusive=False` gives the paper's 10 fixed interval tasks.
 
-    def __init__(self, mutually_exclusive: bool = False, sine_seed: int = 0):
+    train_tasks: with `mutually_exclusive`, the meta-training tasks' (A, phi) pairs: tasks of
+    the train split draw one of them uniformly (None: A and phi afresh, as the other splits).
+    """
+
+    def __init__(self, mutually_exclusive: bool = False, sine_seed: int = 0,
+                 train_tasks: list[tuple[float, float]] | None = None):
         self.spec = SPEC
         self.mutually_exclusive = mutually_exclusive
         rng = np.random.default_rng(sine_seed)
         self.amplitudes = rng.uniform(*AMPLITUDE, size=len(INTERVAL_STARTS)).tolist()
         self.phases = rng.uniform(*PHASE, size=len(INTERVAL_STARTS)).tolist()
+        self.train_tasks = train_tasks
 
     def sample(self, split: str, shots: int, query_shots: int) -> Episode:
         n = shots + query_shots
         if self.mutually_exclusive:
-            amplitude, phase = random.uniform(*AMPLITUDE), random.uniform(*PHASE)
+            if split == "train" and self.train_tasks:
+                amplitude, phase = random.choice(self.train_tasks)
+            else:
+                amplitude, phase = random.uniform(*AMPLITUDE), random.uniform(*PHASE)
             x = torch.tensor([random.uniform(-5.0, 5.0) for _ in range(n)]).unsqueeze(1)
             info = {"amplitude": amplitude, "phase": phase}
         else:
@@ -62,6 +74,39 @@ class SinusoidTasks(RegressionTasks):
             info = {"task": task, "amplitude": amplitude, "phase": phase}
         y = sinusoid(x, amplitude, phase)
         return Episode(x[:shots], y[:shots], x[shots:], y[shots:], info=info)
+
+
+class SinusoidOptions:
+    """sinusoid-standard's options (`--benchmark-set`).
+
+    Options:
+        meta_train_tasks: meta-train on this many fixed tasks ((A, phi) pairs drawn once by
+            subset_seed; x still drawn afresh per task); 0: A and phi afresh for every task.
+            Meta-validation and meta-test tasks are unchanged
+        subset_seed: the seed that draws the fixed tasks: the same tasks for every policy and --seed
+    """
+
+    def __init__(self, *, meta_train_tasks: int = 0, subset_seed: int = SUBSET_SEED):
+        check_subset_options(meta_train_tasks, subset_seed, "meta_train_tasks")
+        self.meta_train_tasks, self.subset_seed = meta_train_tasks, subset_seed
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, SinusoidOptions) and vars(self) == vars(other)
+
+    def __repr__(self) -> str:
+        return f"SinusoidOptions({', '.join(f'{k}={v!r}' for k, v in vars(self).items())})"
+
+    def train_tasks(self) -> list[tuple[float, float]] | None:
+        """The fixed meta-training tasks' (A, phi) pairs, or None for tasks drawn afresh."""
+        if not self.meta_train_tasks:
+            return None
+        rng = np.random.default_rng(self.subset_seed)
+        return [(float(rng.uniform(*AMPLITUDE)), float(rng.uniform(*PHASE))) for _ in range(self.meta_train_tasks)]
+
+
+def load_sinusoid_standard(root: object, options: SinusoidOptions | None = None) -> SinusoidTasks:
+    """sinusoid-standard's tasks, with its meta-training tasks capped as `options` say."""
+    return SinusoidTasks(mutually_exclusive=True, train_tasks=(options or SinusoidOptions()).train_tasks())
 
 
 @BENCHMARKS.register("sinusoid")
@@ -76,7 +121,7 @@ def sinusoid_benchmark() -> Benchmark:
 @BENCHMARKS.register("sinusoid-standard")
 def sinusoid_standard_benchmark() -> Benchmark:
     """Sinusoid regression with A, phi and x drawn afresh per task (MAML's version), embedded; MAML."""
-    return Benchmark(name="sinusoid-standard", load=lambda root: SinusoidTasks(mutually_exclusive=True),
+    return Benchmark(name="sinusoid-standard", load=load_sinusoid_standard, options=SinusoidOptions,
                      kind="regression", default_model="mlp", default_epochs=10, default_batch_size=25,
                      default_learner="maml",
                      default_learner_options={"inner_lr": 0.01, "inner_steps": 1, "eval_inner_steps": 10},

@@ -150,3 +150,13 @@ def test_the_adaaug_example_searches_with_a_user_loop():
     assert any(not torch.equal(a, b) for a, b in zip(namespace["initial"], policy.head.parameters()))
     assert probabilities.shape == (4, 15) and torch.allclose(probabilities.sum(1), torch.ones(4))
     assert int(policy.class_counts.sum()) == 6 * 32
+
+
+def test_the_mlti_example_meta_trains_a_user_model(tmp_path, monkeypatch, capsys):
+    """docs/mlti.md's loop: a meta-step on interpolated tasks, then a meta-test score."""
+    monkeypatch.chdir(tmp_path)
+    path = ROOT / "docs" / "mlti.md"
+    namespace = run(doc_block(path, "mlti-example"), path, {"steps, test_tasks": "2, 3"})
+    assert namespace["scores"]["tasks"] == 3 and "pre_accuracy" in namespace["metrics"]
+    assert namespace["policy"].describe()["interpolated_at"] == ["input", "body.0", "body.1", "body.2"]
+    assert "meta-test accuracy" in capsys.readouterr().out

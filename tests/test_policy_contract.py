@@ -2,6 +2,7 @@
 for batch policies, the task contract for task policies, and a state round trip after which
 the restored policy steps exactly as the original does."""
 import copy
+import dataclasses
 import io
 
 import numpy as np
@@ -9,6 +10,7 @@ import pytest
 import torch
 
 from metaaugment import Batch, BatchPolicy, Episode, StepContext, StepResult, TaskPolicy, TaskSpec, create_model
+from metaaugment.batch import Tasks
 from metaaugment.data.episodes import EpisodeSampler, FewShotSplit
 from metaaugment.learners import forward_pass
 from metaaugment.parallel import SINGLE_PROCESS
@@ -275,6 +277,50 @@ def test_a_restored_task_policy_builds_and_augments_tasks_as_the_original(name):
     sample_task_policy_episodes(policy, seed=1)
     fresh = round_trip(policy, name, ctx)
     assert same(sample_task_policy_episodes(policy, seed=2), sample_task_policy_episodes(fresh, seed=2))
+
+
+def meta_batch(policy: TaskPolicy, seed: int) -> list[Episode]:
+    """Three tasks of one kind the policy applies to: 3-way 2-shot few-shot episodes with two
+    queries per class, else regression episodes."""
+    import random
+
+    if "few-shot" not in policy.benchmark_kinds:
+        return [regression_episode() for _ in range(3)]
+    split = few_shot_split()
+    sampler = EpisodeSampler(split, 3, 2, 2, policy.task_transforms(split.class_index(), 3, 2 + 2))
+    random.seed(seed)
+    return [sampler.sample() for _ in range(3)]
+
+
+@pytest.mark.parametrize("name", TASK_POLICIES)
+def test_task_contract_on_the_meta_batch(name):
+    """`augment_tasks` keeps the tasks' places and target shapes, draws from the keys alone,
+    leaves the caller's tensors alone, and two ranks holding the tasks round-robin get what
+    one process gets for their tasks."""
+    ctx = make_context()
+    policy = set_up(name, ctx)
+    episodes = meta_batch(policy, seed=4)
+    before = [[t.clone() for t in (e.support_inputs, e.support_targets, e.query_inputs, e.query_targets)]
+              for e in episodes]
+    keys = [11, 22, 33]
+    out = policy.augment_tasks(Tasks(episodes, range(3), 3), keys, ctx)
+    assert out.index == [0, 1, 2] and out.total == 3
+    for episode, task, original in zip(episodes, out, before):
+        assert task.support_targets.shape == episode.support_targets.shape
+        assert task.query_targets.shape == episode.query_targets.shape
+        rows = 2 if task.mix is not None else 1  # a hidden-layer interpolation holds both tasks' rows
+        assert len(task.support_inputs) == rows * len(task.support_targets)
+        assert same([episode.support_inputs, episode.support_targets, episode.query_inputs, episode.query_targets],
+                    original)
+    assert same(out, policy.augment_tasks(Tasks(episodes, range(3), 3), keys, ctx))
+
+    def on_rank(comm):
+        held = comm.local_items(range(3))
+        rank_ctx = dataclasses.replace(ctx, comm=comm)
+        return policy.augment_tasks(Tasks([episodes[i] for i in held], held, 3), keys, rank_ctx)
+
+    ranks = LockstepRanks(2).run(on_rank)
+    assert same([ranks[0][0], ranks[1][0], ranks[0][1]], [out[0], out[1], out[2]])
 
 
 def test_declared_metadata():

@@ -61,7 +61,8 @@ KINDS = {
     "rl-mixup": lambda data: quick_config(policy="rl-mixup", epochs=3, policy_options=SMALL_AGENT, **DIGITS),
     "madaug": lambda data: quick_config(policy="madaug", epochs=2, **DIGITS),
     "adaaug": lambda data: quick_config(policy="adaaug", epochs=2, policy_options={"search_every": 2}, **DIGITS),
-    "few-shot": lambda data: quick_config(benchmark="glyphs", policy="intershuffle", epochs=2, steps_per_epoch=4,
+    # MLTI: the meta-batch's tasks interpolated in pairs (task sampling's and the policy's draws resume)
+    "few-shot": lambda data: quick_config(benchmark="glyphs", policy="mlti", epochs=2, steps_per_epoch=4,
                                           batch_size=2, val_tasks=2, test_tasks=4, checkpoint_every=5, log_every=1),
     "streamed": lambda data: RunConfig(benchmark="imagenet", data_root=str(data), image_size=16, model="small-cnn",
                                        model_options={"width": 4}, policy="randaugment", epochs=2, batch_size=8,

@@ -25,6 +25,7 @@ from metaaugment.policy import StepContext, TaskPolicy
 from metaaugment.registry import LEARNERS
 from metaaugment.spec import TaskSpec
 from metaaugment.steptools.features import has_features, pooled_features
+from metaaugment.steptools.hidden_mix import mixed_forward, plain_forward
 from metaaugment.steptools.stats import ci95_of_sums, mean_and_ci95
 
 
@@ -50,7 +51,7 @@ class EpisodicLearner(Learner):
     """Base of the meta-learners: an outer Adam optimizer over meta-batches of episodes.
 
     Subclasses implement `score_task`. `train_step` passes each episode through the policy's
-    `augment_task` (with ctx.task_generator) and averages the post-update query loss over
+    `augment_tasks` (keys from ctx.task_generator) and averages the post-update query loss over
     the meta-batch (backpropagating task by task, so memory holds one task's graph).
     """
 
@@ -103,9 +104,9 @@ class EpisodicLearner(Learner):
     def train_step(self, model: nn.Module, batch: Sequence[Episode], policy: TaskPolicy,
                    ctx: StepContext) -> dict[str, float]:
         """One outer update on a meta-batch of episodes (a list, or on many ranks this rank's
-        `Tasks` of it), each augmented by `policy` first with a key of its own (one key per
-        task of the meta-batch drawn from ctx.task_generator on every rank); returns the mean
-        metrics over the meta-batch."""
+        `Tasks` of it), augmented by `policy.augment_tasks` first with a key per task (one key
+        per task of the meta-batch drawn from ctx.task_generator on every rank); returns the
+        mean metrics over the meta-batch."""
         assert self._optimizer is not None, "call setup first"
         generator = ctx.require("task_generator", f"learner '{self.name}'")
         model.train()
@@ -117,9 +118,11 @@ class EpisodicLearner(Learner):
             raise ValueError("on many ranks, pass each rank its tasks of the meta-batch with their places: "
                              "Tasks(episodes, index, total), index = ctx.comm.local_items(range(total))")
         keys = torch.randint(2**62, (tasks.total,), generator=generator).tolist()
+        augmented = policy.augment_tasks(tasks, keys, ctx)
+        if list(augmented.index) != list(tasks.index) or augmented.total != tasks.total:
+            raise ValueError(f"policy '{policy.name}': augment_tasks must return the tasks at the places it was given")
         totals: dict[str, float] = {}
-        for index, episode in zip(tasks.index, tasks):
-            episode = policy.augment_task(episode, torch.Generator().manual_seed(keys[index]))
+        for index, episode in zip(augmented.index, augmented):
             # the pre-update scores (memorization's signature, Rajendran et al. Fig. 4) from the
             # meta-batch's first task: an unbiased estimate at an eighth of a query forward's cost
             loss, metrics = self.score_task(model, episode, training=True, pre_update=index == 0)
@@ -248,12 +251,13 @@ class _GradientMetaLearner(EpisodicLearner):
     def score_task(self, model: nn.Module, episode: Episode, training: bool,
                    pre_update: bool = True) -> tuple[Tensor, dict[str, float]]:
         assert self.wrapper is not None
-        metrics = self._pre_update_scores(self.loop.initial(self.wrapper), episode) if pre_update else {}
+        forward = mixed_forward(plain_forward, episode.mix)  # interpolating inside the network, if asked
+        metrics = self._pre_update_scores(self.loop.initial(self.wrapper), episode, forward) if pre_update else {}
         # evaluation needs gradients for adaptation but never a second-order graph
         with self.loop.adapted(self.wrapper, episode.support_inputs, episode.support_targets,
                                steps=self.inner_steps if training else self.eval_inner_steps, training=training,
                                first_order=self.first_order or not training, loss_fn=self.loss_fn,
-                               make_optimizer=self._inner_torch_optimizer) as adapted:
+                               make_optimizer=self._inner_torch_optimizer, forward=forward) as adapted:
             out = adapted(episode.query_inputs)
             loss = self.loss_fn(out, episode.query_targets)
         metrics.update(self._scores("", out.detach(), episode.query_targets, loss.detach()))
@@ -270,10 +274,10 @@ class _GradientMetaLearner(EpisodicLearner):
         momentum = self.inner_momentum if self.inner_optimizer == "momentum" else 0.0
         return torch.optim.SGD(groups, lr=self.inner_lr, momentum=momentum, weight_decay=decay)
 
-    def _pre_update_scores(self, module: nn.Module, episode: Episode) -> dict[str, float]:
+    def _pre_update_scores(self, module: nn.Module, episode: Episode, forward: Any) -> dict[str, float]:
         """pre_loss and pre_accuracy (pre_mse): the query scores before any adaptation."""
         with torch.no_grad():
-            out = module(episode.query_inputs)
+            out = forward(module, episode.query_inputs)
             return self._scores("pre_", out, episode.query_targets, self.loss_fn(out, episode.query_targets))
 
     def describe(self) -> dict[str, Any]:
@@ -333,9 +337,10 @@ class ProtoNetLearner(EpisodicLearner):
     def score_task(self, model: nn.Module, episode: Episode, training: bool,
                    pre_update: bool = True) -> tuple[Tensor, dict[str, float]]:
         ways = int(episode.support_targets.max()) + 1
+        embedding = mixed_forward(embed, episode.mix)  # interpolating inside the network, if asked
         with torch.set_grad_enabled(training):
-            logits = prototype_logits(embed(model, episode.support_inputs), episode.support_targets,
-                                      embed(model, episode.query_inputs), ways)
+            logits = prototype_logits(embedding(model, episode.support_inputs), episode.support_targets,
+                                      embedding(model, episode.query_inputs), ways)
             loss = self.loss_fn(logits, episode.query_targets)
         return loss, self._scores("", logits.detach(), episode.query_targets, loss.detach())
 

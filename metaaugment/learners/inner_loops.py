@@ -20,6 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from metaaugment.infra.dependencies import learn2learn
+from metaaugment.steptools.hidden_mix import Forward, plain_forward
 
 
 class MetaParameters(nn.Module):
@@ -66,10 +67,12 @@ class InnerLoop(ABC):
     @abstractmethod
     def adapted(self, wrapper: nn.Module, support_inputs: Tensor, support_targets: Tensor, *, steps: int,
                 training: bool, first_order: bool, loss_fn: Callable[[Tensor, Tensor], Tensor],
-                make_optimizer: Callable[[nn.Module, bool], torch.optim.Optimizer]
-                ) -> contextlib.AbstractContextManager[Callable[[Tensor], Tensor]]:
-        """A context yielding the network adapted by `steps` inner steps on the support set.
-        `make_optimizer(module, per_parameter_rates)` is the inner torch optimizer (higher's)."""
+                make_optimizer: Callable[[nn.Module, bool], torch.optim.Optimizer],
+                forward: Forward = plain_forward) -> contextlib.AbstractContextManager[Callable[[Tensor], Tensor]]:
+        """A context yielding the network adapted by `steps` inner steps on the support set, as
+        a function of inputs. `make_optimizer(module, per_parameter_rates)` is the inner torch
+        optimizer (higher's); `forward(network, inputs)` runs a copy of the task network (an
+        interpolating forward for an episode with a HiddenMix)."""
 
 
 class HigherInnerLoop(InnerLoop):
@@ -84,7 +87,8 @@ class HigherInnerLoop(InnerLoop):
     @contextlib.contextmanager
     def adapted(self, wrapper: nn.Module, support_inputs: Tensor, support_targets: Tensor, *, steps: int,
                 training: bool, first_order: bool, loss_fn: Callable[[Tensor, Tensor], Tensor],
-                make_optimizer: Callable[[nn.Module, bool], torch.optim.Optimizer]) -> Iterator[Any]:
+                make_optimizer: Callable[[nn.Module, bool], torch.optim.Optimizer],
+                forward: Forward = plain_forward) -> Iterator[Any]:
         import higher
 
         module = wrapper.module
@@ -97,9 +101,9 @@ class HigherInnerLoop(InnerLoop):
         with higher.innerloop_ctx(module, make_optimizer(module, rates is not None), copy_initial_weights=False,
                                   track_higher_grads=training) as (fmodel, diffopt):
             for _ in range(steps):
-                diffopt.step(loss_fn(fmodel(support_inputs), support_targets), override=override,
+                diffopt.step(loss_fn(forward(fmodel, support_inputs), support_targets), override=override,
                              grad_callback=constant_gradients)
-            yield fmodel
+            yield lambda inputs: forward(fmodel, inputs)
 
 
 class Learn2LearnInnerLoop(InnerLoop):
@@ -117,11 +121,14 @@ class Learn2LearnInnerLoop(InnerLoop):
     @contextlib.contextmanager
     def adapted(self, wrapper: nn.Module, support_inputs: Tensor, support_targets: Tensor, *, steps: int,
                 training: bool, first_order: bool, loss_fn: Callable[[Tensor, Tensor], Tensor],
-                make_optimizer: Callable[[nn.Module, bool], torch.optim.Optimizer]) -> Iterator[Any]:
+                make_optimizer: Callable[[nn.Module, bool], torch.optim.Optimizer],
+                forward: Forward = plain_forward) -> Iterator[Any]:
         clone = wrapper.clone()
+        # learn2learn's wrappers call their `module`: run the cloned task network itself, so
+        # that a layer name means the same module as in the model
         for _ in range(steps):
-            clone.adapt(loss_fn(clone(support_inputs), support_targets), first_order=first_order)
-        yield clone
+            clone.adapt(loss_fn(forward(clone.module, support_inputs), support_targets), first_order=first_order)
+        yield lambda inputs: forward(clone.module, inputs)
 
 
 INNER_LOOPS: dict[str, type[InnerLoop]] = {loop.name: loop for loop in (HigherInnerLoop, Learn2LearnInnerLoop)}
