@@ -176,6 +176,9 @@ def test_two_ranks_train_as_one_process_on_the_global_batch(run, gloo_runs, one_
     # conv bias followed by BatchNorm has a zero gradient that Adam turns into steps of the
     # learning rate in the direction of the rounding error
     skip = (*BUFFERS, "conv.bias") if FAMILIES[run].get("benchmark") == "glyphs" else ()
+    # ProtoNets: squared distances do not change when every embedding shifts alike, so the last
+    # block's BatchNorm shift has a zero gradient wherever its ReLU passes everything (Adam again)
+    skip += ("body.3.normalize.bias",) if run.startswith("protonet") else ()
     # RL-Mixup mixes the patches above a saliency percentile: a float-rounding difference in
     # the saliency flips near-ties, so its parameters agree to the rounding of a discontinuity
     tolerance = 1e-3 if run == "rl-mixup" else 1e-5
