@@ -422,7 +422,7 @@ def _import_plugin(kind: str, name: str, load: Callable[[], Any]) -> Any:
 
 POLICIES: Registry[Any] = Registry("policy", builtins=(
     "metaaugment.baselines", "metaaugment.sample_aware", "metaaugment.rl_mixup", "metaaugment.task_augmentation",
-    "metaaugment.madaug", "metaaugment.adaaug", "metaaugment.mlti"),
+    "metaaugment.madaug", "metaaugment.adaaug", "metaaugment.mlti", "metaaugment.teachaugment"),
     group="metaaugment.policies", role=POLICY_ROLE, symbol="POLICIES")
 LEARNERS: Registry[Any] = Registry("learner", builtins=("metaaugment.learners",), group="metaaugment.learners",
                                    role=LEARNER_ROLE, symbol="LEARNERS")

@@ -32,6 +32,8 @@ FAMILIES = {
     "rl-mixup": dict(SHORT, policy="rl-mixup"),
     "madaug": dict(SHORT, policy="madaug"),
     "adaaug": dict(SHORT, policy="adaaug", policy_options={"search_every": 1}),
+    "teachaugment": dict(SHORT, policy="teachaugment",
+                         policy_options={"update_every": 1, "noise_dim": 8, "hidden": 8, "projections": 8}),
     "maml-intershuffle": dict(benchmark="glyphs", policy="intershuffle", epochs=1, steps_per_epoch=2, batch_size=4,
                               val_tasks=8, test_tasks=12, seed=3, device="cpu"),
     # MLTI: 3 tasks on 2 ranks, so partners cross ranks (parallel.task_exchange) and one rank holds fewer

@@ -109,10 +109,11 @@ def test_on_two_ranks_a_policy_augments_its_rows_as_one_process_augments_them(va
     options = dict(item.split("=") for item in text.split(",") if item)
     options = {key: {"true": True}.get(value, int(value) if value.isdigit() else value)
                for key, value in options.items()}
-    # the saliency policies read a model with BatchNorm: global statistics summed over ranks
-    # round differently from one process's, which moves the saliency maps by about 1e-7
+    # the saliency policies read a model with BatchNorm, and TeachAugment's augmenters normalize
+    # by the global batch: statistics summed over ranks round differently from one process's,
+    # which moves the outputs by about 1e-7
     assert_two_ranks_augment_as_one(lambda: create_policy(name, **options),
-                                    exact=name not in ("saliency-mixup", "rl-mixup"))
+                                    exact=name not in ("saliency-mixup", "rl-mixup", "teachaugment"))
 
 
 def assert_two_ranks_augment_as_one(make_policy, exact: bool = True) -> None:

@@ -61,6 +61,9 @@ KINDS = {
     "rl-mixup": lambda data: quick_config(policy="rl-mixup", epochs=3, policy_options=SMALL_AGENT, **DIGITS),
     "madaug": lambda data: quick_config(policy="madaug", epochs=2, **DIGITS),
     "adaaug": lambda data: quick_config(policy="adaaug", epochs=2, policy_options={"search_every": 2}, **DIGITS),
+    # TeachAugment: an augmenter stored in the replay buffer after each epoch, the EMA teacher
+    "teachaugment": lambda data: quick_config(policy="teachaugment", epochs=2, policy_options={
+        "update_every": 2, "replay_every": 1, "noise_dim": 8, "hidden": 8, "projections": 8}, **DIGITS),
     # MLTI: the meta-batch's tasks interpolated in pairs (task sampling's and the policy's draws resume)
     "few-shot": lambda data: quick_config(benchmark="glyphs", policy="mlti", epochs=2, steps_per_epoch=4,
                                           batch_size=2, val_tasks=2, test_tasks=4, checkpoint_every=5, log_every=1),
@@ -167,6 +170,7 @@ def test_what_each_kind_keeps_in_its_checkpoint_and_figures(references):
     assert set(artifacts["metaaugment"]) == {"sampler_heatmap.png", "weighted_samples.png", "curves.png"}
     assert {"mixup_examples.png", "action_histogram.png"} <= set(artifacts["rl-mixup"])
     assert "class_policy.png" in artifacts["madaug"] and "class_policy.png" in artifacts["adaaug"]
+    assert "augmenter_progress.png" in artifacts["teachaugment"]
     assert torch.load(references["float16"] / "checkpoint.pt", weights_only=True)["grad_scaler"]["scale"] > 0
     epochs = [r for r in RunDirectory(references["rl-mixup"]).read_metrics() if r["kind"] == "epoch"]
     assert [("policy_ppo_value_loss" in r) for r in epochs] == [False, True, False]  # two episodes per update
