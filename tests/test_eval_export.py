@@ -117,3 +117,21 @@ def test_an_export_that_fills_the_disk_at_its_second_file_leaves_nothing(metaaug
     paths = export_run(folder, tmp_path / "a" / "export")
     assert sorted(p.name for p in (tmp_path / "a" / "export").iterdir()) == ["model.pt", "policy.pt"]
     assert not [p for p in (tmp_path / "a").iterdir() if p.name != "export"] and all(p.exists() for p in paths)
+
+
+def test_an_exported_teachaugment_policy_loads_its_augmenter_teacher_and_replay(tmp_path):
+    options = {"noise_dim": 8, "hidden": 8, "projections": 8, "replay_every": 1}
+    train(quick_config(policy="teachaugment", policy_options=options, epochs=2), tmp_path / "run",
+          show_progress=False)
+    model_file, policy_file = export_run(tmp_path / "run")
+    policy, ctx = load_exported_policy(policy_file, load_exported_model(model_file))
+    saved = load_checkpoint(tmp_path / "run" / "checkpoint.pt")["policy"]
+    for key, value in policy.state_dict().items():
+        if torch.is_tensor(value):
+            assert torch.equal(value, saved[key]), key
+    assert len(policy.replay) == 2 and policy.priorities == pytest.approx([0.81, 0.9])
+    from metaaugment import Batch
+
+    augmented = policy.augment(Batch(torch.rand(16, 1, 8, 8), torch.randint(10, (16,))), ctx)
+    assert augmented.inputs.shape == (16, 1, 8, 8) and 0 <= float(augmented.inputs.min())
+    assert float(augmented.inputs.max()) <= 1
