@@ -12,7 +12,17 @@ from metaaugment.data.subsets import SUBSET_SEED, capped_classes, check_subset_o
 from metaaugment.infra.errors import UserError
 
 
-class FewShotOptions:
+class ValueOptions:
+    """Benchmark options compared and printed by their values (config.json records them)."""
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is type(self) and vars(self) == vars(other)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in vars(self).items())})"
+
+
+class FewShotOptions(ValueOptions):
     """A few-shot benchmark's options (`--benchmark-set`).
 
     Options:
@@ -26,12 +36,6 @@ class FewShotOptions:
     def __init__(self, *, meta_train_classes: int = 0, subset_seed: int = SUBSET_SEED):
         check_subset_options(meta_train_classes, subset_seed, "meta_train_classes")
         self.meta_train_classes, self.subset_seed = meta_train_classes, subset_seed
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, FewShotOptions) and vars(self) == vars(other)
-
-    def __repr__(self) -> str:
-        return f"FewShotOptions({', '.join(f'{k}={v!r}' for k, v in vars(self).items())})"
 
     def apply(self, data: FewShotData, benchmark: str) -> FewShotData:
         """`data` with its meta-training split cut to `meta_train_classes` classes (all when 0);

@@ -27,6 +27,7 @@ from metaaugment.data.subsets import SUBSET_SEED, check_subset_options
 from metaaugment.registry import BENCHMARKS
 from metaaugment.spec import TaskSpec
 from metaaugment.tasks.base import Benchmark
+from metaaugment.tasks.fewshot_options import ValueOptions
 
 AMPLITUDE = (0.1, 5.0)
 PHASE = (0.0, math.pi)
@@ -76,7 +77,7 @@ class SinusoidTasks(RegressionTasks):
         return Episode(x[:shots], y[:shots], x[shots:], y[shots:], info=info)
 
 
-class SinusoidOptions:
+class SinusoidOptions(ValueOptions):
     """sinusoid-standard's options (`--benchmark-set`).
 
     Options:
@@ -89,12 +90,6 @@ class SinusoidOptions:
     def __init__(self, *, meta_train_tasks: int = 0, subset_seed: int = SUBSET_SEED):
         check_subset_options(meta_train_tasks, subset_seed, "meta_train_tasks")
         self.meta_train_tasks, self.subset_seed = meta_train_tasks, subset_seed
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, SinusoidOptions) and vars(self) == vars(other)
-
-    def __repr__(self) -> str:
-        return f"SinusoidOptions({', '.join(f'{k}={v!r}' for k, v in vars(self).items())})"
 
     def train_tasks(self) -> list[tuple[float, float]] | None:
         """The fixed meta-training tasks' (A, phi) pairs, or None for tasks drawn afresh."""
