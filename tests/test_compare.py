@@ -76,6 +76,19 @@ def test_comparison_markdown_gives_each_column_its_own_unit():
     assert row["test_accuracy_mean"] == "0.900000" and row["test_accuracy_std"] == ""  # unknown, not 0
 
 
+def test_a_metric_the_learner_does_not_report_is_a_dash_not_nan():
+    """ProtoNets have no pre-update scores: their cells say '-' (md) and are empty (csv)."""
+    from metaaugment.comparison.compare import RunRecord, comparison_csv, comparison_markdown, summarize
+
+    runs = [RunRecord("mlti", seed, Path(f"r{seed}"), {"kind": "few-shot", "wall_time_s": 1.0, "metrics": {
+        "test_accuracy": 0.8 + seed / 100, "test_accuracy_ci95": 0.01, "best_val_accuracy": 0.8,
+        "final_train_accuracy": 0.9}}) for seed in (0, 1)]
+    text = comparison_markdown("image-folder", summarize(runs), runs)
+    assert "nan" not in text and "| mlti | 2 | 80.50 ± 0.71 |" in text and " - |" in text.split("## Runs")[0]
+    row = next(csv.DictReader(io.StringIO(comparison_csv(summarize(runs)))))
+    assert row["final_train_pre_accuracy_mean"] == "" and row["test_accuracy_mean"] == "0.805000"
+
+
 def test_the_comparison_plots_y_range_shows_differences_at_their_size():
     from metaaugment.comparison.compare import MIN_PERCENT_SPAN, honest_range
 

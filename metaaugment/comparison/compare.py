@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -204,7 +205,10 @@ def summarize(records: Sequence[RunRecord]) -> list[PolicySummary]:
 
 def format_stat(mean: float, std: float, percent: bool, seeds: int = 2) -> str:
     """'97.50 ± 0.31' (percent) or '0.1234 ± 0.0040'; the mean alone for a single seed,
-    whose spread is unknown, not zero."""
+    whose spread is unknown, not zero; '-' for a metric the runs do not report (ProtoNets'
+    pre-update scores)."""
+    if math.isnan(mean):
+        return "-"
     if seeds < 2:
         return format_value(mean, percent)
     return f"{100 * mean:.2f} ± {100 * std:.2f}" if percent else f"{mean:.4f} ± {std:.4f}"
@@ -223,7 +227,8 @@ def comparison_csv(summaries: Sequence[PolicySummary]) -> str:
         for metric, _, _ in s.metrics:
             mean, std = s.stat(metric)
             # one seed: the spread is unknown, not zero (empty, as the md table shows the mean alone)
-            row += [f"{mean:.6f}", f"{std:.6f}" if len(s.seeds) > 1 else ""]
+            # not reported (nan): empty cells, as the md table shows '-'
+            row += ["", ""] if math.isnan(mean) else [f"{mean:.6f}", f"{std:.6f}" if len(s.seeds) > 1 else ""]
         writer.writerow(row + [f"{mean_std(s.wall_times)[0]:.2f}"])
     return buffer.getvalue()
 
