@@ -1,6 +1,7 @@
 """`metaaug compare`: runs or reuses runs, aggregates mean ± std, writes CSV/Markdown/PNG."""
 import csv
 import io
+import json
 import statistics
 from pathlib import Path
 
@@ -87,6 +88,27 @@ def test_a_metric_the_learner_does_not_report_is_a_dash_not_nan():
     assert "nan" not in text and "| mlti | 2 | 80.50 ± 0.71 |" in text and " - |" in text.split("## Runs")[0]
     row = next(csv.DictReader(io.StringIO(comparison_csv(summarize(runs)))))
     assert row["final_train_pre_accuracy_mean"] == "" and row["test_accuracy_mean"] == "0.805000"
+
+
+@pytest.mark.parametrize("with_pre_update", [True, False])
+def test_the_curve_panel_names_the_dashed_curve_only_when_it_draws_one(tmp_path, with_pre_update):
+    """MAML reports a pre-update score (dashed curve), ProtoNets do not: the panel's title must
+    not promise a dashed curve that is not there."""
+    from metaaugment.comparison.compare import RunRecord, comparison_figure, summarize
+
+    runs = []
+    for seed in (0, 1):
+        folder = tmp_path / f"seed{seed}"
+        folder.mkdir()
+        epochs = [{"kind": "epoch", "step": 10 * e, "epoch": e, "val_accuracy": 0.5 + e / 10,
+                   **({"train_pre_accuracy": 0.2} if with_pre_update else {})} for e in (1, 2)]
+        (folder / "metrics.jsonl").write_text("".join(json.dumps(x) + "\n" for x in epochs))
+        runs.append(RunRecord("nme", seed, folder, {"kind": "few-shot", "wall_time_s": 1.0, "metrics": {
+            "test_accuracy": 0.8, "test_accuracy_ci95": 0.01, "best_val_accuracy": 0.7}}))
+    figure = comparison_figure("glyphs", summarize(runs), runs)
+    right = figure.axes[1]
+    assert ("dashed" in right.get_title()) == with_pre_update
+    assert sum(line.get_linestyle() == "--" for line in right.get_lines()) == int(with_pre_update)
 
 
 def test_the_comparison_plots_y_range_shows_differences_at_their_size():

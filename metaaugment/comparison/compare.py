@@ -349,6 +349,7 @@ def comparison_figure(benchmark: str, summaries: Sequence[PolicySummary], record
     if kind.pre_update_curve is not None:
         curve_keys.append((kind.pre_update_curve, "--", " train pre-update"))
     plotted: set[int] = set()
+    dashed = False  # a learner without pre-update scores (ProtoNets) draws no dashed curve
     for i, s in enumerate(summaries):
         for key, style, suffix in curve_keys:
             curves = []
@@ -361,13 +362,14 @@ def comparison_figure(benchmark: str, summaries: Sequence[PolicySummary], record
                 right.plot(common, [sum(c[e] for c in curves) / len(curves) for e in common], style, marker=".",
                            label=wrap_label(s.policy + suffix, 2 * LABEL_COLUMNS), color=f"C{i}")
                 plotted.update(common)
+                dashed = dashed or style == "--"
     right.set_xlabel("epoch")
     if 0 < len(plotted) <= 12:  # whole epochs only: every epoch a tick, or integer ticks
         right.set_xticks(sorted(plotted))
     else:
         right.xaxis.set_major_locator(MaxNLocator(integer=True))
     right.set_ylabel(curve_key.replace("_", " ") + unit)
-    title = curve_key.replace("_", " ") + (" (solid), train pre-update (dashed)" if kind.pre_update_curve else "")
+    title = curve_key.replace("_", " ") + (" (solid), train pre-update (dashed)" if dashed else "")
     right.set_title(f"{title}, mean over seeds", fontsize=10)
     if plotted:
         right.legend(fontsize=8)
