@@ -51,9 +51,6 @@ class CifarOptions(PadCropFlip):
         check_subset_options(train_per_class, subset_seed, "train_per_class")
         self.train_per_class, self.subset_seed = train_per_class, subset_seed
 
-    def __repr__(self) -> str:
-        return f"CifarOptions({', '.join(f'{k}={v!r}' for k, v in vars(self).items())})"
-
 
 def read_cifar_pickle(path: Path, label_key: bytes, num_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
     """One CIFAR pickle -> (N, 3, 32, 32) uint8 images and (N,) int64 labels.

@@ -9,17 +9,8 @@ import torch
 
 from metaaugment.data.episodes import FewShotData, FewShotSplit
 from metaaugment.data.subsets import SUBSET_SEED, capped_classes, check_subset_options
+from metaaugment.data.value_options import ValueOptions
 from metaaugment.infra.errors import UserError
-
-
-class ValueOptions:
-    """Benchmark options compared and printed by their values (config.json records them)."""
-
-    def __eq__(self, other: object) -> bool:
-        return type(other) is type(self) and vars(self) == vars(other)
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in vars(self).items())})"
 
 
 class FewShotOptions(ValueOptions):

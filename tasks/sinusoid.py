@@ -24,10 +24,10 @@ import torch
 from metaaugment.batch import Episode
 from metaaugment.data.regression import RegressionTasks
 from metaaugment.data.subsets import SUBSET_SEED, check_subset_options
+from metaaugment.data.value_options import ValueOptions
 from metaaugment.registry import BENCHMARKS
 from metaaugment.spec import TaskSpec
 from metaaugment.tasks.base import Benchmark
-from metaaugment.tasks.fewshot_options import ValueOptions
 
 AMPLITUDE = (0.1, 5.0)
 PHASE = (0.0, math.pi)

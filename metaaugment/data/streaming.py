@@ -37,6 +37,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from metaaugment.batch import Batch
+from metaaugment.data.value_options import ValueOptions
 from metaaugment.infra.errors import UserError
 
 IMAGE_SUFFIXES = (".jpeg", ".jpg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
@@ -139,7 +140,7 @@ def open_rgb(path: str, size: int, crop: Callable[[int, int], tuple[Region, bool
         return pil_to_tensor(resized)
 
 
-class Preprocessing:
+class Preprocessing(ValueOptions):
     """The per-image geometric preprocessing of a streamed benchmark (its `--benchmark-set`
     options). Defaults: ImageNet's Inception-style training crop and flip, and the centre
     crop of 87.5% in evaluation; `crop="pad"` is CIFAR's, for small photos.
@@ -172,12 +173,6 @@ class Preprocessing:
         self.crop, self.flip, self.padding = crop, flip, int(padding)
         self.crop_scale = (float(crop_scale[0]), float(crop_scale[1]))
         self.crop_ratio = (float(crop_ratio[0]), float(crop_ratio[1]))
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Preprocessing) and vars(self) == vars(other)
-
-    def __repr__(self) -> str:
-        return f"Preprocessing({', '.join(f'{k}={v!r}' for k, v in vars(self).items())})"
 
     def train_region(self, width: int, height: int, generator_seed: int) -> tuple[Region, bool]:
         """The region of one training image and whether to flip it, drawn from `generator_seed`."""

@@ -13,10 +13,11 @@ import torch
 from torch import Tensor
 
 from metaaugment.data.streaming import MAX_PADDING, draw_seed
+from metaaugment.data.value_options import ValueOptions
 from metaaugment.imageops import pad_crop_flip
 
 
-class PadCropFlip:
+class PadCropFlip(ValueOptions):
     """Zero-pad each training image by `padding` pixels, crop it back to its size at a random
     offset, and flip it left-right with probability 1/2: the CIFAR benchmarks' options
     (`--benchmark-set`); evaluation images are left as they are.
@@ -30,12 +31,6 @@ class PadCropFlip:
         if not 0 <= padding <= MAX_PADDING:  # a larger padding is mostly zeros, and memory for each batch
             raise ValueError(f"padding must be an integer from 0 to {MAX_PADDING} pixels (got {padding})")
         self.padding, self.flip = padding, flip
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, PadCropFlip) and vars(self) == vars(other)
-
-    def __repr__(self) -> str:
-        return f"PadCropFlip(padding={self.padding}, flip={self.flip})"
 
     @property
     def identity(self) -> bool:
